@@ -1,0 +1,130 @@
+//! The `Store` trait: everything the server keeps (queues, items and their leases, runs,
+//! agents, tokens), and its embedded SQLite implementation.
+//!
+//! Only the server talks to a store. Every method that involves a deadline takes `now`, so
+//! the lease protocol is tested without sleeping. A store enforces the item lifecycle itself
+//! (fences, states, attempt limits): the HTTP layer only validates shapes.
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+mod error;
+pub mod sqlite;
+
+pub use error::{StoreError, StoreResult};
+pub use sqlite::SqliteStore;
+
+use async_trait::async_trait;
+use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
+use liftoff_types::{
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, Lease, Millis, NewAgent,
+    NewQueue, Priority, Queue, Run, RunId, RunState, RunUpdate, Scope, TokenInfo,
+};
+use serde_json::Value;
+
+/// An item ready to be stored: the spec as given, and the resource args the server resolved
+/// from the queue's template.
+#[derive(Clone, Debug)]
+pub struct NewItem {
+    pub queue: String,
+    pub spec: LaunchSpec,
+    pub priority: Priority,
+    pub resource_args: Value,
+}
+
+/// One lease call: which agent, which queues (round-robin), how many, for how long.
+#[derive(Clone, Debug)]
+pub struct LeaseParams {
+    pub agent: AgentId,
+    pub queues: Vec<String>,
+    pub max: u32,
+    pub lease_ms: u64,
+}
+
+/// An ack: the run id and backend handle the item's run is bound to.
+#[derive(Clone, Debug)]
+pub struct Ack {
+    pub fence: i64,
+    pub run_id: RunId,
+    pub handle: Value,
+    pub state: RunState,
+}
+
+/// What a pass of the lease reaper changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Expired {
+    /// Items put back to `pending`, with their queue (to wake long-polls on it).
+    pub requeued: Vec<(ItemId, String)>,
+    /// Items that reached their queue's attempt limit and failed with phase `agent`.
+    pub failed: Vec<ItemId>,
+}
+
+/// The state the server keeps. Implementations: [`SqliteStore`] (embedded, the default) and,
+/// later, PostgreSQL. Both must pass [`conformance`].
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Queues.
+    async fn create_queue(&self, queue: NewQueue, now: Millis) -> StoreResult<Queue>;
+    async fn list_queues(&self) -> StoreResult<Vec<Queue>>;
+    /// One queue; with `depth`, its item counts by state.
+    async fn get_queue(&self, name: &str, depth: bool) -> StoreResult<Queue>;
+    /// Deletes a queue and its items. Refused while it has live (non-terminal) items unless
+    /// `force`, which cancels them first.
+    async fn delete_queue(&self, name: &str, force: bool, now: Millis) -> StoreResult<()>;
+
+    // Items.
+    async fn enqueue(&self, item: NewItem, now: Millis) -> StoreResult<Item>;
+    /// One item, with its warnings, failure and (when pending) position.
+    async fn get_item(&self, id: ItemId) -> StoreResult<Item>;
+    /// Items by filter, oldest first; pending ones carry their position.
+    async fn list_items(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>>;
+    /// The content of a file attached to an item's failure.
+    async fn item_file(&self, id: ItemId, name: &str) -> StoreResult<String>;
+    /// A user's cancel: pending and leased items end `cancelled` at once; a claimed item is
+    /// marked so its agent stops the run. Terminal items are a conflict.
+    async fn cancel(&self, id: ItemId, now: Millis) -> StoreResult<Item>;
+
+    // The lease protocol.
+    /// Leases up to `max` pending items, round-robin across `queues` (starting one queue
+    /// further on each call of the same agent), priority then FIFO inside each queue.
+    async fn lease(&self, params: LeaseParams, now: Millis) -> StoreResult<Vec<Lease>>;
+    /// Binds a run to a leased item: the item becomes `claimed` and the run is created.
+    async fn ack(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<Run>;
+    /// Fails a leased or claimed item (and its run, if any).
+    async fn fail(&self, id: ItemId, report: FailRequest, now: Millis) -> StoreResult<Item>;
+    async fn warn(&self, id: ItemId, fence: i64, message: &str, now: Millis) -> StoreResult<()>;
+    /// Gives a leased, unacked item back without counting an attempt.
+    async fn release(&self, id: ItemId, fence: i64, now: Millis) -> StoreResult<()>;
+    /// Returns expired leases to `pending` (attempts + 1), failing those past the limit.
+    async fn expire_leases(&self, now: Millis) -> StoreResult<Expired>;
+
+    // Runs.
+    /// An agent's report on a run; a terminal state ends the item too.
+    async fn update_run(&self, id: &RunId, update: RunUpdate, now: Millis) -> StoreResult<Run>;
+    async fn get_run(&self, id: &RunId) -> StoreResult<Run>;
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
+    /// A user's stop: marks the run (and its item) so that the agent stops it.
+    async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run>;
+
+    // Agents.
+    async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent>;
+    async fn heartbeat(
+        &self,
+        id: AgentId,
+        beat: Heartbeat,
+        now: Millis,
+    ) -> StoreResult<HeartbeatReply>;
+    async fn get_agent(&self, id: AgentId) -> StoreResult<Agent>;
+    async fn list_agents(&self) -> StoreResult<Vec<Agent>>;
+
+    // Tokens: only hashes are stored.
+    async fn create_token(
+        &self,
+        name: &str,
+        scope: Scope,
+        hash: &str,
+        now: Millis,
+    ) -> StoreResult<TokenInfo>;
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>>;
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>>;
+    async fn delete_token(&self, id: i64) -> StoreResult<()>;
+}

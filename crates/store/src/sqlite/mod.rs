@@ -1,0 +1,326 @@
+//! The embedded SQLite store: one file in WAL mode, one writer thread that commits in groups,
+//! and a small pool of read connections.
+//!
+//! Why a writer thread: SQLite has one writer at a time anyway, and a commit costs far more
+//! than the statements in it. The thread takes every write waiting in its channel, runs each
+//! inside a savepoint (so one failing write does not undo its neighbours) and commits them
+//! together; callers hear back only after that commit, so an answered write survives a crash
+//! of the process (WAL with `synchronous=NORMAL`: the commit is in the WAL before we answer;
+//! only a crash of the whole machine can lose the last commits).
+
+mod agents;
+mod items;
+mod lease;
+mod queues;
+mod rows;
+mod runs;
+mod schema;
+mod tokens;
+
+use crate::{Ack, Expired, LeaseParams, NewItem, Store, StoreError, StoreResult};
+use async_trait::async_trait;
+use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
+use liftoff_types::{
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, Lease, Millis, NewAgent, NewQueue,
+    Queue, Run, RunId, RunUpdate, Scope, TokenInfo,
+};
+use rusqlite::{Connection, OpenFlags};
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc, Mutex};
+use tokio::sync::oneshot;
+
+/// Most writes committed together: bounds the latency one commit adds to the first caller.
+const MAX_GROUP: usize = 512;
+/// Read connections kept open between reads.
+const MAX_IDLE_READERS: usize = 8;
+
+type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// The SQLite implementation of [`Store`].
+pub struct SqliteStore {
+    path: PathBuf,
+    jobs: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let mut conn = open_connection(path, false)?;
+        schema::migrate(&mut conn)?;
+        let (jobs, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("liftoff-sqlite-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(SqliteStore {
+            path: path.to_path_buf(),
+            jobs,
+            readers: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread inside the next group commit.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, reply)
+        });
+        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` on a read connection on tokio's blocking pool. Reads see every write that has
+    /// been answered, since answers come after commit.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = readers.lock().map(|mut pool| pool.pop()).ok().flatten();
+            let conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&path, true)?,
+            };
+            let result = f(&conn);
+            if let Ok(mut pool) = readers.lock() {
+                if pool.len() < MAX_IDLE_READERS {
+                    pool.push(conn);
+                }
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+}
+
+fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // WAL lets readers run beside the writer; NORMAL syncs at checkpoints only, which keeps
+    // every commit safe from a process crash (not from a power cut) at a fraction of the cost.
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = NORMAL;
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -32000;",
+    )?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+/// The writer thread: take a group of jobs, run each in a savepoint, commit once, answer all.
+fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let replies = run_group(&conn, group);
+        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
+        if commit.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for reply in replies {
+            reply(match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Conflict(format!("commit failed: {e}"))),
+            });
+        }
+    }
+}
+
+fn run_group(conn: &Connection, group: Vec<Job>) -> Vec<Reply> {
+    // Another process may hold the file's write lock (busy_timeout already waited 10 s):
+    // keep trying rather than run the group outside a transaction.
+    while let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "could not begin a write transaction; retrying");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    group
+        .into_iter()
+        .map(|job| {
+            let _ = conn
+                .prepare_cached("SAVEPOINT job")
+                .and_then(|mut s| s.execute([]));
+            let (ok, reply) = job(conn);
+            if !ok {
+                let _ = conn
+                    .prepare_cached("ROLLBACK TO job")
+                    .and_then(|mut s| s.execute([]));
+            }
+            let _ = conn
+                .prepare_cached("RELEASE job")
+                .and_then(|mut s| s.execute([]));
+            reply
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_queue(&self, queue: NewQueue, now: Millis) -> StoreResult<Queue> {
+        self.write(move |c| queues::create(c, &queue, now)).await
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<Queue>> {
+        self.read(queues::list).await
+    }
+
+    async fn get_queue(&self, name: &str, depth: bool) -> StoreResult<Queue> {
+        let name = name.to_string();
+        self.read(move |c| queues::get(c, &name, depth)).await
+    }
+
+    async fn delete_queue(&self, name: &str, force: bool, now: Millis) -> StoreResult<()> {
+        let name = name.to_string();
+        self.write(move |c| queues::delete(c, &name, force, now))
+            .await
+    }
+
+    async fn enqueue(&self, item: NewItem, now: Millis) -> StoreResult<Item> {
+        self.write(move |c| items::enqueue(c, &item, now)).await
+    }
+
+    async fn get_item(&self, id: ItemId) -> StoreResult<Item> {
+        self.read(move |c| items::get(c, id)).await
+    }
+
+    async fn list_items(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
+        let filter = filter.clone();
+        self.read(move |c| items::list(c, &filter)).await
+    }
+
+    async fn item_file(&self, id: ItemId, name: &str) -> StoreResult<String> {
+        let name = name.to_string();
+        self.read(move |c| items::file(c, id, &name)).await
+    }
+
+    async fn cancel(&self, id: ItemId, now: Millis) -> StoreResult<Item> {
+        self.write(move |c| lease::cancel(c, id, now)).await
+    }
+
+    async fn lease(&self, params: LeaseParams, now: Millis) -> StoreResult<Vec<Lease>> {
+        self.write(move |c| lease::lease(c, &params, now)).await
+    }
+
+    async fn ack(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<Run> {
+        self.write(move |c| lease::ack(c, id, &ack, now)).await
+    }
+
+    async fn fail(&self, id: ItemId, report: FailRequest, now: Millis) -> StoreResult<Item> {
+        self.write(move |c| lease::fail(c, id, &report, now)).await
+    }
+
+    async fn warn(&self, id: ItemId, fence: i64, message: &str, now: Millis) -> StoreResult<()> {
+        let message = message.to_string();
+        self.write(move |c| lease::warn(c, id, fence, &message, now))
+            .await
+    }
+
+    async fn release(&self, id: ItemId, fence: i64, now: Millis) -> StoreResult<()> {
+        self.write(move |c| lease::release(c, id, fence, now)).await
+    }
+
+    async fn expire_leases(&self, now: Millis) -> StoreResult<Expired> {
+        self.write(move |c| lease::expire(c, now)).await
+    }
+
+    async fn update_run(&self, id: &RunId, update: RunUpdate, now: Millis) -> StoreResult<Run> {
+        let id = id.clone();
+        self.write(move |c| runs::update(c, &id, &update, now))
+            .await
+    }
+
+    async fn get_run(&self, id: &RunId) -> StoreResult<Run> {
+        let id = id.clone();
+        self.read(move |c| runs::get(c, &id)).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        let filter = filter.clone();
+        self.read(move |c| runs::list(c, &filter)).await
+    }
+
+    async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run> {
+        let id = id.clone();
+        self.write(move |c| runs::request_stop(c, &id, now)).await
+    }
+
+    async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent> {
+        self.write(move |c| agents::register(c, &agent, now)).await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: AgentId,
+        beat: Heartbeat,
+        now: Millis,
+    ) -> StoreResult<HeartbeatReply> {
+        self.write(move |c| agents::heartbeat(c, id, &beat, now))
+            .await
+    }
+
+    async fn get_agent(&self, id: AgentId) -> StoreResult<Agent> {
+        self.read(move |c| agents::get(c, id)).await
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<Agent>> {
+        self.read(agents::list).await
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        scope: Scope,
+        hash: &str,
+        now: Millis,
+    ) -> StoreResult<TokenInfo> {
+        let (name, hash) = (name.to_string(), hash.to_string());
+        self.write(move |c| tokens::create(c, &name, scope, &hash, now))
+            .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        let hash = hash.to_string();
+        self.read(move |c| tokens::by_hash(c, &hash)).await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>> {
+        self.read(tokens::list).await
+    }
+
+    async fn delete_token(&self, id: i64) -> StoreResult<()> {
+        self.write(move |c| tokens::delete(c, id)).await
+    }
+}

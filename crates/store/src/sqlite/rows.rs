@@ -1,0 +1,172 @@
+//! Mapping between SQLite rows and domain types. Column lists live here next to the code
+//! that reads them, so a query and its mapping cannot drift apart.
+
+use crate::{StoreError, StoreResult};
+use liftoff_types::{
+    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemState, Phase, Priority, Queue,
+    ResourceType, Run, RunId, RunState, Scope, TokenInfo,
+};
+use rusqlite::{Connection, OptionalExtension, Row};
+use std::str::FromStr;
+
+pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.resource_args, \
+    i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
+    i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms";
+pub const ITEM_FROM: &str = "items i JOIN queues q ON q.id = i.queue_id";
+
+pub const QUEUE_COLUMNS: &str = "name, resource, config, template_variables, prioritization, \
+    max_attempts, requeue_lost, created_at_ms";
+
+pub const RUN_COLUMNS: &str = "id, item_id, queue, agent_id, state, handle, exit_code, message, \
+    stop_requested, created_at_ms, started_at_ms, ended_at_ms, updated_at_ms";
+
+pub const AGENT_COLUMNS: &str = "id, name, hostname, queues, max_jobs, max_schedulers, version, \
+    status, in_flight, stop_requested, registered_at_ms, heartbeat_at_ms";
+
+pub const TOKEN_COLUMNS: &str = "id, name, scope, created_at_ms";
+
+/// A row value that must parse as one of our enums or JSON; a failure means a corrupt file.
+fn parse<T: FromStr<Err = String>>(text: String) -> rusqlite::Result<T> {
+    text.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+    })
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T> {
+    serde_json::from_str(&text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+pub fn item(row: &Row) -> rusqlite::Result<Item> {
+    let fail_message: Option<String> = row.get(11)?;
+    let fail_phase: Option<String> = row.get(12)?;
+    let fail_files: Option<String> = row.get(13)?;
+    let failure = match (fail_message, fail_phase) {
+        (Some(message), Some(phase)) => Some(Failure {
+            message,
+            phase: parse::<Phase>(phase)?,
+            files: fail_files.map(json).transpose()?.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    let run_id: Option<String> = row.get(10)?;
+    Ok(Item {
+        id: ItemId(row.get(0)?),
+        queue: row.get(1)?,
+        state: parse::<ItemState>(row.get(2)?)?,
+        priority: Priority::from_rank(row.get(3)?).unwrap_or_default(),
+        spec: json(row.get(4)?)?,
+        resource_args: json(row.get(5)?)?,
+        attempts: row.get(6)?,
+        fence: row.get(7)?,
+        agent_id: row.get::<_, Option<i64>>(8)?.map(AgentId),
+        lease_expires_at_ms: row.get(9)?,
+        run_id: run_id.map(parse::<RunId>).transpose()?,
+        failure,
+        warnings: Vec::new(),
+        cancel_requested: row.get(14)?,
+        position: None,
+        created_at_ms: row.get(15)?,
+        updated_at_ms: row.get(16)?,
+    })
+}
+
+pub fn queue(row: &Row) -> rusqlite::Result<Queue> {
+    Ok(Queue {
+        name: row.get(0)?,
+        resource: parse::<ResourceType>(row.get(1)?)?,
+        config: json(row.get(2)?)?,
+        template_variables: json(row.get(3)?)?,
+        prioritization: row.get(4)?,
+        max_attempts: row.get(5)?,
+        requeue_lost: row.get(6)?,
+        created_at_ms: row.get(7)?,
+        depth: None,
+    })
+}
+
+pub fn run(row: &Row) -> rusqlite::Result<Run> {
+    Ok(Run {
+        id: parse::<RunId>(row.get(0)?)?,
+        item_id: ItemId(row.get(1)?),
+        queue: row.get(2)?,
+        agent_id: AgentId(row.get(3)?),
+        state: parse::<RunState>(row.get(4)?)?,
+        handle: json(row.get(5)?)?,
+        exit_code: row.get(6)?,
+        message: row.get(7)?,
+        stop_requested: row.get(8)?,
+        created_at_ms: row.get(9)?,
+        started_at_ms: row.get(10)?,
+        ended_at_ms: row.get(11)?,
+        updated_at_ms: row.get(12)?,
+    })
+}
+
+pub fn agent(row: &Row) -> rusqlite::Result<Agent> {
+    Ok(Agent {
+        id: AgentId(row.get(0)?),
+        name: row.get(1)?,
+        hostname: row.get(2)?,
+        queues: json(row.get(3)?)?,
+        max_jobs: row.get(4)?,
+        max_schedulers: row.get(5)?,
+        version: row.get(6)?,
+        status: parse::<AgentStatus>(row.get(7)?)?,
+        in_flight: json(row.get(8)?)?,
+        stop_requested: row.get(9)?,
+        registered_at_ms: row.get(10)?,
+        heartbeat_at_ms: row.get(11)?,
+    })
+}
+
+pub fn token(row: &Row) -> rusqlite::Result<TokenInfo> {
+    Ok(TokenInfo {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        scope: parse::<Scope>(row.get(2)?)?,
+        created_at_ms: row.get(3)?,
+    })
+}
+
+/// Loads one item by id with its warnings (not its position).
+pub fn load_item(conn: &Connection, id: ItemId) -> StoreResult<Item> {
+    let sql = format!("SELECT {ITEM_COLUMNS} FROM {ITEM_FROM} WHERE i.id = ?1");
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row([id.0], item)
+        .optional()?;
+    let mut item = found.ok_or_else(|| StoreError::not_found("item", id))?;
+    item.warnings = warnings(conn, id)?;
+    Ok(item)
+}
+
+pub fn warnings(conn: &Connection, id: ItemId) -> StoreResult<Vec<liftoff_types::Warning>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message, at_ms FROM item_warnings WHERE item_id = ?1 ORDER BY rowid",
+    )?;
+    let rows = stmt.query_map([id.0], |r| {
+        Ok(liftoff_types::Warning {
+            message: r.get(0)?,
+            at_ms: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+pub fn load_run(conn: &Connection, id: &RunId) -> StoreResult<Run> {
+    let sql = format!("SELECT {RUN_COLUMNS} FROM runs WHERE id = ?1");
+    conn.prepare_cached(&sql)?
+        .query_row([id.as_str()], run)
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("run", id))
+}
+
+/// The id of a queue by name, or `NotFound`.
+pub fn queue_id(conn: &Connection, name: &str) -> StoreResult<i64> {
+    conn.prepare_cached("SELECT id FROM queues WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("queue", name))
+}

@@ -1,0 +1,117 @@
+//! Schema migrations, applied in order at start-up. Each migration runs once, in its own
+//! transaction, and `PRAGMA user_version` records how far the file has come. Never edit a
+//! migration that has shipped: add a new one.
+
+use crate::{StoreError, StoreResult};
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE queues (
+    id                 INTEGER PRIMARY KEY,
+    name               TEXT NOT NULL UNIQUE,
+    resource           TEXT NOT NULL,
+    config             TEXT NOT NULL,
+    template_variables TEXT NOT NULL,
+    prioritization     INTEGER NOT NULL,
+    max_attempts       INTEGER NOT NULL,
+    requeue_lost       INTEGER NOT NULL,
+    created_at_ms      INTEGER NOT NULL
+);
+CREATE TABLE items (
+    id                  INTEGER PRIMARY KEY,
+    queue_id            INTEGER NOT NULL REFERENCES queues(id) ON DELETE CASCADE,
+    state               TEXT NOT NULL,
+    priority            INTEGER NOT NULL,
+    -- the order key inside the queue: the priority, or 2 for every item when the queue
+    -- has prioritization off
+    rank                INTEGER NOT NULL,
+    spec                TEXT NOT NULL,
+    resource_args       TEXT NOT NULL,
+    attempts            INTEGER NOT NULL DEFAULT 0,
+    fence               INTEGER NOT NULL DEFAULT 0,
+    agent_id            INTEGER,
+    lease_expires_at_ms INTEGER,
+    run_id              TEXT,
+    fail_message        TEXT,
+    fail_phase          TEXT,
+    fail_files          TEXT,
+    cancel_requested    INTEGER NOT NULL DEFAULT 0,
+    created_at_ms       INTEGER NOT NULL,
+    updated_at_ms       INTEGER NOT NULL
+);
+-- leasing and positions walk this index only, so their cost does not grow with depth
+CREATE INDEX items_pending ON items (queue_id, rank, id) WHERE state = 'pending';
+CREATE INDEX items_leased ON items (lease_expires_at_ms) WHERE state = 'leased';
+CREATE INDEX items_queue_state ON items (queue_id, state);
+CREATE TABLE item_warnings (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    message TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL
+);
+CREATE INDEX item_warnings_item ON item_warnings (item_id);
+CREATE TABLE item_files (
+    item_id INTEGER NOT NULL REFERENCES items(id) ON DELETE CASCADE,
+    name    TEXT NOT NULL,
+    content TEXT NOT NULL,
+    PRIMARY KEY (item_id, name)
+);
+CREATE TABLE runs (
+    id             TEXT PRIMARY KEY,
+    item_id        INTEGER NOT NULL,
+    queue          TEXT NOT NULL,
+    agent_id       INTEGER NOT NULL,
+    state          TEXT NOT NULL,
+    handle         TEXT NOT NULL,
+    exit_code      INTEGER,
+    message        TEXT,
+    stop_requested INTEGER NOT NULL DEFAULT 0,
+    created_at_ms  INTEGER NOT NULL,
+    started_at_ms  INTEGER,
+    ended_at_ms    INTEGER,
+    updated_at_ms  INTEGER NOT NULL
+);
+CREATE INDEX runs_item ON runs (item_id);
+CREATE INDEX runs_created ON runs (created_at_ms);
+CREATE TABLE agents (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT NOT NULL UNIQUE,
+    hostname         TEXT NOT NULL,
+    queues           TEXT NOT NULL,
+    max_jobs         INTEGER NOT NULL,
+    max_schedulers   INTEGER NOT NULL,
+    version          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    in_flight        TEXT NOT NULL,
+    stop_requested   INTEGER NOT NULL DEFAULT 0,
+    -- where the next lease call of this agent starts its round-robin
+    lease_cursor     INTEGER NOT NULL DEFAULT 0,
+    registered_at_ms INTEGER NOT NULL,
+    heartbeat_at_ms  INTEGER NOT NULL
+);
+CREATE TABLE tokens (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL,
+    scope         TEXT NOT NULL,
+    hash          TEXT NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL
+);
+"#];
+
+/// Brings the database up to the newest schema.
+pub fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let current: usize = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Corrupt(format!(
+            "the database is at schema version {current}, newer than this liftoff knows ({}); upgrade liftoff",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied schema migration");
+    }
+    Ok(())
+}

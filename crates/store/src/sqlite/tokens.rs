@@ -1,0 +1,47 @@
+//! Token rows. Only the SHA-256 of a token is stored; the secret is shown once at creation.
+
+use super::rows::{self, TOKEN_COLUMNS};
+use crate::{StoreError, StoreResult};
+use liftoff_types::{Millis, Scope, TokenInfo};
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub fn create(
+    conn: &Connection,
+    name: &str,
+    scope: Scope,
+    hash: &str,
+    now: Millis,
+) -> StoreResult<TokenInfo> {
+    let sql = format!(
+        "INSERT INTO tokens (name, scope, hash, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+         RETURNING {TOKEN_COLUMNS}"
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row(params![name, scope.as_str(), hash, now], rows::token)?)
+}
+
+pub fn by_hash(conn: &Connection, hash: &str) -> StoreResult<Option<TokenInfo>> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([hash], rows::token)
+        .optional()?)
+}
+
+pub fn list(conn: &Connection) -> StoreResult<Vec<TokenInfo>> {
+    let sql = format!("SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY id");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let tokens = stmt.query_map([], rows::token)?;
+    Ok(tokens.collect::<Result<_, _>>()?)
+}
+
+pub fn delete(conn: &Connection, id: i64) -> StoreResult<()> {
+    let n = conn
+        .prepare_cached("DELETE FROM tokens WHERE id = ?1")?
+        .execute([id])?;
+    if n == 0 {
+        return Err(StoreError::not_found("token", id));
+    }
+    Ok(())
+}

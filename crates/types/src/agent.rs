@@ -1,0 +1,76 @@
+//! Agents: registration, heartbeats and the status the seed's `update_status` reports.
+
+use crate::ids::{AgentId, ItemId};
+use crate::item::string_enum;
+use crate::Millis;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+string_enum!(
+    /// An agent's status: what it reports, plus `lost`, which only the server sets.
+    AgentStatus {
+        Starting = "starting",
+        Polling = "polling",
+        Running = "running",
+        Stopped = "stopped",
+        Lost = "lost",
+    }
+);
+
+/// What an agent sends to register.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewAgent {
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default)]
+    pub queues: Vec<String>,
+    /// -1 = unlimited.
+    #[serde(default = "one")]
+    pub max_jobs: i64,
+    #[serde(default = "one")]
+    pub max_schedulers: i64,
+    #[serde(default)]
+    pub version: String,
+}
+
+fn one() -> i64 {
+    1
+}
+
+/// An agent as the server knows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Agent {
+    pub id: AgentId,
+    /// Server-assigned, unique: `<hostname>-<id>`.
+    pub name: String,
+    pub hostname: String,
+    pub queues: Vec<String>,
+    pub max_jobs: i64,
+    pub max_schedulers: i64,
+    pub version: String,
+    pub status: AgentStatus,
+    pub in_flight: Vec<ItemId>,
+    pub stop_requested: bool,
+    pub registered_at_ms: Millis,
+    pub heartbeat_at_ms: Millis,
+}
+
+/// A heartbeat: the agent's status and the items it is working on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub status: AgentStatus,
+    #[serde(default)]
+    pub in_flight: Vec<ItemId>,
+}
+
+/// The server's answer to a heartbeat: what the agent must stop.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct HeartbeatReply {
+    /// The agent itself was asked to stop.
+    pub stop_agent: bool,
+    /// In-flight items whose runs a user asked to stop.
+    pub stop_items: Vec<ItemId>,
+}

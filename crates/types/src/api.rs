@@ -1,0 +1,151 @@
+//! Request and response bodies of the HTTP API that are not domain types themselves.
+
+use crate::agent::Agent;
+use crate::auth::{Scope, TokenInfo};
+use crate::ids::{AgentId, RunId};
+use crate::item::{Attachment, ItemState, Lease, Phase};
+use crate::run::RunState;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Most items one lease call may take.
+pub const MAX_LEASE_BATCH: u32 = 256;
+/// Longest a lease call may wait for an item.
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Default lease length: the agent has this long to ack before the item goes back.
+pub const DEFAULT_LEASE_MS: u64 = 60_000;
+
+fn one() -> u32 {
+    1
+}
+
+fn default_lease_ms() -> u64 {
+    DEFAULT_LEASE_MS
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// Queues to take from, round-robin.
+    pub queues: Vec<String>,
+    /// Most items to take (1 to 256).
+    #[serde(default = "one")]
+    pub max: u32,
+    /// How long to wait for an item when none is pending (0 to 60000 ms).
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// How long the agent has to ack each item (1000 to 3600000 ms).
+    #[serde(default = "default_lease_ms")]
+    pub lease_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeaseResponse {
+    pub leases: Vec<Lease>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckRequest {
+    pub fence: i64,
+    pub run_id: RunId,
+    /// The backend handle: pid and start time, Slurm job id, pod name...
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub handle: Value,
+    /// The run's state right after the ack (default `starting`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<RunState>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailRequest {
+    pub fence: i64,
+    pub message: String,
+    pub phase: Phase,
+    #[serde(default)]
+    pub files: Vec<Attachment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WarnRequest {
+    pub fence: i64,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseRequest {
+    pub fence: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTokenRequest {
+    pub name: String,
+    pub scope: Scope,
+}
+
+/// A new token: the secret is shown this once and never again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreatedToken {
+    pub token: String,
+    pub info: TokenInfo,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Registered {
+    pub agent: Agent,
+}
+
+/// Filters for item listings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ItemFilter {
+    pub queue: Option<String>,
+    pub state: Option<ItemState>,
+    /// Only items whose id is above this (for paging).
+    pub after: Option<i64>,
+    /// At most this many (1 to 1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// Filters for run listings.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RunFilter {
+    pub queue: Option<String>,
+    pub state: Option<RunState>,
+    pub agent: Option<AgentId>,
+    /// At most this many, newest first (1 to 1000, default 100).
+    pub limit: Option<u32>,
+}
+
+/// One problem with a request, by field path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+    /// For template variables: the rule broken (`type`, `minimum`, `maximum`, `enum`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+}
+
+/// The body of every error response.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// Stable machine-readable kind: `bad_request`, `unauthorized`, `forbidden`, `not_found`,
+    /// `conflict`, `payload_too_large`, `invalid`, `internal`.
+    pub code: String,
+    /// One line for people.
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
+}

@@ -1,0 +1,37 @@
+//! Domain and wire types shared by every part of liftoff: ids, launch specs, queues and their
+//! template variables, items and their lifecycle, runs, agents, tokens and API bodies.
+//!
+//! Nothing here does I/O. Logic that only needs these types (template substitution, state
+//! predicates) lives here too so that the server, the store and the agent agree on it.
+
+pub mod agent;
+pub mod api;
+pub mod auth;
+pub mod ids;
+pub mod item;
+pub mod queue;
+pub mod run;
+pub mod spec;
+pub mod template;
+
+pub use agent::{Agent, AgentStatus, Heartbeat, HeartbeatReply, NewAgent};
+pub use auth::{Scope, TokenInfo};
+pub use ids::{AgentId, ItemId, RunId};
+pub use item::{Attachment, Failure, Item, ItemState, Lease, Phase, Warning};
+pub use queue::{NewQueue, Queue, QueueDepth, ResourceType};
+pub use run::{Run, RunState, RunUpdate};
+pub use spec::{LaunchSpec, Priority};
+pub use template::{TemplateVariable, VarType};
+
+/// Milliseconds since the Unix epoch, UTC: the one time representation on the wire and in
+/// the stores, so that deadlines compare as integers.
+pub type Millis = i64;
+
+/// The current wall-clock time in [`Millis`]. Logic with deadlines takes `now` as a parameter
+/// instead of calling this, so that tests can move time by hand.
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
