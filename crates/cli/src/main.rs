@@ -1,1 +1,105 @@
-fn main() {}
+//! `liftoff`: the one binary. Subcommands run the server, manage queues and tokens, launch
+//! runs, list items and runs, and benchmark the queue.
+
+mod bench;
+mod commands;
+mod connect;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "liftoff", version, about = "A self-hosted launch system for ML runs: queues, agents, sweeps.")]
+struct Cli {
+    #[command(flatten)]
+    global: connect::Global,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (HTTP API over an embedded SQLite file).
+    Server(commands::server::ServerArgs),
+    /// Create, list, show and delete queues.
+    #[command(subcommand)]
+    Queue(commands::queue::QueueCommand),
+    /// Put a run on a queue; prints the item id.
+    Launch(commands::launch::LaunchArgs),
+    /// List items (what is on the queues and what became of it).
+    Items(commands::list::ItemsArgs),
+    /// List runs.
+    Runs(commands::list::RunsArgs),
+    /// Cancel an item (a running one is stopped by its agent).
+    Cancel {
+        /// The item id.
+        item: liftoff_types::ItemId,
+    },
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(commands::token::TokenCommand),
+    /// Measure liftoff's own speed; prints JSON.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verbose = matches!(cli.command, Command::Server(_));
+    init_logging(verbose);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => fail(&e),
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let g = &cli.global;
+    match cli.command {
+        Command::Server(args) => commands::server::run(g, args).await,
+        Command::Queue(cmd) => commands::queue::run(g, cmd).await,
+        Command::Launch(args) => commands::launch::run(g, args).await,
+        Command::Items(args) => commands::list::items(g, args).await,
+        Command::Runs(args) => commands::list::runs(g, args).await,
+        Command::Cancel { item } => commands::list::cancel(g, item).await,
+        Command::Token(cmd) => commands::token::run(g, cmd).await,
+        Command::Bench(cmd) => bench::run(cmd).await,
+    }
+    .map(|()| ExitCode::SUCCESS)
+}
+
+/// One line on stderr: the error and its causes, then a non-zero exit.
+fn fail(e: &anyhow::Error) -> ExitCode {
+    let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
+    eprintln!("error: {}", chain.join(": "));
+    ExitCode::FAILURE
+}
+
+fn init_logging(verbose: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if verbose { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("LIFTOFF_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The data directory when none is given: `$XDG_DATA_HOME/liftoff`, else
+/// `~/.local/share/liftoff`, else `./.liftoff`.
+pub fn default_data_dir() -> PathBuf {
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("liftoff");
+    }
+    match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/share/liftoff"),
+        None => PathBuf::from(".liftoff"),
+    }
+}

@@ -1,1 +1,275 @@
+//! A typed client for the liftoff HTTP API, used by the agent, the CLI and tests.
+//!
+//! Every method maps to one route. Errors keep the server's JSON error body, so callers can
+//! tell a conflict (a stale fence: stop working on the item) from a transient failure (the
+//! server unreachable: retry).
 
+use liftoff_types::api::{
+    AckRequest, CreateTokenRequest, CreatedToken, ErrorBody, FailRequest, ItemFilter,
+    LeaseRequest, LeaseResponse, ReleaseRequest, RunFilter, WarnRequest,
+};
+use liftoff_types::{
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue,
+    Queue, Run, RunId, RunUpdate, TokenInfo,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Time allowed for an ordinary request; a lease adds its `wait_ms` to this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{} ({status})", body.error.message)]
+    Api { status: StatusCode, body: ErrorBody },
+    /// The server could not be reached or the connection broke: worth retrying.
+    #[error("cannot reach the liftoff server at {url}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the server's answer could not be read")]
+    Decode(#[source] reqwest::Error),
+    #[error("invalid server URL {0:?}")]
+    BadUrl(String),
+}
+
+impl ClientError {
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// A stale fence or an item that moved on: the work must be abandoned, not retried.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(StatusCode::CONFLICT)
+    }
+
+    /// Worth trying again later (network trouble, a server error).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport { .. } => true,
+            ClientError::Api { status, .. } => status.is_server_error(),
+            _ => false,
+        }
+    }
+}
+
+pub type ClientResult<T> = Result<T, ClientError>;
+
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    // The token stays out of debug output and so out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn new(url: &str, token: Option<String>) -> ClientResult<Client> {
+        let base = url.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::BadUrl(url.to_string()));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ClientError::Transport {
+                url: base.clone(),
+                source: e,
+            })?;
+        Ok(Client { http, base, token })
+    }
+
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let req = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .timeout(REQUEST_TIMEOUT);
+        match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, req: RequestBuilder) -> ClientResult<T> {
+        let resp = self.check(req).await?;
+        resp.json().await.map_err(ClientError::Decode)
+    }
+
+    async fn check(&self, req: RequestBuilder) -> ClientResult<reqwest::Response> {
+        let resp = req.send().await.map_err(|e| ClientError::Transport {
+            url: self.base.clone(),
+            source: e,
+        })?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
+            error: liftoff_types::api::ErrorDetail {
+                code: "error".into(),
+                message: if text.is_empty() { status.to_string() } else { text },
+                fields: Vec::new(),
+            },
+        });
+        Err(ClientError::Api { status, body })
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> ClientResult<()> {
+        self.check(self.request(Method::POST, path).json(body)).await.map(drop)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn healthz(&self) -> ClientResult<serde_json::Value> {
+        self.get("/healthz").await
+    }
+
+    // Queues.
+    pub async fn create_queue(&self, queue: &NewQueue) -> ClientResult<Queue> {
+        self.post("/api/v1/queues", queue).await
+    }
+
+    pub async fn list_queues(&self) -> ClientResult<Vec<Queue>> {
+        self.get("/api/v1/queues").await
+    }
+
+    pub async fn get_queue(&self, name: &str) -> ClientResult<Queue> {
+        self.get(&format!("/api/v1/queues/{}", seg(name))).await
+    }
+
+    pub async fn delete_queue(&self, name: &str, force: bool) -> ClientResult<()> {
+        let req = self
+            .request(Method::DELETE, &format!("/api/v1/queues/{}", seg(name)))
+            .query(&[("force", force)]);
+        self.check(req).await.map(drop)
+    }
+
+    pub async fn enqueue(&self, queue: &str, spec: &LaunchSpec) -> ClientResult<Item> {
+        self.post(&format!("/api/v1/queues/{}/items", seg(queue)), spec).await
+    }
+
+    // Items.
+    pub async fn list_items(&self, filter: &ItemFilter) -> ClientResult<Vec<Item>> {
+        self.send(self.request(Method::GET, "/api/v1/items").query(filter)).await
+    }
+
+    pub async fn get_item(&self, id: ItemId) -> ClientResult<Item> {
+        self.get(&format!("/api/v1/items/{id}")).await
+    }
+
+    pub async fn item_file(&self, id: ItemId, name: &str) -> ClientResult<String> {
+        let req = self.request(Method::GET, &format!("/api/v1/items/{id}/files/{}", seg(name)));
+        self.check(req).await?.text().await.map_err(ClientError::Decode)
+    }
+
+    pub async fn cancel_item(&self, id: ItemId) -> ClientResult<Item> {
+        self.post(&format!("/api/v1/items/{id}/cancel"), &serde_json::json!({})).await
+    }
+
+    // The agent protocol.
+    pub async fn register_agent(&self, agent: &NewAgent) -> ClientResult<Agent> {
+        self.post("/api/v1/agents", agent).await
+    }
+
+    pub async fn heartbeat(&self, id: AgentId, beat: &Heartbeat) -> ClientResult<HeartbeatReply> {
+        self.post(&format!("/api/v1/agents/{id}/heartbeat"), beat).await
+    }
+
+    pub async fn lease(&self, id: AgentId, req: &LeaseRequest) -> ClientResult<LeaseResponse> {
+        let http = self
+            .request(Method::POST, &format!("/api/v1/agents/{id}/lease"))
+            .timeout(REQUEST_TIMEOUT + Duration::from_millis(req.wait_ms))
+            .json(req);
+        self.send(http).await
+    }
+
+    pub async fn ack(&self, id: ItemId, req: &AckRequest) -> ClientResult<Run> {
+        self.post(&format!("/api/v1/items/{id}/ack"), req).await
+    }
+
+    pub async fn fail(&self, id: ItemId, req: &FailRequest) -> ClientResult<Item> {
+        self.post(&format!("/api/v1/items/{id}/fail"), req).await
+    }
+
+    pub async fn warn(&self, id: ItemId, req: &WarnRequest) -> ClientResult<()> {
+        self.post_empty(&format!("/api/v1/items/{id}/warn"), req).await
+    }
+
+    pub async fn release(&self, id: ItemId, fence: i64) -> ClientResult<()> {
+        self.post_empty(&format!("/api/v1/items/{id}/release"), &ReleaseRequest { fence }).await
+    }
+
+    pub async fn update_run(&self, id: &RunId, update: &RunUpdate) -> ClientResult<Run> {
+        self.post(&format!("/api/v1/runs/{id}/state"), update).await
+    }
+
+    // Runs and agents.
+    pub async fn list_runs(&self, filter: &RunFilter) -> ClientResult<Vec<Run>> {
+        self.send(self.request(Method::GET, "/api/v1/runs").query(filter)).await
+    }
+
+    pub async fn get_run(&self, id: &RunId) -> ClientResult<Run> {
+        self.get(&format!("/api/v1/runs/{id}")).await
+    }
+
+    pub async fn stop_run(&self, id: &RunId) -> ClientResult<Run> {
+        self.post(&format!("/api/v1/runs/{id}/stop"), &serde_json::json!({})).await
+    }
+
+    pub async fn list_agents(&self) -> ClientResult<Vec<Agent>> {
+        self.get("/api/v1/agents").await
+    }
+
+    // Tokens.
+    pub async fn create_token(&self, req: &CreateTokenRequest) -> ClientResult<CreatedToken> {
+        self.post("/api/v1/tokens", req).await
+    }
+
+    pub async fn list_tokens(&self) -> ClientResult<Vec<TokenInfo>> {
+        self.get("/api/v1/tokens").await
+    }
+
+    pub async fn delete_token(&self, id: i64) -> ClientResult<()> {
+        self.check(self.request(Method::DELETE, &format!("/api/v1/tokens/{id}"))).await.map(drop)
+    }
+}
+
+/// Percent-encodes one path segment: names come from users and must not change the route.
+fn seg(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}

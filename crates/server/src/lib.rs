@@ -1,1 +1,125 @@
+//! The liftoff server: the HTTP API over a [`Store`], long-poll wake-ups, the lease reaper,
+//! and token auth.
+//!
+//! `start` binds, spawns the server and its reaper, and returns a [`Server`] handle that
+//! knows its address (port 0 works) and stops both on `stop`. Only the server touches the
+//! store.
 
+pub mod api;
+pub mod auth;
+pub mod bootstrap;
+pub mod error;
+pub mod extract;
+pub mod reaper;
+pub mod state;
+pub mod wake;
+
+use liftoff_store::Store;
+use state::AppState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How the server runs. Built in code by tests and by the CLI from its flags.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub bind: SocketAddr,
+    /// Require bearer tokens. Turning it off is refused unless `bind` is a loopback address.
+    pub auth: bool,
+    pub body_limit: usize,
+    pub reaper_every: Duration,
+}
+
+impl ServerConfig {
+    /// Loopback, auth on, 8 MiB bodies (a failure may carry up to 16 files of 1 MiB, but
+    /// nothing legitimate needs more than this at once), the reaper every second.
+    pub fn local(bind: SocketAddr) -> ServerConfig {
+        ServerConfig {
+            bind,
+            auth: true,
+            body_limit: 8 * 1024 * 1024,
+            reaper_every: Duration::from_secs(1),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("refusing to listen on {0} without auth: only loopback addresses may run without tokens")]
+    AuthRequired(SocketAddr),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: oneshot::Sender<()>,
+    serve: JoinHandle<std::io::Result<()>>,
+    reaper: JoinHandle<()>,
+}
+
+/// Binds and starts serving.
+pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server, StartError> {
+    if !config.auth && !config.bind.ip().is_loopback() {
+        return Err(StartError::AuthRequired(config.bind));
+    }
+    let listener = tokio::net::TcpListener::bind(config.bind)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let state = AppState {
+        store,
+        wakers: Arc::default(),
+        auth: Arc::new(auth::Auth::new(config.auth)),
+    };
+    let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
+    let app = api::router(state.clone(), config.body_limit);
+    let (stop, stopped) = oneshot::channel::<()>();
+    let serve = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(%addr, auth = config.auth, "liftoff server listening");
+    Ok(Server {
+        addr,
+        state,
+        stop,
+        serve,
+        reaper,
+    })
+}
+
+impl Server {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (long-polls end at their deadline),
+    /// and stops the reaper.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        self.reaper.abort();
+        match self.serve.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(e) => tracing::warn!(error = %e, "server task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}

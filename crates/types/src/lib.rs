@@ -35,3 +35,16 @@ pub fn now_ms() -> Millis {
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
 }
+
+/// The file a local server writes into its data directory so that the CLI on the same
+/// machine finds it with no set-up: `<data_dir>/client.json`, mode 0600.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClientFile {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl ClientFile {
+    pub const NAME: &'static str = "client.json";
+}

@@ -1,0 +1,135 @@
+//! `liftoff launch`: build a launch spec from flags (or a W&B launch spec file) and enqueue it.
+
+use crate::connect::{Global, Output};
+use anyhow::bail;
+use clap::Args;
+use liftoff_types::{LaunchSpec, Priority};
+use serde_json::{Map, Value};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+pub struct LaunchArgs {
+    /// The queue to put the run on.
+    #[arg(long, short = 'q', default_value = "default")]
+    pub queue: String,
+    /// critical, high, medium or low.
+    #[arg(long)]
+    pub priority: Option<Priority>,
+    /// A value for one of the queue's template variables: NAME=VALUE.
+    #[arg(long = "set-var", value_name = "NAME=VALUE")]
+    pub set_vars: Vec<String>,
+    /// A run config entry: KEY=VALUE (dots nest: model.width=128).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    pub config: Vec<String>,
+    /// The run config from a JSON or YAML file; --config entries go over it.
+    #[arg(long)]
+    pub config_file: Option<PathBuf>,
+    /// The run's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// A whole launch spec in W&B's JSON form; the flags above go over it.
+    #[arg(long)]
+    pub spec: Option<PathBuf>,
+    /// The command to run, after `--`.
+    #[arg(last = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<()> {
+    let client = g.client()?;
+    let queue = args.queue.clone();
+    let spec = build_spec(args)?;
+    let item = client.enqueue(&queue, &spec).await?;
+    match g.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&item)?),
+        Output::Table => println!("{}", item.id),
+    }
+    Ok(())
+}
+
+pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {
+    let mut spec = match &args.spec {
+        Some(path) => super::read_document(path)?,
+        None => LaunchSpec::default(),
+    };
+    if !args.command.is_empty() {
+        spec.overrides.entry_point = Some(args.command);
+    }
+    if spec.job.is_none() && spec.overrides.entry_point.is_none() && spec.docker.is_none() {
+        bail!("nothing to run: give a command after `--` (liftoff launch -- python train.py) or --spec");
+    }
+    if let Some(path) = &args.config_file {
+        let config: Value = super::read_document(path)?;
+        let Value::Object(config) = config else {
+            bail!("{} must hold a mapping of config keys", path.display());
+        };
+        deep_merge(&mut spec.overrides.run_config, config);
+    }
+    for entry in &args.config {
+        let (key, value) = super::key_value(entry)?;
+        set_dotted(&mut spec.overrides.run_config, &key, value)?;
+    }
+    for var in &args.set_vars {
+        let (key, value) = super::key_value(var)?;
+        spec.template_variables.insert(key, value);
+    }
+    if args.priority.is_some() {
+        spec.priority = args.priority;
+    }
+    if args.name.is_some() {
+        spec.name = args.name;
+    }
+    Ok(spec)
+}
+
+/// Merges `over` into `base`, recursing into mappings present in both.
+pub fn deep_merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(Value::Object(b)), Value::Object(o)) => deep_merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+fn set_dotted(map: &mut Map<String, Value>, key: &str, value: Value) -> anyhow::Result<()> {
+    let mut parts = key.split('.').peekable();
+    let mut current = map;
+    while let Some(part) = parts.next() {
+        if part.is_empty() {
+            bail!("--config key {key:?} has an empty part");
+        }
+        if parts.peek().is_none() {
+            current.insert(part.to_string(), value);
+            return Ok(());
+        }
+        let next = current
+            .entry(part.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !next.is_object() {
+            *next = Value::Object(Map::new());
+        }
+        current = next.as_object_mut().expect("made an object above");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dotted_keys_nest_and_merge() {
+        let mut m = Map::new();
+        set_dotted(&mut m, "model.width", json!(128)).unwrap();
+        set_dotted(&mut m, "model.depth", json!(4)).unwrap();
+        set_dotted(&mut m, "lr", json!(0.1)).unwrap();
+        assert_eq!(Value::Object(m.clone()), json!({"model": {"width": 128, "depth": 4}, "lr": 0.1}));
+        deep_merge(&mut m, json!({"model": {"width": 256}}).as_object().unwrap().clone());
+        assert_eq!(m["model"], json!({"width": 256, "depth": 4}));
+        assert!(set_dotted(&mut m, "a..b", json!(1)).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! `liftoff server`: the HTTP API over the embedded SQLite file in the data directory.
+
+use crate::connect::Global;
+use anyhow::Context;
+use clap::Args;
+use liftoff_server::{bootstrap, Server, ServerConfig};
+use liftoff_store::SqliteStore;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Where a server listens unless told otherwise: loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:8765";
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Address to listen on. A non-loopback address requires auth (the default).
+    #[arg(long, default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+    /// Serve without tokens. Refused unless --bind is a loopback address.
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::local(args.bind);
+    config.auth = !args.no_auth;
+    let server = start_local(&g.data_dir(), config).await?;
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    server.stop().await;
+    Ok(())
+}
+
+/// Opens the data directory's database, makes the first admin token if there is none,
+/// starts the server and writes the client file for the CLI on this machine.
+pub async fn start_local(data_dir: &Path, config: ServerConfig) -> anyhow::Result<Server> {
+    create_private_dir(data_dir)?;
+    let db = data_dir.join("liftoff.db");
+    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+    let store = Arc::new(store);
+    let new_token = bootstrap::first_admin_token(store.as_ref()).await?;
+    let server = liftoff_server::start(config, store).await?;
+    let mut addr = server.addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let path = bootstrap::write_client_file(data_dir, &format!("http://{addr}"), new_token.as_deref())
+        .with_context(|| format!("writing the client file in {}", data_dir.display()))?;
+    if new_token.is_some() {
+        tracing::info!(file = %path.display(), "created the admin token; it is in this file (mode 0600)");
+    }
+    tracing::info!(database = %db.display(), client_file = %path.display(), "ready");
+    Ok(server)
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating the data directory {}", dir.display()))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,51 @@
+//! `liftoff token create|list|delete`.
+
+use crate::connect::{Global, Output};
+use crate::output::{self, age};
+use clap::Subcommand;
+use liftoff_types::api::CreateTokenRequest;
+use liftoff_types::{now_ms, Scope};
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token; its secret is printed once, on stdout alone.
+    Create {
+        /// admin, user or agent.
+        #[arg(long)]
+        scope: Scope,
+        #[arg(long)]
+        name: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Delete { id: i64 },
+}
+
+pub async fn run(g: &Global, cmd: TokenCommand) -> anyhow::Result<()> {
+    let client = g.client()?;
+    match cmd {
+        TokenCommand::Create { scope, name } => {
+            let created = client.create_token(&CreateTokenRequest { name, scope }).await?;
+            match g.output {
+                Output::Json => println!("{}", serde_json::to_string_pretty(&created)?),
+                Output::Table => println!("{}", created.token),
+            }
+            Ok(())
+        }
+        TokenCommand::List => {
+            let tokens = client.list_tokens().await?;
+            let now = now_ms();
+            let rows = tokens
+                .iter()
+                .map(|t| vec![t.id.to_string(), t.scope.to_string(), age(t.created_at_ms, now), t.name.clone()])
+                .collect();
+            output::print(g.output, &tokens, &["ID", "SCOPE", "AGE", "NAME"], rows)
+        }
+        TokenCommand::Delete { id } => {
+            client.delete_token(id).await?;
+            eprintln!("revoked token {id}");
+            Ok(())
+        }
+    }
+}

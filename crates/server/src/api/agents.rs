@@ -1,0 +1,145 @@
+//! Agent routes: register, heartbeat, the long-polling lease, and listings.
+
+use crate::auth::{Access, Caller};
+use crate::error::ApiError;
+use crate::extract::{Body, Path};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use liftoff_store::LeaseParams;
+use liftoff_types::api::{ErrorBody, LeaseRequest, LeaseResponse, MAX_LEASE_BATCH, MAX_WAIT_MS};
+use liftoff_types::ids::check_queue_name;
+use liftoff_types::{now_ms, Agent, AgentId, Heartbeat, HeartbeatReply, NewAgent};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+const MAX_QUEUES: usize = 64;
+const MAX_IN_FLIGHT: usize = 10_000;
+
+/// Register an agent; the server gives it an id and a unique name.
+#[utoipa::path(post, path = "/api/v1/agents", tag = "agents", request_body = NewAgent,
+    responses((status = 201, body = Agent), (status = 422, body = ErrorBody)))]
+pub async fn register(
+    caller: Caller,
+    State(state): State<AppState>,
+    Body(agent): Body<NewAgent>,
+) -> Result<(StatusCode, Json<Agent>), ApiError> {
+    caller.require(Access::Work)?;
+    let mut problems = check_queues(&agent.queues);
+    for (field, value) in [("max_jobs", agent.max_jobs), ("max_schedulers", agent.max_schedulers)] {
+        if value < -1 {
+            problems.push((field.into(), format!("is {value}; use -1 for unlimited or a count ≥ 0")));
+        }
+    }
+    let host_ok = agent.hostname.len() <= 253
+        && agent.hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b));
+    if !host_ok {
+        problems.push(("hostname".into(), "must be up to 253 characters of a-z, 0-9, '.', '-', '_'".into()));
+    }
+    if agent.version.len() > 64 {
+        problems.push(("version".into(), "is longer than 64 bytes".into()));
+    }
+    ApiError::check(problems)?;
+    let agent = state.store.register_agent(agent, now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(agent)))
+}
+
+fn check_queues(queues: &[String]) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    if queues.len() > MAX_QUEUES {
+        problems.push(("queues".into(), format!("at most {MAX_QUEUES} queues")));
+    }
+    for (n, q) in queues.iter().enumerate() {
+        if let Err(e) = check_queue_name(q) {
+            problems.push((format!("queues[{n}]"), e));
+        }
+    }
+    problems
+}
+
+/// Report status and in-flight items; the answer says what to stop.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/heartbeat", tag = "agents", request_body = Heartbeat,
+    responses((status = 200, body = HeartbeatReply), (status = 404, body = ErrorBody)))]
+pub async fn heartbeat(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<AgentId>,
+    Body(beat): Body<Heartbeat>,
+) -> Result<Json<HeartbeatReply>, ApiError> {
+    caller.require(Access::Work)?;
+    if beat.in_flight.len() > MAX_IN_FLIGHT {
+        ApiError::check(vec![("in_flight".into(), format!("at most {MAX_IN_FLIGHT} items"))])?;
+    }
+    if beat.status == liftoff_types::AgentStatus::Lost {
+        ApiError::check(vec![("status".into(), "lost is set by the server, not reported".into())])?;
+    }
+    Ok(Json(state.store.heartbeat(id, beat, now_ms()).await?))
+}
+
+/// Lease items from the agent's queues. Waits up to `wait_ms` for an item when none is
+/// pending, and answers the moment one is enqueued.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/lease", tag = "lease", request_body = LeaseRequest,
+    responses((status = 200, body = LeaseResponse), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn lease(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(agent): Path<AgentId>,
+    Body(req): Body<LeaseRequest>,
+) -> Result<Json<LeaseResponse>, ApiError> {
+    caller.require(Access::Work)?;
+    ApiError::check(check_lease(&req))?;
+    let deadline = Instant::now() + Duration::from_millis(req.wait_ms);
+    let params = LeaseParams {
+        agent,
+        queues: req.queues.clone(),
+        max: req.max,
+        lease_ms: req.lease_ms,
+    };
+    let waiter = Arc::new(Notify::new());
+    loop {
+        // Register before trying, so an enqueue between the try and the wait is not missed.
+        state.wakers.register(&req.queues, &waiter);
+        let leases = state.store.lease(params.clone(), now_ms()).await?;
+        if !leases.is_empty() || Instant::now() >= deadline {
+            return Ok(Json(LeaseResponse { leases }));
+        }
+        if tokio::time::timeout_at(deadline, waiter.notified()).await.is_err() {
+            return Ok(Json(LeaseResponse { leases: Vec::new() }));
+        }
+    }
+}
+
+fn check_lease(req: &LeaseRequest) -> Vec<(String, String)> {
+    let mut problems = check_queues(&req.queues);
+    if req.queues.is_empty() {
+        problems.push(("queues".into(), "name at least one queue".into()));
+    }
+    if !(1..=MAX_LEASE_BATCH).contains(&req.max) {
+        problems.push(("max".into(), format!("is {}; must be 1 to {MAX_LEASE_BATCH}", req.max)));
+    }
+    if req.wait_ms > MAX_WAIT_MS {
+        problems.push(("wait_ms".into(), format!("is {}; must be at most {MAX_WAIT_MS}", req.wait_ms)));
+    }
+    if !(1_000..=3_600_000).contains(&req.lease_ms) {
+        problems.push(("lease_ms".into(), format!("is {}; must be 1000 to 3600000", req.lease_ms)));
+    }
+    problems
+}
+
+/// List agents.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = Vec<Agent>)))]
+pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Vec<Agent>>, ApiError> {
+    caller.require(Access::Read)?;
+    Ok(Json(state.store.list_agents().await?))
+}
+
+/// Show one agent.
+#[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents",
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
+pub async fn show(caller: Caller, State(state): State<AppState>, Path(id): Path<AgentId>) -> Result<Json<Agent>, ApiError> {
+    caller.require(Access::Read)?;
+    Ok(Json(state.store.get_agent(id).await?))
+}

@@ -1,0 +1,100 @@
+//! The HTTP API under `/api/v1`, grouped by resource; the router and the OpenAPI document.
+//! Each handler's first line checks the caller's access (see `auth::Access`).
+
+pub mod agents;
+pub mod items;
+pub mod queues;
+pub mod runs;
+pub mod tokens;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "liftoff", description = "Queues, leases, runs and agents of the liftoff launch system."),
+    paths(
+        queues::create, queues::list, queues::show, queues::delete, queues::enqueue,
+        items::list, items::show, items::file, items::cancel,
+        items::ack, items::fail, items::warn, items::release,
+        agents::register, agents::list, agents::show, agents::heartbeat, agents::lease,
+        runs::list, runs::show, runs::stop, runs::update,
+        tokens::create, tokens::list, tokens::delete,
+        healthz, openapi,
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Liveness: answers without touching the store or asking for a token.
+#[utoipa::path(get, path = "/healthz", tag = "meta", security(()), responses((status = 200, body = Object)))]
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// This API's OpenAPI document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()), responses((status = 200, body = Object)))]
+pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The whole router. `body_limit` bounds every request body (413 past it).
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    let v1 = Router::new()
+        .route("/queues", post(queues::create).get(queues::list))
+        .route("/queues/{name}", get(queues::show).delete(queues::delete))
+        .route("/queues/{name}/items", post(queues::enqueue))
+        .route("/items", get(items::list))
+        .route("/items/{id}", get(items::show))
+        .route("/items/{id}/files/{name}", get(items::file))
+        .route("/items/{id}/cancel", post(items::cancel))
+        .route("/items/{id}/ack", post(items::ack))
+        .route("/items/{id}/fail", post(items::fail))
+        .route("/items/{id}/warn", post(items::warn))
+        .route("/items/{id}/release", post(items::release))
+        .route("/agents", post(agents::register).get(agents::list))
+        .route("/agents/{id}", get(agents::show))
+        .route("/agents/{id}/heartbeat", post(agents::heartbeat))
+        .route("/agents/{id}/lease", post(agents::lease))
+        .route("/runs", get(runs::list))
+        .route("/runs/{id}", get(runs::show))
+        .route("/runs/{id}/stop", post(runs::stop))
+        .route("/runs/{id}/state", post(runs::update))
+        .route("/tokens", post(tokens::create).get(tokens::list))
+        .route("/tokens/{id}", axum::routing::delete(tokens::delete))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .nest("/api/v1", v1)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+}

@@ -1,0 +1,116 @@
+//! Queue routes (admins manage queues; everyone reads them) and enqueue (users).
+
+use crate::auth::{Access, Caller};
+use crate::error::ApiError;
+use crate::extract::{Body, Path, Query};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use liftoff_store::NewItem;
+use liftoff_types::api::{ErrorBody, FieldError};
+use liftoff_types::{now_ms, template, Item, LaunchSpec, NewQueue, Queue, ResourceType};
+use serde::Deserialize;
+
+/// Create a queue.
+#[utoipa::path(post, path = "/api/v1/queues", tag = "queues", request_body = NewQueue,
+    responses((status = 201, body = Queue), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    Body(queue): Body<NewQueue>,
+) -> Result<(StatusCode, Json<Queue>), ApiError> {
+    caller.require(Access::Admin)?;
+    ApiError::check(queue.validate())?;
+    let queue = state.store.create_queue(queue, now_ms()).await?;
+    Ok((StatusCode::CREATED, Json(queue)))
+}
+
+/// List queues.
+#[utoipa::path(get, path = "/api/v1/queues", tag = "queues", responses((status = 200, body = Vec<Queue>)))]
+pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Vec<Queue>>, ApiError> {
+    caller.require(Access::Read)?;
+    Ok(Json(state.store.list_queues().await?))
+}
+
+/// Show a queue with its item counts by state.
+#[utoipa::path(get, path = "/api/v1/queues/{name}", tag = "queues",
+    responses((status = 200, body = Queue), (status = 404, body = ErrorBody)))]
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Queue>, ApiError> {
+    caller.require(Access::Read)?;
+    Ok(Json(state.store.get_queue(&name, true).await?))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteParams {
+    /// Delete even with live items (they are cancelled; running runs are asked to stop).
+    #[serde(default)]
+    force: bool,
+}
+
+/// Delete a queue: only when it has no live items, unless `force`.
+#[utoipa::path(delete, path = "/api/v1/queues/{name}", tag = "queues", params(DeleteParams),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<DeleteParams>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Access::Admin)?;
+    state.store.delete_queue(&name, params.force, now_ms()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Enqueue a launch spec. The queue's template variables are filled from the spec's
+/// `template_variables` (and defaults), checked, and substituted into the queue's config.
+#[utoipa::path(post, path = "/api/v1/queues/{name}/items", tag = "items", request_body = LaunchSpec,
+    responses((status = 201, body = Item), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn enqueue(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Body(spec): Body<LaunchSpec>,
+) -> Result<(StatusCode, Json<Item>), ApiError> {
+    caller.require(Access::Submit)?;
+    ApiError::check(spec.validate())?;
+    let queue = state.store.get_queue(&name, false).await?;
+    check_resource(&spec, &queue)?;
+    let values = template::resolve(&queue.template_variables, &spec.template_variables).map_err(|errors| {
+        ApiError::invalid(
+            errors
+                .into_iter()
+                .map(|e| FieldError {
+                    field: format!("template_variables.{}", e.variable),
+                    message: e.message,
+                    rule: Some(e.rule),
+                })
+                .collect(),
+        )
+    })?;
+    let item = NewItem {
+        queue: queue.name.clone(),
+        priority: spec.priority.unwrap_or_default(),
+        resource_args: template::substitute(&queue.config, &values),
+        spec,
+    };
+    let item = state.store.enqueue(item, now_ms()).await?;
+    state.wakers.wake(&queue.name);
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// A spec that names a resource must name its queue's.
+fn check_resource(spec: &LaunchSpec, queue: &Queue) -> Result<(), ApiError> {
+    let Some(resource) = &spec.resource else { return Ok(()) };
+    let problem = match resource.parse::<ResourceType>() {
+        Ok(r) if r == queue.resource => return Ok(()),
+        Ok(r) => format!("is {r}, but queue {:?} runs {}", queue.name, queue.resource),
+        Err(e) => e,
+    };
+    ApiError::check(vec![("resource".into(), problem)])
+}
