@@ -51,11 +51,15 @@ pub struct QueueBench {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let BenchCommand::Queue(b) = cmd;
     let base = b.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let tmp = tempfile::Builder::new().prefix("liftoff-bench").tempdir_in(&base)?;
+    let tmp = tempfile::Builder::new()
+        .prefix("liftoff-bench")
+        .tempdir_in(&base)?;
     let mut n = 0;
     let mut fresh = || -> anyhow::Result<Arc<SqliteStore>> {
         n += 1;
-        Ok(Arc::new(SqliteStore::open(&tmp.path().join(format!("bench{n}.db")))?))
+        Ok(Arc::new(SqliteStore::open(
+            &tmp.path().join(format!("bench{n}.db")),
+        )?))
     };
     let enq1 = enqueue_rate(fresh()?, b.enqueues, 1).await?;
     let enq8 = enqueue_rate(fresh()?, b.enqueues, 8).await?;
@@ -68,7 +72,10 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     for &depth in &b.depths {
         let (p50, p99) = lease_latency(fresh()?, depth, b.samples).await?;
         p50s.push(p50);
-        latency.insert(format!("depth_{depth}"), json!({"p50_us": p50, "p99_us": p99}));
+        latency.insert(
+            format!("depth_{depth}"),
+            json!({"p50_us": p50, "p99_us": p99}),
+        );
     }
     let ratio = match (p50s.first(), p50s.last()) {
         (Some(first), Some(last)) if *first > 0.0 => last / first,
@@ -99,7 +106,9 @@ fn spec() -> LaunchSpec {
 }
 
 async fn setup(store: &Arc<SqliteStore>) -> anyhow::Result<()> {
-    store.create_queue(NewQueue::named("bench"), now_ms()).await?;
+    store
+        .create_queue(NewQueue::named("bench"), now_ms())
+        .await?;
     Ok(())
 }
 
@@ -136,7 +145,10 @@ async fn fill(store: &Arc<SqliteStore>, n: usize, clients: usize) -> anyhow::Res
 }
 
 async fn register(store: &Arc<SqliteStore>) -> anyhow::Result<AgentId> {
-    Ok(store.register_agent(NewAgent::default(), now_ms()).await?.id)
+    Ok(store
+        .register_agent(NewAgent::default(), now_ms())
+        .await?
+        .id)
 }
 
 /// `clients` tasks each lease one item, ack it and report it finished, until `n` are done.
@@ -159,7 +171,9 @@ async fn store_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyh
                 let Some(lease) = store.lease(params, now_ms()).await?.pop() else {
                     return anyhow::Ok(());
                 };
-                let run_id = format!("r{}", lease.item.id).parse().map_err(anyhow::Error::msg)?;
+                let run_id = format!("r{}", lease.item.id)
+                    .parse()
+                    .map_err(anyhow::Error::msg)?;
                 let ack = Ack {
                     fence: lease.fence,
                     run_id,
@@ -167,7 +181,9 @@ async fn store_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyh
                     state: RunState::Running,
                 };
                 let run = store.ack(lease.item.id, ack, now_ms()).await?;
-                store.update_run(&run.id, finished(lease.fence), now_ms()).await?;
+                store
+                    .update_run(&run.id, finished(lease.fence), now_ms())
+                    .await?;
             }
         });
     }
@@ -192,7 +208,9 @@ async fn http_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyho
     setup(&store).await?;
     fill(&store, n, 16).await?;
     let (token, hash) = liftoff_server::auth::new_token();
-    store.create_token("bench", Scope::Agent, &hash, now_ms()).await?;
+    store
+        .create_token("bench", Scope::Agent, &hash, now_ms())
+        .await?;
     let config = ServerConfig::local("127.0.0.1:0".parse()?);
     let server = liftoff_server::start(config, store).await?;
     let client = Client::new(&server.url(), Some(token))?;
@@ -214,7 +232,9 @@ async fn http_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyho
                 };
                 let ack = AckRequest {
                     fence: lease.fence,
-                    run_id: format!("r{}", lease.item.id).parse().map_err(anyhow::Error::msg)?,
+                    run_id: format!("r{}", lease.item.id)
+                        .parse()
+                        .map_err(anyhow::Error::msg)?,
                     handle: json!({"pid": 1}),
                     state: Some(RunState::Running),
                 };
@@ -233,7 +253,11 @@ async fn http_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyho
 
 /// Times `samples` single-item leases on a queue `depth` deep (each released again, so the
 /// depth holds); returns p50 and p99 in microseconds.
-async fn lease_latency(store: Arc<SqliteStore>, depth: usize, samples: usize) -> anyhow::Result<(f64, f64)> {
+async fn lease_latency(
+    store: Arc<SqliteStore>,
+    depth: usize,
+    samples: usize,
+) -> anyhow::Result<(f64, f64)> {
     setup(&store).await?;
     fill(&store, depth, 64).await?;
     let agent = register(&store).await?;
@@ -246,7 +270,11 @@ async fn lease_latency(store: Arc<SqliteStore>, depth: usize, samples: usize) ->
             lease_ms: 60_000,
         };
         let start = Instant::now();
-        let lease = store.lease(params, now_ms()).await?.pop().context("queue ran dry")?;
+        let lease = store
+            .lease(params, now_ms())
+            .await?
+            .pop()
+            .context("queue ran dry")?;
         let took = start.elapsed();
         if k >= 50 {
             times.push(took.as_secs_f64() * 1e6);
@@ -265,4 +293,3 @@ fn rate(n: usize, elapsed: Duration) -> f64 {
 fn round(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
-

@@ -31,7 +31,9 @@ pub enum Output {
 
 impl Global {
     pub fn data_dir(&self) -> PathBuf {
-        self.data_dir.clone().unwrap_or_else(crate::default_data_dir)
+        self.data_dir
+            .clone()
+            .unwrap_or_else(crate::default_data_dir)
     }
 
     /// A client for the server these options point at.

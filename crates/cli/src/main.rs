@@ -11,7 +11,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "liftoff", version, about = "A self-hosted launch system for ML runs: queues, agents, sweeps.")]
+#[command(
+    name = "liftoff",
+    version,
+    about = "A self-hosted launch system for ML runs: queues, agents, sweeps."
+)]
 struct Cli {
     #[command(flatten)]
     global: connect::Global,
@@ -49,7 +53,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let verbose = matches!(cli.command, Command::Server(_));
     init_logging(verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
     };

@@ -59,7 +59,13 @@ pub fn age(at_ms: i64, now_ms: i64) -> String {
 mod tests {
     #[test]
     fn tables_align() {
-        let t = super::table(&["ID", "STATE"], &[vec!["1".into(), "pending".into()], vec!["100".into(), "x".into()]]);
+        let t = super::table(
+            &["ID", "STATE"],
+            &[
+                vec!["1".into(), "pending".into()],
+                vec!["100".into(), "x".into()],
+            ],
+        );
         assert_eq!(t, "ID   STATE\n1    pending\n100  x\n");
         assert_eq!(super::age(0, 90_000), "1m");
     }

@@ -5,12 +5,12 @@
 //! server unreachable: retry).
 
 use liftoff_types::api::{
-    AckRequest, CreateTokenRequest, CreatedToken, ErrorBody, FailRequest, ItemFilter,
-    LeaseRequest, LeaseResponse, ReleaseRequest, RunFilter, WarnRequest,
+    AckRequest, CreateTokenRequest, CreatedToken, ErrorBody, FailRequest, ItemFilter, LeaseRequest,
+    LeaseResponse, ReleaseRequest, RunFilter, WarnRequest,
 };
 use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue,
-    Queue, Run, RunId, RunUpdate, TokenInfo,
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
+    Run, RunId, RunUpdate, TokenInfo,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
@@ -73,7 +73,9 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     // The token stays out of debug output and so out of logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("base", &self.base).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
     }
 }
 
@@ -128,19 +130,29 @@ impl Client {
         let body = serde_json::from_str(&text).unwrap_or_else(|_| ErrorBody {
             error: liftoff_types::api::ErrorDetail {
                 code: "error".into(),
-                message: if text.is_empty() { status.to_string() } else { text },
+                message: if text.is_empty() {
+                    status.to_string()
+                } else {
+                    text
+                },
                 fields: Vec::new(),
             },
         });
         Err(ClientError::Api { status, body })
     }
 
-    async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> ClientResult<T> {
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> ClientResult<T> {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
     async fn post_empty<B: Serialize>(&self, path: &str, body: &B) -> ClientResult<()> {
-        self.check(self.request(Method::POST, path).json(body)).await.map(drop)
+        self.check(self.request(Method::POST, path).json(body))
+            .await
+            .map(drop)
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> ClientResult<T> {
@@ -172,12 +184,14 @@ impl Client {
     }
 
     pub async fn enqueue(&self, queue: &str, spec: &LaunchSpec) -> ClientResult<Item> {
-        self.post(&format!("/api/v1/queues/{}/items", seg(queue)), spec).await
+        self.post(&format!("/api/v1/queues/{}/items", seg(queue)), spec)
+            .await
     }
 
     // Items.
     pub async fn list_items(&self, filter: &ItemFilter) -> ClientResult<Vec<Item>> {
-        self.send(self.request(Method::GET, "/api/v1/items").query(filter)).await
+        self.send(self.request(Method::GET, "/api/v1/items").query(filter))
+            .await
     }
 
     pub async fn get_item(&self, id: ItemId) -> ClientResult<Item> {
@@ -185,12 +199,23 @@ impl Client {
     }
 
     pub async fn item_file(&self, id: ItemId, name: &str) -> ClientResult<String> {
-        let req = self.request(Method::GET, &format!("/api/v1/items/{id}/files/{}", seg(name)));
-        self.check(req).await?.text().await.map_err(ClientError::Decode)
+        let req = self.request(
+            Method::GET,
+            &format!("/api/v1/items/{id}/files/{}", seg(name)),
+        );
+        self.check(req)
+            .await?
+            .text()
+            .await
+            .map_err(ClientError::Decode)
     }
 
     pub async fn cancel_item(&self, id: ItemId) -> ClientResult<Item> {
-        self.post(&format!("/api/v1/items/{id}/cancel"), &serde_json::json!({})).await
+        self.post(
+            &format!("/api/v1/items/{id}/cancel"),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     // The agent protocol.
@@ -199,7 +224,8 @@ impl Client {
     }
 
     pub async fn heartbeat(&self, id: AgentId, beat: &Heartbeat) -> ClientResult<HeartbeatReply> {
-        self.post(&format!("/api/v1/agents/{id}/heartbeat"), beat).await
+        self.post(&format!("/api/v1/agents/{id}/heartbeat"), beat)
+            .await
     }
 
     pub async fn lease(&self, id: AgentId, req: &LeaseRequest) -> ClientResult<LeaseResponse> {
@@ -219,11 +245,16 @@ impl Client {
     }
 
     pub async fn warn(&self, id: ItemId, req: &WarnRequest) -> ClientResult<()> {
-        self.post_empty(&format!("/api/v1/items/{id}/warn"), req).await
+        self.post_empty(&format!("/api/v1/items/{id}/warn"), req)
+            .await
     }
 
     pub async fn release(&self, id: ItemId, fence: i64) -> ClientResult<()> {
-        self.post_empty(&format!("/api/v1/items/{id}/release"), &ReleaseRequest { fence }).await
+        self.post_empty(
+            &format!("/api/v1/items/{id}/release"),
+            &ReleaseRequest { fence },
+        )
+        .await
     }
 
     pub async fn update_run(&self, id: &RunId, update: &RunUpdate) -> ClientResult<Run> {
@@ -232,7 +263,8 @@ impl Client {
 
     // Runs and agents.
     pub async fn list_runs(&self, filter: &RunFilter) -> ClientResult<Vec<Run>> {
-        self.send(self.request(Method::GET, "/api/v1/runs").query(filter)).await
+        self.send(self.request(Method::GET, "/api/v1/runs").query(filter))
+            .await
     }
 
     pub async fn get_run(&self, id: &RunId) -> ClientResult<Run> {
@@ -240,7 +272,8 @@ impl Client {
     }
 
     pub async fn stop_run(&self, id: &RunId) -> ClientResult<Run> {
-        self.post(&format!("/api/v1/runs/{id}/stop"), &serde_json::json!({})).await
+        self.post(&format!("/api/v1/runs/{id}/stop"), &serde_json::json!({}))
+            .await
     }
 
     pub async fn list_agents(&self) -> ClientResult<Vec<Agent>> {
@@ -257,7 +290,9 @@ impl Client {
     }
 
     pub async fn delete_token(&self, id: i64) -> ClientResult<()> {
-        self.check(self.request(Method::DELETE, &format!("/api/v1/tokens/{id}"))).await.map(drop)
+        self.check(self.request(Method::DELETE, &format!("/api/v1/tokens/{id}")))
+            .await
+            .map(drop)
     }
 }
 

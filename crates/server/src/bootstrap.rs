@@ -18,7 +18,12 @@ pub async fn first_admin_token(store: &dyn Store) -> StoreResult<Option<String>>
     }
     let (token, hash) = new_token();
     store
-        .create_token("admin (created at first start)", Scope::Admin, &hash, now_ms())
+        .create_token(
+            "admin (created at first start)",
+            Scope::Admin,
+            &hash,
+            now_ms(),
+        )
         .await?;
     Ok(Some(token))
 }

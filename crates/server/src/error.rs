@@ -124,7 +124,10 @@ impl From<StoreError> for ApiError {
                     source = s.source();
                 }
                 tracing::error!(error = %chain, "store failure");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error; see the server log")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error; see the server log",
+                )
             }
         }
     }

@@ -47,7 +47,9 @@ impl ServerConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("refusing to listen on {0} without auth: only loopback addresses may run without tokens")]
+    #[error(
+        "refusing to listen on {0} without auth: only loopback addresses may run without tokens"
+    )]
     AuthRequired(SocketAddr),
     #[error("cannot listen on {addr}")]
     Bind {

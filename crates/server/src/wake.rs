@@ -18,7 +18,9 @@ pub struct Wakers {
 impl Wakers {
     /// Registers `waiter` on each queue until the next wake of that queue.
     pub fn register(&self, queues: &[String], waiter: &Arc<Notify>) {
-        let Ok(mut map) = self.queues.lock() else { return };
+        let Ok(mut map) = self.queues.lock() else {
+            return;
+        };
         for queue in queues {
             let list = map.entry(queue.clone()).or_default();
             // Waiters that timed out leave dead entries; drop them here so a queue that never

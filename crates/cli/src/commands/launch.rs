@@ -127,8 +127,17 @@ mod tests {
         set_dotted(&mut m, "model.width", json!(128)).unwrap();
         set_dotted(&mut m, "model.depth", json!(4)).unwrap();
         set_dotted(&mut m, "lr", json!(0.1)).unwrap();
-        assert_eq!(Value::Object(m.clone()), json!({"model": {"width": 128, "depth": 4}, "lr": 0.1}));
-        deep_merge(&mut m, json!({"model": {"width": 256}}).as_object().unwrap().clone());
+        assert_eq!(
+            Value::Object(m.clone()),
+            json!({"model": {"width": 128, "depth": 4}, "lr": 0.1})
+        );
+        deep_merge(
+            &mut m,
+            json!({"model": {"width": 256}})
+                .as_object()
+                .unwrap()
+                .clone(),
+        );
         assert_eq!(m["model"], json!({"width": 256, "depth": 4}));
         assert!(set_dotted(&mut m, "a..b", json!(1)).is_err());
     }

@@ -41,7 +41,9 @@ pub async fn items(g: &Global, args: ItemsArgs) -> anyhow::Result<()> {
     let items = g.client()?.list_items(&filter).await?;
     let now = now_ms();
     let rows = items.iter().map(|i| item_row(i, now)).collect();
-    let headers = ["ID", "QUEUE", "STATE", "PRIORITY", "POS", "ATTEMPTS", "RUN", "AGE", "WHAT"];
+    let headers = [
+        "ID", "QUEUE", "STATE", "PRIORITY", "POS", "ATTEMPTS", "RUN", "AGE", "WHAT",
+    ];
     output::print(g.output, &items, &headers, rows)
 }
 
@@ -97,13 +99,17 @@ pub async fn runs(g: &Global, args: RunsArgs) -> anyhow::Result<()> {
             ]
         })
         .collect();
-    let headers = ["RUN", "ITEM", "QUEUE", "STATE", "EXIT", "AGENT", "AGE", "MESSAGE"];
+    let headers = [
+        "RUN", "ITEM", "QUEUE", "STATE", "EXIT", "AGENT", "AGE", "MESSAGE",
+    ];
     output::print(g.output, &runs, &headers, rows)
 }
 
 pub async fn cancel(g: &Global, id: ItemId) -> anyhow::Result<()> {
     let item = g.client()?.cancel_item(id).await?;
     let rows = vec![item_row(&item, now_ms())];
-    let headers = ["ID", "QUEUE", "STATE", "PRIORITY", "POS", "ATTEMPTS", "RUN", "AGE", "WHAT"];
+    let headers = [
+        "ID", "QUEUE", "STATE", "PRIORITY", "POS", "ATTEMPTS", "RUN", "AGE", "WHAT",
+    ];
     output::print(g.output, &item, &headers, rows)
 }

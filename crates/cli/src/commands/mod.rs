@@ -16,14 +16,16 @@ pub fn key_value(arg: &str) -> anyhow::Result<(String, serde_json::Value)> {
     if key.is_empty() {
         anyhow::bail!("{arg:?} has an empty key");
     }
-    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
+    let value =
+        serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.into()));
     Ok((key.to_string(), value))
 }
 
 /// Reads a JSON or YAML document from a file (YAML is a superset of JSON).
 pub fn read_document<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> anyhow::Result<T> {
     use anyhow::Context;
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_norway::from_str(&text).with_context(|| format!("{} is not valid", path.display()))
 }
 
@@ -34,8 +36,14 @@ mod tests {
     #[test]
     fn values_are_json_when_they_can_be() {
         assert_eq!(super::key_value("a=2").unwrap(), ("a".into(), json!(2)));
-        assert_eq!(super::key_value("a=gpu").unwrap(), ("a".into(), json!("gpu")));
-        assert_eq!(super::key_value("a=x=y").unwrap(), ("a".into(), json!("x=y")));
+        assert_eq!(
+            super::key_value("a=gpu").unwrap(),
+            ("a".into(), json!("gpu"))
+        );
+        assert_eq!(
+            super::key_value("a=x=y").unwrap(),
+            ("a".into(), json!("x=y"))
+        );
         assert!(super::key_value("novalue").is_err());
         assert!(super::key_value("=1").is_err());
     }

@@ -60,10 +60,20 @@ pub async fn run(g: &Global, cmd: QueueCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|q| {
                     let vars: Vec<&str> = q.template_variables.keys().map(String::as_str).collect();
-                    vec![q.name.clone(), q.resource.to_string(), q.prioritization.to_string(), vars.join(",")]
+                    vec![
+                        q.name.clone(),
+                        q.resource.to_string(),
+                        q.prioritization.to_string(),
+                        vars.join(","),
+                    ]
                 })
                 .collect();
-            output::print(g.output, &queues, &["NAME", "RESOURCE", "PRIORITIZATION", "VARIABLES"], rows)
+            output::print(
+                g.output,
+                &queues,
+                &["NAME", "RESOURCE", "PRIORITIZATION", "VARIABLES"],
+                rows,
+            )
         }
         QueueCommand::Show { name } => {
             let q = client.get_queue(&name).await?;
@@ -103,7 +113,9 @@ fn new_queue(args: CreateArgs) -> anyhow::Result<NewQueue> {
     if let Some(config) = args.config {
         queue.config = match config.strip_prefix('@') {
             Some(path) => super::read_document(&PathBuf::from(path))?,
-            None => serde_norway::from_str(&config).context("--config is not valid JSON or YAML")?,
+            None => {
+                serde_norway::from_str(&config).context("--config is not valid JSON or YAML")?
+            }
         };
     }
     for var in args.variables {

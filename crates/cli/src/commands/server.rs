@@ -45,8 +45,9 @@ pub async fn start_local(data_dir: &Path, config: ServerConfig) -> anyhow::Resul
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    let path = bootstrap::write_client_file(data_dir, &format!("http://{addr}"), new_token.as_deref())
-        .with_context(|| format!("writing the client file in {}", data_dir.display()))?;
+    let path =
+        bootstrap::write_client_file(data_dir, &format!("http://{addr}"), new_token.as_deref())
+            .with_context(|| format!("writing the client file in {}", data_dir.display()))?;
     if new_token.is_some() {
         tracing::info!(file = %path.display(), "created the admin token; it is in this file (mode 0600)");
     }
@@ -69,13 +70,14 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}

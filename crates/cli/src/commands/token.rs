@@ -26,7 +26,9 @@ pub async fn run(g: &Global, cmd: TokenCommand) -> anyhow::Result<()> {
     let client = g.client()?;
     match cmd {
         TokenCommand::Create { scope, name } => {
-            let created = client.create_token(&CreateTokenRequest { name, scope }).await?;
+            let created = client
+                .create_token(&CreateTokenRequest { name, scope })
+                .await?;
             match g.output {
                 Output::Json => println!("{}", serde_json::to_string_pretty(&created)?),
                 Output::Table => println!("{}", created.token),
@@ -38,7 +40,14 @@ pub async fn run(g: &Global, cmd: TokenCommand) -> anyhow::Result<()> {
             let now = now_ms();
             let rows = tokens
                 .iter()
-                .map(|t| vec![t.id.to_string(), t.scope.to_string(), age(t.created_at_ms, now), t.name.clone()])
+                .map(|t| {
+                    vec![
+                        t.id.to_string(),
+                        t.scope.to_string(),
+                        age(t.created_at_ms, now),
+                        t.name.clone(),
+                    ]
+                })
                 .collect();
             output::print(g.output, &tokens, &["ID", "SCOPE", "AGE", "NAME"], rows)
         }

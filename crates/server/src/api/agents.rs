@@ -29,15 +29,27 @@ pub async fn register(
 ) -> Result<(StatusCode, Json<Agent>), ApiError> {
     caller.require(Access::Work)?;
     let mut problems = check_queues(&agent.queues);
-    for (field, value) in [("max_jobs", agent.max_jobs), ("max_schedulers", agent.max_schedulers)] {
+    for (field, value) in [
+        ("max_jobs", agent.max_jobs),
+        ("max_schedulers", agent.max_schedulers),
+    ] {
         if value < -1 {
-            problems.push((field.into(), format!("is {value}; use -1 for unlimited or a count ≥ 0")));
+            problems.push((
+                field.into(),
+                format!("is {value}; use -1 for unlimited or a count ≥ 0"),
+            ));
         }
     }
     let host_ok = agent.hostname.len() <= 253
-        && agent.hostname.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b));
+        && agent
+            .hostname
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b));
     if !host_ok {
-        problems.push(("hostname".into(), "must be up to 253 characters of a-z, 0-9, '.', '-', '_'".into()));
+        problems.push((
+            "hostname".into(),
+            "must be up to 253 characters of a-z, 0-9, '.', '-', '_'".into(),
+        ));
     }
     if agent.version.len() > 64 {
         problems.push(("version".into(), "is longer than 64 bytes".into()));
@@ -71,10 +83,16 @@ pub async fn heartbeat(
 ) -> Result<Json<HeartbeatReply>, ApiError> {
     caller.require(Access::Work)?;
     if beat.in_flight.len() > MAX_IN_FLIGHT {
-        ApiError::check(vec![("in_flight".into(), format!("at most {MAX_IN_FLIGHT} items"))])?;
+        ApiError::check(vec![(
+            "in_flight".into(),
+            format!("at most {MAX_IN_FLIGHT} items"),
+        )])?;
     }
     if beat.status == liftoff_types::AgentStatus::Lost {
-        ApiError::check(vec![("status".into(), "lost is set by the server, not reported".into())])?;
+        ApiError::check(vec![(
+            "status".into(),
+            "lost is set by the server, not reported".into(),
+        )])?;
     }
     Ok(Json(state.store.heartbeat(id, beat, now_ms()).await?))
 }
@@ -106,7 +124,10 @@ pub async fn lease(
         if !leases.is_empty() || Instant::now() >= deadline {
             return Ok(Json(LeaseResponse { leases }));
         }
-        if tokio::time::timeout_at(deadline, waiter.notified()).await.is_err() {
+        if tokio::time::timeout_at(deadline, waiter.notified())
+            .await
+            .is_err()
+        {
             return Ok(Json(LeaseResponse { leases: Vec::new() }));
         }
     }
@@ -118,20 +139,32 @@ fn check_lease(req: &LeaseRequest) -> Vec<(String, String)> {
         problems.push(("queues".into(), "name at least one queue".into()));
     }
     if !(1..=MAX_LEASE_BATCH).contains(&req.max) {
-        problems.push(("max".into(), format!("is {}; must be 1 to {MAX_LEASE_BATCH}", req.max)));
+        problems.push((
+            "max".into(),
+            format!("is {}; must be 1 to {MAX_LEASE_BATCH}", req.max),
+        ));
     }
     if req.wait_ms > MAX_WAIT_MS {
-        problems.push(("wait_ms".into(), format!("is {}; must be at most {MAX_WAIT_MS}", req.wait_ms)));
+        problems.push((
+            "wait_ms".into(),
+            format!("is {}; must be at most {MAX_WAIT_MS}", req.wait_ms),
+        ));
     }
     if !(1_000..=3_600_000).contains(&req.lease_ms) {
-        problems.push(("lease_ms".into(), format!("is {}; must be 1000 to 3600000", req.lease_ms)));
+        problems.push((
+            "lease_ms".into(),
+            format!("is {}; must be 1000 to 3600000", req.lease_ms),
+        ));
     }
     problems
 }
 
 /// List agents.
 #[utoipa::path(get, path = "/api/v1/agents", tag = "agents", responses((status = 200, body = Vec<Agent>)))]
-pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Vec<Agent>>, ApiError> {
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Agent>>, ApiError> {
     caller.require(Access::Read)?;
     Ok(Json(state.store.list_agents().await?))
 }
@@ -139,7 +172,11 @@ pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<
 /// Show one agent.
 #[utoipa::path(get, path = "/api/v1/agents/{id}", tag = "agents",
     responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
-pub async fn show(caller: Caller, State(state): State<AppState>, Path(id): Path<AgentId>) -> Result<Json<Agent>, ApiError> {
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<AgentId>,
+) -> Result<Json<Agent>, ApiError> {
     caller.require(Access::Read)?;
     Ok(Json(state.store.get_agent(id).await?))
 }

@@ -9,7 +9,9 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use liftoff_store::Ack;
-use liftoff_types::api::{AckRequest, ErrorBody, FailRequest, ItemFilter, ReleaseRequest, WarnRequest};
+use liftoff_types::api::{
+    AckRequest, ErrorBody, FailRequest, ItemFilter, ReleaseRequest, WarnRequest,
+};
 use liftoff_types::{now_ms, Item, ItemId, Run, RunState};
 
 /// Longest failure message, warning or file name, and most attached files and their size:
@@ -36,7 +38,11 @@ pub async fn list(
 /// Show one item.
 #[utoipa::path(get, path = "/api/v1/items/{id}", tag = "items",
     responses((status = 200, body = Item), (status = 404, body = ErrorBody)))]
-pub async fn show(caller: Caller, State(state): State<AppState>, Path(id): Path<ItemId>) -> Result<Json<Item>, ApiError> {
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<ItemId>,
+) -> Result<Json<Item>, ApiError> {
     caller.require(Access::Read)?;
     Ok(Json(state.store.get_item(id).await?))
 }
@@ -56,7 +62,11 @@ pub async fn file(
 /// Cancel an item: pending and leased items end at once; a running one is stopped by its agent.
 #[utoipa::path(post, path = "/api/v1/items/{id}/cancel", tag = "items",
     responses((status = 200, body = Item), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn cancel(caller: Caller, State(state): State<AppState>, Path(id): Path<ItemId>) -> Result<Json<Item>, ApiError> {
+pub async fn cancel(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<ItemId>,
+) -> Result<Json<Item>, ApiError> {
     caller.require(Access::Submit)?;
     Ok(Json(state.store.cancel(id, now_ms()).await?))
 }
@@ -86,7 +96,10 @@ pub fn check_handle(handle: &serde_json::Value) -> Vec<(String, String)> {
     if !(handle.is_object() || handle.is_null()) {
         problems.push(("handle".into(), "must be a JSON object".into()));
     } else if handle.to_string().len() > MAX_HANDLE {
-        problems.push(("handle".into(), format!("is larger than {MAX_HANDLE} bytes")));
+        problems.push((
+            "handle".into(),
+            format!("is larger than {MAX_HANDLE} bytes"),
+        ));
     }
     problems
 }
@@ -108,7 +121,10 @@ pub async fn fail(
 fn check_failure(req: &FailRequest) -> Vec<(String, String)> {
     let mut problems = Vec::new();
     if req.message.is_empty() || req.message.len() > MAX_MESSAGE {
-        problems.push(("message".into(), format!("must be 1 to {MAX_MESSAGE} bytes")));
+        problems.push((
+            "message".into(),
+            format!("must be 1 to {MAX_MESSAGE} bytes"),
+        ));
     }
     if req.files.len() > MAX_FILES {
         problems.push(("files".into(), format!("at most {MAX_FILES} files")));
@@ -117,7 +133,10 @@ fn check_failure(req: &FailRequest) -> Vec<(String, String)> {
         let name_ok = !file.name.is_empty()
             && file.name.len() <= 128
             && !file.name.starts_with('.')
-            && file.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && file
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !name_ok {
             problems.push((
                 format!("files[{n}].name"),
@@ -125,7 +144,10 @@ fn check_failure(req: &FailRequest) -> Vec<(String, String)> {
             ));
         }
         if file.content.len() > MAX_FILE {
-            problems.push((format!("files[{n}].content"), format!("is larger than {MAX_FILE} bytes")));
+            problems.push((
+                format!("files[{n}].content"),
+                format!("is larger than {MAX_FILE} bytes"),
+            ));
         }
     }
     problems
@@ -142,9 +164,15 @@ pub async fn warn(
 ) -> Result<StatusCode, ApiError> {
     caller.require(Access::Work)?;
     if req.message.is_empty() || req.message.len() > MAX_WARNING {
-        ApiError::check(vec![("message".into(), format!("must be 1 to {MAX_WARNING} bytes"))])?;
+        ApiError::check(vec![(
+            "message".into(),
+            format!("must be 1 to {MAX_WARNING} bytes"),
+        )])?;
     }
-    state.store.warn(id, req.fence, &req.message, now_ms()).await?;
+    state
+        .store
+        .warn(id, req.fence, &req.message, now_ms())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

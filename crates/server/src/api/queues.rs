@@ -28,7 +28,10 @@ pub async fn create(
 
 /// List queues.
 #[utoipa::path(get, path = "/api/v1/queues", tag = "queues", responses((status = 200, body = Vec<Queue>)))]
-pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Vec<Queue>>, ApiError> {
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<Queue>>, ApiError> {
     caller.require(Access::Read)?;
     Ok(Json(state.store.list_queues().await?))
 }
@@ -63,7 +66,10 @@ pub async fn delete(
     Query(params): Query<DeleteParams>,
 ) -> Result<StatusCode, ApiError> {
     caller.require(Access::Admin)?;
-    state.store.delete_queue(&name, params.force, now_ms()).await?;
+    state
+        .store
+        .delete_queue(&name, params.force, now_ms())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -81,18 +87,20 @@ pub async fn enqueue(
     ApiError::check(spec.validate())?;
     let queue = state.store.get_queue(&name, false).await?;
     check_resource(&spec, &queue)?;
-    let values = template::resolve(&queue.template_variables, &spec.template_variables).map_err(|errors| {
-        ApiError::invalid(
-            errors
-                .into_iter()
-                .map(|e| FieldError {
-                    field: format!("template_variables.{}", e.variable),
-                    message: e.message,
-                    rule: Some(e.rule),
-                })
-                .collect(),
-        )
-    })?;
+    let values = template::resolve(&queue.template_variables, &spec.template_variables).map_err(
+        |errors| {
+            ApiError::invalid(
+                errors
+                    .into_iter()
+                    .map(|e| FieldError {
+                        field: format!("template_variables.{}", e.variable),
+                        message: e.message,
+                        rule: Some(e.rule),
+                    })
+                    .collect(),
+            )
+        },
+    )?;
     let item = NewItem {
         queue: queue.name.clone(),
         priority: spec.priority.unwrap_or_default(),
@@ -106,7 +114,9 @@ pub async fn enqueue(
 
 /// A spec that names a resource must name its queue's.
 fn check_resource(spec: &LaunchSpec, queue: &Queue) -> Result<(), ApiError> {
-    let Some(resource) = &spec.resource else { return Ok(()) };
+    let Some(resource) = &spec.resource else {
+        return Ok(());
+    };
     let problem = match resource.parse::<ResourceType>() {
         Ok(r) if r == queue.resource => return Ok(()),
         Ok(r) => format!("is {r}, but queue {:?} runs {}", queue.name, queue.resource),

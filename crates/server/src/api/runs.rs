@@ -11,7 +11,11 @@ use liftoff_types::{now_ms, Run, RunId, RunUpdate};
 
 /// List runs, newest first.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunFilter), responses((status = 200, body = Vec<Run>)))]
-pub async fn list(caller: Caller, State(state): State<AppState>, Query(filter): Query<RunFilter>) -> Result<Json<Vec<Run>>, ApiError> {
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    Query(filter): Query<RunFilter>,
+) -> Result<Json<Vec<Run>>, ApiError> {
     caller.require(Access::Read)?;
     Ok(Json(state.store.list_runs(&filter).await?))
 }
@@ -19,7 +23,11 @@ pub async fn list(caller: Caller, State(state): State<AppState>, Query(filter): 
 /// Show one run.
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
-pub async fn show(caller: Caller, State(state): State<AppState>, Path(id): Path<RunId>) -> Result<Json<Run>, ApiError> {
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<RunId>,
+) -> Result<Json<Run>, ApiError> {
     caller.require(Access::Read)?;
     Ok(Json(state.store.get_run(&id).await?))
 }
@@ -27,7 +35,11 @@ pub async fn show(caller: Caller, State(state): State<AppState>, Path(id): Path<
 /// Ask for a run to be stopped; its agent hears of it on its next heartbeat.
 #[utoipa::path(post, path = "/api/v1/runs/{id}/stop", tag = "runs",
     responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-pub async fn stop(caller: Caller, State(state): State<AppState>, Path(id): Path<RunId>) -> Result<Json<Run>, ApiError> {
+pub async fn stop(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<RunId>,
+) -> Result<Json<Run>, ApiError> {
     caller.require(Access::Submit)?;
     Ok(Json(state.store.request_stop(&id, now_ms()).await?))
 }
@@ -42,7 +54,11 @@ pub async fn update(
     Body(update): Body<RunUpdate>,
 ) -> Result<Json<Run>, ApiError> {
     caller.require(Access::Work)?;
-    let mut problems = update.handle.as_ref().map(super::items::check_handle).unwrap_or_default();
+    let mut problems = update
+        .handle
+        .as_ref()
+        .map(super::items::check_handle)
+        .unwrap_or_default();
     if update.message.as_ref().is_some_and(|m| m.len() > 4096) {
         problems.push(("message".into(), "is longer than 4096 bytes".into()));
     }

@@ -23,13 +23,19 @@ pub async fn create(
         ApiError::check(vec![("name".into(), "must be 1 to 128 bytes".into())])?;
     }
     let (token, hash) = new_token();
-    let info = state.store.create_token(&req.name, req.scope, &hash, now_ms()).await?;
+    let info = state
+        .store
+        .create_token(&req.name, req.scope, &hash, now_ms())
+        .await?;
     Ok((StatusCode::CREATED, Json(CreatedToken { token, info })))
 }
 
 /// List tokens (never their secrets).
 #[utoipa::path(get, path = "/api/v1/tokens", tag = "tokens", responses((status = 200, body = Vec<TokenInfo>)))]
-pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<Vec<TokenInfo>>, ApiError> {
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+) -> Result<Json<Vec<TokenInfo>>, ApiError> {
     caller.require(Access::Admin)?;
     Ok(Json(state.store.list_tokens().await?))
 }
@@ -37,7 +43,11 @@ pub async fn list(caller: Caller, State(state): State<AppState>) -> Result<Json<
 /// Revoke a token.
 #[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "tokens",
     responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn delete(caller: Caller, State(state): State<AppState>, Path(id): Path<i64>) -> Result<StatusCode, ApiError> {
+pub async fn delete(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+) -> Result<StatusCode, ApiError> {
     caller.require(Access::Admin)?;
     state.store.delete_token(id).await?;
     Ok(StatusCode::NO_CONTENT)

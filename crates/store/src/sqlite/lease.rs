@@ -14,6 +14,8 @@ use std::str::FromStr;
 /// The parts of an item the protocol checks before a write.
 struct Current {
     state: ItemState,
+    queue: String,
+    agent_id: Option<i64>,
     fence: i64,
     lease_expires_at_ms: Option<Millis>,
     run_id: Option<String>,
@@ -22,10 +24,18 @@ struct Current {
 fn current(conn: &Connection, id: ItemId) -> StoreResult<Current> {
     let row = conn
         .prepare_cached(
-            "SELECT state, fence, lease_expires_at_ms, run_id FROM items WHERE id = ?1",
+            "SELECT i.state, i.fence, i.lease_expires_at_ms, i.run_id, q.name, i.agent_id
+             FROM items i JOIN queues q ON q.id = i.queue_id WHERE i.id = ?1",
         )?
         .query_row([id.0], |r| {
-            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })
         .optional()?
         .ok_or_else(|| StoreError::not_found("item", id))?;
@@ -34,6 +44,8 @@ fn current(conn: &Connection, id: ItemId) -> StoreResult<Current> {
         fence: row.1,
         lease_expires_at_ms: row.2,
         run_id: row.3,
+        queue: row.4,
+        agent_id: row.5,
     })
 }
 
@@ -59,20 +71,23 @@ fn guard(id: ItemId, cur: &Current, fence: i64, states: &[ItemState]) -> StoreRe
     Ok(())
 }
 
-pub fn lease(conn: &Connection, p: &LeaseParams, now: Millis) -> StoreResult<Vec<Lease>> {
+/// `turn` counts this agent's lease calls: the call starts its round-robin at queue
+/// `turn % queues.len()`.
+pub fn lease(
+    conn: &Connection,
+    p: &LeaseParams,
+    turn: u64,
+    now: Millis,
+) -> StoreResult<Vec<Lease>> {
     if p.queues.is_empty() {
         return Err(StoreError::invalid("queues", "name at least one queue"));
     }
-    let cursor: i64 = conn
-        .prepare_cached(
-            "UPDATE agents SET lease_cursor = lease_cursor + 1 WHERE id = ?1
-             RETURNING lease_cursor - 1",
-        )?
-        .query_row([p.agent.0], |r| r.get(0))
+    conn.prepare_cached("SELECT 1 FROM agents WHERE id = ?1")?
+        .query_row([p.agent.0], |_| Ok(()))
         .optional()?
         .ok_or_else(|| StoreError::not_found("agent", p.agent))?;
     let n = p.queues.len();
-    let start = cursor.rem_euclid(n as i64) as usize;
+    let start = (turn % n as u64) as usize;
     let order: Vec<&String> = (0..n).map(|k| &p.queues[(start + k) % n]).collect();
     let mut candidates = Vec::with_capacity(n);
     let mut pick = conn.prepare_cached(
@@ -120,6 +135,7 @@ pub fn lease(conn: &Connection, p: &LeaseParams, now: Millis) -> StoreResult<Vec
 pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult<Run> {
     let cur = current(conn, id)?;
     guard(id, &cur, ack.fence, &[ItemState::Leased])?;
+    let (queue, agent) = (&cur.queue, cur.agent_id);
     if cur.lease_expires_at_ms.is_some_and(|t| t < now) {
         return Err(StoreError::Conflict(format!(
             "the lease on item {id} expired before the ack"
@@ -131,14 +147,6 @@ pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
             "an ack starts a run: its state must not be terminal",
         ));
     }
-    let queue: String = conn
-        .prepare_cached(
-            "SELECT q.name FROM items i JOIN queues q ON q.id = i.queue_id WHERE i.id = ?1",
-        )?
-        .query_row([id.0], |r| r.get(0))?;
-    let agent: i64 = conn
-        .prepare_cached("SELECT agent_id FROM items WHERE id = ?1")?
-        .query_row([id.0], |r| r.get(0))?;
     let started = (ack.state == liftoff_types::RunState::Running).then_some(now);
     let inserted = conn
         .prepare_cached(

@@ -1,12 +1,5 @@
-//! The embedded SQLite store: one file in WAL mode, one writer thread that commits in groups,
-//! and a small pool of read connections.
-//!
-//! Why a writer thread: SQLite has one writer at a time anyway, and a commit costs far more
-//! than the statements in it. The thread takes every write waiting in its channel, runs each
-//! inside a savepoint (so one failing write does not undo its neighbours) and commits them
-//! together; callers hear back only after that commit, so an answered write survives a crash
-//! of the process (WAL with `synchronous=NORMAL`: the commit is in the WAL before we answer;
-//! only a crash of the whole machine can lose the last commits).
+//! The embedded SQLite store: one file in WAL mode, a write path that commits in groups
+//! (see [`writer`]), and a small pool of read connections on tokio's blocking pool.
 
 mod agents;
 mod items;
@@ -16,6 +9,7 @@ mod rows;
 mod runs;
 mod schema;
 mod tokens;
+mod writer;
 
 use crate::{Ack, Expired, LeaseParams, NewItem, Store, StoreError, StoreResult};
 use async_trait::async_trait;
@@ -25,23 +19,22 @@ use liftoff_types::{
     Queue, Run, RunId, RunUpdate, Scope, TokenInfo,
 };
 use rusqlite::{Connection, OpenFlags};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, Mutex};
-use tokio::sync::oneshot;
+use std::sync::{Arc, Mutex};
+use writer::Writer;
 
-/// Most writes committed together: bounds the latency one commit adds to the first caller.
-const MAX_GROUP: usize = 512;
 /// Read connections kept open between reads.
 const MAX_IDLE_READERS: usize = 8;
-
-type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 
 /// The SQLite implementation of [`Store`].
 pub struct SqliteStore {
     path: PathBuf,
-    jobs: mpsc::Sender<Job>,
+    writer: Arc<Writer>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Lease calls per agent, for the round-robin start. Kept in memory: writing it to the
+    /// file would cost a page per lease, and after a restart any start queue is fair.
+    turns: Mutex<HashMap<AgentId, u64>>,
 }
 
 impl SqliteStore {
@@ -49,16 +42,20 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let mut conn = open_connection(path, false)?;
         schema::migrate(&mut conn)?;
-        let (jobs, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("liftoff-sqlite-writer".into())
-            .spawn(move || write_loop(conn, rx))
-            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let writer = Writer::start(conn, path)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            jobs,
+            writer,
             readers: Arc::new(Mutex::new(Vec::new())),
+            turns: Mutex::new(HashMap::new()),
         })
+    }
+
+    fn next_turn(&self, agent: AgentId) -> u64 {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = turns.entry(agent).or_insert(0);
+        *turn += 1;
+        *turn - 1
     }
 
     /// The database file.
@@ -66,23 +63,13 @@ impl SqliteStore {
         &self.path
     }
 
-    /// Runs `f` on the writer thread inside the next group commit.
+    /// Runs `f` inside the next group commit.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = f(conn);
-            let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit| {
-                let _ = tx.send(commit.and(result));
-            });
-            (ok, reply)
-        });
-        self.jobs.send(job).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        self.writer.write(f).await
     }
 
     /// Runs `f` on a read connection on tokio's blocking pool. Reads see every write that has
@@ -113,7 +100,7 @@ impl SqliteStore {
     }
 }
 
-fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
+pub(crate) fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -134,57 +121,6 @@ fn open_connection(path: &Path, read_only: bool) -> StoreResult<Connection> {
     )?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
-}
-
-/// The writer thread: take a group of jobs, run each in a savepoint, commit once, answer all.
-fn write_loop(conn: Connection, rx: mpsc::Receiver<Job>) {
-    while let Ok(first) = rx.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match rx.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let replies = run_group(&conn, group);
-        let commit = conn.execute_batch("COMMIT").map_err(StoreError::from);
-        if commit.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
-        }
-        for reply in replies {
-            reply(match &commit {
-                Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Conflict(format!("commit failed: {e}"))),
-            });
-        }
-    }
-}
-
-fn run_group(conn: &Connection, group: Vec<Job>) -> Vec<Reply> {
-    // Another process may hold the file's write lock (busy_timeout already waited 10 s):
-    // keep trying rather than run the group outside a transaction.
-    while let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, "could not begin a write transaction; retrying");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    group
-        .into_iter()
-        .map(|job| {
-            let _ = conn
-                .prepare_cached("SAVEPOINT job")
-                .and_then(|mut s| s.execute([]));
-            let (ok, reply) = job(conn);
-            if !ok {
-                let _ = conn
-                    .prepare_cached("ROLLBACK TO job")
-                    .and_then(|mut s| s.execute([]));
-            }
-            let _ = conn
-                .prepare_cached("RELEASE job")
-                .and_then(|mut s| s.execute([]));
-            reply
-        })
-        .collect()
 }
 
 #[async_trait]
@@ -231,7 +167,9 @@ impl Store for SqliteStore {
     }
 
     async fn lease(&self, params: LeaseParams, now: Millis) -> StoreResult<Vec<Lease>> {
-        self.write(move |c| lease::lease(c, &params, now)).await
+        let turn = self.next_turn(params.agent);
+        self.write(move |c| lease::lease(c, &params, turn, now))
+            .await
     }
 
     async fn ack(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<Run> {

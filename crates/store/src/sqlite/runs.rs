@@ -5,30 +5,68 @@ use super::lease::mark_failed;
 use super::rows::{self, RUN_COLUMNS};
 use crate::{StoreError, StoreResult};
 use liftoff_types::api::RunFilter;
-use liftoff_types::{Millis, Phase, Run, RunId, RunState, RunUpdate};
-use rusqlite::{params, Connection};
+use liftoff_types::{ItemId, Millis, Phase, Run, RunId, RunState, RunUpdate};
+use rusqlite::{params, Connection, OptionalExtension};
+
+/// What an update needs to know about a run, its item and its queue, read in one query.
+struct Context {
+    state: RunState,
+    item_id: ItemId,
+    fence: i64,
+    item_claimed: bool,
+    requeue_lost: bool,
+    attempts: u32,
+    max_attempts: u32,
+}
+
+fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
+    conn.prepare_cached(
+        "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost, i.attempts,
+                q.max_attempts
+         FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
+         WHERE r.id = ?1",
+    )?
+    .query_row([id.as_str()], |r| {
+        let state: String = r.get(0)?;
+        Ok((
+            state,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+        ))
+    })
+    .optional()?
+    .ok_or_else(|| StoreError::not_found("run", id))
+    .and_then(
+        |(state, item, fence, item_claimed, requeue_lost, attempts, max_attempts)| {
+            Ok(Context {
+                state: state.parse().map_err(StoreError::Corrupt)?,
+                item_id: ItemId(item),
+                fence,
+                item_claimed,
+                requeue_lost,
+                attempts,
+                max_attempts,
+            })
+        },
+    )
+}
 
 pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> StoreResult<Run> {
-    let run = rows::load_run(conn, id)?;
-    let (fence, item_state, requeue_lost, attempts, max_attempts): (i64, String, bool, u32, u32) =
-        conn.prepare_cached(
-            "SELECT i.fence, i.state, q.requeue_lost, i.attempts, q.max_attempts
-             FROM items i JOIN queues q ON q.id = i.queue_id WHERE i.id = ?1",
-        )?
-        .query_row([run.item_id.0], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-        })
-        .map_err(|_| StoreError::not_found("item", run.item_id))?;
-    if fence != up.fence {
+    let ctx = context(conn, id)?;
+    if ctx.fence != up.fence {
         return Err(StoreError::Conflict(format!(
-            "stale fence {} for run {id}: its item is at fence {fence}",
-            up.fence
+            "stale fence {} for run {id}: its item is at fence {}",
+            up.fence, ctx.fence
         )));
     }
-    if run.state.is_terminal() || item_state != "claimed" {
+    if ctx.state.is_terminal() || !ctx.item_claimed {
         return Err(StoreError::Conflict(format!(
             "run {id} has already ended ({})",
-            run.state
+            ctx.state
         )));
     }
     if up.state == RunState::Queued {
@@ -39,39 +77,36 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
     }
     let ended = up.state.is_terminal().then_some(now);
     let handle = up.handle.as_ref().map(|h| h.to_string());
-    conn.prepare_cached(
+    let sql = format!(
         "UPDATE runs SET state = ?2, exit_code = coalesce(?3, exit_code),
              message = coalesce(?4, message), handle = coalesce(?5, handle),
              started_at_ms = CASE WHEN ?2 = 'running' THEN coalesce(started_at_ms, ?6)
                                   ELSE started_at_ms END,
              ended_at_ms = ?7, updated_at_ms = ?6
-         WHERE id = ?1",
-    )?
-    .execute(params![
-        id.as_str(),
-        up.state.as_str(),
-        up.exit_code,
-        up.message,
-        handle,
-        now,
-        ended
-    ])?;
+         WHERE id = ?1 RETURNING {RUN_COLUMNS}"
+    );
+    let run = conn.prepare_cached(&sql)?.query_row(
+        params![
+            id.as_str(),
+            up.state.as_str(),
+            up.exit_code,
+            up.message,
+            handle,
+            now,
+            ended
+        ],
+        rows::run,
+    )?;
     if up.state.is_terminal() {
-        end_item(conn, &run, up, (requeue_lost, attempts, max_attempts), now)?;
+        end_item(conn, &ctx, up, now)?;
     }
-    rows::load_run(conn, id)
+    Ok(run)
 }
 
 /// A run's end decides its item's: finished, failed (phase `run`), stopped, back to pending
 /// after a preemption, and failed (phase `agent`) or requeued when its agent was lost.
-fn end_item(
-    conn: &Connection,
-    run: &Run,
-    up: &RunUpdate,
-    (requeue_lost, attempts, max_attempts): (bool, u32, u32),
-    now: Millis,
-) -> StoreResult<()> {
-    let item = run.item_id;
+fn end_item(conn: &Connection, ctx: &Context, up: &RunUpdate, now: Millis) -> StoreResult<()> {
+    let item = ctx.item_id;
     let set_state = |state: &str| -> StoreResult<()> {
         conn.prepare_cached("UPDATE items SET state = ?2, updated_at_ms = ?3 WHERE id = ?1")?
             .execute(params![item.0, state, now])?;
@@ -96,7 +131,7 @@ fn end_item(
             mark_failed(conn, item, &message, Phase::Run, &[], now)
         }
         RunState::Preempted => requeue(false),
-        RunState::Lost if requeue_lost && attempts + 1 < max_attempts => requeue(true),
+        RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => requeue(true),
         RunState::Lost => {
             let message = up
                 .message
@@ -118,7 +153,7 @@ pub fn list(conn: &Connection, filter: &RunFilter) -> StoreResult<Vec<Run>> {
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
            AND (?3 IS NULL OR agent_id = ?3)
-         ORDER BY created_at_ms DESC, rowid DESC LIMIT ?4"
+         ORDER BY rowid DESC LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let found = stmt.query_map(

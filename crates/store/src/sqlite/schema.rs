@@ -71,7 +71,6 @@ CREATE TABLE runs (
     updated_at_ms  INTEGER NOT NULL
 );
 CREATE INDEX runs_item ON runs (item_id);
-CREATE INDEX runs_created ON runs (created_at_ms);
 CREATE TABLE agents (
     id               INTEGER PRIMARY KEY,
     name             TEXT NOT NULL UNIQUE,
@@ -83,8 +82,6 @@ CREATE TABLE agents (
     status           TEXT NOT NULL,
     in_flight        TEXT NOT NULL,
     stop_requested   INTEGER NOT NULL DEFAULT 0,
-    -- where the next lease call of this agent starts its round-robin
-    lease_cursor     INTEGER NOT NULL DEFAULT 0,
     registered_at_ms INTEGER NOT NULL,
     heartbeat_at_ms  INTEGER NOT NULL
 );

@@ -1,0 +1,195 @@
+//! The write path: group commit by flat combining, and a checkpointer thread.
+//!
+//! SQLite has one writer at a time, and a commit costs more than the statements in it. A
+//! write is queued; then its caller tries to take the connection. Whoever holds it (the
+//! *combiner*) takes every queued write, runs each inside a savepoint (so one failing write
+//! does not undo its neighbours), commits them together, and answers them all. A caller that
+//! finds the connection taken simply waits for its answer: the combiner will see its write.
+//! A lone writer thus runs its own write at once, with no thread hand-off, and many writers
+//! share commits.
+//!
+//! Callers hear back only after the commit, so an answered write survives a crash of the
+//! process (WAL with `synchronous=NORMAL`: the commit is in the WAL file before we answer;
+//! only a crash of the whole machine can lose the last commits).
+//!
+//! Checkpoints (which fsync) are moved off the write path to their own thread, so a commit
+//! never stalls on one.
+
+use crate::{StoreError, StoreResult};
+use rusqlite::Connection;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Most writes committed together: bounds the latency one commit adds to the first caller.
+const MAX_GROUP: usize = 256;
+/// Groups one combiner commits before it hands the rest to the blocking pool, so that a
+/// caller under constant load gets back to its own task.
+const MAX_ROUNDS: usize = 4;
+/// WAL size (in pages) past which the checkpointer copies it back into the database.
+const CHECKPOINT_PAGES: i64 = 4000;
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
+type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+pub struct Writer {
+    conn: Mutex<Connection>,
+    queue: Mutex<Vec<Job>>,
+}
+
+impl Writer {
+    pub fn start(conn: Connection, path: &Path) -> StoreResult<Arc<Writer>> {
+        // The checkpointer below does this work; the writer must never checkpoint inline.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let writer = Arc::new(Writer {
+            conn: Mutex::new(conn),
+            queue: Mutex::new(Vec::new()),
+        });
+        let checkpoint_conn = super::open_connection(path, false)?;
+        let weak = Arc::downgrade(&writer);
+        std::thread::Builder::new()
+            .name("liftoff-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoint_conn, weak))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        Ok(writer)
+    }
+
+    /// Runs `f` inside the next group commit and answers after that commit.
+    pub async fn write<T, F>(self: &Arc<Self>, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, reply)
+        });
+        lock(&self.queue).push(job);
+        self.drive();
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits queued writes while this thread can hold the connection.
+    fn drive(self: &Arc<Self>) {
+        for _ in 0..MAX_ROUNDS {
+            let conn = match self.conn.try_lock() {
+                Ok(conn) => conn,
+                Err(TryLockError::Poisoned(p)) => p.into_inner(),
+                // The holder checks the queue again after it lets go, so it will take ours.
+                Err(TryLockError::WouldBlock) => return,
+            };
+            let group: Vec<Job> = {
+                let mut queue = lock(&self.queue);
+                let n = queue.len().min(MAX_GROUP);
+                queue.drain(..n).collect()
+            };
+            if group.is_empty() {
+                drop(conn);
+                // A write queued after our drain whose caller found the connection taken:
+                // nobody else will run it, so go round again.
+                if lock(&self.queue).is_empty() {
+                    return;
+                }
+                continue;
+            }
+            let replies = commit_group(&conn, group);
+            drop(conn);
+            for (reply, result) in replies {
+                reply(result);
+            }
+        }
+        if !lock(&self.queue).is_empty() {
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.drive());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Runs a group in one transaction; returns each reply with what to tell its caller.
+fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<()>)> {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        // Another process holds the file's write lock past busy_timeout: fail the group
+        // without running it rather than run it outside a transaction.
+        let message = format!("the database is locked by another process: {e}");
+        return group
+            .into_iter()
+            .map(|job| {
+                let (_, reply) = job(conn);
+                (reply, Err(StoreError::Conflict(message.clone())))
+            })
+            .collect();
+    }
+    // A lone write needs no savepoint: if it fails, the whole transaction is rolled back.
+    if group.len() == 1 {
+        let job = group.into_iter().next().expect("one job");
+        let (ok, reply) = job(conn);
+        let end = if ok { "COMMIT" } else { "ROLLBACK" };
+        let result = conn
+            .execute_batch(end)
+            .map_err(|e| StoreError::Conflict(format!("commit failed: {e}")));
+        if result.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        return vec![(reply, result)];
+    }
+    let replies: Vec<Reply> = group
+        .into_iter()
+        .map(|job| {
+            let _ = conn
+                .prepare_cached("SAVEPOINT job")
+                .and_then(|mut s| s.execute([]));
+            let (ok, reply) = job(conn);
+            if !ok {
+                let _ = conn
+                    .prepare_cached("ROLLBACK TO job")
+                    .and_then(|mut s| s.execute([]));
+            }
+            let _ = conn
+                .prepare_cached("RELEASE job")
+                .and_then(|mut s| s.execute([]));
+            reply
+        })
+        .collect();
+    let commit = conn.execute_batch("COMMIT");
+    if commit.is_err() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    replies
+        .into_iter()
+        .map(|reply| {
+            let result = match &commit {
+                Ok(()) => Ok(()),
+                Err(e) => Err(StoreError::Conflict(format!("commit failed: {e}"))),
+            };
+            (reply, result)
+        })
+        .collect()
+}
+
+/// Copies the WAL back into the database when it has grown, until the writer is gone.
+fn checkpoint_loop(conn: Connection, writer: Weak<Writer>) {
+    while writer.strong_count() > 0 {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        let pages = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1));
+        match pages {
+            Ok(p) if p > CHECKPOINT_PAGES => {
+                // PASSIVE never blocks the writer; when readers kept it from finishing, the
+                // next pass continues.
+                tracing::debug!(pages = p, "checkpointed a large WAL");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
+    }
+}
