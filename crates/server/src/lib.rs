@@ -43,6 +43,14 @@ impl ServerConfig {
             reaper_every: Duration::from_secs(1),
         }
     }
+
+    /// Refuses what must not run: no auth on an address others can reach.
+    pub fn check(&self) -> Result<(), StartError> {
+        if !self.auth && !self.bind.ip().is_loopback() {
+            return Err(StartError::AuthRequired(self.bind));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,9 +78,7 @@ pub struct Server {
 
 /// Binds and starts serving.
 pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server, StartError> {
-    if !config.auth && !config.bind.ip().is_loopback() {
-        return Err(StartError::AuthRequired(config.bind));
-    }
+    config.check()?;
     let listener = tokio::net::TcpListener::bind(config.bind)
         .await
         .map_err(|source| StartError::Bind {

@@ -35,6 +35,8 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
 /// Opens the data directory's database, makes the first admin token if there is none,
 /// starts the server and writes the client file for the CLI on this machine.
 pub async fn start_local(data_dir: &Path, config: ServerConfig) -> anyhow::Result<Server> {
+    // Refuse before anything is created on disk.
+    config.check()?;
     create_private_dir(data_dir)?;
     let db = data_dir.join("liftoff.db");
     let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;

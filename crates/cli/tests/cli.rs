@@ -1,0 +1,202 @@
+//! End-to-end: the real `liftoff` binary as a server and as a client.
+
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_liftoff");
+
+/// A `liftoff server` child on a free loopback port, stopped (by its PID) on drop.
+struct ServerProcess {
+    child: Child,
+    dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    fn start() -> ServerProcess {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("server.log");
+        let child = Command::new(BIN)
+            .args(["server", "--bind", "127.0.0.1:0"])
+            .env("LIFTOFF_DATA_DIR", dir.path().join("data"))
+            .env_remove("LIFTOFF_URL")
+            .env_remove("LIFTOFF_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let server = ServerProcess { child, dir, log };
+        let file = server.data_dir().join("client.json");
+        wait_for("the server's client file", Duration::from_secs(20), || {
+            std::fs::read_to_string(&file).is_ok_and(|t| t.contains("http://127.0.0.1:"))
+        });
+        server
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs `liftoff ARGS` against this server (found through the client file).
+    fn run(&self, args: &[&str]) -> Output {
+        self.run_with(args, &[])
+    }
+
+    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("LIFTOFF_DATA_DIR", self.data_dir())
+            .env_remove("LIFTOFF_URL")
+            .env_remove("LIFTOFF_TOKEN");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// A failure: non-zero exit and exactly one line on stderr, which is returned.
+fn refused(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure, got: {}", String::from_utf8_lossy(&out.stdout));
+    let err = String::from_utf8(out.stderr.clone()).unwrap();
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+#[test]
+fn queues_launches_and_listings_through_the_real_binary() {
+    let s = ServerProcess::start();
+    ok(&s.run(&[
+        "queue",
+        "create",
+        "gpu",
+        "--config",
+        r#"{"gres": "gpu:{{gpus}}"}"#,
+        "--variable",
+        r#"gpus={"type": "integer", "default": 1, "minimum": 0, "maximum": 8}"#,
+    ]));
+    let id = ok(&s.run(&[
+        "launch", "-q", "gpu", "--set-var", "gpus=2", "--priority", "high", "--config", "lr=0.1",
+        "--config", "model.width=128", "--name", "first", "--", "python", "train.py",
+    ]));
+    let id: i64 = id.trim().parse().expect("launch prints the item id");
+
+    let items: Value = serde_json::from_str(&ok(&s.run(&["items", "-o", "json"]))).unwrap();
+    let item = &items[0];
+    assert_eq!(item["id"], id);
+    assert_eq!(item["priority"], "high");
+    assert_eq!(item["position"], 0);
+    assert_eq!(item["resource_args"]["gres"], "gpu:2");
+    assert_eq!(item["spec"]["overrides"]["run_config"]["lr"], 0.1);
+    assert_eq!(item["spec"]["overrides"]["run_config"]["model"]["width"], 128);
+    assert_eq!(item["spec"]["overrides"]["entry_point"][1], "train.py");
+
+    let table = ok(&s.run(&["items", "--queue", "gpu"]));
+    assert!(table.starts_with("ID"), "{table}");
+    assert!(table.contains("pending") && table.contains("python train.py"), "{table}");
+    let show = ok(&s.run(&["queue", "show", "gpu"]));
+    assert!(show.contains("pending 1"), "{show}");
+    let queues: Value = serde_json::from_str(&ok(&s.run(&["queue", "list", "-o", "json"]))).unwrap();
+    assert_eq!(queues[0]["name"], "gpu");
+    let runs: Value = serde_json::from_str(&ok(&s.run(&["runs", "-o", "json"]))).unwrap();
+    assert_eq!(runs, serde_json::json!([]));
+
+    let err = refused(&s.run(&["launch", "-q", "gpu", "--set-var", "gpus=99", "--", "true"]));
+    assert!(err.contains("gpus") && err.contains("maximum"), "{err}");
+    let err = refused(&s.run(&["launch", "-q", "nope", "--", "true"]));
+    assert!(err.contains("queue nope not found"), "{err}");
+    let err = refused(&s.run(&["launch", "-q", "gpu"]));
+    assert!(err.contains("nothing to run"), "{err}");
+    let err = refused(&s.run(&["queue", "delete", "gpu"]));
+    assert!(err.contains("live item"), "{err}");
+
+    ok(&s.run(&["cancel", &id.to_string()]));
+    ok(&s.run(&["queue", "delete", "gpu"]));
+}
+
+#[test]
+fn tokens_scopes_and_secrets() {
+    let s = ServerProcess::start();
+    let file = s.data_dir().join("client.json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the client file holds the admin token");
+    }
+    let admin: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let admin_token = admin["token"].as_str().unwrap().to_string();
+
+    let user_token = ok(&s.run(&["token", "create", "--scope", "user", "--name", "ci"]));
+    let user_token = user_token.trim();
+    assert!(user_token.starts_with("lft_"));
+    let err = refused(&s.run_with(&["queue", "create", "x"], &[("LIFTOFF_TOKEN", user_token)]));
+    assert!(err.contains("admin"), "{err}");
+    ok(&s.run_with(&["queue", "list"], &[("LIFTOFF_TOKEN", user_token)]));
+    let err = refused(&s.run_with(&["queue", "list"], &[("LIFTOFF_TOKEN", "lft_wrong")]));
+    assert!(err.contains("unknown or revoked token"), "{err}");
+
+    let tokens = ok(&s.run(&["token", "list"]));
+    assert!(tokens.contains("ci") && !tokens.contains(user_token) && !tokens.contains(&admin_token));
+    let log = std::fs::read_to_string(&s.log).unwrap();
+    assert!(log.contains("client.json"), "the log says where the admin token is: {log}");
+    assert!(!log.contains(&admin_token) && !log.contains(user_token), "no secret in the server log");
+}
+
+#[test]
+fn a_missing_server_is_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("LIFTOFF_DATA_DIR", dir.path())
+            .env_remove("LIFTOFF_URL")
+            .env_remove("LIFTOFF_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let err = refused(&run(&["queue", "list"]));
+    assert!(err.contains("no server given"), "{err}");
+    let err = refused(&run(&["--url", "http://127.0.0.1:9", "queue", "list"]));
+    assert!(err.contains("cannot reach"), "{err}");
+    let err = refused(&run(&["--url", "ftp://x", "queue", "list"]));
+    assert!(err.contains("invalid server URL"), "{err}");
+}
+
+#[test]
+fn the_server_refuses_no_auth_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--bind", "0.0.0.0:0", "--no-auth"])
+        .env("LIFTOFF_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without auth"), "{err}");
+    let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(created.is_empty(), "nothing written before the refusal: {created:?}");
+}

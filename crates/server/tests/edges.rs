@@ -1,0 +1,393 @@
+//! The edges of the API: which scope may call which route, what bad input gets back, and
+//! that bad input writes nothing.
+
+mod common;
+
+use common::TestServer;
+use liftoff_types::api::ErrorBody;
+use liftoff_types::{NewAgent, NewQueue, Scope};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+/// Who may call each route: `A`dmin, `U`ser, a`G`ent, or `*` (anyone, no token needed).
+const ROUTES: &[(&str, &str, &str)] = &[
+    ("GET", "/healthz", "*"),
+    ("GET", "/api/v1/openapi.json", "*"),
+    ("POST", "/api/v1/queues", "A"),
+    ("GET", "/api/v1/queues", "AUG"),
+    ("GET", "/api/v1/queues/q", "AUG"),
+    ("DELETE", "/api/v1/queues/nope", "A"),
+    ("POST", "/api/v1/queues/q/items", "AU"),
+    ("GET", "/api/v1/items", "AUG"),
+    ("GET", "/api/v1/items/1", "AUG"),
+    ("GET", "/api/v1/items/1/files/x", "AUG"),
+    ("POST", "/api/v1/items/999/cancel", "AU"),
+    ("POST", "/api/v1/items/999/ack", "AG"),
+    ("POST", "/api/v1/items/999/fail", "AG"),
+    ("POST", "/api/v1/items/999/warn", "AG"),
+    ("POST", "/api/v1/items/999/release", "AG"),
+    ("POST", "/api/v1/agents", "AG"),
+    ("GET", "/api/v1/agents", "AUG"),
+    ("GET", "/api/v1/agents/1", "AUG"),
+    ("POST", "/api/v1/agents/1/heartbeat", "AG"),
+    ("POST", "/api/v1/agents/1/lease", "AG"),
+    ("GET", "/api/v1/runs", "AUG"),
+    ("GET", "/api/v1/runs/r1", "AUG"),
+    ("POST", "/api/v1/runs/r1/stop", "AU"),
+    ("POST", "/api/v1/runs/r1/state", "AG"),
+    ("POST", "/api/v1/tokens", "A"),
+    ("GET", "/api/v1/tokens", "A"),
+    ("DELETE", "/api/v1/tokens/999", "A"),
+];
+
+/// A body that is valid for the route, so only auth decides between allowed and not.
+fn body_for(path: &str) -> Value {
+    match path {
+        "/api/v1/queues" => json!({"name": format!("n{}", rand_suffix())}),
+        "/api/v1/queues/q/items" => json!({"overrides": {"entry_point": ["true"]}}),
+        p if p.ends_with("/ack") => json!({"fence": 1, "run_id": "r9"}),
+        p if p.ends_with("/fail") => json!({"fence": 1, "message": "m", "phase": "run"}),
+        p if p.ends_with("/warn") => json!({"fence": 1, "message": "m"}),
+        p if p.ends_with("/release") => json!({"fence": 1}),
+        "/api/v1/agents" => json!({}),
+        p if p.ends_with("/heartbeat") => json!({"status": "polling"}),
+        p if p.ends_with("/lease") => json!({"queues": ["empty"], "wait_ms": 0}),
+        p if p.ends_with("/state") => json!({"fence": 1, "state": "running"}),
+        "/api/v1/tokens" => json!({"name": "t", "scope": "user"}),
+        _ => json!({}),
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+async fn call(
+    t: &TestServer,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> StatusCode {
+    let http = reqwest::Client::new();
+    let mut req = http.request(Method::from_bytes(method.as_bytes()).unwrap(), t.url(path));
+    if let Some(auth) = auth {
+        req = req.header("Authorization", auth);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    req.send().await.unwrap().status()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_by_every_scope() {
+    let t = TestServer::start().await;
+    t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
+    t.admin
+        .create_queue(&NewQueue::named("empty"))
+        .await
+        .unwrap();
+    t.agent.register_agent(&NewAgent::default()).await.unwrap();
+    let mut failures = Vec::new();
+    for (method, path, who) in ROUTES {
+        let body = (*method == "POST").then(|| body_for(path));
+        let callers: [(&str, Option<String>, Option<char>); 6] = [
+            ("no token", None, None),
+            ("unknown token", Some("Bearer lft_0000".into()), None),
+            (
+                "not bearer",
+                Some(format!("Basic {}", t.token(Scope::Admin))),
+                None,
+            ),
+            (
+                "admin",
+                Some(format!("Bearer {}", t.token(Scope::Admin))),
+                Some('A'),
+            ),
+            (
+                "user",
+                Some(format!("Bearer {}", t.token(Scope::User))),
+                Some('U'),
+            ),
+            (
+                "agent",
+                Some(format!("Bearer {}", t.token(Scope::Agent))),
+                Some('G'),
+            ),
+        ];
+        for (name, auth, letter) in callers {
+            let status = call(&t, method, path, auth.as_deref(), body.clone()).await;
+            let ok = match (*who == "*", letter) {
+                (true, _) => status.is_success(),
+                (false, None) => status == StatusCode::UNAUTHORIZED,
+                (false, Some(l)) if who.contains(l) => {
+                    status != StatusCode::UNAUTHORIZED && status != StatusCode::FORBIDDEN
+                }
+                (false, Some(_)) => status == StatusCode::FORBIDDEN,
+            };
+            if !ok {
+                failures.push(format!("{method} {path} as {name}: {status}"));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "scope matrix broken:\n{}",
+        failures.join("\n")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_scopes_are_explained() {
+    let t = TestServer::start().await;
+    let err = t
+        .user
+        .create_queue(&NewQueue::named("x"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(StatusCode::FORBIDDEN));
+    assert!(err.to_string().contains("admin"), "{err}");
+}
+
+struct Bad {
+    what: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Option<String>,
+    content_type: &'static str,
+    status: u16,
+    /// A field path the error must name, when there is one.
+    field: Option<&'static str>,
+    rule: Option<&'static str>,
+}
+
+fn bad(
+    what: &'static str,
+    method: &'static str,
+    path: &'static str,
+    body: Value,
+    status: u16,
+) -> Bad {
+    Bad {
+        what,
+        method,
+        path,
+        body: Some(body.to_string()),
+        content_type: "application/json",
+        status,
+        field: None,
+        rule: None,
+    }
+}
+
+impl Bad {
+    fn field(mut self, field: &'static str) -> Bad {
+        self.field = Some(field);
+        self
+    }
+    fn rule(mut self, rule: &'static str) -> Bad {
+        self.rule = Some(rule);
+        self
+    }
+    fn raw(mut self, body: &str, content_type: &'static str) -> Bad {
+        self.body = Some(body.to_string());
+        self.content_type = content_type;
+        self
+    }
+}
+
+fn bad_inputs() -> Vec<Bad> {
+    let cmd = json!({"overrides": {"entry_point": ["true"]}});
+    let with_vars =
+        |vars: Value| json!({"overrides": {"entry_point": ["true"]}, "template_variables": vars});
+    vec![
+        bad("malformed JSON", "POST", "/api/v1/queues/gpu/items", json!(null), 400).raw("{\"overrides\": ", "application/json"),
+        bad("not JSON at all", "POST", "/api/v1/queues/gpu/items", json!(null), 415).raw("overrides=1", "text/plain"),
+        bad("a string where a list belongs", "POST", "/api/v1/queues/gpu/items", json!({"overrides": {"entry_point": "true"}}), 422).field("overrides.entry_point"),
+        bad("a number where a string belongs", "POST", "/api/v1/queues/gpu/items", json!({"job": 5}), 422).field("job"),
+        bad("an unknown key", "POST", "/api/v1/queues/gpu/items", json!({"jobb": "x"}), 422),
+        bad("nothing to run", "POST", "/api/v1/queues/gpu/items", json!({}), 422).field("spec"),
+        bad("a bad priority", "POST", "/api/v1/queues/gpu/items", json!({"overrides": {"entry_point": ["true"]}, "priority": "urgent"}), 422).field("priority"),
+        bad("an unknown queue", "POST", "/api/v1/queues/nope/items", cmd.clone(), 404),
+        bad("a variable above its maximum", "POST", "/api/v1/queues/gpu/items", with_vars(json!({"gpus": 9})), 422).field("template_variables.gpus").rule("maximum"),
+        bad("a variable below its minimum", "POST", "/api/v1/queues/gpu/items", with_vars(json!({"gpus": -1})), 422).field("template_variables.gpus").rule("minimum"),
+        bad("a variable of the wrong type", "POST", "/api/v1/queues/gpu/items", with_vars(json!({"gpus": "four"})), 422).field("template_variables.gpus").rule("type"),
+        bad("a variable not in its enum", "POST", "/api/v1/queues/gpu/items", with_vars(json!({"partition": "cpu"})), 422).field("template_variables.partition").rule("enum"),
+        bad("an unknown variable", "POST", "/api/v1/queues/gpu/items", with_vars(json!({"colour": "red"})), 422).field("template_variables.colour").rule("unknown"),
+        bad("a resource the queue does not run", "POST", "/api/v1/queues/gpu/items", json!({"overrides": {"entry_point": ["true"]}, "resource": "slurm"}), 422).field("resource"),
+        bad("a body over the limit", "POST", "/api/v1/queues/gpu/items", json!({"overrides": {"entry_point": ["x".repeat(100_000)]}}), 413),
+        bad("a bad queue name", "POST", "/api/v1/queues", json!({"name": "Bad Name"}), 422).field("name"),
+        bad("a default outside its own bounds", "POST", "/api/v1/queues", json!({"name": "v", "template_variables": {"g": {"type": "integer", "default": 20, "maximum": 8}}}), 422).field("template_variables.g.default"),
+        bad("a template using an undefined variable", "POST", "/api/v1/queues", json!({"name": "v", "config": {"a": "{{nope}}"}}), 422).field("config"),
+        bad("a non-numeric item id", "GET", "/api/v1/items/abc", json!(null), 400),
+        bad("a bad state filter", "GET", "/api/v1/items?state=bogus", json!(null), 400),
+        bad("a bad limit", "GET", "/api/v1/items?limit=lots", json!(null), 400),
+        bad("lease max 0", "POST", "/api/v1/agents/1/lease", json!({"queues": ["gpu"], "max": 0}), 422).field("max"),
+        bad("a lease wait too long", "POST", "/api/v1/agents/1/lease", json!({"queues": ["gpu"], "wait_ms": 1_000_000_000u64}), 422).field("wait_ms"),
+        bad("max_jobs below -1", "POST", "/api/v1/agents", json!({"max_jobs": -5}), 422).field("max_jobs"),
+        bad("max_jobs as a string", "POST", "/api/v1/agents", json!({"max_jobs": "two"}), 422).field("max_jobs"),
+        bad("a file name that climbs", "POST", "/api/v1/items/1/fail", json!({"fence": 1, "message": "m", "phase": "run", "files": [{"name": "../x", "content": ""}]}), 422).field("files[0].name"),
+        bad("an unknown phase", "POST", "/api/v1/items/1/fail", json!({"fence": 1, "message": "m", "phase": "lunch"}), 422).field("phase"),
+        bad("a run id with a slash", "POST", "/api/v1/items/1/ack", json!({"fence": 1, "run_id": "a/b"}), 422).field("run_id"),
+        bad("an unknown route", "GET", "/api/v1/nothing", json!(null), 404),
+        bad("a wrong method", "PUT", "/api/v1/queues", json!(null), 405),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_refused_clearly_and_writes_nothing() {
+    let t = TestServer::start().await;
+    let gpu: NewQueue = serde_json::from_value(json!({
+        "name": "gpu",
+        "config": {"gres": "gpu:{{gpus}}", "partition": "{{partition}}"},
+        "template_variables": {
+            "gpus": {"type": "integer", "default": 1, "minimum": 0, "maximum": 8},
+            "partition": {"type": "string", "enum": ["debug", "long"], "default": "debug"}
+        }
+    }))
+    .unwrap();
+    t.admin.create_queue(&gpu).await.unwrap();
+    let admin = format!("Bearer {}", t.token(Scope::Admin));
+    let http = reqwest::Client::new();
+    let mut failures = Vec::new();
+    for case in bad_inputs() {
+        let mut req = http
+            .request(
+                Method::from_bytes(case.method.as_bytes()).unwrap(),
+                t.url(case.path),
+            )
+            .header("Authorization", &admin);
+        if case.method != "GET" {
+            if let Some(body) = &case.body {
+                req = req
+                    .header("Content-Type", case.content_type)
+                    .body(body.clone());
+            }
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let Ok(body) = serde_json::from_str::<ErrorBody>(&text) else {
+            failures.push(format!("{}: not the JSON error shape: {text}", case.what));
+            continue;
+        };
+        if status != case.status {
+            failures.push(format!(
+                "{}: {status} instead of {} ({})",
+                case.what, case.status, body.error.message
+            ));
+        }
+        if let Some(field) = case.field {
+            let named = body.error.fields.iter().any(|f| f.field == field);
+            if !named
+                || !body
+                    .error
+                    .message
+                    .contains(field.split('.').next_back().unwrap())
+            {
+                failures.push(format!("{}: does not name {field}: {text}", case.what));
+            }
+        }
+        if let Some(rule) = case.rule {
+            if !body
+                .error
+                .fields
+                .iter()
+                .any(|f| f.rule.as_deref() == Some(rule))
+            {
+                failures.push(format!("{}: does not name rule {rule}: {text}", case.what));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "bad input handled wrongly:\n{}",
+        failures.join("\n")
+    );
+
+    // Nothing those requests tried to write was written.
+    let queues: Vec<String> = t
+        .admin
+        .list_queues()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(queues, ["gpu"]);
+    let depth = t.admin.get_queue("gpu").await.unwrap().depth.unwrap();
+    assert_eq!(depth, Default::default());
+    assert!(t
+        .admin
+        .list_items(&Default::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(t.admin.list_agents().await.unwrap().is_empty());
+    assert!(t
+        .admin
+        .list_runs(&Default::default())
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(t.admin.list_tokens().await.unwrap().len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_auth_is_refused_beyond_loopback() {
+    let mut config = liftoff_server::ServerConfig::local("0.0.0.0:0".parse().unwrap());
+    config.auth = false;
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        std::sync::Arc::new(liftoff_store::SqliteStore::open(&dir.path().join("x.db")).unwrap());
+    let err = liftoff_server::start(config.clone(), store.clone())
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("without auth"), "{err}");
+    config.bind = "127.0.0.1:0".parse().unwrap();
+    let server = liftoff_server::start(config, store)
+        .await
+        .expect("loopback may run without auth");
+    let queues = reqwest::get(format!("{}/api/v1/queues", server.url()))
+        .await
+        .unwrap();
+    assert_eq!(queues.status(), StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_every_route() {
+    let t = TestServer::start().await;
+    let doc: Value = reqwest::get(t.url("/api/v1/openapi.json"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path, _) in ROUTES {
+        let templated = path
+            .replace("/queues/q/", "/queues/{name}/")
+            .replace("/queues/q", "/queues/{name}")
+            .replace("/queues/nope", "/queues/{name}")
+            .replace("/items/1/files/x", "/items/{id}/files/{name}")
+            .replace("/items/999/", "/items/{id}/")
+            .replace("/items/1", "/items/{id}")
+            .replace("/agents/1", "/agents/{id}")
+            .replace("/runs/r1", "/runs/{id}")
+            .replace("/tokens/999", "/tokens/{id}");
+        let op = paths
+            .get(&templated)
+            .and_then(|p| p.get(method.to_lowercase()));
+        assert!(
+            op.is_some(),
+            "{method} {templated} missing from the OpenAPI document"
+        );
+    }
+    assert!(doc["components"]["schemas"]["LaunchSpec"].is_object());
+}
