@@ -73,13 +73,21 @@ fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
 }
 
 fn ok(out: &Output) -> String {
-    assert!(out.status.success(), "failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// A failure: non-zero exit and exactly one line on stderr, which is returned.
 fn refused(out: &Output) -> String {
-    assert!(!out.status.success(), "expected failure, got: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "expected failure, got: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let err = String::from_utf8(out.stderr.clone()).unwrap();
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(err.starts_with("error: "), "{err}");
@@ -99,8 +107,22 @@ fn queues_launches_and_listings_through_the_real_binary() {
         r#"gpus={"type": "integer", "default": 1, "minimum": 0, "maximum": 8}"#,
     ]));
     let id = ok(&s.run(&[
-        "launch", "-q", "gpu", "--set-var", "gpus=2", "--priority", "high", "--config", "lr=0.1",
-        "--config", "model.width=128", "--name", "first", "--", "python", "train.py",
+        "launch",
+        "-q",
+        "gpu",
+        "--set-var",
+        "gpus=2",
+        "--priority",
+        "high",
+        "--config",
+        "lr=0.1",
+        "--config",
+        "model.width=128",
+        "--name",
+        "first",
+        "--",
+        "python",
+        "train.py",
     ]));
     let id: i64 = id.trim().parse().expect("launch prints the item id");
 
@@ -111,15 +133,22 @@ fn queues_launches_and_listings_through_the_real_binary() {
     assert_eq!(item["position"], 0);
     assert_eq!(item["resource_args"]["gres"], "gpu:2");
     assert_eq!(item["spec"]["overrides"]["run_config"]["lr"], 0.1);
-    assert_eq!(item["spec"]["overrides"]["run_config"]["model"]["width"], 128);
+    assert_eq!(
+        item["spec"]["overrides"]["run_config"]["model"]["width"],
+        128
+    );
     assert_eq!(item["spec"]["overrides"]["entry_point"][1], "train.py");
 
     let table = ok(&s.run(&["items", "--queue", "gpu"]));
     assert!(table.starts_with("ID"), "{table}");
-    assert!(table.contains("pending") && table.contains("python train.py"), "{table}");
+    assert!(
+        table.contains("pending") && table.contains("python train.py"),
+        "{table}"
+    );
     let show = ok(&s.run(&["queue", "show", "gpu"]));
     assert!(show.contains("pending 1"), "{show}");
-    let queues: Value = serde_json::from_str(&ok(&s.run(&["queue", "list", "-o", "json"]))).unwrap();
+    let queues: Value =
+        serde_json::from_str(&ok(&s.run(&["queue", "list", "-o", "json"]))).unwrap();
     assert_eq!(queues[0]["name"], "gpu");
     let runs: Value = serde_json::from_str(&ok(&s.run(&["runs", "-o", "json"]))).unwrap();
     assert_eq!(runs, serde_json::json!([]));
@@ -160,10 +189,18 @@ fn tokens_scopes_and_secrets() {
     assert!(err.contains("unknown or revoked token"), "{err}");
 
     let tokens = ok(&s.run(&["token", "list"]));
-    assert!(tokens.contains("ci") && !tokens.contains(user_token) && !tokens.contains(&admin_token));
+    assert!(
+        tokens.contains("ci") && !tokens.contains(user_token) && !tokens.contains(&admin_token)
+    );
     let log = std::fs::read_to_string(&s.log).unwrap();
-    assert!(log.contains("client.json"), "the log says where the admin token is: {log}");
-    assert!(!log.contains(&admin_token) && !log.contains(user_token), "no secret in the server log");
+    assert!(
+        log.contains("client.json"),
+        "the log says where the admin token is: {log}"
+    );
+    assert!(
+        !log.contains(&admin_token) && !log.contains(user_token),
+        "no secret in the server log"
+    );
 }
 
 #[test]
@@ -198,5 +235,8 @@ fn the_server_refuses_no_auth_beyond_loopback() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without auth"), "{err}");
     let created: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
-    assert!(created.is_empty(), "nothing written before the refusal: {created:?}");
+    assert!(
+        created.is_empty(),
+        "nothing written before the refusal: {created:?}"
+    );
 }
