@@ -58,6 +58,20 @@ impl SqliteStore {
         *turn - 1
     }
 
+    /// Copies the whole WAL back into the database file and truncates it (waiting for the
+    /// writer and readers). The checkpointer thread does this in the background; call it after
+    /// a bulk load, or before copying the file.
+    pub async fn checkpoint(&self) -> StoreResult<()> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = open_connection(&path, false)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Backend(Box::new(e)))?
+    }
+
     /// The database file.
     pub fn path(&self) -> &Path {
         &self.path
