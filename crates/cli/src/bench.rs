@@ -238,7 +238,7 @@ async fn http_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyho
                     handle: json!({"pid": 1}),
                     state: Some(RunState::Running),
                 };
-                let run = client.ack(lease.item.id, &ack).await?;
+                let run = client.ack(lease.item.id, &ack).await?.run;
                 client.update_run(&run.id, &finished(lease.fence)).await?;
             }
         });

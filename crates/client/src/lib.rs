@@ -5,8 +5,8 @@
 //! server unreachable: retry).
 
 use liftoff_types::api::{
-    AckRequest, CreateTokenRequest, CreatedToken, ErrorBody, FailRequest, ItemFilter, LeaseRequest,
-    LeaseResponse, ReleaseRequest, RunFilter, WarnRequest,
+    AckRequest, AckResponse, CreateTokenRequest, CreatedToken, ErrorBody, FailRequest, ItemFilter,
+    LeaseRequest, LeaseResponse, LogAppend, LogQuery, ReleaseRequest, RunFilter, WarnRequest,
 };
 use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
@@ -223,9 +223,64 @@ impl Client {
         self.post("/api/v1/agents", agent).await
     }
 
+    /// A heartbeat; with `wait_ms`, the server holds the answer until something must stop.
     pub async fn heartbeat(&self, id: AgentId, beat: &Heartbeat) -> ClientResult<HeartbeatReply> {
-        self.post(&format!("/api/v1/agents/{id}/heartbeat"), beat)
+        let http = self
+            .request(Method::POST, &format!("/api/v1/agents/{id}/heartbeat"))
+            .timeout(REQUEST_TIMEOUT + Duration::from_millis(beat.wait_ms))
+            .json(beat);
+        self.send(http).await
+    }
+
+    pub async fn stop_agent(&self, id: AgentId) -> ClientResult<Agent> {
+        self.post(&format!("/api/v1/agents/{id}/stop"), &serde_json::json!({}))
             .await
+    }
+
+    /// Appends output at `offset`; answers the length the server now holds.
+    pub async fn append_log(
+        &self,
+        id: &RunId,
+        fence: i64,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> ClientResult<u64> {
+        let req = self
+            .request(Method::POST, &format!("/api/v1/runs/{id}/logs"))
+            .query(&LogAppend { fence, offset })
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(data);
+        let answer: serde_json::Value = self.send(req).await?;
+        Ok(answer["length"].as_u64().unwrap_or(offset))
+    }
+
+    /// A run's output from `offset`, as far as the server has it.
+    pub async fn read_log(&self, id: &RunId, offset: u64) -> ClientResult<Vec<u8>> {
+        let req = self
+            .request(Method::GET, &format!("/api/v1/runs/{id}/logs"))
+            .query(&LogQuery {
+                offset,
+                follow: false,
+            });
+        let resp = self.check(req).await?;
+        Ok(resp.bytes().await.map_err(ClientError::Decode)?.to_vec())
+    }
+
+    /// Follows a run's output until the run ends: call [`LogFollower::next`] for each piece.
+    pub async fn follow_log(&self, id: &RunId, offset: u64) -> ClientResult<LogFollower> {
+        let mut req = self
+            .http
+            .get(format!("{}/api/v1/runs/{id}/logs", self.base))
+            .query(&LogQuery {
+                offset,
+                follow: true,
+            });
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        Ok(LogFollower {
+            resp: self.check(req).await?,
+        })
     }
 
     pub async fn lease(&self, id: AgentId, req: &LeaseRequest) -> ClientResult<LeaseResponse> {
@@ -236,7 +291,7 @@ impl Client {
         self.send(http).await
     }
 
-    pub async fn ack(&self, id: ItemId, req: &AckRequest) -> ClientResult<Run> {
+    pub async fn ack(&self, id: ItemId, req: &AckRequest) -> ClientResult<AckResponse> {
         self.post(&format!("/api/v1/items/{id}/ack"), req).await
     }
 
@@ -293,6 +348,19 @@ impl Client {
         self.check(self.request(Method::DELETE, &format!("/api/v1/tokens/{id}")))
             .await
             .map(drop)
+    }
+}
+
+/// An open, streaming read of a run's output.
+pub struct LogFollower {
+    resp: reqwest::Response,
+}
+
+impl LogFollower {
+    /// The next piece of output; `None` once the run has ended and all was read.
+    pub async fn next(&mut self) -> ClientResult<Option<Vec<u8>>> {
+        let chunk = self.resp.chunk().await.map_err(ClientError::Decode)?;
+        Ok(chunk.map(|c| c.to_vec()))
     }
 }
 

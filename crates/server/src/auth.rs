@@ -10,7 +10,7 @@ use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use liftoff_store::Store;
-use liftoff_types::Scope;
+use liftoff_types::{RunId, Scope, TokenInfo};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -37,7 +37,7 @@ pub enum Access {
 impl Access {
     pub fn allows(self, scope: Scope) -> bool {
         match self {
-            Access::Read => true,
+            Access::Read => scope != Scope::Run,
             Access::Submit => matches!(scope, Scope::Admin | Scope::User),
             Access::Work => matches!(scope, Scope::Admin | Scope::Agent),
             Access::Admin => scope == Scope::Admin,
@@ -46,7 +46,7 @@ impl Access {
 
     fn needs(self) -> &'static str {
         match self {
-            Access::Read => "any token",
+            Access::Read => "an admin, user or agent token",
             Access::Submit => "an admin or user token",
             Access::Work => "an admin or agent token",
             Access::Admin => "an admin token",
@@ -57,7 +57,7 @@ impl Access {
 /// Checks tokens against the store.
 pub struct Auth {
     enabled: bool,
-    cache: Mutex<HashMap<String, (Scope, Instant)>>,
+    cache: Mutex<HashMap<String, (TokenInfo, Instant)>>,
 }
 
 impl Auth {
@@ -72,10 +72,10 @@ impl Auth {
         self.enabled
     }
 
-    async fn scope_of(&self, store: &dyn Store, token: &str) -> Result<Scope, ApiError> {
+    async fn lookup(&self, store: &dyn Store, token: &str) -> Result<TokenInfo, ApiError> {
         let hash = hash_token(token);
-        if let Some(scope) = self.cached(&hash) {
-            return Ok(scope);
+        if let Some(info) = self.cached(&hash) {
+            return Ok(info);
         }
         let info = store
             .token_by_hash(&hash)
@@ -85,15 +85,16 @@ impl Auth {
             if cache.len() >= CACHE_MAX {
                 cache.clear();
             }
-            cache.insert(hash, (info.scope, Instant::now()));
+            cache.insert(hash, (info.clone(), Instant::now()));
         }
-        Ok(info.scope)
+        Ok(info)
     }
 
-    fn cached(&self, hash: &str) -> Option<Scope> {
+    fn cached(&self, hash: &str) -> Option<TokenInfo> {
         let cache = self.cache.lock().ok()?;
-        let (scope, at) = cache.get(hash)?;
-        (at.elapsed() < CACHE_TTL).then_some(*scope)
+        let (info, at) = cache.get(hash)?;
+        // A run token is revoked when its run ends: never trust a cached one.
+        (at.elapsed() < CACHE_TTL && info.scope != Scope::Run).then(|| info.clone())
     }
 }
 
@@ -114,9 +115,19 @@ pub fn hash_token(token: &str) -> String {
 /// call [`Caller::require`] for the route's [`Access`].
 pub struct Caller {
     pub scope: Scope,
+    /// For a run token: its run.
+    pub run_id: Option<RunId>,
 }
 
 impl Caller {
+    /// Reading one run: any reader, or that run's own token.
+    pub fn require_run(&self, run: &RunId) -> Result<(), ApiError> {
+        if self.scope == Scope::Run && self.run_id.as_ref() == Some(run) {
+            return Ok(());
+        }
+        self.require(Access::Read)
+    }
+
     pub fn require(&self, access: Access) -> Result<(), ApiError> {
         if access.allows(self.scope) {
             Ok(())
@@ -137,6 +148,7 @@ impl FromRequestParts<AppState> for Caller {
         if !state.auth.enabled() {
             return Ok(Caller {
                 scope: Scope::Admin,
+                run_id: None,
             });
         }
         let header = parts
@@ -150,7 +162,10 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        let scope = state.auth.scope_of(state.store.as_ref(), token).await?;
-        Ok(Caller { scope })
+        let info = state.auth.lookup(state.store.as_ref(), token).await?;
+        Ok(Caller {
+            scope: info.scope,
+            run_id: info.run_id,
+        })
     }
 }

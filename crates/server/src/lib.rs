@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub auth: bool,
     pub body_limit: usize,
     pub reaper_every: Duration,
+    /// An agent not heard from for this long is `lost`, and its work is handed back.
+    pub agent_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -41,6 +43,7 @@ impl ServerConfig {
             auth: true,
             body_limit: 8 * 1024 * 1024,
             reaper_every: Duration::from_secs(1),
+            agent_timeout: Duration::from_secs(30),
         }
     }
 
@@ -91,6 +94,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
     })?;
     let state = AppState {
         store,
+        agent_timeout: config.agent_timeout,
         wakers: Arc::default(),
         auth: Arc::new(auth::Auth::new(config.auth)),
     };

@@ -1,16 +1,22 @@
-//! The lease reaper: returns expired leases to their queues (or fails items past their
-//! attempt limit) and wakes long-polls on the queues that got items back.
+//! The reaper: returns expired leases to their queues (or fails items past their attempt
+//! limit), declares silent agents lost (handing their work back), and wakes the long-polls
+//! concerned.
 
 use crate::state::AppState;
+use crate::wake::{queue_key, run_key};
 use liftoff_types::now_ms;
 use std::time::Duration;
 
-/// One pass. Returns how many items it requeued or failed.
+/// One pass: expired leases, then silent agents. Returns how many things it changed.
 pub async fn reap_once(state: &AppState) -> usize {
+    expire_leases(state).await + lose_agents(state).await
+}
+
+async fn expire_leases(state: &AppState) -> usize {
     match state.store.expire_leases(now_ms()).await {
         Ok(expired) => {
             for (_, queue) in &expired.requeued {
-                state.wakers.wake(queue);
+                state.wakers.wake(&queue_key(queue));
             }
             if !expired.requeued.is_empty() || !expired.failed.is_empty() {
                 tracing::info!(
@@ -23,6 +29,29 @@ pub async fn reap_once(state: &AppState) -> usize {
         }
         Err(e) => {
             tracing::warn!(error = %e, "lease reaper pass failed");
+            0
+        }
+    }
+}
+
+async fn lose_agents(state: &AppState) -> usize {
+    let now = now_ms();
+    let cutoff = now - state.agent_timeout.as_millis() as i64;
+    match state.store.lose_agents(cutoff, now).await {
+        Ok(lost) => {
+            for queue in &lost.requeued {
+                state.wakers.wake(&queue_key(queue));
+            }
+            for run in &lost.runs {
+                state.wakers.wake(&run_key(run));
+            }
+            for agent in &lost.agents {
+                tracing::warn!(%agent, runs = lost.runs.len(), "agent lost: no heartbeat");
+            }
+            lost.agents.len()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "agent liveness pass failed");
             0
         }
     }

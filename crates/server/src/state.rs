@@ -8,6 +8,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    /// An agent not heard from for this long is declared lost.
+    pub agent_timeout: std::time::Duration,
     pub wakers: Arc<Wakers>,
     pub auth: Arc<Auth>,
 }

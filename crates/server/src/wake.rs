@@ -1,6 +1,9 @@
-//! Long-poll wake-ups. A lease call that finds nothing registers a private `Notify` on each
-//! queue it asked for, then sleeps; an enqueue (or an item coming back from an expired lease
-//! or a release) wakes every waiter of that queue, which tries its lease again.
+//! Long-poll wake-ups, by key: a queue (a lease call waits for items), an agent (a heartbeat
+//! waits for something to stop), a run (a log follower waits for output).
+//!
+//! A lease call that finds nothing registers a private `Notify` on each queue it asked for,
+//! then sleeps; an enqueue (or an item coming back from an expired lease or a release) wakes
+//! every waiter of that queue, which tries its lease again.
 //!
 //! Registration happens *before* the lease attempt and `notify_one` stores a permit when its
 //! waiter is not yet sleeping, so an item that arrives between the attempt and the sleep
@@ -16,13 +19,13 @@ pub struct Wakers {
 }
 
 impl Wakers {
-    /// Registers `waiter` on each queue until the next wake of that queue.
-    pub fn register(&self, queues: &[String], waiter: &Arc<Notify>) {
+    /// Registers `waiter` on each key until the next wake of that key.
+    pub fn register(&self, keys: &[String], waiter: &Arc<Notify>) {
         let Ok(mut map) = self.queues.lock() else {
             return;
         };
-        for queue in queues {
-            let list = map.entry(queue.clone()).or_default();
+        for key in keys {
+            let list = map.entry(key.clone()).or_default();
             // Waiters that timed out leave dead entries; drop them here so a queue that never
             // receives an item does not grow its list forever.
             list.retain(|w| w.strong_count() > 0);
@@ -30,10 +33,10 @@ impl Wakers {
         }
     }
 
-    /// Wakes every waiter registered on `queue`.
-    pub fn wake(&self, queue: &str) {
+    /// Wakes every waiter registered on `key`.
+    pub fn wake(&self, key: &str) {
         let waiters = match self.queues.lock() {
-            Ok(mut map) => map.remove(queue).unwrap_or_default(),
+            Ok(mut map) => map.remove(key).unwrap_or_default(),
             Err(_) => return,
         };
         for waiter in waiters.iter().filter_map(Weak::upgrade) {
@@ -41,14 +44,26 @@ impl Wakers {
         }
     }
 
-    /// How many live waiters a queue has (for tests and the status endpoint).
-    pub fn waiting(&self, queue: &str) -> usize {
+    /// How many live waiters a key has (for tests and the status endpoint).
+    pub fn waiting(&self, key: &str) -> usize {
         self.queues
             .lock()
             .map(|map| {
-                map.get(queue)
+                map.get(key)
                     .map_or(0, |l| l.iter().filter(|w| w.strong_count() > 0).count())
             })
             .unwrap_or(0)
     }
+}
+
+pub fn queue_key(name: &str) -> String {
+    format!("queue:{name}")
+}
+
+pub fn agent_key(id: liftoff_types::AgentId) -> String {
+    format!("agent:{id}")
+}
+
+pub fn run_key(id: &liftoff_types::RunId) -> String {
+    format!("run:{id}")
 }

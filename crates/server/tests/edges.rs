@@ -9,7 +9,8 @@ use liftoff_types::{NewAgent, NewQueue, Scope};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-/// Who may call each route: `A`dmin, `U`ser, a`G`ent, or `*` (anyone, no token needed).
+/// Who may call each route: `A`dmin, `U`ser, a`G`ent, the `R`un's own token, or `*`
+/// (anyone, no token needed).
 const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/healthz", "*"),
     ("GET", "/api/v1/openapi.json", "*"),
@@ -32,7 +33,10 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/agents/1/heartbeat", "AG"),
     ("POST", "/api/v1/agents/1/lease", "AG"),
     ("GET", "/api/v1/runs", "AUG"),
-    ("GET", "/api/v1/runs/r1", "AUG"),
+    ("GET", "/api/v1/runs/r1", "AUGR"),
+    ("GET", "/api/v1/runs/r1/logs", "AUGR"),
+    ("POST", "/api/v1/runs/r1/logs?fence=1&offset=0", "AG"),
+    ("POST", "/api/v1/agents/1/stop", "AU"),
     ("POST", "/api/v1/runs/r1/stop", "AU"),
     ("POST", "/api/v1/runs/r1/state", "AG"),
     ("POST", "/api/v1/tokens", "A"),
@@ -90,11 +94,39 @@ async fn every_route_by_every_scope() {
         .create_queue(&NewQueue::named("empty"))
         .await
         .unwrap();
-    t.agent.register_agent(&NewAgent::default()).await.unwrap();
+    let agent = t.agent.register_agent(&NewAgent::default()).await.unwrap();
+    // A live run "r1", for the run-scoped token.
+    t.user
+        .enqueue(
+            "q",
+            &liftoff_types::LaunchSpec::command(vec!["true".into()]),
+        )
+        .await
+        .unwrap();
+    let lease_req = liftoff_types::api::LeaseRequest {
+        queues: vec!["q".into()],
+        max: 1,
+        wait_ms: 0,
+        lease_ms: 60_000,
+    };
+    let lease = t
+        .agent
+        .lease(agent.id, &lease_req)
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    let ack = liftoff_types::api::AckRequest {
+        fence: lease.fence,
+        run_id: "r1".parse().unwrap(),
+        handle: json!({}),
+        state: None,
+    };
+    let run_token = t.agent.ack(lease.item.id, &ack).await.unwrap().run_token;
     let mut failures = Vec::new();
     for (method, path, who) in ROUTES {
         let body = (*method == "POST").then(|| body_for(path));
-        let callers: [(&str, Option<String>, Option<char>); 6] = [
+        let callers: [(&str, Option<String>, Option<char>); 7] = [
             ("no token", None, None),
             ("unknown token", Some("Bearer lft_0000".into()), None),
             (
@@ -117,6 +149,7 @@ async fn every_route_by_every_scope() {
                 Some(format!("Bearer {}", t.token(Scope::Agent))),
                 Some('G'),
             ),
+            ("run r1", Some(format!("Bearer {run_token}")), Some('R')),
         ];
         for (name, auth, letter) in callers {
             let status = call(&t, method, path, auth.as_deref(), body.clone()).await;
@@ -371,6 +404,7 @@ async fn the_openapi_document_lists_every_route() {
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let paths = doc["paths"].as_object().unwrap();
     for (method, path, _) in ROUTES {
+        let path = path.split('?').next().unwrap();
         let templated = path
             .replace("/queues/q/", "/queues/{name}/")
             .replace("/queues/q", "/queues/{name}")

@@ -93,11 +93,12 @@ async fn the_whole_lifecycle() {
         handle: json!({"pid": 7, "start": 1}),
         state: None,
     };
-    let run = t.agent.ack(item.id, &ack).await.unwrap();
+    let run = t.agent.ack(item.id, &ack).await.unwrap().run;
     assert_eq!(run.state, RunState::Starting);
     let beat = Heartbeat {
         status: AgentStatus::Running,
         in_flight: vec![item.id],
+        wait_ms: 0,
     };
     assert!(t
         .agent
@@ -204,11 +205,12 @@ async fn failure_release_cancel_and_stop() {
         handle: json!({}),
         state: Some(RunState::Running),
     };
-    let run = t.agent.ack(c, &ack).await.unwrap();
+    let run = t.agent.ack(c, &ack).await.unwrap().run;
     assert!(t.user.stop_run(&run.id).await.unwrap().stop_requested);
     let beat = Heartbeat {
         status: AgentStatus::Running,
         in_flight: vec![c],
+        wait_ms: 0,
     };
     assert_eq!(
         t.agent.heartbeat(agent, &beat).await.unwrap().stop_items,
@@ -252,7 +254,7 @@ async fn a_long_poll_is_woken_by_an_enqueue() {
         "the lease to wait on the queue",
         Duration::from_secs(5),
         || {
-            let n = wakers.waiting("q");
+            let n = wakers.waiting("queue:q");
             async move { n == 1 }
         },
     )

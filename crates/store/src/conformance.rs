@@ -30,7 +30,9 @@ macro_rules! conformance_tests {
             cancel_of_a_claimed_item_asks_its_agent_to_stop, release_does_not_count_an_attempt,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
-            queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found);
+            queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,
+            logs_append_in_order_and_retries_are_harmless, silent_agents_are_lost_with_their_work,
+            heartbeats_name_items_that_are_no_longer_the_agents, run_tokens_end_with_their_run);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(
@@ -304,6 +306,7 @@ pub async fn cancel_of_a_claimed_item_asks_its_agent_to_stop(store: DynStore) {
     let beat = Heartbeat {
         status: AgentStatus::Running,
         in_flight: vec![id],
+        wait_ms: 0,
     };
     let reply = store.heartbeat(a, beat, T0).await.unwrap();
     assert_eq!(reply.stop_items, vec![id]);
@@ -546,4 +549,187 @@ pub async fn unknown_things_are_not_found(store: DynStore) {
     assert!(nf(store.cancel(ItemId(999), T0).await.map(drop)));
     assert!(nf(store.get_agent(AgentId(999)).await.map(drop)));
     assert!(nf(store.get_run(&"nope".parse().unwrap()).await.map(drop)));
+}
+
+async fn claimed(store: &DynStore, queue_name: &str, run: &str) -> (AgentId, ItemId, i64) {
+    let a = agent(store).await;
+    let id = enqueue(store, queue_name, Priority::Medium, run).await;
+    let l = lease(store, a, &[queue_name], 1, T0).await.remove(0);
+    store.ack(id, ack(l.fence, run), T0).await.unwrap();
+    (a, id, l.fence)
+}
+
+pub async fn logs_append_in_order_and_retries_are_harmless(store: DynStore) {
+    queue(&store, "q").await;
+    let (_, _, fence) = claimed(&store, "q", "r1").await;
+    let rid: RunId = "r1".parse().unwrap();
+    let at = |offset| crate::LogAppend { fence, offset };
+    assert_eq!(
+        store
+            .append_log(&rid, at(0), b"hello ".to_vec(), T0)
+            .await
+            .unwrap(),
+        6
+    );
+    assert_eq!(
+        store
+            .append_log(&rid, at(6), b"world\n".to_vec(), T0)
+            .await
+            .unwrap(),
+        12
+    );
+    // A retry of the last chunk, and one overlapping it, store nothing twice.
+    assert_eq!(
+        store
+            .append_log(&rid, at(6), b"world\n".to_vec(), T0)
+            .await
+            .unwrap(),
+        12
+    );
+    assert_eq!(
+        store
+            .append_log(&rid, at(9), b"ld\nbye".to_vec(), T0)
+            .await
+            .unwrap(),
+        15
+    );
+    assert!(
+        is_conflict(store.append_log(&rid, at(99), b"x".to_vec(), T0).await),
+        "a gap"
+    );
+    let stale = crate::LogAppend {
+        fence: fence - 1,
+        offset: 15,
+    };
+    assert!(is_conflict(
+        store.append_log(&rid, stale, b"x".to_vec(), T0).await
+    ));
+    let all = store.read_log(&rid, 0, 1 << 20).await.unwrap();
+    assert_eq!(
+        (all.data.as_slice(), all.next_offset, all.ended),
+        (&b"hello world\nbye"[..], 15, false)
+    );
+    let part = store.read_log(&rid, 3, 5).await.unwrap();
+    assert_eq!((part.data.as_slice(), part.next_offset), (&b"lo wo"[..], 8));
+    store
+        .update_run(&rid, update(fence, RunState::Finished, Some(0)), T0)
+        .await
+        .unwrap();
+    assert!(store.read_log(&rid, 15, 10).await.unwrap().ended);
+}
+
+pub async fn silent_agents_are_lost_with_their_work(store: DynStore) {
+    queue(&store, "q").await;
+    let mut q = NewQueue::named("again");
+    q.requeue_lost = true;
+    store.create_queue(q, T0).await.unwrap();
+    let (a, failing, _) = claimed(&store, "q", "r1").await;
+    let requeued = enqueue(&store, "again", Priority::Medium, "x").await;
+    let l = lease(&store, a, &["again"], 1, T0).await.remove(0);
+    store.ack(requeued, ack(l.fence, "r2"), T0).await.unwrap();
+    let leased = enqueue(&store, "q", Priority::Medium, "y").await;
+    lease(&store, a, &["q"], 1, T0).await;
+    let alive = agent(&store).await;
+    let beat = Heartbeat {
+        status: AgentStatus::Polling,
+        in_flight: vec![],
+        wait_ms: 0,
+    };
+    store.heartbeat(alive, beat, T0 + 40_000).await.unwrap();
+
+    let lost = store.lose_agents(T0 + 30_000, T0 + 40_000).await.unwrap();
+    assert_eq!(lost.agents, vec![a], "only the silent agent is lost");
+    assert_eq!(store.get_agent(a).await.unwrap().status, AgentStatus::Lost);
+    let item = store.get_item(failing).await.unwrap();
+    assert_eq!(
+        (item.state, item.failure.unwrap().phase),
+        (ItemState::Failed, Phase::Agent)
+    );
+    assert_eq!(
+        store.get_run(&"r1".parse().unwrap()).await.unwrap().state,
+        RunState::Lost
+    );
+    let item = store.get_item(requeued).await.unwrap();
+    assert_eq!(
+        (item.state, item.attempts),
+        (ItemState::Pending, 1),
+        "requeue_lost"
+    );
+    let item = store.get_item(leased).await.unwrap();
+    assert_eq!((item.state, item.attempts), (ItemState::Pending, 1));
+    assert!(
+        lost.requeued.contains(&"again".to_string()) && lost.requeued.contains(&"q".to_string())
+    );
+    assert!(
+        store
+            .lose_agents(T0 + 30_000, T0 + 40_000)
+            .await
+            .unwrap()
+            .agents
+            .is_empty(),
+        "once"
+    );
+}
+
+pub async fn heartbeats_name_items_that_are_no_longer_the_agents(store: DynStore) {
+    queue(&store, "q").await;
+    let (a, id, _) = claimed(&store, "q", "r1").await;
+    let beat = |items: Vec<ItemId>| Heartbeat {
+        status: AgentStatus::Running,
+        in_flight: items,
+        wait_ms: 0,
+    };
+    assert!(store
+        .heartbeat(a, beat(vec![id]), T0)
+        .await
+        .unwrap()
+        .stop_items
+        .is_empty());
+    let other = agent(&store).await;
+    assert_eq!(
+        store
+            .heartbeat(other, beat(vec![id]), T0)
+            .await
+            .unwrap()
+            .stop_items,
+        vec![id]
+    );
+    assert_eq!(
+        store
+            .heartbeat(a, beat(vec![ItemId(999)]), T0)
+            .await
+            .unwrap()
+            .stop_items,
+        vec![ItemId(999)]
+    );
+    let stopped = store.request_agent_stop(a, T0).await.unwrap();
+    assert!(stopped.stop_requested);
+    assert!(
+        store
+            .heartbeat(a, beat(vec![id]), T0)
+            .await
+            .unwrap()
+            .stop_agent
+    );
+}
+
+pub async fn run_tokens_end_with_their_run(store: DynStore) {
+    queue(&store, "q").await;
+    let (_, _, fence) = claimed(&store, "q", "r1").await;
+    let rid: RunId = "r1".parse().unwrap();
+    let info = store.create_run_token(&rid, "runhash", T0).await.unwrap();
+    assert_eq!(
+        (info.scope, info.run_id.clone()),
+        (Scope::Run, Some(rid.clone()))
+    );
+    assert!(store.token_by_hash("runhash").await.unwrap().is_some());
+    store
+        .update_run(&rid, update(fence, RunState::Finished, Some(0)), T0)
+        .await
+        .unwrap();
+    assert!(
+        store.token_by_hash("runhash").await.unwrap().is_none(),
+        "revoked at the run's end"
+    );
+    assert!(is_conflict(store.create_run_token(&rid, "late", T0).await));
 }

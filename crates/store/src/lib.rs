@@ -11,6 +11,7 @@ mod error;
 pub mod sqlite;
 
 pub use error::{StoreError, StoreResult};
+pub use liftoff_types::api::LogAppend;
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -56,6 +57,26 @@ pub struct Expired {
     pub requeued: Vec<(ItemId, String)>,
     /// Items that reached their queue's attempt limit and failed with phase `agent`.
     pub failed: Vec<ItemId>,
+}
+
+/// A piece of a run's output read back.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogChunk {
+    pub data: Vec<u8>,
+    /// Where the next read starts.
+    pub next_offset: u64,
+    /// The run has ended: nothing will follow `next_offset` once it is reached.
+    pub ended: bool,
+}
+
+/// What a pass of the agent-liveness check changed.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LostAgents {
+    pub agents: Vec<AgentId>,
+    /// Queues that got items back (to wake long-polls on them).
+    pub requeued: Vec<String>,
+    /// Runs declared lost.
+    pub runs: Vec<RunId>,
 }
 
 /// The state the server keeps. Implementations: [`SqliteStore`] (embedded, the default) and,
@@ -105,6 +126,19 @@ pub trait Store: Send + Sync + 'static {
     /// A user's stop: marks the run (and its item) so that the agent stops it.
     async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run>;
 
+    /// Appends output at `offset` (a byte offset in the run's output). Bytes the store already
+    /// has are skipped, so a retried append is harmless; a gap is a conflict. Returns the
+    /// stored length.
+    async fn append_log(
+        &self,
+        id: &RunId,
+        at: LogAppend,
+        data: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<u64>;
+    /// Up to `max` bytes of output from `offset`.
+    async fn read_log(&self, id: &RunId, offset: u64, max: usize) -> StoreResult<LogChunk>;
+
     // Agents.
     async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent>;
     async fn heartbeat(
@@ -115,12 +149,25 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<HeartbeatReply>;
     async fn get_agent(&self, id: AgentId) -> StoreResult<Agent>;
     async fn list_agents(&self) -> StoreResult<Vec<Agent>>;
+    /// Asks an agent to stop (it hears on its next heartbeat).
+    async fn request_agent_stop(&self, id: AgentId, now: Millis) -> StoreResult<Agent>;
+    /// Declares lost every agent not heard from since `cutoff`: its leased items go back
+    /// (counting an attempt), its runs become `lost` (their items fail with phase `agent`,
+    /// or go back when their queue has `requeue_lost`).
+    async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents>;
 
     // Tokens: only hashes are stored.
     async fn create_token(
         &self,
         name: &str,
         scope: Scope,
+        hash: &str,
+        now: Millis,
+    ) -> StoreResult<TokenInfo>;
+    /// A token of scope `run` for one live run; deleted when the run ends.
+    async fn create_run_token(
+        &self,
+        run: &RunId,
         hash: &str,
         now: Millis,
     ) -> StoreResult<TokenInfo>;

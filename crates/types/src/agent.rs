@@ -64,6 +64,10 @@ pub struct Heartbeat {
     pub status: AgentStatus,
     #[serde(default)]
     pub in_flight: Vec<ItemId>,
+    /// Hold the answer up to this long (at most 60000 ms) unless there is something to stop:
+    /// a stop is pushed to the agent the moment it is asked for.
+    #[serde(default)]
+    pub wait_ms: u64,
 }
 
 /// The server's answer to a heartbeat: what the agent must stop.
@@ -71,6 +75,7 @@ pub struct Heartbeat {
 pub struct HeartbeatReply {
     /// The agent itself was asked to stop.
     pub stop_agent: bool,
-    /// In-flight items whose runs a user asked to stop.
+    /// In-flight items whose runs must stop: a user asked, or the item is no longer this
+    /// agent's (it was declared lost, cancelled, or deleted).
     pub stop_items: Vec<ItemId>,
 }

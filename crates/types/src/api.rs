@@ -58,6 +58,39 @@ pub struct AckRequest {
     pub state: Option<RunState>,
 }
 
+/// The answer to an ack: the run, and a token scoped to it for the run's own use (shown
+/// once; give it to the run as `LIFTOFF_RUN_TOKEN`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AckResponse {
+    pub run: crate::Run,
+    pub run_token: String,
+}
+
+/// Largest log chunk one request may append.
+pub const MAX_LOG_CHUNK: usize = 1024 * 1024;
+/// Most log bytes the server keeps per run; the agent keeps the whole file.
+pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Where a log append goes: the byte offset in the run's output, and the fence.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogAppend {
+    pub fence: i64,
+    pub offset: u64,
+}
+
+/// Reading a run's output.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Start at this byte.
+    #[serde(default)]
+    pub offset: u64,
+    /// Keep the response open and stream output as it comes, until the run ends.
+    #[serde(default)]
+    pub follow: bool,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FailRequest {

@@ -8,10 +8,13 @@ use std::str::FromStr;
 
 string_enum!(
     /// `admin`: everything. `user`: enqueue, read, cancel. `agent`: lease, ack, report, read.
+    /// `run`: made by the server for one run, which may read only itself (and, later, write
+    /// its own metrics); revoked when the run ends.
     Scope {
         Admin = "admin",
         User = "user",
         Agent = "agent",
+        Run = "run",
     }
 );
 
@@ -21,5 +24,8 @@ pub struct TokenInfo {
     pub id: i64,
     pub name: String,
     pub scope: Scope,
+    /// For a `run` token: the run it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<crate::RunId>,
     pub created_at_ms: Millis,
 }

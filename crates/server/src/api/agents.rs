@@ -4,6 +4,7 @@ use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, Path};
 use crate::state::AppState;
+use crate::wake::{agent_key, queue_key};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -94,7 +95,45 @@ pub async fn heartbeat(
             "lost is set by the server, not reported".into(),
         )])?;
     }
-    Ok(Json(state.store.heartbeat(id, beat, now_ms()).await?))
+    if beat.wait_ms > MAX_WAIT_MS {
+        ApiError::check(vec![(
+            "wait_ms".into(),
+            format!("must be at most {MAX_WAIT_MS}"),
+        )])?;
+    }
+    let deadline = Instant::now() + Duration::from_millis(beat.wait_ms);
+    let keys = [agent_key(id)];
+    let waiter = Arc::new(Notify::new());
+    loop {
+        // Register before reading, so a stop asked in between still wakes us.
+        state.wakers.register(&keys, &waiter);
+        let reply = state.store.heartbeat(id, beat.clone(), now_ms()).await?;
+        let news = reply.stop_agent || !reply.stop_items.is_empty();
+        if news || Instant::now() >= deadline {
+            return Ok(Json(reply));
+        }
+        if tokio::time::timeout_at(deadline, waiter.notified())
+            .await
+            .is_err()
+        {
+            return Ok(Json(reply));
+        }
+    }
+}
+
+/// Ask an agent to stop: it stops leasing, lets its runs finish within its grace period,
+/// then stops them. It hears of it at once through its heartbeat.
+#[utoipa::path(post, path = "/api/v1/agents/{id}/stop", tag = "agents",
+    responses((status = 200, body = Agent), (status = 404, body = ErrorBody)))]
+pub async fn stop(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<AgentId>,
+) -> Result<Json<Agent>, ApiError> {
+    caller.require(Access::Submit)?;
+    let agent = state.store.request_agent_stop(id, now_ms()).await?;
+    state.wakers.wake(&agent_key(id));
+    Ok(Json(agent))
 }
 
 /// Lease items from the agent's queues. Waits up to `wait_ms` for an item when none is
@@ -116,10 +155,11 @@ pub async fn lease(
         max: req.max,
         lease_ms: req.lease_ms,
     };
+    let keys: Vec<String> = req.queues.iter().map(|q| queue_key(q)).collect();
     let waiter = Arc::new(Notify::new());
     loop {
         // Register before trying, so an enqueue between the try and the wait is not missed.
-        state.wakers.register(&req.queues, &waiter);
+        state.wakers.register(&keys, &waiter);
         let leases = state.store.lease(params.clone(), now_ms()).await?;
         if !leases.is_empty() || Instant::now() >= deadline {
             return Ok(Json(LeaseResponse { leases }));

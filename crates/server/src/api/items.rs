@@ -1,18 +1,19 @@
 //! Item routes: listings and cancel (users), and the agent's side of the lease protocol
 //! about one item (ack, fail, warn, release).
 
-use crate::auth::{Access, Caller};
+use crate::auth::{new_token, Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
+use crate::wake::{agent_key, queue_key};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use liftoff_store::Ack;
 use liftoff_types::api::{
-    AckRequest, ErrorBody, FailRequest, ItemFilter, ReleaseRequest, WarnRequest,
+    AckRequest, AckResponse, ErrorBody, FailRequest, ItemFilter, ReleaseRequest, WarnRequest,
 };
-use liftoff_types::{now_ms, Item, ItemId, Run, RunState};
+use liftoff_types::{now_ms, Item, ItemId, RunState};
 
 /// Longest failure message, warning or file name, and most attached files and their size:
 /// an agent cannot make the store keep more than this about one item.
@@ -68,18 +69,23 @@ pub async fn cancel(
     Path(id): Path<ItemId>,
 ) -> Result<Json<Item>, ApiError> {
     caller.require(Access::Submit)?;
-    Ok(Json(state.store.cancel(id, now_ms()).await?))
+    let item = state.store.cancel(id, now_ms()).await?;
+    if let Some(agent) = item.agent_id {
+        state.wakers.wake(&agent_key(agent));
+    }
+    Ok(Json(item))
 }
 
-/// Bind a run id and backend handle to a leased item.
+/// Bind a run id and backend handle to a leased item. The answer carries a token scoped to
+/// the run, for the run itself.
 #[utoipa::path(post, path = "/api/v1/items/{id}/ack", tag = "lease", request_body = AckRequest,
-    responses((status = 200, body = Run), (status = 409, body = ErrorBody)))]
+    responses((status = 200, body = AckResponse), (status = 409, body = ErrorBody)))]
 pub async fn ack(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<ItemId>,
     Body(req): Body<AckRequest>,
-) -> Result<Json<Run>, ApiError> {
+) -> Result<Json<AckResponse>, ApiError> {
     caller.require(Access::Work)?;
     ApiError::check(check_handle(&req.handle))?;
     let ack = Ack {
@@ -88,7 +94,13 @@ pub async fn ack(
         handle: req.handle,
         state: req.state.unwrap_or(RunState::Starting),
     };
-    Ok(Json(state.store.ack(id, ack, now_ms()).await?))
+    let run = state.store.ack(id, ack, now_ms()).await?;
+    let (run_token, hash) = new_token();
+    state
+        .store
+        .create_run_token(&run.id, &hash, now_ms())
+        .await?;
+    Ok(Json(AckResponse { run, run_token }))
 }
 
 pub fn check_handle(handle: &serde_json::Value) -> Vec<(String, String)> {
@@ -188,7 +200,7 @@ pub async fn release(
     caller.require(Access::Work)?;
     state.store.release(id, req.fence, now_ms()).await?;
     if let Ok(item) = state.store.get_item(id).await {
-        state.wakers.wake(&item.queue);
+        state.wakers.wake(&queue_key(&item.queue));
     }
     Ok(StatusCode::NO_CONTENT)
 }

@@ -22,8 +22,8 @@ use utoipa::OpenApi;
         queues::create, queues::list, queues::show, queues::delete, queues::enqueue,
         items::list, items::show, items::file, items::cancel,
         items::ack, items::fail, items::warn, items::release,
-        agents::register, agents::list, agents::show, agents::heartbeat, agents::lease,
-        runs::list, runs::show, runs::stop, runs::update,
+        agents::register, agents::list, agents::show, agents::heartbeat, agents::lease, agents::stop,
+        runs::list, runs::show, runs::stop, runs::update, runs::append_log, runs::logs,
         tokens::create, tokens::list, tokens::delete,
         healthz, openapi,
     ),
@@ -79,6 +79,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/runs/{id}", get(runs::show))
         .route("/runs/{id}/stop", post(runs::stop))
         .route("/runs/{id}/state", post(runs::update))
+        .route("/runs/{id}/logs", post(runs::append_log).get(runs::logs))
+        .route("/agents/{id}/stop", post(agents::stop))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/openapi.json", get(openapi));

@@ -4,6 +4,7 @@ use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
+use crate::wake::queue_key;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -108,7 +109,7 @@ pub async fn enqueue(
         spec,
     };
     let item = state.store.enqueue(item, now_ms()).await?;
-    state.wakers.wake(&queue.name);
+    state.wakers.wake(&queue_key(&queue.name));
     Ok((StatusCode::CREATED, Json(item)))
 }
 

@@ -1,13 +1,22 @@
-//! Run routes: listings, a user's stop, and the agent's state reports.
+//! Run routes: listings, a user's stop, the agent's state reports, and output (appended by
+//! the agent, read or followed by anyone who may read the run).
 
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
+use crate::wake::{agent_key, run_key};
+use axum::body::Bytes;
 use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use liftoff_types::api::{ErrorBody, RunFilter};
+use liftoff_store::LogChunk;
+use liftoff_types::api::{ErrorBody, LogAppend, LogQuery, RunFilter, MAX_LOG_CHUNK};
 use liftoff_types::{now_ms, Run, RunId, RunUpdate};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
 
 /// List runs, newest first.
 #[utoipa::path(get, path = "/api/v1/runs", tag = "runs", params(RunFilter), responses((status = 200, body = Vec<Run>)))]
@@ -20,7 +29,7 @@ pub async fn list(
     Ok(Json(state.store.list_runs(&filter).await?))
 }
 
-/// Show one run.
+/// Show one run (a run's own token may read it).
 #[utoipa::path(get, path = "/api/v1/runs/{id}", tag = "runs",
     responses((status = 200, body = Run), (status = 404, body = ErrorBody)))]
 pub async fn show(
@@ -28,11 +37,11 @@ pub async fn show(
     State(state): State<AppState>,
     Path(id): Path<RunId>,
 ) -> Result<Json<Run>, ApiError> {
-    caller.require(Access::Read)?;
+    caller.require_run(&id)?;
     Ok(Json(state.store.get_run(&id).await?))
 }
 
-/// Ask for a run to be stopped; its agent hears of it on its next heartbeat.
+/// Ask for a run to be stopped; its agent hears of it at once (through its heartbeat).
 #[utoipa::path(post, path = "/api/v1/runs/{id}/stop", tag = "runs",
     responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop(
@@ -41,7 +50,9 @@ pub async fn stop(
     Path(id): Path<RunId>,
 ) -> Result<Json<Run>, ApiError> {
     caller.require(Access::Submit)?;
-    Ok(Json(state.store.request_stop(&id, now_ms()).await?))
+    let run = state.store.request_stop(&id, now_ms()).await?;
+    state.wakers.wake(&agent_key(run.agent_id));
+    Ok(Json(run))
 }
 
 /// An agent's report of a run's state; a terminal state ends the item.
@@ -63,5 +74,107 @@ pub async fn update(
         problems.push(("message".into(), "is longer than 4096 bytes".into()));
     }
     ApiError::check(problems)?;
-    Ok(Json(state.store.update_run(&id, update, now_ms()).await?))
+    let run = state.store.update_run(&id, update, now_ms()).await?;
+    state.wakers.wake(&run_key(&id));
+    Ok(Json(run))
+}
+
+/// Append output at a byte offset (the body is the raw bytes). Bytes the server already has
+/// are skipped, so a retry is harmless. Answers the stored length.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/logs", tag = "lease", params(LogAppend),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses((status = 200, body = Object), (status = 409, body = ErrorBody)))]
+pub async fn append_log(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<RunId>,
+    Query(at): Query<LogAppend>,
+    body: Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require(Access::Work)?;
+    if body.len() > MAX_LOG_CHUNK {
+        ApiError::check(vec![(
+            "body".into(),
+            format!("a chunk may hold at most {MAX_LOG_CHUNK} bytes"),
+        )])?;
+    }
+    let length = state
+        .store
+        .append_log(&id, at, body.to_vec(), now_ms())
+        .await?;
+    state.wakers.wake(&run_key(&id));
+    Ok(Json(serde_json::json!({ "length": length })))
+}
+
+/// A run's output from `offset`; with `follow`, the response stays open and streams output as
+/// it comes until the run ends.
+#[utoipa::path(get, path = "/api/v1/runs/{id}/logs", tag = "runs", params(LogQuery),
+    responses((status = 200, body = Vec<u8>, content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
+pub async fn logs(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<RunId>,
+    Query(query): Query<LogQuery>,
+) -> Result<Response, ApiError> {
+    caller.require_run(&id)?;
+    let first = state.store.read_log(&id, query.offset, READ_CHUNK).await?;
+    let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
+    if !query.follow {
+        return Ok((octets, first.data).into_response());
+    }
+    let stream = futures_util::stream::unfold(
+        Follow {
+            state,
+            id,
+            chunk: first,
+            waiter: Arc::new(Notify::new()),
+        },
+        follow_next,
+    );
+    Ok((octets, axum::body::Body::from_stream(stream)).into_response())
+}
+
+const READ_CHUNK: usize = 256 * 1024;
+/// A follower re-reads at least this often even without a wake-up (another replica may
+/// have written).
+const FOLLOW_RECHECK: Duration = Duration::from_secs(5);
+
+struct Follow {
+    state: AppState,
+    id: RunId,
+    chunk: LogChunk,
+    waiter: Arc<Notify>,
+}
+
+type Step = Option<(Result<Bytes, std::io::Error>, Follow)>;
+
+/// The next piece of a followed log: what is there, else wait for a wake-up; the end once
+/// the run has ended and everything was sent.
+async fn follow_next(mut f: Follow) -> Step {
+    loop {
+        if !f.chunk.data.is_empty() {
+            let data = std::mem::take(&mut f.chunk.data);
+            return Some((Ok(Bytes::from(data)), f));
+        }
+        if f.chunk.ended {
+            return None;
+        }
+        // Register before reading, so output written in between still wakes us.
+        f.state.wakers.register(&[run_key(&f.id)], &f.waiter);
+        match f
+            .state
+            .store
+            .read_log(&f.id, f.chunk.next_offset, READ_CHUNK)
+            .await
+        {
+            Ok(c) if c.data.is_empty() && !c.ended => {
+                let _ = tokio::time::timeout(FOLLOW_RECHECK, f.waiter.notified()).await;
+            }
+            Ok(c) => f.chunk = c,
+            Err(e) => {
+                f.chunk.ended = true;
+                return Some((Err(std::io::Error::other(e.to_string())), f));
+            }
+        }
+    }
 }

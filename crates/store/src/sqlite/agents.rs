@@ -1,9 +1,12 @@
 //! Agent rows: registration, heartbeats (which answer with what the agent must stop), show
 //! and list.
 
+use super::lease::give_back;
 use super::rows::{self, AGENT_COLUMNS};
-use crate::{StoreError, StoreResult};
-use liftoff_types::{Agent, AgentId, Heartbeat, HeartbeatReply, ItemId, Millis, NewAgent};
+use crate::{LostAgents, StoreError, StoreResult};
+use liftoff_types::{
+    Agent, AgentId, Heartbeat, HeartbeatReply, ItemId, Millis, NewAgent, RunId, RunState, RunUpdate,
+};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub fn register(conn: &Connection, a: &NewAgent, now: Millis) -> StoreResult<Agent> {
@@ -58,15 +61,19 @@ pub fn heartbeat(
         )
         .optional()?
         .ok_or_else(|| StoreError::not_found("agent", id))?;
+    // Stop what a user asked to stop, and what is no longer this agent's: an item declared
+    // lost with its agent, cancelled while leased, or deleted with its queue.
     let mut stop_items = Vec::new();
-    let mut flagged =
-        conn.prepare_cached("SELECT cancel_requested FROM items WHERE id = ?1 AND agent_id = ?2")?;
+    let mut mine = conn.prepare_cached(
+        "SELECT cancel_requested, agent_id = ?2 AND state IN ('leased', 'claimed')
+         FROM items WHERE id = ?1",
+    )?;
     for item in &beat.in_flight {
-        let flag: Option<bool> = flagged
-            .query_row(params![item.0, id.0], |r| r.get(0))
+        let row: Option<(bool, bool)> = mine
+            .query_row(params![item.0, id.0], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
-        if flag == Some(true) {
-            stop_items.push(ItemId(item.0));
+        if !matches!(row, Some((false, true))) {
+            stop_items.push(*item);
         }
     }
     Ok(HeartbeatReply {
@@ -88,4 +95,73 @@ pub fn list(conn: &Connection) -> StoreResult<Vec<Agent>> {
     let mut stmt = conn.prepare_cached(&sql)?;
     let agents = stmt.query_map([], rows::agent)?;
     Ok(agents.collect::<Result<_, _>>()?)
+}
+
+pub fn request_stop(conn: &Connection, id: AgentId, _now: Millis) -> StoreResult<Agent> {
+    let n = conn
+        .prepare_cached("UPDATE agents SET stop_requested = 1 WHERE id = ?1")?
+        .execute([id.0])?;
+    if n == 0 {
+        return Err(StoreError::not_found("agent", id));
+    }
+    get(conn, id)
+}
+
+pub fn lose(conn: &Connection, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
+    let stale: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT id FROM agents WHERE heartbeat_at_ms < ?1 AND status NOT IN ('lost', 'stopped')",
+        )?
+        .query_map([cutoff], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out = LostAgents::default();
+    for agent in stale {
+        conn.prepare_cached("UPDATE agents SET status = 'lost' WHERE id = ?1")?
+            .execute([agent])?;
+        out.agents.push(AgentId(agent));
+        let leased: Vec<(i64, String, u32, u32)> = conn
+            .prepare_cached(
+                "SELECT i.id, q.name, i.attempts, q.max_attempts FROM items i
+                 JOIN queues q ON q.id = i.queue_id WHERE i.agent_id = ?1 AND i.state = 'leased'",
+            )?
+            .query_map([agent], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (item, queue, attempts, max) in leased {
+            let reason = "the item's agent was lost before it acked";
+            if give_back(conn, ItemId(item), attempts, max, reason, now)? {
+                out.requeued.push(queue);
+            }
+        }
+        let claimed: Vec<(String, i64, String)> = conn
+            .prepare_cached(
+                "SELECT i.run_id, i.fence, q.name FROM items i JOIN queues q ON q.id = i.queue_id
+                 WHERE i.agent_id = ?1 AND i.state = 'claimed'",
+            )?
+            .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        for (run, fence, queue) in claimed {
+            let run: RunId = run.parse().map_err(StoreError::Corrupt)?;
+            let update = RunUpdate {
+                fence,
+                state: RunState::Lost,
+                exit_code: None,
+                message: Some(format!("agent {agent} stopped sending heartbeats")),
+                handle: None,
+            };
+            super::runs::update(conn, &run, &update, now)?;
+            let back: bool = conn
+                .prepare_cached(
+                    "SELECT i.state = 'pending' FROM items i JOIN runs r ON r.item_id = i.id
+                     WHERE r.id = ?1",
+                )?
+                .query_row([run.as_str()], |r| r.get(0))?;
+            if back {
+                out.requeued.push(queue);
+            }
+            out.runs.push(run);
+        }
+    }
+    Ok(out)
 }

@@ -310,24 +310,38 @@ pub fn expire(conn: &Connection, now: Millis) -> StoreResult<Expired> {
         .collect::<Result<Vec<_>, _>>()?;
     let mut out = Expired::default();
     for (id, queue, attempts, max) in expired {
-        let id = ItemId(id);
-        let attempts = attempts + 1;
-        if attempts >= max {
-            conn.prepare_cached("UPDATE items SET attempts = ?2 WHERE id = ?1")?
-                .execute(params![id.0, attempts])?;
-            let message = format!(
-                "the item's lease expired without an ack {attempts} time(s); the queue allows {max}"
-            );
-            mark_failed(conn, id, &message, Phase::Agent, &[], now)?;
-            out.failed.push(id);
+        let reason = "the item's lease expired without an ack";
+        if give_back(conn, ItemId(id), attempts, max, reason, now)? {
+            out.requeued.push((ItemId(id), queue));
         } else {
-            conn.prepare_cached(
-                "UPDATE items SET state = 'pending', attempts = ?2, agent_id = NULL,
-                     lease_expires_at_ms = NULL, updated_at_ms = ?3 WHERE id = ?1",
-            )?
-            .execute(params![id.0, attempts, now])?;
-            out.requeued.push((id, queue));
+            out.failed.push(ItemId(id));
         }
     }
     Ok(out)
+}
+
+/// Ends a lease that was not acked: back to `pending` with one more attempt, or `failed`
+/// (phase `agent`) at the queue's limit. Returns whether the item went back.
+pub fn give_back(
+    conn: &Connection,
+    id: ItemId,
+    attempts: u32,
+    max: u32,
+    reason: &str,
+    now: Millis,
+) -> StoreResult<bool> {
+    let attempts = attempts + 1;
+    if attempts >= max {
+        conn.prepare_cached("UPDATE items SET attempts = ?2 WHERE id = ?1")?
+            .execute(params![id.0, attempts])?;
+        let message = format!("{reason} {attempts} time(s); the queue allows {max}");
+        mark_failed(conn, id, &message, Phase::Agent, &[], now)?;
+        return Ok(false);
+    }
+    conn.prepare_cached(
+        "UPDATE items SET state = 'pending', attempts = ?2, agent_id = NULL,
+             lease_expires_at_ms = NULL, updated_at_ms = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id.0, attempts, now])?;
+    Ok(true)
 }

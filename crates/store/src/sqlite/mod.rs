@@ -4,6 +4,7 @@
 mod agents;
 mod items;
 mod lease;
+mod logs;
 mod queues;
 mod rows;
 mod runs;
@@ -11,7 +12,10 @@ mod schema;
 mod tokens;
 mod writer;
 
-use crate::{Ack, Expired, LeaseParams, NewItem, Store, StoreError, StoreResult};
+use crate::{
+    Ack, Expired, LeaseParams, LogAppend, LogChunk, LostAgents, NewItem, Store, StoreError,
+    StoreResult,
+};
 use async_trait::async_trait;
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
@@ -227,6 +231,42 @@ impl Store for SqliteStore {
     async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run> {
         let id = id.clone();
         self.write(move |c| runs::request_stop(c, &id, now)).await
+    }
+
+    async fn append_log(
+        &self,
+        id: &RunId,
+        at: LogAppend,
+        data: Vec<u8>,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        let id = id.clone();
+        self.write(move |c| logs::append(c, &id, &at, &data, now))
+            .await
+    }
+
+    async fn read_log(&self, id: &RunId, offset: u64, max: usize) -> StoreResult<LogChunk> {
+        let id = id.clone();
+        self.read(move |c| logs::read(c, &id, offset, max)).await
+    }
+
+    async fn request_agent_stop(&self, id: AgentId, now: Millis) -> StoreResult<Agent> {
+        self.write(move |c| agents::request_stop(c, id, now)).await
+    }
+
+    async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
+        self.write(move |c| agents::lose(c, cutoff, now)).await
+    }
+
+    async fn create_run_token(
+        &self,
+        run: &RunId,
+        hash: &str,
+        now: Millis,
+    ) -> StoreResult<TokenInfo> {
+        let (run, hash) = (run.clone(), hash.to_string());
+        self.write(move |c| tokens::create_run(c, &run, &hash, now))
+            .await
     }
 
     async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent> {

@@ -23,7 +23,7 @@ pub const RUN_COLUMNS: &str = "id, item_id, queue, agent_id, state, handle, exit
 pub const AGENT_COLUMNS: &str = "id, name, hostname, queues, max_jobs, max_schedulers, version, \
     status, in_flight, stop_requested, registered_at_ms, heartbeat_at_ms";
 
-pub const TOKEN_COLUMNS: &str = "id, name, scope, created_at_ms";
+pub const TOKEN_COLUMNS: &str = "id, name, scope, created_at_ms, run_id";
 
 /// A row value that must parse as one of our enums or JSON; a failure means a corrupt file.
 fn parse<T: FromStr<Err = String>>(text: String) -> rusqlite::Result<T> {
@@ -127,6 +127,10 @@ pub fn token(row: &Row) -> rusqlite::Result<TokenInfo> {
         name: row.get(1)?,
         scope: parse::<Scope>(row.get(2)?)?,
         created_at_ms: row.get(3)?,
+        run_id: row
+            .get::<_, Option<String>>(4)?
+            .map(parse::<RunId>)
+            .transpose()?,
     })
 }
 

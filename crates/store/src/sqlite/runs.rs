@@ -99,6 +99,7 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
     )?;
     if up.state.is_terminal() {
         end_item(conn, &ctx, up, now)?;
+        super::tokens::revoke_run(conn, id)?;
     }
     Ok(run)
 }

@@ -5,7 +5,8 @@
 use crate::{StoreError, StoreResult};
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE queues (
     id                 INTEGER PRIMARY KEY,
     name               TEXT NOT NULL UNIQUE,
@@ -92,7 +93,23 @@ CREATE TABLE tokens (
     hash          TEXT NOT NULL UNIQUE,
     created_at_ms INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+-- run output, as the agent ships it: chunks at byte offsets, in order
+CREATE TABLE run_logs (
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    offset INTEGER NOT NULL,
+    data   BLOB NOT NULL,
+    PRIMARY KEY (run_id, offset)
+);
+ALTER TABLE runs ADD COLUMN log_len INTEGER NOT NULL DEFAULT 0;
+-- a run-scoped token belongs to one run and goes when the run ends
+ALTER TABLE tokens ADD COLUMN run_id TEXT;
+CREATE INDEX tokens_run ON tokens (run_id) WHERE run_id IS NOT NULL;
+CREATE INDEX items_agent ON items (agent_id) WHERE state IN ('leased', 'claimed');
+CREATE INDEX agents_heartbeat ON agents (heartbeat_at_ms);
+"#,
+];
 
 /// Brings the database up to the newest schema.
 pub fn migrate(conn: &mut Connection) -> StoreResult<()> {

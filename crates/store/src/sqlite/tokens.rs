@@ -2,7 +2,7 @@
 
 use super::rows::{self, TOKEN_COLUMNS};
 use crate::{StoreError, StoreResult};
-use liftoff_types::{Millis, Scope, TokenInfo};
+use liftoff_types::{Millis, RunId, Scope, TokenInfo};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub fn create(
@@ -19,6 +19,33 @@ pub fn create(
     Ok(conn
         .prepare_cached(&sql)?
         .query_row(params![name, scope.as_str(), hash, now], rows::token)?)
+}
+
+pub fn create_run(
+    conn: &Connection,
+    run: &RunId,
+    hash: &str,
+    now: Millis,
+) -> StoreResult<TokenInfo> {
+    let live = rows::load_run(conn, run)?;
+    if live.state.is_terminal() {
+        return Err(StoreError::Conflict(format!("run {run} has already ended")));
+    }
+    let sql = format!(
+        "INSERT INTO tokens (name, scope, hash, created_at_ms, run_id) VALUES (?1, 'run', ?2, ?3, ?4)
+         RETURNING {TOKEN_COLUMNS}"
+    );
+    Ok(conn.prepare_cached(&sql)?.query_row(
+        params![format!("run {run}"), hash, now, run.as_str()],
+        rows::token,
+    )?)
+}
+
+/// Revokes the tokens of a run that has ended.
+pub fn revoke_run(conn: &Connection, run: &RunId) -> StoreResult<()> {
+    conn.prepare_cached("DELETE FROM tokens WHERE run_id = ?1")?
+        .execute([run.as_str()])?;
+    Ok(())
 }
 
 pub fn by_hash(conn: &Connection, hash: &str) -> StoreResult<Option<TokenInfo>> {
