@@ -25,8 +25,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a server and an agent in one process, with a `default` queue: zero set-up.
+    Up(commands::up::UpArgs),
     /// Run the server (HTTP API over an embedded SQLite file).
     Server(commands::server::ServerArgs),
+    /// Run an agent: lease runs from queues and run them here.
+    Agent(commands::agent::AgentArgs),
     /// Create, list, show and delete queues.
     #[command(subcommand)]
     Queue(commands::queue::QueueCommand),
@@ -36,6 +40,16 @@ enum Command {
     Items(commands::list::ItemsArgs),
     /// List runs.
     Runs(commands::list::RunsArgs),
+    /// Print a run's output (-f: follow it until the run ends).
+    Logs {
+        run: liftoff_types::RunId,
+        #[arg(short = 'f', long)]
+        follow: bool,
+    },
+    /// Stop a run (its agent hears at once; SIGTERM, grace, SIGKILL).
+    Stop { run: liftoff_types::RunId },
+    /// List agents: status, heartbeat age, running counts against limits, in-flight items.
+    Agents,
     /// Cancel an item (a running one is stopped by its agent).
     Cancel {
         /// The item id.
@@ -47,11 +61,20 @@ enum Command {
     /// Measure liftoff's own speed; prints JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// The local runner's supervisor (started by agents; not for people).
+    #[command(hide = true)]
+    Supervise(commands::agent::SuperviseArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let verbose = matches!(cli.command, Command::Server(_));
+    if let Command::Supervise(args) = &cli.command {
+        return match commands::agent::supervise(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        };
+    }
+    let verbose = matches!(cli.command, Command::Server(_) | Command::Up(_));
     init_logging(verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -69,9 +92,15 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let g = &cli.global;
     match cli.command {
+        Command::Launch(args) => return commands::launch::run(g, args).await.map(ExitCode::from),
+        Command::Up(args) => commands::up::run(g, args).await,
+        Command::Agent(args) => commands::agent::run(g, args).await,
+        Command::Logs { run, follow } => commands::follow::logs(g, run, follow).await,
+        Command::Stop { run } => commands::follow::stop(g, run).await,
+        Command::Agents => commands::follow::agents(g).await,
+        Command::Supervise(_) => Ok(()),
         Command::Server(args) => commands::server::run(g, args).await,
         Command::Queue(cmd) => commands::queue::run(g, cmd).await,
-        Command::Launch(args) => commands::launch::run(g, args).await,
         Command::Items(args) => commands::list::items(g, args).await,
         Command::Runs(args) => commands::list::runs(g, args).await,
         Command::Cancel { item } => commands::list::cancel(g, item).await,
@@ -95,6 +124,7 @@ fn init_logging(verbose: bool) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .try_init();
 }

@@ -12,7 +12,8 @@ use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
     Run, RunId, RunUpdate, TokenInfo,
 };
-use reqwest::{Method, RequestBuilder, StatusCode};
+pub use reqwest::StatusCode;
+use reqwest::{Method, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::time::Duration;

@@ -155,6 +155,7 @@ async fn failure_release_cancel_and_stop() {
         .remove(0);
     let fail = FailRequest {
         fence: lease.fence,
+        exit_code: None,
         message: "exit code 1".into(),
         phase: Phase::Run,
         files: vec![Attachment {

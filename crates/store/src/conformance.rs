@@ -225,6 +225,7 @@ pub async fn expiry_releases_with_a_higher_fence(store: DynStore) {
     assert!(is_conflict(stale_ack), "stale ack rejected");
     let stale_fail = FailRequest {
         fence: old.fence,
+        exit_code: None,
         message: "late".into(),
         phase: Phase::Run,
         files: vec![],
@@ -400,6 +401,7 @@ pub async fn failures_keep_phase_message_and_files(store: DynStore) {
         .unwrap();
     let report = FailRequest {
         fence: l.fence,
+        exit_code: None,
         message: "build failed".into(),
         phase: Phase::Build,
         files: vec![Attachment {

@@ -97,6 +97,9 @@ pub struct FailRequest {
     pub fence: i64,
     pub message: String,
     pub phase: Phase,
+    /// The run's exit code, when it ran and exited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
     #[serde(default)]
     pub files: Vec<Attachment>,
 }

@@ -30,21 +30,29 @@ pub struct LaunchArgs {
     /// A whole launch spec in W&B's JSON form; the flags above go over it.
     #[arg(long)]
     pub spec: Option<PathBuf>,
+    /// Follow the run's output live and exit with its exit code.
+    #[arg(long)]
+    pub wait: bool,
     /// The command to run, after `--`.
     #[arg(last = true)]
     pub command: Vec<String>,
 }
 
-pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<()> {
+/// Enqueues; returns the exit code (the run's own with `--wait`).
+pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<u8> {
     let client = g.client()?;
     let queue = args.queue.clone();
+    let wait = args.wait;
     let spec = build_spec(args)?;
     let item = client.enqueue(&queue, &spec).await?;
+    if wait {
+        return super::follow::wait(&client, item.id).await;
+    }
     match g.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&item)?),
         Output::Table => println!("{}", item.id),
     }
-    Ok(())
+    Ok(0)
 }
 
 pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {

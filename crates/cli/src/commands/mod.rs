@@ -1,10 +1,13 @@
 //! One module per subcommand family.
 
+pub mod agent;
+pub mod follow;
 pub mod launch;
 pub mod list;
 pub mod queue;
 pub mod server;
 pub mod token;
+pub mod up;
 
 /// Reads a `KEY=VALUE` flag. The value is JSON when it parses as JSON (`2`, `0.1`, `true`,
 /// `[1,2]`), else the plain string, so `--set-var gpus=2` sends a number and

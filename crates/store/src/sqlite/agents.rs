@@ -61,18 +61,26 @@ pub fn heartbeat(
         )
         .optional()?
         .ok_or_else(|| StoreError::not_found("agent", id))?;
-    // Stop what a user asked to stop, and what is no longer this agent's: an item declared
-    // lost with its agent, cancelled while leased, or deleted with its queue.
-    let mut stop_items = Vec::new();
+    // Stop what a user asked to stop (whether or not the agent listed it yet), and what is no
+    // longer this agent's: an item given to another agent or back to its queue, failed by
+    // the server (lost with its agent), or deleted with its queue. Items that ended
+    // normally are not named: their runs are ending anyway.
+    let mut stop_items: Vec<ItemId> = conn
+        .prepare_cached(
+            "SELECT id FROM items WHERE agent_id = ?1 AND state = 'claimed' AND cancel_requested = 1",
+        )?
+        .query_map([id.0], |r| Ok(ItemId(r.get(0)?)))?
+        .collect::<Result<_, _>>()?;
     let mut mine = conn.prepare_cached(
-        "SELECT cancel_requested, agent_id = ?2 AND state IN ('leased', 'claimed')
+        "SELECT agent_id IS ?2 AND state != 'pending'
+                AND NOT (state = 'failed' AND fail_phase = 'agent')
          FROM items WHERE id = ?1",
     )?;
     for item in &beat.in_flight {
-        let row: Option<(bool, bool)> = mine
-            .query_row(params![item.0, id.0], |r| Ok((r.get(0)?, r.get(1)?)))
+        let still_mine: Option<bool> = mine
+            .query_row(params![item.0, id.0], |r| r.get(0))
             .optional()?;
-        if !matches!(row, Some((false, true))) {
+        if still_mine != Some(true) && !stop_items.contains(item) {
             stop_items.push(*item);
         }
     }

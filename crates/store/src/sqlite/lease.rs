@@ -201,10 +201,13 @@ pub fn fail(
     }
     if let Some(run_id) = cur.run_id {
         conn.prepare_cached(
-            "UPDATE runs SET state = 'failed', message = ?2, ended_at_ms = ?3, updated_at_ms = ?3
+            "UPDATE runs SET state = 'failed', message = ?2, ended_at_ms = ?3, updated_at_ms = ?3,
+                 exit_code = coalesce(?4, exit_code)
              WHERE id = ?1 AND state NOT IN ('finished', 'failed', 'stopped', 'preempted', 'lost')",
         )?
-        .execute(params![run_id, report.message, now])?;
+        .execute(params![run_id, report.message, now, report.exit_code])?;
+        let run: liftoff_types::RunId = run_id.parse().map_err(StoreError::Corrupt)?;
+        super::tokens::revoke_run(conn, &run)?;
     }
     rows::load_item(conn, id)
 }

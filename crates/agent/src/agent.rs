@@ -1,0 +1,402 @@
+//! The agent itself (the seed's `LaunchAgent`): registration, the main loop, heartbeats, the
+//! status line, and a clean stop.
+//!
+//! Stop: the first [`Control::Stop`] (SIGINT, SIGTERM, or a stop asked from the server) stops
+//! leasing and lets running runs finish within `stopped_run_timeout`, then stops them; a
+//! second one ([`Control::StopNow`]) stops them at once.
+
+use crate::config::AgentConfig;
+use crate::journal::{Identity, Journal};
+use crate::status::Snapshot;
+use liftoff_client::Client;
+use liftoff_runner::Runner;
+use liftoff_types::api::LeaseRequest;
+use liftoff_types::{AgentId, AgentStatus, Heartbeat, ItemId, Lease, NewAgent};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch, Notify};
+
+/// How a run's task is told to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopWhy {
+    /// Not asked to stop.
+    No,
+    /// A user asked (or the item is no longer ours): stop, with the grace period.
+    Asked,
+    /// The agent is stopping and its grace period ran out.
+    AgentStopping,
+    /// Stop now (a second signal).
+    Now,
+}
+
+/// What the outside tells a running agent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// Stop leasing; let runs finish within the grace period, then stop them.
+    Stop,
+    /// Stop every run now (a second Ctrl-C).
+    StopNow,
+}
+
+/// One run in flight.
+struct Slot {
+    stop: watch::Sender<StopWhy>,
+}
+
+pub struct Agent {
+    pub(crate) client: Client,
+    pub(crate) config: AgentConfig,
+    pub(crate) runner: Arc<dyn Runner>,
+    pub(crate) journal: Journal,
+    /// The environment a run inherits (the agent's, less its secrets).
+    pub(crate) base_env: BTreeMap<String, String>,
+    /// The server address as runs should use it.
+    pub(crate) api_url: String,
+    id: AgentId,
+    name: String,
+    slots: Mutex<HashMap<ItemId, Slot>>,
+    /// Poked when a slot frees or the in-flight set changes.
+    changed: Notify,
+    status: Mutex<AgentStatus>,
+    stopping: watch::Sender<bool>,
+}
+
+impl Agent {
+    /// Registers (or resumes the identity in the journal) and checks that every queue exists
+    /// and runs a resource this agent has a runner for.
+    pub async fn start(
+        client: Client,
+        config: AgentConfig,
+        runner: Arc<dyn Runner>,
+        agent_env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Arc<Agent>, StartError> {
+        let journal = Journal::open(&config.state_dir)
+            .map_err(|e| StartError::State(config.state_dir.display().to_string(), e))?;
+        for queue in &config.queues {
+            let q = client
+                .get_queue(queue)
+                .await
+                .map_err(|e| StartError::Queue(queue.clone(), e.to_string()))?;
+            if q.resource.as_str() != runner.resource() {
+                return Err(StartError::Queue(
+                    queue.clone(),
+                    format!(
+                        "it runs {}, and this agent has a runner for {} only",
+                        q.resource,
+                        runner.resource()
+                    ),
+                ));
+            }
+        }
+        let (id, name) = identity(&client, &config, &journal).await?;
+        let (stopping, _) = watch::channel(false);
+        Ok(Arc::new(Agent {
+            api_url: client.url().to_string(),
+            client,
+            base_env: crate::env::inherited(agent_env),
+            runner,
+            journal,
+            id,
+            name,
+            config,
+            slots: Mutex::new(HashMap::new()),
+            changed: Notify::new(),
+            status: Mutex::new(AgentStatus::Starting),
+            stopping,
+        }))
+    }
+
+    /// The server-assigned name (the seed's `name()`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn id(&self) -> AgentId {
+        self.id
+    }
+
+    /// Runs in flight, schedulers not counted (the seed's `num_running_jobs`).
+    pub fn num_running_jobs(&self) -> usize {
+        lock(&self.slots).len()
+    }
+
+    /// Sweep schedulers in flight (the seed's `num_running_schedulers`); none run yet.
+    pub fn num_running_schedulers(&self) -> usize {
+        0
+    }
+
+    /// The items in flight (the seed's `thread_ids`).
+    pub fn in_flight(&self) -> Vec<ItemId> {
+        let mut ids: Vec<ItemId> = lock(&self.slots).keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            name: self.name.clone(),
+            status: *lock(&self.status),
+            queues: self.config.queues.clone(),
+            jobs: self.num_running_jobs(),
+            max_jobs: self.config.max_jobs,
+            schedulers: self.num_running_schedulers(),
+            max_schedulers: self.config.max_schedulers,
+            in_flight: self.in_flight(),
+        }
+    }
+
+    fn free_slots(&self) -> u32 {
+        if self.config.max_jobs < 0 {
+            return liftoff_types::api::MAX_LEASE_BATCH;
+        }
+        let running = self.num_running_jobs() as i64;
+        (self.config.max_jobs - running).clamp(0, liftoff_types::api::MAX_LEASE_BATCH as i64) as u32
+    }
+
+    fn set_status(&self, status: AgentStatus) {
+        *lock(&self.status) = status;
+    }
+
+    /// The main loop (the seed's `loop()`): re-adopt, then lease within capacity and start a
+    /// task per item, until told to stop; then stop cleanly.
+    pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
+        let beat = tokio::spawn(self.clone().heartbeat_loop());
+        let printer = tokio::spawn(self.clone().status_loop());
+        crate::job::readopt(&self).await;
+        let mut stop_now = false;
+        loop {
+            self.set_status(if self.num_running_jobs() > 0 {
+                AgentStatus::Running
+            } else {
+                AgentStatus::Polling
+            });
+            if *self.stopping.borrow() {
+                break;
+            }
+            let free = self.free_slots();
+            if free == 0 {
+                tokio::select! {
+                    _ = self.changed.notified() => continue,
+                    c = control.recv() => { stop_now = self.on_control(c); continue }
+                }
+            }
+            let request = LeaseRequest {
+                queues: self.config.queues.clone(),
+                max: free,
+                wait_ms: self.config.lease_wait.as_millis() as u64,
+                lease_ms: 30_000,
+            };
+            tokio::select! {
+                leased = self.client.lease(self.id, &request) => match leased {
+                    Ok(resp) => {
+                        for lease in resp.leases {
+                            self.spawn_item(lease);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "lease failed; trying again in 1 s");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                },
+                c = control.recv() => stop_now = self.on_control(c),
+            }
+        }
+        self.finish(control, stop_now).await;
+        beat.abort();
+        printer.abort();
+        self.set_status(AgentStatus::Stopped);
+        let last = Heartbeat {
+            status: AgentStatus::Stopped,
+            in_flight: Vec::new(),
+            wait_ms: 0,
+        };
+        let _ = self.client.heartbeat(self.id, &last).await;
+        eprintln!("{}", self.snapshot().line());
+    }
+
+    /// Returns whether to stop runs at once.
+    fn on_control(&self, c: Option<Control>) -> bool {
+        self.stopping.send_replace(true);
+        matches!(c, Some(Control::StopNow))
+    }
+
+    /// Waits for runs to end within the grace period (or not at all after a second signal),
+    /// then stops what is left.
+    async fn finish(&self, mut control: mpsc::Receiver<Control>, mut stop_now: bool) {
+        let grace = tokio::time::Instant::now() + self.config.stopped_run_timeout;
+        if !stop_now && self.num_running_jobs() > 0 {
+            eprintln!(
+                "agent {}: stopping; waiting up to {:?} for {} run(s) (again to stop them now)",
+                self.name,
+                self.config.stopped_run_timeout,
+                self.num_running_jobs()
+            );
+        }
+        while self.num_running_jobs() > 0 && !stop_now {
+            tokio::select! {
+                _ = self.changed.notified() => {}
+                _ = tokio::time::sleep_until(grace) => break,
+                c = control.recv() => stop_now = c.is_some(),
+            }
+        }
+        let why = if stop_now {
+            StopWhy::Now
+        } else {
+            StopWhy::AgentStopping
+        };
+        for slot in lock(&self.slots).values() {
+            let _ = slot.stop.send(why);
+        }
+        while self.num_running_jobs() > 0 {
+            self.changed.notified().await;
+        }
+    }
+
+    fn spawn_item(self: &Arc<Self>, lease: Lease) {
+        let (stop, stop_rx) = watch::channel(StopWhy::No);
+        let item = lease.item.id;
+        lock(&self.slots).insert(item, Slot { stop });
+        let me = self.clone();
+        tokio::spawn(async move {
+            crate::job::run_item(&me, lease, stop_rx).await;
+            me.finish_item(item);
+        });
+    }
+
+    /// Re-adopted runs occupy a slot like any other.
+    pub(crate) fn adopt_slot(self: &Arc<Self>, item: ItemId) -> watch::Receiver<StopWhy> {
+        let (stop, stop_rx) = watch::channel(StopWhy::No);
+        lock(&self.slots).insert(item, Slot { stop });
+        stop_rx
+    }
+
+    /// Takes a finished task out (the seed's `finish_thread_id`).
+    pub(crate) fn finish_item(&self, item: ItemId) {
+        lock(&self.slots).remove(&item);
+        self.changed.notify_waiters();
+        self.changed.notify_one();
+    }
+
+    /// Heartbeats, held open by the server so that a stop arrives the moment it is asked.
+    async fn heartbeat_loop(self: Arc<Self>) {
+        loop {
+            let beat = Heartbeat {
+                status: *lock(&self.status),
+                in_flight: self.in_flight(),
+                wait_ms: self.config.heartbeat_every.as_millis() as u64,
+            };
+            match self.client.heartbeat(self.id, &beat).await {
+                Ok(reply) => {
+                    for item in reply.stop_items {
+                        if let Some(slot) = lock(&self.slots).get(&item) {
+                            let _ = slot.stop.send(StopWhy::Asked);
+                        }
+                    }
+                    if reply.stop_agent && !*self.stopping.borrow() {
+                        eprintln!("agent {}: the server asked this agent to stop", self.name);
+                        self.stopping.send_replace(true);
+                        self.changed.notify_waiters();
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "heartbeat failed; trying again in 1 s");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Prints the status line when it changes, and every 300 s (20 s at verbosity 1).
+    async fn status_loop(self: Arc<Self>) {
+        let every = if self.config.verbosity >= 1 {
+            Duration::from_secs(20)
+        } else {
+            Duration::from_secs(300)
+        };
+        let mut last = String::new();
+        let mut printed = tokio::time::Instant::now();
+        loop {
+            let line = self.snapshot().line();
+            if line != last || printed.elapsed() >= every {
+                eprintln!("{line}");
+                last = line;
+                printed = tokio::time::Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Whether the agent is stopping (tasks stop starting new work).
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stopping.borrow()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The identity in the journal when the server still knows it, else a new registration.
+async fn identity(
+    client: &Client,
+    config: &AgentConfig,
+    journal: &Journal,
+) -> Result<(AgentId, String), StartError> {
+    if let Some(known) = journal.identity().filter(|i| i.server == client.url()) {
+        let beat = Heartbeat {
+            status: AgentStatus::Starting,
+            in_flight: Vec::new(),
+            wait_ms: 0,
+        };
+        if client.heartbeat(known.agent_id, &beat).await.is_ok() {
+            if let Ok(agents) = client.list_agents().await {
+                if let Some(agent) = agents.into_iter().find(|a| a.id == known.agent_id) {
+                    return Ok((agent.id, agent.name));
+                }
+            }
+        }
+    }
+    let new = NewAgent {
+        hostname: sanitize_host(&config.hostname),
+        queues: config.queues.clone(),
+        max_jobs: config.max_jobs,
+        max_schedulers: config.max_schedulers,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    let agent = client
+        .register_agent(&new)
+        .await
+        .map_err(|e| StartError::Register(e.to_string()))?;
+    let id = Identity {
+        agent_id: agent.id,
+        server: client.url().to_string(),
+    };
+    journal
+        .set_identity(&id)
+        .map_err(|e| StartError::State(journal.dir().display().to_string(), e))?;
+    Ok((agent.id, agent.name))
+}
+
+fn sanitize_host(host: &str) -> String {
+    host.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || ".-_".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(253)
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use the state directory {0}")]
+    State(String, #[source] std::io::Error),
+    #[error("queue {0}: {1}")]
+    Queue(String, String),
+    #[error("cannot register with the server: {0}")]
+    Register(String),
+}

@@ -1,0 +1,407 @@
+//! One item's life on this agent (the seed's `run_job` and `task_run_job`): ack, prepare the
+//! run's directory and environment, start it on the runner, watch it while shipping its
+//! output, and report its end. Also the re-adoption of runs found in the journal at start.
+//!
+//! Crash windows, in order: the journal entry is written before the ack, so a restarted
+//! agent knows the run id it may have started; the handle is journaled right after the
+//! start; the entry is removed only once the end has reached the server. A restarted agent
+//! asks the runner for a run it has no handle for, so nothing is started twice.
+
+use crate::agent::{Agent, StopWhy};
+use crate::journal::Entry;
+use crate::report::{moved_on, retry};
+use crate::shipper::{tail, Shipper};
+use liftoff_runner::{Exit, Handle, RunSpec, RunStatus};
+use liftoff_types::api::{AckRequest, FailRequest};
+use liftoff_types::{
+    Attachment, Item, ItemId, LaunchSpec, Lease, Phase, RunId, RunState, RunUpdate,
+};
+use rand::Rng;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Lines of output attached to a failure.
+const TAIL_LINES: usize = 200;
+/// Grace given to runs when the agent stops them after its own grace period ran out.
+const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) {
+    let item = &lease.item;
+    let fence = lease.fence;
+    if agent.is_stopping() {
+        // Leased as the stop came in: give it back, no attempt counted.
+        let _ = agent.client.release(item.id, fence).await;
+        return;
+    }
+    let argv = match command(&item.spec, agent.config.secure_mode) {
+        Ok(argv) => argv,
+        Err(message) => {
+            return fail(
+                agent,
+                item.id,
+                fence,
+                message,
+                Phase::Agent,
+                None,
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    let run_id = match run_id_for(item) {
+        Ok(id) => id,
+        Err(message) => {
+            return fail(
+                agent,
+                item.id,
+                fence,
+                message,
+                Phase::Agent,
+                None,
+                Vec::new(),
+            )
+            .await
+        }
+    };
+    let mut entry = Entry {
+        item_id: item.id,
+        fence,
+        run_id: run_id.clone(),
+        queue: item.queue.clone(),
+        handle: None,
+        shipped: 0,
+    };
+    if let Err(e) = agent.journal.record(&entry) {
+        let message = format!("the agent cannot write its journal: {e}");
+        return fail(
+            agent,
+            item.id,
+            fence,
+            message,
+            Phase::Agent,
+            None,
+            Vec::new(),
+        )
+        .await;
+    }
+    let ack = AckRequest {
+        fence,
+        run_id: run_id.clone(),
+        handle: serde_json::json!({}),
+        state: Some(RunState::Starting),
+    };
+    let acked = retry("ack", || agent.client.ack(item.id, &ack)).await;
+    let run_token = match acked {
+        Ok(a) => a.run_token,
+        Err(e) => {
+            tracing::warn!(item = %item.id, error = %e, "ack refused; dropping the item");
+            let _ = agent.journal.forget(&run_id);
+            return;
+        }
+    };
+    let spec = match prepare(agent, item, &run_id, &run_token, argv) {
+        Ok(spec) => spec,
+        Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
+    };
+    let handle = match agent.runner.launch(&spec).await {
+        Ok(h) => h,
+        Err(e) => {
+            let _ = std::fs::write(&spec.output, format!("liftoff: {e}\n"));
+            return fail_run(agent, &entry, e.to_string(), Phase::Run, None).await;
+        }
+    };
+    entry.handle = Some(handle.clone());
+    if let Err(e) = agent.journal.record(&entry) {
+        tracing::warn!(run = %run_id, error = %e, "cannot journal the run's handle");
+    }
+    let running = RunUpdate {
+        fence,
+        state: RunState::Running,
+        exit_code: None,
+        message: None,
+        handle: Some(handle.data.clone()),
+    };
+    if let Err(e) = retry("run state", || agent.client.update_run(&run_id, &running)).await {
+        if moved_on(&e) {
+            let _ = agent.runner.cancel(&handle, Duration::ZERO).await;
+            let _ = agent.journal.forget(&run_id);
+            return;
+        }
+    }
+    watch_run(agent, entry, stop).await;
+}
+
+/// The argv of an item: the entrypoint and its extra args.
+fn command(spec: &LaunchSpec, _secure_mode: bool) -> Result<Vec<String>, String> {
+    if let Some(job) = &spec.job {
+        return Err(format!(
+            "job {job:?}: this agent runs inline commands only; jobs are not supported yet"
+        ));
+    }
+    if spec
+        .docker
+        .as_ref()
+        .is_some_and(|d| d.docker_image.is_some())
+    {
+        return Err(
+            "an image needs a container runner; this agent has the local-process runner only"
+                .into(),
+        );
+    }
+    let mut argv = spec.overrides.entry_point.clone().unwrap_or_default();
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err("the launch spec has no command (overrides.entry_point)".into());
+    }
+    argv.extend(spec.overrides.args.iter().cloned());
+    Ok(argv)
+}
+
+fn run_id_for(item: &Item) -> Result<RunId, String> {
+    match &item.spec.run_id {
+        Some(id) => id.parse(),
+        None => {
+            const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+            let mut rng = rand::rng();
+            let id: String = (0..8)
+                .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+                .collect();
+            id.parse()
+        }
+    }
+}
+
+/// The run's directory, files and environment.
+fn prepare(
+    agent: &Agent,
+    item: &Item,
+    run_id: &RunId,
+    token: &str,
+    argv: Vec<String>,
+) -> Result<RunSpec, String> {
+    let dir = agent.journal.run_dir(run_id);
+    let work = dir.join("work");
+    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    let config = serde_json::Value::Object(item.spec.overrides.run_config.clone()).to_string();
+    let config_file = dir.join("config.json");
+    let metrics_file = dir.join("metrics.jsonl");
+    let output = dir.join("output.log");
+    std::fs::write(&config_file, &config)
+        .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
+    std::fs::write(&metrics_file, b"")
+        .map_err(|e| format!("cannot write {}: {e}", metrics_file.display()))?;
+    let vars = crate::env::RunVars {
+        run_id: run_id.as_str(),
+        run_name: item.spec.name.as_deref(),
+        item_id: item.id.0,
+        queue: &item.queue,
+        api_url: &agent.api_url,
+        run_token: token,
+        config_json: &config,
+        config_file: &config_file.to_string_lossy(),
+        metrics_file: &metrics_file.to_string_lossy(),
+        sweep_id: item.spec.sweep_id.as_deref(),
+        project: item.spec.project.as_deref(),
+    };
+    Ok(RunSpec {
+        run_id: run_id.clone(),
+        argv,
+        env: crate::env::run_env(&agent.base_env, &agent.config.env, &vars),
+        workdir: work,
+        output,
+        resource_args: item.resource_args.clone(),
+    })
+}
+
+/// Watches a started run to its end while shipping its output, then reports the end.
+async fn watch_run(agent: &Arc<Agent>, mut entry: Entry, mut stop: watch::Receiver<StopWhy>) {
+    let Some(handle) = entry.handle.clone() else {
+        return;
+    };
+    let (done, done_rx) = watch::channel(false);
+    let shipper = Shipper {
+        client: agent.client.clone(),
+        run: entry.run_id.clone(),
+        fence: entry.fence,
+        path: agent.journal.run_dir(&entry.run_id).join("output.log"),
+    };
+    let from = entry.shipped;
+    let shipping = tokio::spawn(async move { shipper.run(from, done_rx).await });
+    let mut stopped = None;
+    let status = tokio::select! {
+        status = agent.runner.wait(&handle) => status,
+        why = asked_to_stop(&mut stop) => {
+            stopped = Some(why);
+            let grace = match why {
+                StopWhy::Asked => agent.config.stopped_run_timeout,
+                StopWhy::AgentStopping => AGENT_STOP_GRACE,
+                StopWhy::Now | StopWhy::No => Duration::ZERO,
+            };
+            if let Err(e) = agent.runner.cancel(&handle, grace).await {
+                tracing::warn!(run = %entry.run_id, error = %e, "stopping the run failed");
+            }
+            agent.runner.wait(&handle).await
+        }
+    };
+    let _ = done.send(true);
+    entry.shipped = shipping.await.unwrap_or(entry.shipped);
+    let _ = agent.journal.record(&entry);
+    let status = status.unwrap_or(RunStatus::Gone);
+    report_end(agent, &entry, &handle, status, stopped).await;
+}
+
+async fn asked_to_stop(stop: &mut watch::Receiver<StopWhy>) -> StopWhy {
+    loop {
+        let why = *stop.borrow_and_update();
+        if why != StopWhy::No {
+            return why;
+        }
+        if stop.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn report_end(
+    agent: &Arc<Agent>,
+    entry: &Entry,
+    _handle: &Handle,
+    status: RunStatus,
+    stopped: Option<StopWhy>,
+) {
+    let update = |state, exit: Option<Exit>, message: Option<String>| RunUpdate {
+        fence: entry.fence,
+        state,
+        exit_code: exit.map(|e| e.code),
+        message,
+        handle: None,
+    };
+    let report = match (status, stopped) {
+        (RunStatus::Exited(exit), Some(why)) => {
+            let message = match why {
+                StopWhy::Asked => "stopped on request".to_string(),
+                _ => "stopped: the agent was stopping".to_string(),
+            };
+            update(RunState::Stopped, Some(exit), Some(message))
+        }
+        (RunStatus::Exited(exit), None) if exit.success() => {
+            update(RunState::Finished, Some(exit), None)
+        }
+        (RunStatus::Exited(exit), None) => {
+            let message = match exit.signal {
+                Some(sig) => format!("the run was killed by signal {sig}"),
+                None => format!("the run exited with code {}", exit.code),
+            };
+            return fail_run(agent, entry, message, Phase::Run, Some(exit.code)).await;
+        }
+        (_, _) => update(
+            RunState::Lost,
+            None,
+            Some("the run's process ended without a recorded exit code".into()),
+        ),
+    };
+    match retry("run end", || {
+        agent.client.update_run(&entry.run_id, &report)
+    })
+    .await
+    {
+        Ok(_) => {}
+        Err(e) if moved_on(&e) => {
+            tracing::info!(run = %entry.run_id, error = %e, "the server had moved on")
+        }
+        Err(e) => {
+            // Keep the journal entry: the next start of the agent reports it.
+            tracing::warn!(run = %entry.run_id, error = %e, "could not report the run's end");
+            return;
+        }
+    }
+    let _ = agent.journal.forget(&entry.run_id);
+}
+
+/// Fails an acked item with the run's output tail attached.
+async fn fail_run(
+    agent: &Arc<Agent>,
+    entry: &Entry,
+    message: String,
+    phase: Phase,
+    exit_code: Option<i32>,
+) {
+    let output = agent.journal.run_dir(&entry.run_id).join("output.log");
+    let files = vec![Attachment {
+        name: "output-tail.log".into(),
+        content: tail(&output, TAIL_LINES),
+    }];
+    fail(
+        agent,
+        entry.item_id,
+        entry.fence,
+        message,
+        phase,
+        exit_code,
+        files,
+    )
+    .await;
+    let _ = agent.journal.forget(&entry.run_id);
+}
+
+/// The seed's `fail_run_queue_item`.
+async fn fail(
+    agent: &Arc<Agent>,
+    item: ItemId,
+    fence: i64,
+    message: String,
+    phase: Phase,
+    exit_code: Option<i32>,
+    files: Vec<Attachment>,
+) {
+    let report = FailRequest {
+        fence,
+        message,
+        phase,
+        exit_code,
+        files,
+    };
+    if let Err(e) = retry("fail", || agent.client.fail(item, &report)).await {
+        tracing::warn!(%item, error = %e, "could not fail the item");
+    }
+}
+
+/// Re-adopts the runs in the journal: still alive → watched again; ended while the agent
+/// was down → reported with their real exit code; never started → reported lost.
+pub(crate) async fn readopt(agent: &Arc<Agent>) {
+    let entries = agent.journal.entries();
+    if entries.is_empty() {
+        return;
+    }
+    let owned = agent.runner.owned().await.unwrap_or_default();
+    for mut entry in entries {
+        if entry.handle.is_none() {
+            entry.handle = owned.iter().find(|h| h.run_id == entry.run_id).cloned();
+        }
+        if entry.handle.is_none() {
+            let lost = RunUpdate {
+                fence: entry.fence,
+                state: RunState::Lost,
+                exit_code: None,
+                message: Some("the agent restarted before the run started".into()),
+                handle: None,
+            };
+            let _ = retry("run end", || agent.client.update_run(&entry.run_id, &lost)).await;
+            let _ = agent.journal.forget(&entry.run_id);
+            continue;
+        }
+        eprintln!(
+            "agent {}: re-adopting run {} (item {})",
+            agent.name(),
+            entry.run_id,
+            entry.item_id
+        );
+        let stop = agent.adopt_slot(entry.item_id);
+        let me = agent.clone();
+        tokio::spawn(async move {
+            let item = entry.item_id;
+            watch_run(&me, entry, stop).await;
+            me.finish_item(item);
+        });
+    }
+}

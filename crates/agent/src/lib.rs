@@ -1,0 +1,19 @@
+//! The liftoff launch agent (W&B's `LaunchAgent`, rebuilt): it registers, heartbeats,
+//! long-polls its queues within its capacity, runs each item in a task of its own on a
+//! [`Runner`](liftoff_runner::Runner), watches it to the end, ships its output, and reports.
+//!
+//! Nothing slow runs on the main loop: leasing is a long-poll the loop can abandon, every
+//! run has its own task, and reports retry in those tasks. A journal in the state directory
+//! lets a restarted agent re-adopt its runs.
+
+pub mod agent;
+pub mod config;
+pub mod env;
+mod job;
+pub mod journal;
+mod report;
+mod shipper;
+pub mod status;
+
+pub use agent::{Agent, Control};
+pub use config::{AgentConfig, ConfigErrors, Flags};

@@ -1,0 +1,34 @@
+//! Reports to the server that must arrive: retried while the server is unreachable, given up
+//! on a conflict (the item moved on: the work is no longer ours to report).
+
+use liftoff_client::{ClientError, ClientResult};
+use std::future::Future;
+use std::time::Duration;
+
+/// How long a report keeps trying before the agent gives up on it (the journal keeps the
+/// run, so a restarted agent tries again).
+const GIVE_UP: Duration = Duration::from_secs(600);
+
+pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> ClientResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ClientResult<T>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() && start.elapsed() < GIVE_UP => {
+                tracing::warn!(error = %e, "{what}: retrying in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A conflict (or the run gone) means the server has moved on from this run.
+pub fn moved_on(e: &ClientError) -> bool {
+    e.is_conflict() || e.status() == Some(liftoff_client::StatusCode::NOT_FOUND)
+}

@@ -1,0 +1,106 @@
+//! `liftoff agent`: an agent alone, against a server; and the pieces `liftoff up` shares with
+//! it (building the runner, signal handling). `liftoff supervise` is the local runner's
+//! supervisor process, started by agents.
+
+use crate::connect::Global;
+use anyhow::Context;
+use clap::Args;
+use liftoff_agent::{config, Agent, AgentConfig, Control};
+use liftoff_client::Client;
+use liftoff_runner::local::{LocalRunner, SupervisorCommand};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Args, Debug, Default)]
+pub struct AgentArgs {
+    /// A queue to lease from (repeat for several; round-robin).
+    #[arg(long = "queue", short = 'q')]
+    pub queues: Vec<String>,
+    /// Concurrent runs (-1 = unlimited).
+    #[arg(long, short = 'j', allow_negative_numbers = true)]
+    pub max_jobs: Option<i64>,
+    /// Concurrent sweep schedulers (-1 = unlimited).
+    #[arg(long, allow_negative_numbers = true)]
+    pub max_schedulers: Option<i64>,
+    /// An agent config file (W&B's launch-config.yaml keys are accepted).
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
+    /// Where the agent keeps its journal and run directories.
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// More status lines (-v every 20 s; -vv internal logs too).
+    #[arg(short = 'v', action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+impl AgentArgs {
+    /// The validated config: defaults, file, env, flags. Every problem at once.
+    pub fn load(&self, default_state: PathBuf) -> anyhow::Result<AgentConfig> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let flags = config::Flags {
+            queues: self.queues.clone(),
+            max_jobs: self.max_jobs,
+            max_schedulers: self.max_schedulers,
+            verbosity: (self.verbose > 0).then_some(self.verbose),
+            state_dir: Some(self.state_dir.clone().unwrap_or(default_state)),
+        };
+        let (mut cfg, notices) = config::load(self.config.as_deref(), &env, &flags)?;
+        if self.state_dir.is_none() {
+            if let Some(dir) = env.get("LIFTOFF_AGENT_STATE_DIR") {
+                cfg.state_dir = PathBuf::from(dir);
+            }
+        }
+        for notice in notices {
+            eprintln!("note: {notice}");
+        }
+        Ok(cfg)
+    }
+}
+
+pub async fn run(g: &Global, args: AgentArgs) -> anyhow::Result<()> {
+    let cfg = args.load(g.data_dir().join("agent"))?;
+    let client = g.client()?;
+    let agent = start(client, cfg).await?;
+    agent.run(signals()).await;
+    Ok(())
+}
+
+/// Builds the local runner and starts the agent.
+pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent>> {
+    let supervisor = SupervisorCommand {
+        program: std::env::current_exe().context("finding the liftoff binary")?,
+        args: vec!["supervise".into()],
+    };
+    std::fs::create_dir_all(&cfg.state_dir)
+        .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    let runner = Arc::new(LocalRunner::new(&cfg.state_dir, supervisor));
+    let agent = Agent::start(client, cfg, runner, std::env::vars()).await?;
+    eprintln!("{}", agent.snapshot().line());
+    Ok(agent)
+}
+
+/// SIGINT/SIGTERM as agent controls: the first stops cleanly, the next stops runs now.
+pub fn signals() -> mpsc::Receiver<Control> {
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(async move {
+        crate::commands::server::shutdown_signal().await;
+        let _ = tx.send(Control::Stop).await;
+        crate::commands::server::shutdown_signal().await;
+        let _ = tx.send(Control::StopNow).await;
+    });
+    rx
+}
+
+#[derive(Args, Debug)]
+pub struct SuperviseArgs {
+    #[arg(long)]
+    pub socket: PathBuf,
+}
+
+/// The supervisor's own process: no runtime, no logging set-up, just its loop.
+pub fn supervise(args: &SuperviseArgs) -> anyhow::Result<()> {
+    liftoff_runner::local::supervisor::run(&args.socket)
+        .with_context(|| format!("supervising on {}", args.socket.display()))
+}

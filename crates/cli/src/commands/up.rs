@@ -1,0 +1,77 @@
+//! `liftoff up`: a server and an agent in one process on the embedded SQLite file, with a
+//! `default` local-process queue. The zero-set-up way to run liftoff on one machine.
+
+use super::agent::AgentArgs;
+use super::server::{start_local, DEFAULT_BIND};
+use crate::connect::Global;
+use anyhow::Context;
+use clap::Args;
+use liftoff_client::Client;
+use liftoff_server::ServerConfig;
+use liftoff_types::{now_ms, NewQueue, Scope};
+use std::net::SocketAddr;
+use std::path::Path;
+
+#[derive(Args, Debug)]
+pub struct UpArgs {
+    /// Address to listen on. A non-loopback address requires auth (always on here).
+    #[arg(long, default_value = DEFAULT_BIND)]
+    pub bind: SocketAddr,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = g.data_dir();
+    let server = start_local(&data_dir, ServerConfig::local(args.bind)).await?;
+    let store = server.state.store.clone();
+    if let Err(liftoff_store::StoreError::NotFound { .. }) = store.get_queue("default", false).await
+    {
+        store
+            .create_queue(NewQueue::named("default"), now_ms())
+            .await?;
+    }
+    let token = agent_token(&data_dir, store.as_ref()).await?;
+    let mut cfg = args.agent.load(data_dir.join("agent"))?;
+    if args.agent.queues.is_empty()
+        && std::env::var_os("LIFTOFF_AGENT_QUEUES").is_none()
+        && args.agent.config.is_none()
+    {
+        cfg.queues = vec!["default".into()];
+    }
+    let client = Client::new(&server.url(), Some(token))?;
+    eprintln!(
+        "liftoff is up at {} · data in {} · launch with: liftoff launch --wait -- CMD",
+        server.url(),
+        data_dir.display()
+    );
+    let agent = super::agent::start(client, cfg).await?;
+    agent.run(super::agent::signals()).await;
+    server.stop().await;
+    Ok(())
+}
+
+/// The in-process agent's own token (scope `agent`), kept in the data directory (0600).
+async fn agent_token(data_dir: &Path, store: &dyn liftoff_store::Store) -> anyhow::Result<String> {
+    let path = data_dir.join("agent.token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        let token = token.trim().to_string();
+        let hash = liftoff_server::auth::hash_token(&token);
+        if store.token_by_hash(&hash).await?.is_some() {
+            return Ok(token);
+        }
+    }
+    let (token, hash) = liftoff_server::auth::new_token();
+    store
+        .create_token("liftoff up agent", Scope::Agent, &hash, now_ms())
+        .await?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    use std::io::Write;
+    options
+        .open(&path)
+        .and_then(|mut f| f.write_all(token.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(token)
+}

@@ -1,0 +1,121 @@
+//! Runners: an agent's adapter to one backend. The agent talks to every backend through
+//! [`Runner`]; each backend (the local process runner here; containers, Slurm, Kubernetes and
+//! Ray later) maps its own states onto [`RunStatus`].
+//!
+//! Every resource a runner creates carries the run id, so that a restarted agent can find
+//! what it owns ([`Runner::owned`]) and re-adopt it instead of losing or duplicating it.
+
+pub mod local;
+pub mod procs;
+
+use async_trait::async_trait;
+use liftoff_types::RunId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything a runner needs to start one run.
+#[derive(Clone, Debug)]
+pub struct RunSpec {
+    pub run_id: RunId,
+    /// The command, as an argv (a string entrypoint arrives as `["bash", "-c", ...]`).
+    pub argv: Vec<String>,
+    /// The run's whole environment (runners start from an empty one).
+    pub env: BTreeMap<String, String>,
+    /// The run's own working directory, created by the agent.
+    pub workdir: PathBuf,
+    /// Where stdout and stderr go, interleaved as written.
+    pub output: PathBuf,
+    /// The queue's resource args with the agent's macros expanded.
+    pub resource_args: serde_json::Value,
+}
+
+/// How to find a run on its backend again: stored in the agent's journal and on the server.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Handle {
+    pub run_id: RunId,
+    /// The backend's own fields: pid and start time, a Slurm job id, a pod name...
+    pub data: serde_json::Value,
+}
+
+/// How a run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exit {
+    /// The exit code, or for a run killed by a signal, `128 + signal` as shells report it.
+    pub code: i32,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == 0 && self.signal.is_none()
+    }
+}
+
+/// A run's state on its backend.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Accepted but not running yet (a pending pod, a queued Slurm job); with the reason.
+    Starting(Option<String>),
+    Running,
+    Exited(Exit),
+    /// The backend has no trace of it (it ended while nobody watched, or never started).
+    Gone,
+}
+
+/// A runner's failure, said so that the agent knows whether to retry.
+#[derive(Debug, thiserror::Error)]
+pub enum RunnerError {
+    /// Worth retrying: the backend is busy or unreachable.
+    #[error("{0}")]
+    Transient(String),
+    /// Will not work as asked: a missing executable, a refused spec.
+    #[error("{0}")]
+    Permanent(String),
+}
+
+impl RunnerError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, RunnerError::Transient(_))
+    }
+}
+
+pub type RunnerResult<T> = Result<T, RunnerError>;
+
+#[async_trait]
+pub trait Runner: Send + Sync {
+    /// The resource type this runner serves (`local-process`, ...).
+    fn resource(&self) -> &'static str;
+
+    /// Refuses a spec this backend cannot run, before anything is started.
+    async fn check(&self, spec: &RunSpec) -> RunnerResult<()>;
+
+    /// Starts a run; returns as soon as the backend has it.
+    async fn launch(&self, spec: &RunSpec) -> RunnerResult<Handle>;
+
+    /// The state of many runs in one call (backends that poll must not poll per run).
+    async fn status(&self, handles: &[Handle]) -> RunnerResult<Vec<RunStatus>>;
+
+    /// Waits for a run to end. The default polls [`Runner::status`]; runners that hear of an
+    /// end directly answer at once.
+    async fn wait(&self, handle: &Handle) -> RunnerResult<RunStatus> {
+        loop {
+            let status = self.status(std::slice::from_ref(handle)).await?;
+            match status.into_iter().next() {
+                Some(RunStatus::Starting(_)) | Some(RunStatus::Running) => {}
+                Some(done) => return Ok(done),
+                None => return Ok(RunStatus::Gone),
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Stops a run: a polite signal, `grace` to finish, then a forced stop. Returns once it
+    /// is gone (or the forced stop was sent).
+    async fn cancel(&self, handle: &Handle, grace: Duration) -> RunnerResult<()>;
+
+    /// The runs this runner finds on its backend, labelled as liftoff's.
+    async fn owned(&self) -> RunnerResult<Vec<Handle>>;
+}

@@ -1,0 +1,392 @@
+//! The local-process runner: runs are child processes of the [`supervisor`], each in its own
+//! process group, with its own working directory and environment, stdout and stderr
+//! interleaved into one output file.
+//!
+//! The agent asks the supervisor to start a run and hears from it when the run ends. If the
+//! agent dies, the supervisor keeps the runs and their exit codes; the next agent on the same
+//! state directory reconnects to it.
+
+pub mod proto;
+pub mod supervisor;
+
+use crate::{procs, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult};
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use proto::{Message, Request};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::oneshot;
+
+/// How the agent starts a supervisor when none is running: a program and its arguments,
+/// to which `--socket PATH` is appended.
+#[derive(Clone, Debug)]
+pub struct SupervisorCommand {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+}
+
+/// What the local runner keeps in a [`Handle`]'s data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalHandle {
+    pub pid: i32,
+    pub start_time: u64,
+    pub exit_file: PathBuf,
+}
+
+impl LocalHandle {
+    pub fn of(handle: &Handle) -> RunnerResult<LocalHandle> {
+        serde_json::from_value(handle.data.clone())
+            .map_err(|e| RunnerError::Permanent(format!("not a local-process handle: {e}")))
+    }
+}
+
+type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Exit>>>>>;
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
+
+pub struct LocalRunner {
+    socket: PathBuf,
+    supervisor: SupervisorCommand,
+    log: PathBuf,
+    writer: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
+    pending: Pending,
+    waiters: Waiters,
+    next_id: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl LocalRunner {
+    /// A runner whose supervisor listens in `state_dir`.
+    pub fn new(state_dir: &Path, supervisor: SupervisorCommand) -> LocalRunner {
+        LocalRunner {
+            socket: state_dir.join("supervisor.sock"),
+            log: state_dir.join("supervisor.log"),
+            supervisor,
+            writer: tokio::sync::Mutex::new(None),
+            pending: Arc::default(),
+            waiters: Arc::default(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Sends a request and waits for its reply, connecting (and starting a supervisor) first
+    /// when needed.
+    async fn ask(&self, make: impl FnOnce(u64) -> Request) -> RunnerResult<Message> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(id, tx);
+        let mut line =
+            serde_json::to_vec(&make(id)).map_err(|e| RunnerError::Permanent(e.to_string()))?;
+        line.push(b'\n');
+        {
+            let mut writer = self.writer.lock().await;
+            if writer.is_none() {
+                *writer = Some(self.connect().await?);
+            }
+            let sent = match writer.as_mut() {
+                Some(w) => w.write_all(&line).await,
+                None => Ok(()),
+            };
+            if let Err(e) = sent {
+                *writer = None;
+                lock(&self.pending).remove(&id);
+                return Err(RunnerError::Transient(format!(
+                    "the supervisor went away: {e}"
+                )));
+            }
+        }
+        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+            Ok(Ok(msg)) => Ok(msg),
+            _ => {
+                lock(&self.pending).remove(&id);
+                *self.writer.lock().await = None;
+                Err(RunnerError::Transient(
+                    "the supervisor did not answer".into(),
+                ))
+            }
+        }
+    }
+
+    async fn connect(&self) -> RunnerResult<OwnedWriteHalf> {
+        let stream = match UnixStream::connect(&self.socket).await {
+            Ok(s) => s,
+            Err(_) => {
+                self.start_supervisor()?;
+                self.connect_retrying().await?
+            }
+        };
+        let (read, write) = stream.into_split();
+        tokio::spawn(read_messages(
+            read,
+            self.pending.clone(),
+            self.waiters.clone(),
+        ));
+        Ok(write)
+    }
+
+    fn start_supervisor(&self) -> RunnerResult<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| {
+                RunnerError::Permanent(format!("cannot open {}: {e}", self.log.display()))
+            })?;
+        let mut cmd = std::process::Command::new(&self.supervisor.program);
+        cmd.args(&self.supervisor.args)
+            .arg("--socket")
+            .arg(&self.socket)
+            // It needs nothing of the agent's environment, and must not pass it on.
+            .env_clear()
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(log);
+        // Out of the agent's process group: a Ctrl-C to the agent must not reach it.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| RunnerError::Permanent(format!("cannot start the supervisor: {e}")))?;
+        // It lives on its own; nobody waits for it but the system.
+        std::thread::spawn(move || {
+            let mut child = child;
+            let _ = child.wait();
+        });
+        Ok(())
+    }
+
+    async fn connect_retrying(&self) -> RunnerResult<UnixStream> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match UnixStream::connect(&self.socket).await {
+                Ok(s) => return Ok(s),
+                Err(e) if tokio::time::Instant::now() >= deadline => {
+                    return Err(RunnerError::Transient(format!(
+                        "the supervisor did not come up at {}: {e}",
+                        self.socket.display()
+                    )))
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+    }
+
+    /// The exit recorded for a run, if it has ended.
+    fn recorded_exit(h: &LocalHandle) -> Option<Exit> {
+        let bytes = std::fs::read(&h.exit_file).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn status_of(h: &LocalHandle) -> RunStatus {
+        if let Some(exit) = Self::recorded_exit(h) {
+            return RunStatus::Exited(exit);
+        }
+        if procs::alive(h.pid, h.start_time) {
+            RunStatus::Running
+        } else {
+            RunStatus::Gone
+        }
+    }
+}
+
+/// Reads the supervisor's messages: replies go to their askers, ends to their waiters.
+async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, waiters: Waiters) {
+    let mut lines = BufReader::new(read).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let Ok(msg) = serde_json::from_str::<Message>(&line) else {
+            continue;
+        };
+        match msg {
+            Message::Exited { run_id, exit, .. } => {
+                for tx in lock(&waiters).remove(&run_id).unwrap_or_default() {
+                    let _ = tx.send(exit);
+                }
+            }
+            Message::Spawned { id, .. }
+            | Message::Refused { id, .. }
+            | Message::Running { id, .. } => {
+                if let Some(tx) = lock(&pending).remove(&id) {
+                    let _ = tx.send(msg);
+                }
+            }
+        }
+    }
+}
+
+/// Finds `program` the way exec would, so that a missing executable is a clear refusal.
+fn resolve(program: &str, path: Option<&String>) -> RunnerResult<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| {
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        if executable(Path::new(program)) {
+            return Ok(());
+        }
+        return Err(RunnerError::Permanent(format!(
+            "cannot start {program:?}: no such executable file"
+        )));
+    }
+    let path = path
+        .map(String::as_str)
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    if std::env::split_paths(path).any(|dir| executable(&dir.join(program))) {
+        return Ok(());
+    }
+    Err(RunnerError::Permanent(format!(
+        "cannot start {program:?}: not found in PATH ({path})"
+    )))
+}
+
+#[async_trait]
+impl Runner for LocalRunner {
+    fn resource(&self) -> &'static str {
+        "local-process"
+    }
+
+    async fn check(&self, spec: &RunSpec) -> RunnerResult<()> {
+        let program = spec
+            .argv
+            .first()
+            .ok_or_else(|| RunnerError::Permanent("the command is empty".into()))?;
+        resolve(program, spec.env.get("PATH"))
+    }
+
+    async fn launch(&self, spec: &RunSpec) -> RunnerResult<Handle> {
+        self.check(spec).await?;
+        let exit_file = spec.output.with_file_name("exit.json");
+        let reply = self
+            .ask(|id| Request::Spawn {
+                id,
+                run_id: spec.run_id.to_string(),
+                argv: spec.argv.clone(),
+                env: spec.env.clone().into_iter().collect(),
+                cwd: spec.workdir.clone(),
+                output: spec.output.clone(),
+                exit_file: exit_file.clone(),
+            })
+            .await?;
+        match reply {
+            Message::Spawned {
+                pid, start_time, ..
+            } => Ok(Handle {
+                run_id: spec.run_id.clone(),
+                data: serde_json::to_value(LocalHandle {
+                    pid,
+                    start_time,
+                    exit_file,
+                })
+                .map_err(|e| RunnerError::Permanent(e.to_string()))?,
+            }),
+            Message::Refused { error, .. } => Err(RunnerError::Permanent(error)),
+            other => Err(RunnerError::Transient(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
+    async fn status(&self, handles: &[Handle]) -> RunnerResult<Vec<RunStatus>> {
+        handles
+            .iter()
+            .map(|h| LocalHandle::of(h).map(|l| Self::status_of(&l)))
+            .collect()
+    }
+
+    async fn wait(&self, handle: &Handle) -> RunnerResult<RunStatus> {
+        let h = LocalHandle::of(handle)?;
+        let (tx, mut rx) = oneshot::channel();
+        // Listen first, then look: an end between the two is in the exit file.
+        lock(&self.waiters)
+            .entry(handle.run_id.to_string())
+            .or_default()
+            .push(tx);
+        let mut gone_checks = 0;
+        loop {
+            match Self::status_of(&h) {
+                RunStatus::Exited(exit) => return Ok(RunStatus::Exited(exit)),
+                // The supervisor writes the exit file just after reaping: give it a moment.
+                RunStatus::Gone if gone_checks >= 20 => return Ok(RunStatus::Gone),
+                RunStatus::Gone => gone_checks += 1,
+                _ => gone_checks = 0,
+            }
+            let pause = if gone_checks > 0 {
+                Duration::from_millis(50)
+            } else {
+                Duration::from_secs(2)
+            };
+            match tokio::time::timeout(pause, &mut rx).await {
+                Ok(Ok(exit)) => return Ok(RunStatus::Exited(exit)),
+                Ok(Err(_)) => {
+                    // The supervisor connection closed: keep checking by hand.
+                    let (tx, new_rx) = oneshot::channel();
+                    lock(&self.waiters)
+                        .entry(handle.run_id.to_string())
+                        .or_default()
+                        .push(tx);
+                    rx = new_rx;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    async fn cancel(&self, handle: &Handle, grace: Duration) -> RunnerResult<()> {
+        let h = LocalHandle::of(handle)?;
+        let group = Pid::from_raw(h.pid);
+        let leader_reused = procs::stat(h.pid).is_some_and(|s| s.start_time != h.start_time);
+        if leader_reused || procs::group_members(h.pid).is_empty() {
+            return Ok(());
+        }
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        while tokio::time::Instant::now() < deadline {
+            if procs::group_members(h.pid).is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        for _ in 0..100 {
+            if procs::group_members(h.pid).is_empty() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(RunnerError::Transient(format!(
+            "processes of run {} survived SIGKILL",
+            handle.run_id
+        )))
+    }
+
+    async fn owned(&self) -> RunnerResult<Vec<Handle>> {
+        match self.ask(|id| Request::List { id }).await? {
+            Message::Running { runs, .. } => runs
+                .into_iter()
+                .filter_map(|c| {
+                    let run_id = c.run_id.parse().ok()?;
+                    let data = LocalHandle {
+                        pid: c.pid,
+                        start_time: c.start_time,
+                        exit_file: c.exit_file,
+                    };
+                    Some(serde_json::to_value(data).map(|data| Handle { run_id, data }))
+                })
+                .collect::<Result<_, _>>()
+                .map_err(|e| RunnerError::Permanent(e.to_string())),
+            other => Err(RunnerError::Transient(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! The supervisor's wire protocol: JSON lines over a Unix socket. The agent sends requests
+//! with an id and gets a reply with the same id; every connection also hears `exited` for
+//! every run that ends.
+
+use crate::Exit;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Spawn {
+        id: u64,
+        run_id: String,
+        argv: Vec<String>,
+        env: Vec<(String, String)>,
+        cwd: PathBuf,
+        output: PathBuf,
+        /// Written (atomically) when the run ends, so an agent that was down learns the end.
+        exit_file: PathBuf,
+    },
+    /// The runs still alive.
+    List { id: u64 },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Message {
+    Spawned {
+        id: u64,
+        pid: i32,
+        start_time: u64,
+    },
+    Refused {
+        id: u64,
+        error: String,
+    },
+    Running {
+        id: u64,
+        runs: Vec<Child>,
+    },
+    Exited {
+        run_id: String,
+        pid: i32,
+        exit: Exit,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Child {
+    pub run_id: String,
+    pub pid: i32,
+    pub start_time: u64,
+    pub exit_file: PathBuf,
+}

@@ -1,0 +1,232 @@
+//! The supervisor: a small process, started once per agent state directory, that is the
+//! parent of every local run.
+//!
+//! Why: an agent killed with SIGKILL takes its children's exit codes with it, since only a
+//! parent can wait for a child. The supervisor outlives the agent: it keeps waiting for the
+//! runs, writes each exit to the run's exit file, and tells whichever agent is connected. A
+//! restarted agent reconnects and re-adopts its runs with their real exit codes.
+//!
+//! It is plain threads and blocking I/O (one thread per connection and per run, small
+//! stacks): it does almost nothing, and it must not depend on the agent's runtime. It exits
+//! once it has had no run and no agent for [`IDLE_EXIT`].
+
+use super::proto::{Child, Message, Request};
+use crate::{procs, Exit};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long the supervisor stays with nothing to do (covers an agent's restart).
+pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+const THREAD_STACK: usize = 128 * 1024;
+
+#[derive(Default)]
+struct Shared {
+    children: Mutex<HashMap<i32, Child>>,
+    conns: Mutex<Vec<(u64, UnixStream)>>,
+    next_conn: Mutex<u64>,
+}
+
+impl Shared {
+    fn broadcast(&self, msg: &Message) {
+        let mut line = serde_json::to_vec(msg).unwrap_or_default();
+        line.push(b'\n');
+        let mut conns = lock(&self.conns);
+        conns.retain_mut(|(_, stream)| stream.write_all(&line).is_ok());
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serves on `socket` until idle. Returns at once if another supervisor already serves it.
+pub fn run(socket: &Path) -> std::io::Result<()> {
+    if socket.exists() {
+        if UnixStream::connect(socket).is_ok() {
+            return Ok(());
+        }
+        std::fs::remove_file(socket)?;
+    }
+    let listener = UnixListener::bind(socket)?;
+    std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    let shared = Arc::new(Shared::default());
+    {
+        let shared = shared.clone();
+        let socket = socket.to_path_buf();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || idle_exit(&shared, &socket))?;
+    }
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || serve(shared, stream))?;
+    }
+    Ok(())
+}
+
+fn idle_exit(shared: &Shared, socket: &Path) {
+    let mut idle_since = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(500));
+        let busy = !lock(&shared.children).is_empty() || !lock(&shared.conns).is_empty();
+        if busy {
+            idle_since = Instant::now();
+        } else if idle_since.elapsed() >= IDLE_EXIT {
+            let _ = std::fs::remove_file(socket);
+            std::process::exit(0);
+        }
+    }
+}
+
+fn serve(shared: Arc<Shared>, stream: UnixStream) {
+    let Ok(writer) = stream.try_clone() else {
+        return;
+    };
+    let conn = {
+        let mut next = lock(&shared.next_conn);
+        *next += 1;
+        *next
+    };
+    lock(&shared.conns).push((conn, writer));
+    for line in BufReader::new(stream).lines() {
+        let Ok(line) = line else { break };
+        let reply = match serde_json::from_str::<Request>(&line) {
+            Ok(Request::Spawn {
+                id,
+                run_id,
+                argv,
+                env,
+                cwd,
+                output,
+                exit_file,
+            }) => spawn(&shared, id, run_id, argv, env, &cwd, &output, exit_file),
+            Ok(Request::List { id }) => Message::Running {
+                id,
+                runs: lock(&shared.children).values().cloned().collect(),
+            },
+            Err(e) => Message::Refused {
+                id: 0,
+                error: format!("bad request: {e}"),
+            },
+        };
+        let mut conns = lock(&shared.conns);
+        if let Some((_, w)) = conns.iter_mut().find(|(c, _)| *c == conn) {
+            let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
+            bytes.push(b'\n');
+            if w.write_all(&bytes).is_err() {
+                break;
+            }
+        }
+    }
+    lock(&shared.conns).retain(|(c, _)| *c != conn);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn(
+    shared: &Arc<Shared>,
+    id: u64,
+    run_id: String,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    cwd: &Path,
+    output: &Path,
+    exit_file: std::path::PathBuf,
+) -> Message {
+    let refuse = |error: String| Message::Refused { id, error };
+    let Some((program, args)) = argv.split_first() else {
+        return refuse("the command is empty".into());
+    };
+    let out = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(output)
+    {
+        Ok(f) => f,
+        Err(e) => return refuse(format!("cannot open {}: {e}", output.display())),
+    };
+    let err = match out.try_clone() {
+        Ok(f) => f,
+        Err(e) => return refuse(format!("cannot open {}: {e}", output.display())),
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(env)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        // Its own process group, so a stop reaches every process the run starts.
+        .process_group(0);
+    // Hold the table while spawning, so the waiter cannot report an end before the run is
+    // in the table.
+    let mut children = lock(&shared.children);
+    let mut child = match cmd.spawn() {
+        Ok(child) => child,
+        Err(e) => return refuse(format!("cannot start {program:?}: {e}")),
+    };
+    let pid = child.id() as i32;
+    let start_time = procs::stat(pid).map_or(0, |s| s.start_time);
+    children.insert(
+        pid,
+        Child {
+            run_id: run_id.clone(),
+            pid,
+            start_time,
+            exit_file: exit_file.clone(),
+        },
+    );
+    drop(children);
+    let waiter = shared.clone();
+    let spawned = std::thread::Builder::new()
+        .stack_size(THREAD_STACK)
+        .spawn(move || {
+            let status = child.wait();
+            let exit = match status {
+                Ok(s) => match (s.code(), s.signal()) {
+                    (Some(code), _) => Exit { code, signal: None },
+                    (None, Some(sig)) => Exit {
+                        code: 128 + sig,
+                        signal: Some(sig),
+                    },
+                    (None, None) => Exit {
+                        code: -1,
+                        signal: None,
+                    },
+                },
+                Err(_) => Exit {
+                    code: -1,
+                    signal: None,
+                },
+            };
+            write_exit(&exit_file, &exit);
+            lock(&waiter.children).remove(&pid);
+            waiter.broadcast(&Message::Exited { run_id, pid, exit });
+        });
+    if let Err(e) = spawned {
+        return refuse(format!("cannot watch the run: {e}"));
+    }
+    Message::Spawned {
+        id,
+        pid,
+        start_time,
+    }
+}
+
+fn write_exit(path: &Path, exit: &Exit) {
+    let tmp = path.with_extension("tmp");
+    let ok = std::fs::write(&tmp, serde_json::to_vec(exit).unwrap_or_default())
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = ok {
+        eprintln!("liftoff supervisor: cannot write {}: {e}", path.display());
+    }
+}
