@@ -165,6 +165,8 @@ impl Agent {
         let printer = tokio::spawn(self.clone().status_loop());
         crate::job::readopt(&self).await;
         let mut stop_now = false;
+        // A stop asked by the server arrives through the heartbeat, not through `control`.
+        let mut asked = self.stopping.subscribe();
         loop {
             self.set_status(if self.num_running_jobs() > 0 {
                 AgentStatus::Running
@@ -179,6 +181,7 @@ impl Agent {
                 tokio::select! {
                     _ = self.changed.notified() => continue,
                     c = control.recv() => { stop_now = self.on_control(c); continue }
+                    _ = asked.wait_for(|s| *s) => continue,
                 }
             }
             let request = LeaseRequest {
@@ -200,6 +203,7 @@ impl Agent {
                     }
                 },
                 c = control.recv() => stop_now = self.on_control(c),
+                _ = asked.wait_for(|s| *s) => {}
             }
         }
         self.finish(control, stop_now).await;

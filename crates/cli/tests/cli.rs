@@ -1,98 +1,10 @@
 //! End-to-end: the real `liftoff` binary as a server and as a client.
 
+mod common;
+
+use common::{ok, refused, ServerProcess, BIN};
 use serde_json::Value;
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_liftoff");
-
-/// A `liftoff server` child on a free loopback port, stopped (by its PID) on drop.
-struct ServerProcess {
-    child: Child,
-    dir: tempfile::TempDir,
-    log: PathBuf,
-}
-
-impl ServerProcess {
-    fn start() -> ServerProcess {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("server.log");
-        let child = Command::new(BIN)
-            .args(["server", "--bind", "127.0.0.1:0"])
-            .env("LIFTOFF_DATA_DIR", dir.path().join("data"))
-            .env_remove("LIFTOFF_URL")
-            .env_remove("LIFTOFF_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let server = ServerProcess { child, dir, log };
-        let file = server.data_dir().join("client.json");
-        wait_for("the server's client file", Duration::from_secs(20), || {
-            std::fs::read_to_string(&file).is_ok_and(|t| t.contains("http://127.0.0.1:"))
-        });
-        server
-    }
-
-    fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Runs `liftoff ARGS` against this server (found through the client file).
-    fn run(&self, args: &[&str]) -> Output {
-        self.run_with(args, &[])
-    }
-
-    fn run_with(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut cmd = Command::new(BIN);
-        cmd.args(args)
-            .env("LIFTOFF_DATA_DIR", self.data_dir())
-            .env_remove("LIFTOFF_URL")
-            .env_remove("LIFTOFF_TOKEN");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        cmd.output().unwrap()
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-/// A failure: non-zero exit and exactly one line on stderr, which is returned.
-fn refused(out: &Output) -> String {
-    assert!(
-        !out.status.success(),
-        "expected failure, got: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let err = String::from_utf8(out.stderr.clone()).unwrap();
-    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
-    assert!(err.starts_with("error: "), "{err}");
-    err
-}
+use std::process::Command;
 
 #[test]
 fn queues_launches_and_listings_through_the_real_binary() {

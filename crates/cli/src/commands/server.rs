@@ -20,11 +20,15 @@ pub struct ServerArgs {
     /// Serve without tokens. Refused unless --bind is a loopback address.
     #[arg(long)]
     pub no_auth: bool,
+    /// Seconds without a heartbeat after which an agent is lost and its work handed back.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub agent_timeout: u64,
 }
 
 pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::local(args.bind);
     config.auth = !args.no_auth;
+    config.agent_timeout = std::time::Duration::from_secs(args.agent_timeout);
     let server = start_local(&g.data_dir(), config).await?;
     shutdown_signal().await;
     tracing::info!("stopping");

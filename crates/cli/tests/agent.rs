@@ -1,0 +1,483 @@
+//! End-to-end: real agents (and `liftoff up`) running real processes.
+
+mod common;
+
+use common::{group_alive, kill_group, ok, wait_async, ServerProcess};
+use liftoff_client::Client;
+use liftoff_types::api::{ItemFilter, RunFilter};
+use liftoff_types::{AgentStatus, ItemId, ItemState, LaunchSpec, NewQueue, Phase, RunState};
+use std::collections::HashSet;
+use std::time::Duration;
+
+fn sh(script: &str) -> LaunchSpec {
+    LaunchSpec::command(vec!["sh".into(), "-c".into(), script.into()])
+}
+
+async fn item_state(client: &Client, id: ItemId) -> ItemState {
+    client.get_item(id).await.unwrap().state
+}
+
+async fn wait_items_done(client: &Client, ids: &[ItemId], timeout: Duration) {
+    wait_async("every item to end", timeout, || async {
+        for id in ids {
+            if !item_state(client, *id).await.is_terminal() {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_runs_launches_to_their_end_with_output_and_exit_codes() {
+    let up = ServerProcess::start_with(&["up", "--bind", "127.0.0.1:0"]);
+    // `launch --wait` follows the output live and exits with the run's code.
+    let out = up.run(&[
+        "launch",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo hello; echo to-stderr >&2",
+    ]);
+    let stdout = ok(&out);
+    assert!(
+        stdout.contains("hello") && stdout.contains("to-stderr"),
+        "{stdout}"
+    );
+    let out = up.run(&[
+        "launch",
+        "--wait",
+        "--",
+        "sh",
+        "-c",
+        "echo about to fail; exit 7",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = up.run(&["launch", "--wait", "--", "/no/such/program"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot start"),
+        "{out:?}"
+    );
+
+    let client = up.client();
+    let items = client.list_items(&ItemFilter::default()).await.unwrap();
+    let (ok_item, failed, missing) = (&items[0], &items[1], &items[2]);
+    assert_eq!(ok_item.state, ItemState::Finished);
+    let run = ok_item.run_id.clone().unwrap();
+    let served = String::from_utf8(client.read_log(&run, 0).await.unwrap()).unwrap();
+    assert_eq!(served, "hello\nto-stderr\n", "output captured and served");
+    let logs = ok(&up.run(&["logs", run.as_str()]));
+    assert_eq!(logs, served);
+
+    let failure = failed.failure.clone().unwrap();
+    assert_eq!(failure.phase, Phase::Run);
+    assert!(failure.message.contains("code 7"), "{}", failure.message);
+    let tail = client
+        .item_file(failed.id, "output-tail.log")
+        .await
+        .unwrap();
+    assert!(
+        tail.contains("about to fail"),
+        "the log tail is attached: {tail}"
+    );
+    let run = client
+        .get_run(failed.run_id.as_ref().unwrap())
+        .await
+        .unwrap();
+    assert_eq!((run.state, run.exit_code), (RunState::Failed, Some(7)));
+
+    let failure = missing.failure.clone().unwrap();
+    assert!(
+        failure.message.contains("/no/such/program"),
+        "{}",
+        failure.message
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_sees_its_config_and_ids_but_no_secrets() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let state = server.dir.path().join("agent");
+    let agent = server.agent_with_env(
+        &state,
+        &["--queue", "q"],
+        &[("TEAM_API_TOKEN", "hunter2"), ("CUDA_VISIBLE_DEVICES", "0")],
+    );
+    let mut spec = sh("env | sort; cat \"$LIFTOFF_CONFIG_FILE\"");
+    spec.overrides
+        .run_config
+        .insert("lr".into(), serde_json::json!(0.1));
+    let id = client.enqueue("q", &spec).await.unwrap().id;
+    wait_items_done(&client, &[id], Duration::from_secs(20)).await;
+    let item = client.get_item(id).await.unwrap();
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.failure);
+    let run = item.run_id.unwrap();
+    let out = String::from_utf8(client.read_log(&run, 0).await.unwrap()).unwrap();
+    for expected in [
+        format!("LIFTOFF_RUN_ID={run}"),
+        format!("WANDB_RUN_ID={run}"),
+        "WANDB_CONFIG={\"lr\":0.1}".to_string(),
+        "LIFTOFF_QUEUE=q".to_string(),
+        "LIFTOFF_RUN_TOKEN=lft_".to_string(),
+        "{\"lr\":0.1}".to_string(),
+    ] {
+        assert!(out.contains(&expected), "{expected} missing from:\n{out}");
+    }
+    assert!(
+        out.contains("CUDA_VISIBLE_DEVICES=0"),
+        "the agent's ordinary environment is inherited"
+    );
+    assert!(
+        !out.contains("LIFTOFF_TOKEN=") && !out.contains(&agent.token),
+        "the agent's token never reaches a run"
+    );
+    assert!(!out.contains("hunter2"), "nor do the agent's other secrets");
+    // The run token reads its own run and nothing else; it dies with the run.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("LIFTOFF_RUN_TOKEN="))
+        .unwrap();
+    let run_client = Client::new(
+        &server.url(),
+        Some(line["LIFTOFF_RUN_TOKEN=".len()..].to_string()),
+    )
+    .unwrap();
+    assert!(run_client.list_queues().await.is_err());
+    assert!(
+        run_client.get_run(&run).await.is_err(),
+        "revoked when the run ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_jobs_bounds_how_many_run_at_once() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let marks = server.dir.path().join("running");
+    std::fs::create_dir(&marks).unwrap();
+    let seen = server.dir.path().join("seen");
+    let state = server.dir.path().join("agent");
+    let _agent = server.agent(&state, &["--queue", "q", "--max-jobs", "2"]);
+    // Each run marks itself running, records how many are running, and unmarks itself.
+    let script = format!(
+        "touch {m}/$LIFTOFF_RUN_ID; ls {m} | wc -l >> {s}; sleep 0.3; ls {m} | wc -l >> {s}; rm {m}/$LIFTOFF_RUN_ID",
+        m = marks.display(),
+        s = seen.display()
+    );
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(client.enqueue("q", &sh(&script)).await.unwrap().id);
+    }
+    wait_items_done(&client, &ids, Duration::from_secs(30)).await;
+    for id in &ids {
+        assert_eq!(item_state(&client, *id).await, ItemState::Finished);
+    }
+    let counts: Vec<u32> = std::fs::read_to_string(&seen)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse().unwrap())
+        .collect();
+    assert_eq!(counts.len(), 12);
+    assert!(
+        counts.iter().all(|c| *c <= 2),
+        "never more than 2 at once: {counts:?}"
+    );
+    assert!(counts.contains(&2), "and it did run 2 at once: {counts:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_agents_run_every_item_exactly_once() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let effects = server.dir.path().join("effects");
+    let script = format!("echo $LIFTOFF_ITEM_ID >> {}", effects.display());
+    let mut ids = Vec::new();
+    for _ in 0..500 {
+        ids.push(client.enqueue("q", &sh(&script)).await.unwrap().id);
+    }
+    let dir = server.dir.path();
+    let _a = server.agent(&dir.join("agent-a"), &["--queue", "q", "--max-jobs", "4"]);
+    let _b = server.agent(&dir.join("agent-b"), &["--queue", "q", "--max-jobs", "4"]);
+    wait_async("500 items to end", Duration::from_secs(120), || async {
+        let d = client.get_queue("q").await.unwrap().depth.unwrap();
+        d.finished + d.failed + d.stopped + d.cancelled == 500
+    })
+    .await;
+    assert_eq!(
+        client.get_queue("q").await.unwrap().depth.unwrap().finished,
+        500
+    );
+    let lines: Vec<String> = std::fs::read_to_string(&effects)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let unique: HashSet<&String> = lines.iter().collect();
+    assert_eq!(lines.len(), 500, "each item ran once");
+    assert_eq!(unique.len(), 500, "no item ran twice");
+    let runs = client
+        .list_runs(&RunFilter {
+            limit: Some(1000),
+            ..RunFilter::default()
+        })
+        .await
+        .unwrap();
+    let agents: HashSet<_> = runs.iter().map(|r| r.agent_id).collect();
+    assert_eq!(agents.len(), 2, "both agents took work");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_ends_every_process_of_the_run() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let state = server.dir.path().join("agent");
+    let agent = server.agent(&state, &["--queue", "q"]);
+    let id = client
+        .enqueue("q", &sh("sleep 1000 & sleep 1000"))
+        .await
+        .unwrap()
+        .id;
+    wait_async("the run to be running", Duration::from_secs(20), || async {
+        let item = client.get_item(id).await.unwrap();
+        let Some(run) = item.run_id else { return false };
+        let run = client.get_run(&run).await.unwrap();
+        let pid = run.handle["pid"].as_i64().unwrap_or(0) as i32;
+        run.state == RunState::Running && group_alive(pid).len() >= 3
+    })
+    .await;
+    let run = client.get_item(id).await.unwrap().run_id.unwrap();
+    let pid = client.get_run(&run).await.unwrap().handle["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    ok(&server.run(&["stop", run.as_str()]));
+    wait_async(
+        "the run's processes to be gone",
+        Duration::from_secs(10),
+        || async { group_alive(pid).is_empty() },
+    )
+    .await;
+    wait_async("the run to be stopped", Duration::from_secs(10), || async {
+        client.get_run(&run).await.unwrap().state == RunState::Stopped
+    })
+    .await;
+    assert_eq!(item_state(&client, id).await, ItemState::Stopped);
+    drop(agent);
+    kill_group(pid);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_agent_readopts_its_runs_on_restart() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let starts = server.dir.path().join("starts");
+    let state = server.dir.path().join("agent");
+    let mut agent = server.agent(&state, &["--queue", "q", "--max-jobs", "3"]);
+    let mut ids = Vec::new();
+    for code in [0, 3, 5] {
+        let script = format!(
+            "echo $LIFTOFF_ITEM_ID >> {}; sleep 3; exit {code}",
+            starts.display()
+        );
+        ids.push(client.enqueue("q", &sh(&script)).await.unwrap().id);
+    }
+    wait_async("3 runs alive", Duration::from_secs(20), || async {
+        std::fs::read_to_string(&starts)
+            .map(|s| s.lines().count())
+            .unwrap_or(0)
+            == 3
+    })
+    .await;
+    agent.kill9();
+    let _again = server.agent(&state, &["--queue", "q", "--max-jobs", "3"]);
+    wait_items_done(&client, &ids, Duration::from_secs(30)).await;
+    let mut ends = Vec::new();
+    for id in &ids {
+        let item = client.get_item(*id).await.unwrap();
+        let run = client.get_run(item.run_id.as_ref().unwrap()).await.unwrap();
+        ends.push((item.state, run.state, run.exit_code));
+    }
+    assert_eq!(
+        ends,
+        [
+            (ItemState::Finished, RunState::Finished, Some(0)),
+            (ItemState::Failed, RunState::Failed, Some(3)),
+            (ItemState::Failed, RunState::Failed, Some(5)),
+        ],
+        "re-adopted with their real exit codes"
+    );
+    let lines = std::fs::read_to_string(&starts).unwrap();
+    assert_eq!(lines.lines().count(), 3, "nothing started twice: {lines}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_vanishes_is_lost_and_its_runs_handled() {
+    let server =
+        ServerProcess::start_with(&["server", "--bind", "127.0.0.1:0", "--agent-timeout", "2"]);
+    let client = server.client();
+    client.create_queue(&NewQueue::named("fail")).await.unwrap();
+    let mut again = NewQueue::named("again");
+    again.requeue_lost = true;
+    client.create_queue(&again).await.unwrap();
+    let state = server.dir.path().join("agent");
+    let mut agent = server.agent(
+        &state,
+        &["--queue", "fail", "--queue", "again", "--max-jobs", "2"],
+    );
+    let failing = client.enqueue("fail", &sh("sleep 1000")).await.unwrap().id;
+    let requeued = client.enqueue("again", &sh("sleep 1000")).await.unwrap().id;
+    wait_async("both runs running", Duration::from_secs(20), || async {
+        for id in [failing, requeued] {
+            let Some(run) = client.get_item(id).await.unwrap().run_id else {
+                return false;
+            };
+            if client.get_run(&run).await.unwrap().state != RunState::Running {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let mut pids = Vec::new();
+    for id in [failing, requeued] {
+        let run = client.get_item(id).await.unwrap().run_id.unwrap();
+        pids.push(
+            client.get_run(&run).await.unwrap().handle["pid"]
+                .as_i64()
+                .unwrap() as i32,
+        );
+    }
+    let agent_id = client.list_agents().await.unwrap()[0].id;
+    agent.kill9();
+    wait_async("the agent to be lost", Duration::from_secs(15), || async {
+        client
+            .list_agents()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.id == agent_id && a.status == AgentStatus::Lost)
+    })
+    .await;
+    let item = client.get_item(failing).await.unwrap();
+    assert_eq!(
+        (item.state, item.failure.map(|f| f.phase)),
+        (ItemState::Failed, Some(Phase::Agent))
+    );
+    let item = client.get_item(requeued).await.unwrap();
+    assert_eq!(
+        (item.state, item.attempts),
+        (ItemState::Pending, 1),
+        "the queue asked for a requeue"
+    );
+    for pid in pids {
+        kill_group(pid);
+    }
+}
+
+#[test]
+fn a_bad_agent_config_names_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("launch-config.yaml");
+    std::fs::write(&config, "max_jobs: -5\nmax_schedulers: lots\nqueus: [a]\n").unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["agent", "--config"])
+        .arg(&config)
+        .env("LIFTOFF_URL", "http://127.0.0.1:9")
+        .env("LIFTOFF_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "max_jobs: -5",
+        "max_schedulers: must be a whole number",
+        "queus: unknown key",
+    ] {
+        assert!(err.contains(needle), "{needle} missing from: {err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_within_the_grace_period() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let dir = server.dir.path();
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, "stopped_run_timeout: 1\nqueues: [q]\n").unwrap();
+    let config = config.to_string_lossy().to_string();
+    let mut agent = server.agent(&dir.join("agent"), &["--config", &config]);
+    let id = client.enqueue("q", &sh("sleep 1000")).await.unwrap().id;
+    wait_async("the run to be running", Duration::from_secs(20), || async {
+        let Some(run) = client.get_item(id).await.unwrap().run_id else {
+            return false;
+        };
+        client.get_run(&run).await.unwrap().state == RunState::Running
+    })
+    .await;
+    let run = client.get_item(id).await.unwrap().run_id.unwrap();
+    let pid = client.get_run(&run).await.unwrap().handle["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    let status = tokio::task::spawn_blocking(move || {
+        let status = agent.child.wait().unwrap();
+        (status, agent)
+    });
+    let (status, agent) = tokio::time::timeout(Duration::from_secs(20), status)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{}", agent.log());
+    assert!(
+        group_alive(pid).is_empty(),
+        "the run was stopped after the grace period"
+    );
+    let run = client.get_run(&run).await.unwrap();
+    assert_eq!(run.state, RunState::Stopped);
+    assert_eq!(item_state(&client, id).await, ItemState::Stopped);
+    let agents = client.list_agents().await.unwrap();
+    assert_eq!(agents[0].status, AgentStatus::Stopped);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_asked_from_the_server_stops_the_agent() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let mut agent = server.agent(&server.dir.path().join("agent"), &["--queue", "q"]);
+    wait_async("the agent to register", Duration::from_secs(20), || async {
+        client
+            .list_agents()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.status == AgentStatus::Polling)
+    })
+    .await;
+    let id = client.list_agents().await.unwrap()[0].id;
+    client.stop_agent(id).await.unwrap();
+    let exited = tokio::task::spawn_blocking(move || agent.child.wait().map(|s| s.success()));
+    let exited = tokio::time::timeout(Duration::from_secs(20), exited)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.unwrap());
+    assert_eq!(
+        client.list_agents().await.unwrap()[0].status,
+        AgentStatus::Stopped
+    );
+}
