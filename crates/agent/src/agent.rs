@@ -181,7 +181,7 @@ impl Agent {
                 tokio::select! {
                     _ = self.changed.notified() => continue,
                     c = control.recv() => { stop_now = self.on_control(c); continue }
-                    _ = asked.wait_for(|s| *s) => continue,
+                    _ = stop_asked(&mut asked) => continue,
                 }
             }
             let request = LeaseRequest {
@@ -203,7 +203,7 @@ impl Agent {
                     }
                 },
                 c = control.recv() => stop_now = self.on_control(c),
-                _ = asked.wait_for(|s| *s) => {}
+                _ = stop_asked(&mut asked) => {}
             }
         }
         self.finish(control, stop_now).await;
@@ -335,6 +335,12 @@ impl Agent {
     pub(crate) fn is_stopping(&self) -> bool {
         *self.stopping.borrow()
     }
+}
+
+/// Resolves once a stop is asked. (The guard `wait_for` returns must not live across an
+/// await, or the agent's future would not be `Send`.)
+async fn stop_asked(asked: &mut watch::Receiver<bool>) {
+    let _ = asked.wait_for(|s| *s).await.map(|_| ());
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -6,7 +6,7 @@
 //! 1,000,000), whose ratio shows that leasing does not slow down as a queue grows.
 
 use anyhow::Context;
-use clap::{Args, Subcommand};
+use clap::Args;
 use liftoff_client::Client;
 use liftoff_server::ServerConfig;
 use liftoff_store::{Ack, LeaseParams, NewItem, SqliteStore, Store};
@@ -19,12 +19,6 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-#[derive(Subcommand, Debug)]
-pub enum BenchCommand {
-    /// Enqueue rate, lease→ack→finish cycles (store and HTTP), lease latency by depth.
-    Queue(QueueBench),
-}
 
 #[derive(Args, Debug)]
 pub struct QueueBench {
@@ -48,8 +42,7 @@ pub struct QueueBench {
     pub dir: Option<PathBuf>,
 }
 
-pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Queue(b) = cmd;
+pub async fn run(b: QueueBench) -> anyhow::Result<()> {
     let base = b.dir.clone().unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::Builder::new()
         .prefix("liftoff-bench")

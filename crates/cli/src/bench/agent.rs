@@ -1,0 +1,331 @@
+//! `liftoff bench agent`: what a user of the agent feels.
+//!
+//! - dispatch latency: enqueue → the run's process running (the child, `liftoff stamp`,
+//!   writes the time it started), on an idle agent; beside it, the floor: this process
+//!   spawning the same child directly;
+//! - throughput: N runs of `true` at each concurrency, against a bare loop that spawns the
+//!   same processes with the same concurrency, in the same run;
+//! - stop latency: `stop` asked → every process of the run gone;
+//! - the agent's resident memory, idle and with runs in flight (a separate `liftoff agent`
+//!   process, as users run it).
+
+use super::percentile;
+use crate::commands::agent::start as start_agent;
+use anyhow::Context;
+use clap::Args;
+use liftoff_agent::{AgentConfig, Control};
+use liftoff_client::Client;
+use liftoff_server::{Server, ServerConfig};
+use liftoff_store::{NewItem, SqliteStore, Store};
+use liftoff_types::{now_ms, ItemState, LaunchSpec, NewQueue, Priority, RunState, Scope};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+#[derive(Args, Debug)]
+pub struct AgentBench {
+    /// Runs timed for dispatch latency.
+    #[arg(long, default_value_t = 200)]
+    pub dispatch_runs: usize,
+    /// Runs of `true` per throughput measurement.
+    #[arg(long, default_value_t = 1000)]
+    pub throughput_runs: usize,
+    /// Concurrencies (max_jobs) for throughput.
+    #[arg(long, value_delimiter = ',', default_value = "2,16")]
+    pub concurrency: Vec<usize>,
+    /// Runs in flight for the memory figure.
+    #[arg(long, default_value_t = 100)]
+    pub in_flight: usize,
+    /// Stops timed.
+    #[arg(long, default_value_t = 20)]
+    pub stops: usize,
+    /// Where to put databases and agent state (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// A server on a loopback port over a fresh SQLite file, with a `bench` queue.
+struct Rig {
+    dir: PathBuf,
+    store: Arc<SqliteStore>,
+    server: Server,
+    client: Client,
+    agent_token: String,
+}
+
+impl Rig {
+    async fn new(base: &Path, name: &str) -> anyhow::Result<Rig> {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir)?;
+        let store = Arc::new(SqliteStore::open(&dir.join("liftoff.db"))?);
+        store.create_queue(NewQueue::named("bench"), now_ms()).await?;
+        let (admin, hash) = liftoff_server::auth::new_token();
+        store.create_token("bench admin", Scope::Admin, &hash, now_ms()).await?;
+        let (agent_token, hash) = liftoff_server::auth::new_token();
+        store.create_token("bench agent", Scope::Agent, &hash, now_ms()).await?;
+        let server = liftoff_server::start(ServerConfig::local("127.0.0.1:0".parse()?), store.clone()).await?;
+        let client = Client::new(&server.url(), Some(admin))?;
+        Ok(Rig { dir, store, server, client, agent_token })
+    }
+
+    fn config(&self, max_jobs: i64) -> AgentConfig {
+        AgentConfig {
+            queues: vec!["bench".into()],
+            max_jobs,
+            state_dir: self.dir.join("agent"),
+            stopped_run_timeout: Duration::from_secs(5),
+            ..AgentConfig::default()
+        }
+    }
+
+    /// An agent in this process; send it `Control::StopNow` to end it.
+    async fn agent(&self, max_jobs: i64) -> anyhow::Result<(mpsc::Sender<Control>, tokio::task::JoinHandle<()>)> {
+        let client = Client::new(&self.server.url(), Some(self.agent_token.clone()))?;
+        let agent = start_agent(client, self.config(max_jobs)).await?;
+        let (tx, rx) = mpsc::channel(2);
+        let task = tokio::spawn(agent.run(rx));
+        Ok((tx, task))
+    }
+
+    async fn enqueue_many(&self, argv: &[&str], n: usize) -> anyhow::Result<()> {
+        let spec = LaunchSpec::command(argv.iter().map(|s| s.to_string()).collect());
+        for _ in 0..n {
+            let item = NewItem { queue: "bench".into(), spec: spec.clone(), priority: Priority::Medium, resource_args: json!({}) };
+            self.store.enqueue(item, now_ms()).await?;
+        }
+        Ok(())
+    }
+
+    async fn ended(&self) -> anyhow::Result<u64> {
+        let d = self.store.get_queue("bench", true).await?.depth.unwrap_or_default();
+        Ok(d.finished + d.failed + d.stopped + d.cancelled)
+    }
+
+    async fn stop(self) {
+        self.server.stop().await;
+    }
+}
+
+pub async fn run(b: AgentBench) -> anyhow::Result<()> {
+    let base = b.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let tmp = tempfile::Builder::new().prefix("liftoff-bench-agent").tempdir_in(&base)?;
+    let exe = std::env::current_exe()?;
+    let dispatch = dispatch_latency(tmp.path(), &exe, b.dispatch_runs).await?;
+    let mut throughput = serde_json::Map::new();
+    for &c in &b.concurrency {
+        throughput.insert(format!("max_jobs_{c}"), throughput_vs_bare(tmp.path(), b.throughput_runs, c).await?);
+    }
+    let stops = stop_latency(tmp.path(), b.stops).await?;
+    let memory = memory(tmp.path(), &exe, b.in_flight).await?;
+    let report = json!({
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "dispatch_latency_ms": dispatch,
+        "throughput": throughput,
+        "stop_latency_ms": stops,
+        "memory_kib": memory,
+        "targets": {"dispatch_p50_ms": 5, "dispatch_p99_ms": 20, "throughput_ratio_max": 1.5, "agent_idle_rss_kib_max": 10240, "stop_ms_max": 1000},
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn read_stamp(path: &Path) -> Option<u128> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn epoch_nanos() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+async fn dispatch_latency(base: &Path, exe: &Path, runs: usize) -> anyhow::Result<serde_json::Value> {
+    let rig = Rig::new(base, "dispatch").await?;
+    let (control, task) = rig.agent(1).await?;
+    let exe_s = exe.to_string_lossy().to_string();
+    let mut through_liftoff = Vec::new();
+    let mut floor = Vec::new();
+    for i in 0..runs + 10 {
+        let stamp = rig.dir.join(format!("stamp-{i}"));
+        let spec = LaunchSpec::command(vec![exe_s.clone(), "stamp".into(), stamp.to_string_lossy().into()]);
+        let sent = epoch_nanos();
+        let item = rig.client.enqueue("bench", &spec).await?;
+        wait_until(Duration::from_secs(30), || async { read_stamp(&stamp).is_some() }).await.context("a run never started")?;
+        let started = read_stamp(&stamp).unwrap_or(sent);
+        // The agent must be idle again before the next one.
+        wait_until(Duration::from_secs(30), || async {
+            rig.client.get_item(item.id).await.is_ok_and(|i| i.state.is_terminal())
+        })
+        .await?;
+        let bare = rig.dir.join(format!("bare-{i}"));
+        let spawned = epoch_nanos();
+        std::process::Command::new(exe).arg("stamp").arg(&bare).status()?;
+        let bare_started = read_stamp(&bare).unwrap_or(spawned);
+        if i >= 10 {
+            through_liftoff.push((started.saturating_sub(sent)) as f64 / 1e6);
+            floor.push((bare_started.saturating_sub(spawned)) as f64 / 1e6);
+        }
+    }
+    let _ = control.send(Control::StopNow).await;
+    let _ = task.await;
+    rig.stop().await;
+    through_liftoff.sort_by(f64::total_cmp);
+    floor.sort_by(f64::total_cmp);
+    Ok(json!({
+        "runs": runs,
+        "p50": percentile(&through_liftoff, 0.5), "p99": percentile(&through_liftoff, 0.99),
+        "floor_bare_spawn_p50": percentile(&floor, 0.5), "floor_bare_spawn_p99": percentile(&floor, 0.99),
+    }))
+}
+
+async fn throughput_vs_bare(base: &Path, runs: usize, concurrency: usize) -> anyhow::Result<serde_json::Value> {
+    let rig = Rig::new(base, &format!("throughput-{concurrency}")).await?;
+    rig.enqueue_many(&["true"], runs).await?;
+    let start = Instant::now();
+    let (control, task) = rig.agent(concurrency as i64).await?;
+    wait_until(Duration::from_secs(600), || async { rig.ended().await.unwrap_or(0) >= runs as u64 }).await?;
+    let liftoff = start.elapsed().as_secs_f64();
+    let _ = control.send(Control::StopNow).await;
+    let _ = task.await;
+    let finished = rig.store.get_queue("bench", true).await?.depth.unwrap_or_default().finished;
+    rig.stop().await;
+    let bare = bare_loop(runs, concurrency)?;
+    Ok(json!({
+        "runs": runs, "finished": finished,
+        "liftoff_s": round3(liftoff), "bare_loop_s": round3(bare), "ratio": round3(liftoff / bare),
+    }))
+}
+
+/// `concurrency` threads spawning and waiting for `true` until `runs` have run.
+fn bare_loop(runs: usize, concurrency: usize) -> anyhow::Result<f64> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let next = next.clone();
+            std::thread::spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < runs {
+                    let _ = std::process::Command::new("true").status();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+async fn stop_latency(base: &Path, stops: usize) -> anyhow::Result<serde_json::Value> {
+    let rig = Rig::new(base, "stop").await?;
+    let (control, task) = rig.agent(1).await?;
+    let mut times = Vec::new();
+    for _ in 0..stops {
+        let item = rig.client.enqueue("bench", &LaunchSpec::command(vec!["sleep".into(), "1000".into()])).await?;
+        let mut run = None;
+        wait_until(Duration::from_secs(30), || async {
+            let Ok(i) = rig.client.get_item(item.id).await else { return false };
+            let Some(id) = i.run_id else { return false };
+            let r = rig.client.get_run(&id).await;
+            r.is_ok_and(|r| r.state == RunState::Running)
+        })
+        .await?;
+        if let Some(id) = rig.client.get_item(item.id).await?.run_id {
+            run = Some(rig.client.get_run(&id).await?);
+        }
+        let run = run.context("no run")?;
+        let pid = run.handle["pid"].as_i64().unwrap_or(0) as i32;
+        let asked = Instant::now();
+        rig.client.stop_run(&run.id).await?;
+        wait_until(Duration::from_secs(30), || async { liftoff_runner::procs::group_members(pid).is_empty() }).await?;
+        times.push(asked.elapsed().as_secs_f64() * 1e3);
+        wait_until(Duration::from_secs(30), || async {
+            rig.client.get_item(item.id).await.is_ok_and(|i| i.state == ItemState::Stopped)
+        })
+        .await?;
+    }
+    let _ = control.send(Control::StopNow).await;
+    let _ = task.await;
+    rig.stop().await;
+    times.sort_by(f64::total_cmp);
+    Ok(json!({"stops": stops, "p50": percentile(&times, 0.5), "max": percentile(&times, 1.0)}))
+}
+
+/// Resident memory of a separate `liftoff agent` process, idle and with `in_flight` runs.
+async fn memory(base: &Path, exe: &Path, in_flight: usize) -> anyhow::Result<serde_json::Value> {
+    let rig = Rig::new(base, "memory").await?;
+    let state = rig.dir.join("agent-proc");
+    let mut child = std::process::Command::new(exe)
+        .args(["agent", "--queue", "bench", "--max-jobs", &in_flight.to_string(), "--state-dir"])
+        .arg(&state)
+        .env("LIFTOFF_URL", rig.server.url())
+        .env("LIFTOFF_TOKEN", &rig.agent_token)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let pid = child.id() as i32;
+    wait_until(Duration::from_secs(30), || async {
+        rig.client.list_agents().await.is_ok_and(|a| !a.is_empty())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle = rss_kib(pid);
+    rig.enqueue_many(&["sleep", "1000"], in_flight).await?;
+    wait_until(Duration::from_secs(60), || async {
+        let d = rig.store.get_queue("bench", true).await.ok().and_then(|q| q.depth).unwrap_or_default();
+        d.claimed as usize >= in_flight
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let busy = rss_kib(pid);
+    let supervisor = supervisor_pid(&state).map(rss_kib);
+    for item in rig.store.list_items(&Default::default()).await? {
+        let _ = rig.client.cancel_item(item.id).await;
+    }
+    wait_until(Duration::from_secs(60), || async { rig.ended().await.unwrap_or(0) >= in_flight as u64 }).await?;
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+    let _ = tokio::task::spawn_blocking(move || child.wait()).await;
+    rig.stop().await;
+    Ok(json!({"agent_idle": idle, format!("agent_{in_flight}_runs"): busy, format!("supervisor_{in_flight}_runs"): supervisor}))
+}
+
+fn rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn supervisor_pid(state: &Path) -> Option<i32> {
+    let socket = state.join("supervisor.sock").to_string_lossy().to_string();
+    std::fs::read_dir("/proc").ok()?.find_map(|e| {
+        let pid: i32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        (cmdline.contains("supervise") && cmdline.contains(&socket)).then_some(pid)
+    })
+}
+
+async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> anyhow::Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        if Instant::now() > deadline {
+            anyhow::bail!("timed out after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_micros(500)).await;
+    }
+    Ok(())
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,31 @@
+//! `liftoff bench`: liftoff's own speed and footprint on this machine, printed as JSON, with
+//! the floors and targets measured in the same run so that the figures compare as ratios.
+
+mod agent;
+mod queue;
+
+use clap::Subcommand;
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Enqueue rate, lease→ack→finish cycles (store and HTTP), lease latency by depth.
+    Queue(queue::QueueBench),
+    /// Dispatch latency, throughput against a bare spawn loop, stop latency, agent memory.
+    Agent(agent::AgentBench),
+}
+
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Queue(b) => queue::run(b).await,
+        BenchCommand::Agent(b) => agent::run(b).await,
+    }
+}
+
+/// Percentile of sorted samples.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let x = sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    (x * 100.0).round() / 100.0
+}
