@@ -55,7 +55,10 @@ pub struct Agent {
     pub(crate) api_url: String,
     id: AgentId,
     name: String,
+    /// Items whose runs may have a live process: what counts against `max_jobs`.
     slots: Mutex<HashMap<ItemId, Slot>>,
+    /// Items whose process has ended and whose end is being reported.
+    reporting: Mutex<std::collections::HashSet<ItemId>>,
     /// Poked when a slot frees or the in-flight set changes.
     changed: Notify,
     status: Mutex<AgentStatus>,
@@ -101,6 +104,7 @@ impl Agent {
             name,
             config,
             slots: Mutex::new(HashMap::new()),
+            reporting: Mutex::new(std::collections::HashSet::new()),
             changed: Notify::new(),
             status: Mutex::new(AgentStatus::Starting),
             stopping,
@@ -126,9 +130,10 @@ impl Agent {
         0
     }
 
-    /// The items in flight (the seed's `thread_ids`).
+    /// The items in flight (the seed's `thread_ids`): running, or reporting their end.
     pub fn in_flight(&self) -> Vec<ItemId> {
         let mut ids: Vec<ItemId> = lock(&self.slots).keys().copied().collect();
+        ids.extend(lock(&self.reporting).iter().copied());
         ids.sort();
         ids
     }
@@ -193,6 +198,7 @@ impl Agent {
             tokio::select! {
                 leased = self.client.lease(self.id, &request) => match leased {
                     Ok(resp) => {
+                        tracing::debug!(n = resp.leases.len(), "leased");
                         for lease in resp.leases {
                             self.spawn_item(lease);
                         }
@@ -255,6 +261,16 @@ impl Agent {
         while self.num_running_jobs() > 0 {
             self.changed.notified().await;
         }
+        // Let the last reports reach the server; the journal keeps any that do not.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while self.reporting() > 0 {
+            if tokio::time::timeout_at(deadline, self.changed.notified())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
     }
 
     fn spawn_item(self: &Arc<Self>, lease: Lease) {
@@ -275,11 +291,32 @@ impl Agent {
         stop_rx
     }
 
+    /// A run's process ended: its slot is free for the next item while its end is reported.
+    pub(crate) fn process_ended(&self, item: ItemId) {
+        if lock(&self.slots).remove(&item).is_some() {
+            lock(&self.reporting).insert(item);
+        }
+        self.changed.notify_waiters();
+        self.changed.notify_one();
+    }
+
+    /// Asks the run of an item to stop (its task does the stopping).
+    pub(crate) fn stop_item(&self, item: ItemId) {
+        if let Some(slot) = lock(&self.slots).get(&item) {
+            let _ = slot.stop.send(StopWhy::Asked);
+        }
+    }
+
     /// Takes a finished task out (the seed's `finish_thread_id`).
     pub(crate) fn finish_item(&self, item: ItemId) {
         lock(&self.slots).remove(&item);
+        lock(&self.reporting).remove(&item);
         self.changed.notify_waiters();
         self.changed.notify_one();
+    }
+
+    fn reporting(&self) -> usize {
+        lock(&self.reporting).len()
     }
 
     /// Heartbeats, held open by the server so that a stop arrives the moment it is asked.

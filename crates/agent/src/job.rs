@@ -92,6 +92,7 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
         state: Some(RunState::Starting),
     };
     let acked = retry("ack", || agent.client.ack(item.id, &ack)).await;
+    tracing::debug!(item = %item.id, "acked");
     let run_token = match acked {
         Ok(a) => a.run_token,
         Err(e) => {
@@ -111,25 +112,31 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
             return fail_run(agent, &entry, e.to_string(), Phase::Run, None).await;
         }
     };
+    tracing::debug!(item = %item.id, "launched");
     entry.handle = Some(handle.clone());
     if let Err(e) = agent.journal.record(&entry) {
         tracing::warn!(run = %run_id, error = %e, "cannot journal the run's handle");
     }
-    let running = RunUpdate {
-        fence,
-        state: RunState::Running,
-        exit_code: None,
-        message: None,
-        handle: Some(handle.data.clone()),
+    // Reported beside the watch, not before it: a short run must not wait for this.
+    let report = {
+        let agent = agent.clone();
+        let run_id = run_id.clone();
+        let item = item.id;
+        let running = RunUpdate {
+            fence,
+            state: RunState::Running,
+            exit_code: None,
+            message: None,
+            handle: Some(handle.data.clone()),
+        };
+        tokio::spawn(async move {
+            let sent = retry("run state", || agent.client.update_run(&run_id, &running)).await;
+            if sent.as_ref().is_err_and(moved_on) {
+                agent.stop_item(item);
+            }
+        })
     };
-    if let Err(e) = retry("run state", || agent.client.update_run(&run_id, &running)).await {
-        if moved_on(&e) {
-            let _ = agent.runner.cancel(&handle, Duration::ZERO).await;
-            let _ = agent.journal.forget(&run_id);
-            return;
-        }
-    }
-    watch_run(agent, entry, stop).await;
+    watch_run(agent, entry, stop, Some(report)).await;
 }
 
 /// The argv of an item: the entrypoint and its extra args.
@@ -214,7 +221,12 @@ fn prepare(
 }
 
 /// Watches a started run to its end while shipping its output, then reports the end.
-async fn watch_run(agent: &Arc<Agent>, mut entry: Entry, mut stop: watch::Receiver<StopWhy>) {
+async fn watch_run(
+    agent: &Arc<Agent>,
+    mut entry: Entry,
+    mut stop: watch::Receiver<StopWhy>,
+    running_report: Option<tokio::task::JoinHandle<()>>,
+) {
     let Some(handle) = entry.handle.clone() else {
         return;
     };
@@ -243,8 +255,13 @@ async fn watch_run(agent: &Arc<Agent>, mut entry: Entry, mut stop: watch::Receiv
             agent.runner.wait(&handle).await
         }
     };
+    tracing::debug!(item = %entry.item_id, "exited");
+    agent.process_ended(entry.item_id);
     let _ = done.send(true);
     entry.shipped = shipping.await.unwrap_or(entry.shipped);
+    if let Some(report) = running_report {
+        let _ = report.await;
+    }
     let _ = agent.journal.record(&entry);
     let status = status.unwrap_or(RunStatus::Gone);
     report_end(agent, &entry, &handle, status, stopped).await;
@@ -316,6 +333,7 @@ async fn report_end(
         }
     }
     let _ = agent.journal.forget(&entry.run_id);
+    tracing::debug!(item = %entry.item_id, "reported");
 }
 
 /// Fails an acked item with the run's output tail attached.
@@ -400,7 +418,7 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
         let me = agent.clone();
         tokio::spawn(async move {
             let item = entry.item_id;
-            watch_run(&me, entry, stop).await;
+            watch_run(&me, entry, stop, None).await;
             me.finish_item(item);
         });
     }

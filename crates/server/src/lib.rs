@@ -101,6 +101,11 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
     let app = api::router(state.clone(), config.body_limit);
     let (stop, stopped) = oneshot::channel::<()>();
+    // Responses must leave at once: with Nagle's algorithm on, a small response written in
+    // two pieces waits for the client's delayed ACK, adding milliseconds to every request.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let serve = tokio::spawn(async move {
         axum::serve(listener, app)
             .with_graceful_shutdown(async {

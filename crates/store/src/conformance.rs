@@ -93,6 +93,7 @@ fn ack(fence: i64, run: &str) -> Ack {
         run_id: run.parse().unwrap(),
         handle: json!({"pid": 42}),
         state: RunState::Starting,
+        run_token_hash: None,
     }
 }
 

@@ -48,6 +48,8 @@ pub struct Ack {
     pub run_id: RunId,
     pub handle: Value,
     pub state: RunState,
+    /// The hash of a token scoped to the new run, stored in the same write.
+    pub run_token_hash: Option<String>,
 }
 
 /// What a pass of the lease reaper changed.

@@ -172,6 +172,7 @@ async fn store_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyh
                     run_id,
                     handle: json!({"pid": 1}),
                     state: RunState::Running,
+                    run_token_hash: None,
                 };
                 let run = store.ack(lease.item.id, ack, now_ms()).await?;
                 store

@@ -88,18 +88,15 @@ pub async fn ack(
 ) -> Result<Json<AckResponse>, ApiError> {
     caller.require(Access::Work)?;
     ApiError::check(check_handle(&req.handle))?;
+    let (run_token, hash) = new_token();
     let ack = Ack {
         fence: req.fence,
         run_id: req.run_id,
         handle: req.handle,
         state: req.state.unwrap_or(RunState::Starting),
+        run_token_hash: Some(hash),
     };
     let run = state.store.ack(id, ack, now_ms()).await?;
-    let (run_token, hash) = new_token();
-    state
-        .store
-        .create_run_token(&run.id, &hash, now_ms())
-        .await?;
     Ok(Json(AckResponse { run, run_token }))
 }
 

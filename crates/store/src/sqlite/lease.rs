@@ -175,6 +175,9 @@ pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
              updated_at_ms = ?3 WHERE id = ?1",
     )?
     .execute(params![id.0, ack.run_id.as_str(), now])?;
+    if let Some(hash) = &ack.run_token_hash {
+        super::tokens::create_run(conn, &ack.run_id, hash, now)?;
+    }
     rows::load_run(conn, &ack.run_id)
 }
 
