@@ -6,13 +6,15 @@
 //! second one ([`Control::StopNow`]) stops them at once.
 
 use crate::config::AgentConfig;
+use crate::job::Ready;
 use crate::journal::{Identity, Journal};
+use crate::slots::{Phase, Slots};
 use crate::status::Snapshot;
 use liftoff_client::Client;
 use liftoff_runner::Runner;
 use liftoff_types::api::LeaseRequest;
-use liftoff_types::{AgentId, AgentStatus, Heartbeat, ItemId, Lease, NewAgent};
-use std::collections::{BTreeMap, HashMap};
+use liftoff_types::{AgentId, AgentStatus, Heartbeat, ItemId, Lease, NewAgent, RunState};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -39,11 +41,6 @@ pub enum Control {
     StopNow,
 }
 
-/// One run in flight.
-struct Slot {
-    stop: watch::Sender<StopWhy>,
-}
-
 pub struct Agent {
     pub(crate) client: Client,
     pub(crate) config: AgentConfig,
@@ -55,10 +52,8 @@ pub struct Agent {
     pub(crate) api_url: String,
     id: AgentId,
     name: String,
-    /// Items whose runs may have a live process: what counts against `max_jobs`.
-    slots: Mutex<HashMap<ItemId, Slot>>,
-    /// Items whose process has ended and whose end is being reported.
-    reporting: Mutex<std::collections::HashSet<ItemId>>,
+    /// Every item held, by phase, and the ready queue.
+    slots: Mutex<Slots<Ready>>,
     /// Poked when a slot frees or the in-flight set changes.
     changed: Notify,
     status: Mutex<AgentStatus>,
@@ -94,6 +89,7 @@ impl Agent {
         }
         let (id, name) = identity(&client, &config, &journal).await?;
         let (stopping, _) = watch::channel(false);
+        let max_jobs = config.max_jobs;
         Ok(Arc::new(Agent {
             api_url: client.url().to_string(),
             client,
@@ -103,8 +99,7 @@ impl Agent {
             id,
             name,
             config,
-            slots: Mutex::new(HashMap::new()),
-            reporting: Mutex::new(std::collections::HashSet::new()),
+            slots: Mutex::new(Slots::new(max_jobs)),
             changed: Notify::new(),
             status: Mutex::new(AgentStatus::Starting),
             stopping,
@@ -122,6 +117,11 @@ impl Agent {
 
     /// Runs in flight, schedulers not counted (the seed's `num_running_jobs`).
     pub fn num_running_jobs(&self) -> usize {
+        lock(&self.slots).running()
+    }
+
+    /// Items held in any phase (preparing, ready, running, reporting).
+    fn held(&self) -> usize {
         lock(&self.slots).len()
     }
 
@@ -130,12 +130,9 @@ impl Agent {
         0
     }
 
-    /// The items in flight (the seed's `thread_ids`): running, or reporting their end.
+    /// The items in flight (the seed's `thread_ids`).
     pub fn in_flight(&self) -> Vec<ItemId> {
-        let mut ids: Vec<ItemId> = lock(&self.slots).keys().copied().collect();
-        ids.extend(lock(&self.reporting).iter().copied());
-        ids.sort();
-        ids
+        lock(&self.slots).in_flight()
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -152,11 +149,7 @@ impl Agent {
     }
 
     fn free_slots(&self) -> u32 {
-        if self.config.max_jobs < 0 {
-            return liftoff_types::api::MAX_LEASE_BATCH;
-        }
-        let running = self.num_running_jobs() as i64;
-        (self.config.max_jobs - running).clamp(0, liftoff_types::api::MAX_LEASE_BATCH as i64) as u32
+        lock(&self.slots).wanted()
     }
 
     fn set_status(&self, status: AgentStatus) {
@@ -232,8 +225,14 @@ impl Agent {
     }
 
     /// Waits for runs to end within the grace period (or not at all after a second signal),
-    /// then stops what is left.
-    async fn finish(&self, mut control: mpsc::Receiver<Control>, mut stop_now: bool) {
+    /// then stops what is left. Items that never started go back to their queues.
+    async fn finish(self: &Arc<Self>, mut control: mpsc::Receiver<Control>, mut stop_now: bool) {
+        let unstarted = lock(&self.slots).drain_ready();
+        for (item, ready) in unstarted {
+            let message = "the agent stopped before the run started";
+            crate::job::never_started(self, ready, RunState::Preempted, message).await;
+            self.finish_item(item);
+        }
         let grace = tokio::time::Instant::now() + self.config.stopped_run_timeout;
         if !stop_now && self.num_running_jobs() > 0 {
             eprintln!(
@@ -255,11 +254,19 @@ impl Agent {
         } else {
             StopWhy::AgentStopping
         };
-        for slot in lock(&self.slots).values() {
-            let _ = slot.stop.send(why);
-        }
-        while self.num_running_jobs() > 0 {
-            self.changed.notified().await;
+        lock(&self.slots).stop_all(why);
+        loop {
+            // An item still being prepared may have been queued after the first drain.
+            let unstarted = lock(&self.slots).drain_ready();
+            for (item, ready) in unstarted {
+                let message = "the agent stopped before the run started";
+                crate::job::never_started(self, ready, RunState::Preempted, message).await;
+                self.finish_item(item);
+            }
+            if self.held() <= self.reporting() {
+                break;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(100), self.changed.notified()).await;
         }
         // Let the last reports reach the server; the journal keeps any that do not.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -274,49 +281,74 @@ impl Agent {
     }
 
     fn spawn_item(self: &Arc<Self>, lease: Lease) {
-        let (stop, stop_rx) = watch::channel(StopWhy::No);
         let item = lease.item.id;
-        lock(&self.slots).insert(item, Slot { stop });
+        let stop = lock(&self.slots).add(item, Phase::Preparing);
         let me = self.clone();
         tokio::spawn(async move {
-            crate::job::run_item(&me, lease, stop_rx).await;
-            me.finish_item(item);
+            if crate::job::take_item(&me, lease, stop).await {
+                me.finish_item(item);
+            }
         });
+    }
+
+    /// A prepared item: started now if a slot is free (returned), else queued.
+    pub(crate) fn place(&self, item: ItemId, ready: Ready) -> Option<Ready> {
+        let placed = lock(&self.slots).place(item, ready);
+        self.changed.notify_waiters();
+        placed
     }
 
     /// Re-adopted runs occupy a slot like any other.
     pub(crate) fn adopt_slot(self: &Arc<Self>, item: ItemId) -> watch::Receiver<StopWhy> {
-        let (stop, stop_rx) = watch::channel(StopWhy::No);
-        lock(&self.slots).insert(item, Slot { stop });
-        stop_rx
+        lock(&self.slots).add(item, Phase::Running)
     }
 
-    /// A run's process ended: its slot is free for the next item while its end is reported.
-    pub(crate) fn process_ended(&self, item: ItemId) {
-        if lock(&self.slots).remove(&item).is_some() {
-            lock(&self.reporting).insert(item);
+    /// A run's process ended after `took`: its slot goes to the next ready item at once,
+    /// while its end is reported.
+    pub(crate) fn process_ended(self: &Arc<Self>, item: ItemId, took: Duration) {
+        let next = {
+            let mut slots = lock(&self.slots);
+            slots.record_duration(took);
+            slots.process_ended(item)
+        };
+        if let Some((next, ready)) = next {
+            let me = self.clone();
+            tokio::spawn(async move {
+                crate::job::start(&me, ready).await;
+                me.finish_item(next);
+            });
         }
         self.changed.notify_waiters();
         self.changed.notify_one();
     }
 
-    /// Asks the run of an item to stop (its task does the stopping).
-    pub(crate) fn stop_item(&self, item: ItemId) {
-        if let Some(slot) = lock(&self.slots).get(&item) {
-            let _ = slot.stop.send(StopWhy::Asked);
+    /// Asks the run of an item to stop; one that never started is reported so at once.
+    pub(crate) fn stop_item(self: &Arc<Self>, item: ItemId, why: StopWhy) {
+        let unstarted = lock(&self.slots).stop(item, why);
+        if let Some(ready) = unstarted {
+            let me = self.clone();
+            tokio::spawn(async move {
+                crate::job::never_started(
+                    &me,
+                    ready,
+                    RunState::Stopped,
+                    "stopped before it started",
+                )
+                .await;
+                me.finish_item(item);
+            });
         }
     }
 
     /// Takes a finished task out (the seed's `finish_thread_id`).
     pub(crate) fn finish_item(&self, item: ItemId) {
-        lock(&self.slots).remove(&item);
-        lock(&self.reporting).remove(&item);
+        lock(&self.slots).remove(item);
         self.changed.notify_waiters();
         self.changed.notify_one();
     }
 
     fn reporting(&self) -> usize {
-        lock(&self.reporting).len()
+        lock(&self.slots).reporting()
     }
 
     /// Heartbeats, held open by the server so that a stop arrives the moment it is asked.
@@ -330,9 +362,7 @@ impl Agent {
             match self.client.heartbeat(self.id, &beat).await {
                 Ok(reply) => {
                     for item in reply.stop_items {
-                        if let Some(slot) = lock(&self.slots).get(&item) {
-                            let _ = slot.stop.send(StopWhy::Asked);
-                        }
+                        self.stop_item(item, StopWhy::Asked);
                     }
                     if reply.stop_agent && !*self.stopping.borrow() {
                         eprintln!("agent {}: the server asked this agent to stop", self.name);

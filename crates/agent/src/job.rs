@@ -18,7 +18,7 @@ use liftoff_types::{
 };
 use rand::Rng;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Lines of output attached to a failure.
@@ -26,18 +26,36 @@ const TAIL_LINES: usize = 200;
 /// Grace given to runs when the agent stops them after its own grace period ran out.
 const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
 
-pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) {
+/// An item acked and prepared, waiting for a slot.
+pub(crate) struct Ready {
+    entry: Entry,
+    spec: RunSpec,
+    stop: watch::Receiver<StopWhy>,
+}
+
+/// Takes a leased item: ack, prepare, then start it (or queue it for the next free slot).
+/// Returns whether the item is done with (false: it waits in the ready queue).
+pub(crate) async fn take_item(
+    agent: &Arc<Agent>,
+    lease: Lease,
+    stop: watch::Receiver<StopWhy>,
+) -> bool {
+    take(agent, lease, stop).await.unwrap_or(true)
+}
+
+/// `None` when the item was dealt with (failed, dropped); `Some(queued?)` otherwise.
+async fn take(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) -> Option<bool> {
     let item = &lease.item;
     let fence = lease.fence;
     if agent.is_stopping() {
         // Leased as the stop came in: give it back, no attempt counted.
         let _ = agent.client.release(item.id, fence).await;
-        return;
+        return None;
     }
     let argv = match command(&item.spec, agent.config.secure_mode) {
         Ok(argv) => argv,
         Err(message) => {
-            return fail(
+            fail(
                 agent,
                 item.id,
                 fence,
@@ -46,13 +64,14 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
                 None,
                 Vec::new(),
             )
-            .await
+            .await;
+            return None;
         }
     };
     let run_id = match run_id_for(item) {
         Ok(id) => id,
         Err(message) => {
-            return fail(
+            fail(
                 agent,
                 item.id,
                 fence,
@@ -61,10 +80,11 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
                 None,
                 Vec::new(),
             )
-            .await
+            .await;
+            return None;
         }
     };
-    let mut entry = Entry {
+    let entry = Entry {
         item_id: item.id,
         fence,
         run_id: run_id.clone(),
@@ -74,7 +94,7 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
     };
     if let Err(e) = agent.journal.record(&entry) {
         let message = format!("the agent cannot write its journal: {e}");
-        return fail(
+        fail(
             agent,
             item.id,
             fence,
@@ -84,6 +104,7 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
             Vec::new(),
         )
         .await;
+        return None;
     }
     let ack = AckRequest {
         fence,
@@ -98,13 +119,45 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
         Err(e) => {
             tracing::warn!(item = %item.id, error = %e, "ack refused; dropping the item");
             let _ = agent.journal.forget(&run_id);
-            return;
+            return None;
         }
     };
     let spec = match prepare(agent, item, &run_id, &run_token, argv) {
         Ok(spec) => spec,
-        Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
+        Err(message) => {
+            fail_run(agent, &entry, message, Phase::Agent, None).await;
+            return None;
+        }
     };
+    let ready = Ready { entry, spec, stop };
+    if agent.is_stopping() {
+        never_started(
+            agent,
+            ready,
+            RunState::Preempted,
+            "the agent stopped before the run started",
+        )
+        .await;
+        return None;
+    }
+    match agent.place(item.id, ready) {
+        Some(ready) => {
+            start(agent, ready).await;
+            Some(true)
+        }
+        None => Some(false),
+    }
+}
+
+/// Starts a prepared item on the runner and watches it to its end.
+pub(crate) async fn start(agent: &Arc<Agent>, ready: Ready) {
+    let Ready {
+        mut entry,
+        spec,
+        stop,
+    } = ready;
+    let (fence, run_id, item) = (entry.fence, entry.run_id.clone(), entry.item_id);
+    let launched = Instant::now();
     let handle = match agent.runner.launch(&spec).await {
         Ok(h) => h,
         Err(e) => {
@@ -112,7 +165,7 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
             return fail_run(agent, &entry, e.to_string(), Phase::Run, None).await;
         }
     };
-    tracing::debug!(item = %item.id, "launched");
+    tracing::debug!(item = %item, "launched");
     entry.handle = Some(handle.clone());
     if let Err(e) = agent.journal.record(&entry) {
         tracing::warn!(run = %run_id, error = %e, "cannot journal the run's handle");
@@ -121,7 +174,6 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
     let report = {
         let agent = agent.clone();
         let run_id = run_id.clone();
-        let item = item.id;
         let running = RunUpdate {
             fence,
             state: RunState::Running,
@@ -132,11 +184,32 @@ pub(crate) async fn run_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rece
         tokio::spawn(async move {
             let sent = retry("run state", || agent.client.update_run(&run_id, &running)).await;
             if sent.as_ref().is_err_and(moved_on) {
-                agent.stop_item(item);
+                agent.stop_item(item, StopWhy::Asked);
             }
         })
     };
-    watch_run(agent, entry, stop, Some(report)).await;
+    watch_run(agent, entry, stop, Some(report), launched).await;
+}
+
+/// Reports an acked item whose run never started (stopped, or handed back as preempted).
+pub(crate) async fn never_started(
+    agent: &Arc<Agent>,
+    ready: Ready,
+    state: RunState,
+    message: &str,
+) {
+    let update = RunUpdate {
+        fence: ready.entry.fence,
+        state,
+        exit_code: None,
+        message: Some(message.to_string()),
+        handle: None,
+    };
+    let _ = retry("run end", || {
+        agent.client.update_run(&ready.entry.run_id, &update)
+    })
+    .await;
+    let _ = agent.journal.forget(&ready.entry.run_id);
 }
 
 /// The argv of an item: the entrypoint and its extra args.
@@ -226,6 +299,7 @@ async fn watch_run(
     mut entry: Entry,
     mut stop: watch::Receiver<StopWhy>,
     running_report: Option<tokio::task::JoinHandle<()>>,
+    launched: Instant,
 ) {
     let Some(handle) = entry.handle.clone() else {
         return;
@@ -256,7 +330,7 @@ async fn watch_run(
         }
     };
     tracing::debug!(item = %entry.item_id, "exited");
-    agent.process_ended(entry.item_id);
+    agent.process_ended(entry.item_id, launched.elapsed());
     let _ = done.send(true);
     entry.shipped = shipping.await.unwrap_or(entry.shipped);
     if let Some(report) = running_report {
@@ -418,7 +492,7 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
         let me = agent.clone();
         tokio::spawn(async move {
             let item = entry.item_id;
-            watch_run(&me, entry, stop, None).await;
+            watch_run(&me, entry, stop, None, Instant::now()).await;
             me.finish_item(item);
         });
     }

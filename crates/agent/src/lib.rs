@@ -13,6 +13,7 @@ mod job;
 pub mod journal;
 mod report;
 mod shipper;
+mod slots;
 pub mod status;
 
 pub use agent::{Agent, Control};
