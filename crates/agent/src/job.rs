@@ -52,8 +52,8 @@ async fn take(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) 
         let _ = agent.client.release(item.id, fence).await;
         return None;
     }
-    let argv = match command(&item.spec, agent.config.secure_mode) {
-        Ok(argv) => argv,
+    let (argv, entry) = match own(agent, item, fence) {
+        Ok(owned) => owned,
         Err(message) => {
             fail(
                 agent,
@@ -68,44 +68,7 @@ async fn take(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) 
             return None;
         }
     };
-    let run_id = match run_id_for(item) {
-        Ok(id) => id,
-        Err(message) => {
-            fail(
-                agent,
-                item.id,
-                fence,
-                message,
-                Phase::Agent,
-                None,
-                Vec::new(),
-            )
-            .await;
-            return None;
-        }
-    };
-    let entry = Entry {
-        item_id: item.id,
-        fence,
-        run_id: run_id.clone(),
-        queue: item.queue.clone(),
-        handle: None,
-        shipped: 0,
-    };
-    if let Err(e) = agent.journal.record(&entry) {
-        let message = format!("the agent cannot write its journal: {e}");
-        fail(
-            agent,
-            item.id,
-            fence,
-            message,
-            Phase::Agent,
-            None,
-            Vec::new(),
-        )
-        .await;
-        return None;
-    }
+    let run_id = entry.run_id.clone();
     let ack = AckRequest {
         fence,
         run_id: run_id.clone(),
@@ -210,6 +173,25 @@ pub(crate) async fn never_started(
     })
     .await;
     let _ = agent.journal.forget(&ready.entry.run_id);
+}
+
+/// What the agent needs before it acks: the command, a run id, and the journal entry that
+/// makes the item this agent's across a crash.
+fn own(agent: &Agent, item: &Item, fence: i64) -> Result<(Vec<String>, Entry), String> {
+    let argv = command(&item.spec, agent.config.secure_mode)?;
+    let entry = Entry {
+        item_id: item.id,
+        fence,
+        run_id: run_id_for(item)?,
+        queue: item.queue.clone(),
+        handle: None,
+        shipped: 0,
+    };
+    agent
+        .journal
+        .record(&entry)
+        .map_err(|e| format!("the agent cannot write its journal: {e}"))?;
+    Ok((argv, entry))
 }
 
 /// The argv of an item: the entrypoint and its extra args.

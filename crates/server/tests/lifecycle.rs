@@ -7,8 +7,8 @@ use liftoff_types::api::{
     AckRequest, FailRequest, ItemFilter, LeaseRequest, RunFilter, WarnRequest,
 };
 use liftoff_types::{
-    AgentStatus, Attachment, Heartbeat, ItemState, LaunchSpec, NewAgent, NewQueue, Phase, Priority,
-    RunState, RunUpdate,
+    AgentId, AgentStatus, Attachment, Heartbeat, ItemId, ItemState, LaunchSpec, Lease, NewAgent,
+    NewQueue, Phase, Priority, RunState, RunUpdate,
 };
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -30,6 +30,20 @@ fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
         message: None,
         handle: None,
     }
+}
+
+/// Enqueues `spec` on queue `q` and leases it for `agent`.
+async fn enqueue_and_lease(t: &TestServer, agent: AgentId, spec: &LaunchSpec) -> (ItemId, Lease) {
+    let id = t.user.enqueue("q", spec).await.unwrap().id;
+    let lease = t
+        .agent
+        .lease(agent, &lease_req("q", 0))
+        .await
+        .unwrap()
+        .leases
+        .remove(0);
+    assert_eq!(lease.item.id, id);
+    (id, lease)
 }
 
 async fn gpu_queue(t: &TestServer) {
@@ -145,14 +159,7 @@ async fn failure_release_cancel_and_stop() {
         .id;
 
     // Fail with phase and files.
-    let a = t.user.enqueue("q", &spec).await.unwrap().id;
-    let lease = t
-        .agent
-        .lease(agent, &lease_req("q", 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let (a, lease) = enqueue_and_lease(&t, agent, &spec).await;
     let fail = FailRequest {
         fence: lease.fence,
         exit_code: None,
@@ -171,14 +178,7 @@ async fn failure_release_cancel_and_stop() {
     );
 
     // Release: back to pending, no attempt counted.
-    let b = t.user.enqueue("q", &spec).await.unwrap().id;
-    let lease = t
-        .agent
-        .lease(agent, &lease_req("q", 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let (b, lease) = enqueue_and_lease(&t, agent, &spec).await;
     t.agent.release(b, lease.fence).await.unwrap();
     let item = t.user.get_item(b).await.unwrap();
     assert_eq!((item.state, item.attempts), (ItemState::Pending, 0));
@@ -192,14 +192,7 @@ async fn failure_release_cancel_and_stop() {
     assert!(err.is_conflict(), "{err}");
 
     // Stop a running run: the agent hears it in its heartbeat.
-    let c = t.user.enqueue("q", &spec).await.unwrap().id;
-    let lease = t
-        .agent
-        .lease(agent, &lease_req("q", 0))
-        .await
-        .unwrap()
-        .leases
-        .remove(0);
+    let (c, lease) = enqueue_and_lease(&t, agent, &spec).await;
     let ack = AckRequest {
         fence: lease.fence,
         run_id: "run-c".parse().unwrap(),
