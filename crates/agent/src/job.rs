@@ -11,7 +11,7 @@ use crate::agent::{Agent, StopWhy};
 use crate::journal::Entry;
 use crate::report::{moved_on, retry};
 use crate::shipper::{tail, Shipper};
-use liftoff_runner::{Exit, Handle, RunSpec, RunStatus};
+use liftoff_runner::{Exit, Handle, RunSpec, RunStatus, RunnerError, RunnerResult};
 use liftoff_types::api::{AckRequest, FailRequest};
 use liftoff_types::{
     Attachment, Item, ItemId, LaunchSpec, Lease, Phase, RunId, RunState, RunUpdate,
@@ -297,7 +297,7 @@ async fn watch_run(
     let shipping = tokio::spawn(async move { shipper.run(from, done_rx).await });
     let mut stopped = None;
     let status = tokio::select! {
-        status = agent.runner.wait(&handle) => status,
+        status = wait_started_then_ended(agent, &handle) => status,
         why = asked_to_stop(&mut stop) => {
             stopped = Some(why);
             let grace = match why {
@@ -319,8 +319,31 @@ async fn watch_run(
         let _ = report.await;
     }
     let _ = agent.journal.record(&entry);
-    let status = status.unwrap_or(RunStatus::Gone);
-    report_end(agent, &entry, &handle, status, stopped).await;
+    match status {
+        Ok(status) => report_end(agent, &entry, &handle, status, stopped).await,
+        Err(e) => fail_run(agent, &entry, e.to_string(), Phase::Run, None).await,
+    }
+}
+
+/// Waits for the run to end; a run still `starting` after the start timeout (a pending pod, a
+/// Slurm job held in its queue) is cancelled and reported as not started.
+async fn wait_started_then_ended(agent: &Arc<Agent>, handle: &Handle) -> RunnerResult<RunStatus> {
+    let deadline = Instant::now() + agent.config.start_timeout;
+    loop {
+        let status = agent.runner.status(std::slice::from_ref(handle)).await?;
+        match status.into_iter().next() {
+            Some(RunStatus::Starting(reason)) if Instant::now() >= deadline => {
+                let _ = agent.runner.cancel(handle, Duration::ZERO).await;
+                let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+                return Err(RunnerError::Permanent(format!(
+                    "the run did not start within {:?}{why}",
+                    agent.config.start_timeout
+                )));
+            }
+            Some(RunStatus::Starting(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
+            _ => return agent.runner.wait(handle).await,
+        }
+    }
 }
 
 async fn asked_to_stop(stop: &mut watch::Receiver<StopWhy>) -> StopWhy {

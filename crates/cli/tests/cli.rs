@@ -152,3 +152,47 @@ fn the_server_refuses_no_auth_beyond_loopback() {
         "nothing written before the refusal: {created:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_stops_promptly_with_long_polls_open() {
+    let mut server = ServerProcess::start();
+    let client = server.client();
+    client
+        .create_queue(&liftoff_types::NewQueue::named("q"))
+        .await
+        .unwrap();
+    let agent = client
+        .register_agent(&liftoff_types::NewAgent::default())
+        .await
+        .unwrap()
+        .id;
+    let req = liftoff_types::api::LeaseRequest {
+        queues: vec!["q".into()],
+        max: 1,
+        wait_ms: 60_000,
+        lease_ms: 60_000,
+    };
+    let poll = tokio::spawn(async move { client.lease(agent, &req).await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pid = nix::unistd::Pid::from_raw(server.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let started = std::time::Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait().unwrap();
+        (status, server)
+    });
+    let (status, _server) = tokio::time::timeout(std::time::Duration::from_secs(15), status)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        poll.await.unwrap().is_err(),
+        "the open long-poll was cut off"
+    );
+}

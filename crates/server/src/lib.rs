@@ -128,12 +128,23 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting, lets in-flight requests finish (long-polls end at their deadline),
-    /// and stops the reaper.
+    /// Stops accepting, lets in-flight requests finish for up to 2 s (then cuts off what is
+    /// left, such as long-polls), and stops the reaper.
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.reaper.abort();
-        match self.serve.await {
+        // Long-polls would hold a graceful shutdown for up to a minute; agents retry, so cut
+        // them off after a moment.
+        let mut serve = self.serve;
+        let ended = tokio::time::timeout(Duration::from_secs(2), &mut serve).await;
+        let ended = match ended {
+            Ok(ended) => ended,
+            Err(_) => {
+                serve.abort();
+                return;
+            }
+        };
+        match ended {
             Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
             Err(e) => tracing::warn!(error = %e, "server task failed"),
             Ok(Ok(())) => {}
