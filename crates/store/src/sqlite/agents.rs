@@ -67,7 +67,7 @@ pub fn heartbeat(
     // normally are not named: their runs are ending anyway.
     let mut stop_items: Vec<ItemId> = conn
         .prepare_cached(
-            "SELECT id FROM items WHERE agent_id = ?1 AND state = 'claimed' AND cancel_requested = 1",
+            "SELECT id FROM items WHERE agent_id = ?1 AND cancel_requested = 1 AND state = 'claimed'",
         )?
         .query_map([id.0], |r| Ok(ItemId(r.get(0)?)))?
         .collect::<Result<_, _>>()?;

@@ -137,7 +137,7 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> StoreResult<Conne
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32000;",
     )?;
-    conn.set_prepared_statement_cache_capacity(64);
+    conn.set_prepared_statement_cache_capacity(256);
     Ok(conn)
 }
 
