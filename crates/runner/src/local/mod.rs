@@ -223,15 +223,17 @@ async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, 
 }
 
 /// Finds `program` the way exec would, so that a missing executable is a clear refusal.
-fn resolve(program: &str, path: Option<&String>) -> RunnerResult<()> {
+/// A relative path with a slash is taken from the run's working directory, as exec would.
+fn resolve(program: &str, path: Option<&String>, cwd: &Path) -> RunnerResult<PathBuf> {
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| {
         p.metadata()
             .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     };
     if program.contains('/') {
-        if executable(Path::new(program)) {
-            return Ok(());
+        let full = cwd.join(program);
+        if executable(&full) {
+            return Ok(full);
         }
         return Err(RunnerError::Permanent(format!(
             "cannot start {program:?}: no such executable file"
@@ -240,8 +242,11 @@ fn resolve(program: &str, path: Option<&String>) -> RunnerResult<()> {
     let path = path
         .map(String::as_str)
         .unwrap_or("/usr/local/bin:/usr/bin:/bin");
-    if std::env::split_paths(path).any(|dir| executable(&dir.join(program))) {
-        return Ok(());
+    if let Some(found) = std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|candidate| executable(candidate))
+    {
+        return Ok(found);
     }
     Err(RunnerError::Permanent(format!(
         "cannot start {program:?}: not found in PATH ({path})"
@@ -259,16 +264,21 @@ impl Runner for LocalRunner {
             .argv
             .first()
             .ok_or_else(|| RunnerError::Permanent("the command is empty".into()))?;
-        resolve(program, spec.env.get("PATH"))
+        resolve(program, spec.env.get("PATH"), &spec.workdir).map(drop)
     }
 
     async fn launch(&self, spec: &RunSpec) -> RunnerResult<Handle> {
-        self.check(spec).await?;
+        let name = spec
+            .argv
+            .first()
+            .ok_or_else(|| RunnerError::Permanent("the command is empty".into()))?;
+        let program = resolve(name, spec.env.get("PATH"), &spec.workdir)?;
         let exit_file = spec.output.with_file_name("exit.json");
         let reply = self
             .ask(|id| Request::Spawn {
                 id,
                 run_id: spec.run_id.to_string(),
+                program: program.clone(),
                 argv: spec.argv.clone(),
                 env: spec.env.clone().into_iter().collect(),
                 cwd: spec.workdir.clone(),

@@ -12,6 +12,9 @@ pub enum Request {
     Spawn {
         id: u64,
         run_id: String,
+        /// The executable, already found on the run's PATH, so the supervisor can start it
+        /// with `posix_spawn` (a PATH lookup in a changed environment forces a fork).
+        program: PathBuf,
         argv: Vec<String>,
         env: Vec<(String, String)>,
         cwd: PathBuf,

@@ -103,12 +103,13 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
             Ok(Request::Spawn {
                 id,
                 run_id,
+                program,
                 argv,
                 env,
                 cwd,
                 output,
                 exit_file,
-            }) => spawn(&shared, id, run_id, argv, env, &cwd, &output, exit_file),
+            }) => spawn(&shared, id, run_id, &program, argv, env, &cwd, &output, exit_file),
             Ok(Request::List { id }) => Message::Running {
                 id,
                 runs: lock(&shared.children).values().cloned().collect(),
@@ -135,6 +136,7 @@ fn spawn(
     shared: &Arc<Shared>,
     id: u64,
     run_id: String,
+    program: &Path,
     argv: Vec<String>,
     env: Vec<(String, String)>,
     cwd: &Path,
@@ -142,7 +144,7 @@ fn spawn(
     exit_file: std::path::PathBuf,
 ) -> Message {
     let refuse = |error: String| Message::Refused { id, error };
-    let Some((program, args)) = argv.split_first() else {
+    let Some((name, args)) = argv.split_first() else {
         return refuse("the command is empty".into());
     };
     let out = match std::fs::OpenOptions::new()
@@ -158,7 +160,8 @@ fn spawn(
         Err(e) => return refuse(format!("cannot open {}: {e}", output.display())),
     };
     let mut cmd = Command::new(program);
-    cmd.args(args)
+    cmd.arg0(name)
+        .args(args)
         .env_clear()
         .envs(env)
         .current_dir(cwd)
@@ -172,7 +175,7 @@ fn spawn(
     let mut children = lock(&shared.children);
     let mut child = match cmd.spawn() {
         Ok(child) => child,
-        Err(e) => return refuse(format!("cannot start {program:?}: {e}")),
+        Err(e) => return refuse(format!("cannot start {name:?}: {e}")),
     };
     let pid = child.id() as i32;
     let start_time = procs::stat(pid).map_or(0, |s| s.start_time);
