@@ -250,8 +250,6 @@ fn prepare(
     let output = dir.join("output.log");
     std::fs::write(&config_file, &config)
         .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
-    std::fs::write(&metrics_file, b"")
-        .map_err(|e| format!("cannot write {}: {e}", metrics_file.display()))?;
     let vars = crate::env::RunVars {
         run_id: run_id.as_str(),
         run_name: item.spec.name.as_deref(),

@@ -1,12 +1,13 @@
-//! The agent's state directory: who it is on the server, and a journal entry per run it
-//! owns, so that a restarted agent re-adopts its runs instead of losing them or starting them
-//! twice.
+//! The agent's state directory: who it is on the server, and what it owns, so that a
+//! restarted agent re-adopts its runs instead of losing them or starting them twice.
 //!
-//! Layout: `agent.json`; `runs/<run id>/` with `journal.json` (what the agent owns), the run's
-//! `work/` directory, `output.log`, `config.json`, `metrics.jsonl` and, once it ended,
-//! `exit.json` (written by the supervisor). Every file is written to a temporary name and
-//! renamed, so a crash never leaves half of one. A run's `journal.json` is removed once its
-//! end has reached the server; the rest of its directory stays for inspection.
+//! Layout: `agent.json` (identity, written to a temporary name and renamed); `journal.jsonl`,
+//! one line per change (`put` an entry, `del` a run), appended, so that recording a run costs
+//! no new file (creating files is what a busy agent's file system spends most on); and
+//! `runs/<run id>/` with the run's `work/` directory, `output.log`, `config.json` and, once it
+//! ended, `exit.json` (written by the supervisor). A line cut short by a crash is ignored on
+//! replay. The journal is rewritten to its live entries at start and when it has grown to
+//! many times their number.
 
 use liftoff_runner::Handle;
 use liftoff_types::{AgentId, ItemId, RunId};
@@ -36,20 +37,55 @@ pub struct Entry {
     pub shipped: u64,
 }
 
-#[derive(Clone, Debug)]
+/// One line of `journal.jsonl`.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Line {
+    Put { entry: Entry },
+    Del { run_id: RunId },
+}
+
+/// Lines past which the journal is rewritten, beyond what its live entries need.
+const COMPACT_SLACK: usize = 1000;
+
 pub struct Journal {
     dir: PathBuf,
+    log: std::sync::Mutex<Log>,
+}
+
+struct Log {
+    file: std::fs::File,
+    live: std::collections::BTreeMap<RunId, Entry>,
+    lines: usize,
 }
 
 impl Journal {
-    /// Opens (creating) a state directory, private to this user.
+    /// Opens (creating) a state directory, private to this user, and replays its journal.
     pub fn open(dir: &Path) -> std::io::Result<Journal> {
         let mut builder = std::fs::DirBuilder::new();
         builder.recursive(true);
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir.join("runs"))?;
+        let path = dir.join("journal.jsonl");
+        let mut live = std::collections::BTreeMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                match serde_json::from_str::<Line>(line) {
+                    Ok(Line::Put { entry }) => {
+                        live.insert(entry.run_id.clone(), entry);
+                    }
+                    Ok(Line::Del { run_id }) => {
+                        live.remove(&run_id);
+                    }
+                    Err(_) => {} // a line cut short by a crash
+                }
+            }
+        }
+        let file = rewrite(&path, &live)?;
+        let lines = live.len();
         Ok(Journal {
             dir: dir.to_path_buf(),
+            log: std::sync::Mutex::new(Log { file, live, lines }),
         })
     }
 
@@ -75,30 +111,66 @@ impl Journal {
 
     /// Records (or updates) what the agent owns for a run.
     pub fn record(&self, entry: &Entry) -> std::io::Result<()> {
-        let dir = self.run_dir(&entry.run_id);
-        std::fs::create_dir_all(&dir)?;
-        write_atomic(&dir.join("journal.json"), &serde_json::to_vec(entry)?)
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        append(
+            &mut log.file,
+            &Line::Put {
+                entry: entry.clone(),
+            },
+        )?;
+        log.live.insert(entry.run_id.clone(), entry.clone());
+        log.lines += 1;
+        Ok(())
     }
 
     /// The run's end reached the server: it is no longer the agent's to watch.
     pub fn forget(&self, run: &RunId) -> std::io::Result<()> {
-        match std::fs::remove_file(self.run_dir(run).join("journal.json")) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.live.remove(run).is_none() {
+            return Ok(());
         }
+        append(
+            &mut log.file,
+            &Line::Del {
+                run_id: run.clone(),
+            },
+        )?;
+        log.lines += 1;
+        if log.lines > log.live.len() * 4 + COMPACT_SLACK {
+            log.file = rewrite(&self.dir.join("journal.jsonl"), &log.live)?;
+            log.lines = log.live.len();
+        }
+        Ok(())
     }
 
     /// Every run the journal says the agent owns.
     pub fn entries(&self) -> Vec<Entry> {
-        let Ok(dirs) = std::fs::read_dir(self.dir.join("runs")) else {
-            return Vec::new();
-        };
-        dirs.filter_map(|d| {
-            let bytes = std::fs::read(d.ok()?.path().join("journal.json")).ok()?;
-            serde_json::from_slice(&bytes).ok()
-        })
-        .collect()
+        let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        log.live.values().cloned().collect()
     }
+}
+
+fn append(file: &mut std::fs::File, line: &Line) -> std::io::Result<()> {
+    let mut bytes = serde_json::to_vec(line)?;
+    bytes.push(b'\n');
+    // One write of a whole line to a file opened for appending.
+    file.write_all(&bytes)
+}
+
+/// Writes the live entries to a fresh journal and returns it opened for appending.
+fn rewrite(
+    path: &Path,
+    live: &std::collections::BTreeMap<RunId, Entry>,
+) -> std::io::Result<std::fs::File> {
+    let mut bytes = Vec::new();
+    for entry in live.values() {
+        bytes.extend(serde_json::to_vec(&Line::Put {
+            entry: entry.clone(),
+        })?);
+        bytes.push(b'\n');
+    }
+    write_atomic(path, &bytes)?;
+    std::fs::OpenOptions::new().append(true).open(path)
 }
 
 /// Writes `path` whole or not at all.
@@ -112,6 +184,8 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::Write;
 
     #[test]
     fn entries_round_trip_and_are_forgotten() {
@@ -130,9 +204,23 @@ mod tests {
         e.shipped = 10;
         j.record(&e).unwrap();
         assert_eq!(j.entries(), vec![e]);
+        drop(j);
+        let j = Journal::open(dir.path()).unwrap();
+        assert_eq!(j.entries().len(), 1, "replayed after a restart");
         j.forget(&run).unwrap();
         j.forget(&run).unwrap();
         assert!(j.entries().is_empty());
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.path().join("journal.jsonl"))
+            .unwrap()
+            .write_all(b"{\"op\":\"put\",\"entr")
+            .unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        assert!(
+            j.entries().is_empty(),
+            "a line cut short by a crash is ignored"
+        );
         assert!(j.identity().is_none());
         let id = Identity {
             agent_id: AgentId(4),

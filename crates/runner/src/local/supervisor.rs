@@ -109,7 +109,9 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
                 cwd,
                 output,
                 exit_file,
-            }) => spawn(&shared, id, run_id, &program, argv, env, &cwd, &output, exit_file),
+            }) => spawn(
+                &shared, id, run_id, &program, argv, env, &cwd, &output, exit_file,
+            ),
             Ok(Request::List { id }) => Message::Running {
                 id,
                 runs: lock(&shared.children).values().cloned().collect(),
