@@ -43,6 +43,8 @@ pub enum Control {
 
 pub struct Agent {
     pub(crate) client: Client,
+    /// Acks and run reports, batched.
+    pub(crate) outbox: crate::outbox::Outbox,
     pub(crate) config: AgentConfig,
     pub(crate) runner: Arc<dyn Runner>,
     pub(crate) journal: Journal,
@@ -91,6 +93,7 @@ impl Agent {
         let (stopping, _) = watch::channel(false);
         let max_jobs = config.max_jobs;
         Ok(Arc::new(Agent {
+            outbox: crate::outbox::Outbox::start(client.clone(), id),
             api_url: client.url().to_string(),
             client,
             base_env: crate::env::inherited(agent_env),

@@ -75,7 +75,7 @@ async fn take(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) 
         handle: serde_json::json!({}),
         state: Some(RunState::Starting),
     };
-    let acked = retry("ack", || agent.client.ack(item.id, &ack)).await;
+    let acked = agent.outbox.ack(item.id, ack).await;
     tracing::debug!(item = %item.id, "acked");
     let run_token = match acked {
         Ok(a) => a.run_token,
@@ -145,7 +145,7 @@ pub(crate) async fn start(agent: &Arc<Agent>, ready: Ready) {
             handle: Some(handle.data.clone()),
         };
         tokio::spawn(async move {
-            let sent = retry("run state", || agent.client.update_run(&run_id, &running)).await;
+            let sent = agent.outbox.report(&run_id, running).await;
             if sent.as_ref().is_err_and(moved_on) {
                 agent.stop_item(item, StopWhy::Asked);
             }
@@ -168,10 +168,7 @@ pub(crate) async fn never_started(
         message: Some(message.to_string()),
         handle: None,
     };
-    let _ = retry("run end", || {
-        agent.client.update_run(&ready.entry.run_id, &update)
-    })
-    .await;
+    let _ = agent.outbox.report(&ready.entry.run_id, update).await;
     let _ = agent.journal.forget(&ready.entry.run_id);
 }
 
@@ -394,11 +391,7 @@ async fn report_end(
             Some("the run's process ended without a recorded exit code".into()),
         ),
     };
-    match retry("run end", || {
-        agent.client.update_run(&entry.run_id, &report)
-    })
-    .await
-    {
+    match agent.outbox.report(&entry.run_id, report).await {
         Ok(_) => {}
         Err(e) if moved_on(&e) => {
             tracing::info!(run = %entry.run_id, error = %e, "the server had moved on")
@@ -481,7 +474,7 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
                 message: Some("the agent restarted before the run started".into()),
                 handle: None,
             };
-            let _ = retry("run end", || agent.client.update_run(&entry.run_id, &lost)).await;
+            let _ = agent.outbox.report(&entry.run_id, lost).await;
             let _ = agent.journal.forget(&entry.run_id);
             continue;
         }

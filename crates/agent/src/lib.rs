@@ -11,6 +11,7 @@ pub mod config;
 pub mod env;
 mod job;
 pub mod journal;
+mod outbox;
 mod report;
 mod shipper;
 mod slots;

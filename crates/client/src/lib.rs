@@ -5,8 +5,9 @@
 //! server unreachable: retry).
 
 use liftoff_types::api::{
-    AckRequest, AckResponse, CreateTokenRequest, CreatedToken, ErrorBody, FailRequest, ItemFilter,
-    LeaseRequest, LeaseResponse, LogAppend, LogQuery, ReleaseRequest, RunFilter, WarnRequest,
+    AckBatch, AckOutcome, AckRequest, AckResponse, CreateTokenRequest, CreatedToken, EntryError,
+    ErrorBody, FailRequest, ItemAck, ItemFilter, LeaseRequest, LeaseResponse, LogAppend, LogQuery,
+    ReleaseRequest, ReportBatch, ReportOutcome, RunFilter, RunReport, WarnRequest,
 };
 use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
@@ -37,6 +38,10 @@ pub enum ClientError {
     Decode(#[source] reqwest::Error),
     #[error("invalid server URL {0:?}")]
     BadUrl(String),
+    /// The request was never delivered (a batch that could not be sent, a sender that
+    /// stopped): worth trying again later.
+    #[error("not sent: {0}")]
+    Unsent(String),
 }
 
 impl ClientError {
@@ -55,7 +60,7 @@ impl ClientError {
     /// Worth trying again later (network trouble, a server error).
     pub fn is_transient(&self) -> bool {
         match self {
-            ClientError::Transport { .. } => true,
+            ClientError::Transport { .. } | ClientError::Unsent(_) => true,
             ClientError::Api { status, .. } => status.is_server_error(),
             _ => false,
         }
@@ -313,6 +318,45 @@ impl Client {
         .await
     }
 
+    /// Several acks in one request; each answered on its own.
+    pub async fn ack_batch(
+        &self,
+        agent: AgentId,
+        acks: Vec<ItemAck>,
+    ) -> ClientResult<Vec<ClientResult<AckResponse>>> {
+        let answers: Vec<AckOutcome> = self
+            .post(&format!("/api/v1/agents/{agent}/acks"), &AckBatch { acks })
+            .await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                AckOutcome::Ok(ack) => Ok(ack),
+                AckOutcome::Error(e) => Err(entry_error(e)),
+            })
+            .collect())
+    }
+
+    /// Several run reports in one request; each answered on its own.
+    pub async fn report_batch(
+        &self,
+        agent: AgentId,
+        reports: Vec<RunReport>,
+    ) -> ClientResult<Vec<ClientResult<Run>>> {
+        let answers: Vec<ReportOutcome> = self
+            .post(
+                &format!("/api/v1/agents/{agent}/reports"),
+                &ReportBatch { reports },
+            )
+            .await?;
+        Ok(answers
+            .into_iter()
+            .map(|a| match a {
+                ReportOutcome::Ok(run) => Ok(run),
+                ReportOutcome::Error(e) => Err(entry_error(e)),
+            })
+            .collect())
+    }
+
     pub async fn update_run(&self, id: &RunId, update: &RunUpdate) -> ClientResult<Run> {
         self.post(&format!("/api/v1/runs/{id}/state"), update).await
     }
@@ -349,6 +393,13 @@ impl Client {
         self.check(self.request(Method::DELETE, &format!("/api/v1/tokens/{id}")))
             .await
             .map(drop)
+    }
+}
+
+fn entry_error(e: EntryError) -> ClientError {
+    ClientError::Api {
+        status: StatusCode::from_u16(e.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        body: ErrorBody { error: e.error },
     }
 }
 

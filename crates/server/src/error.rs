@@ -74,6 +74,18 @@ impl ApiError {
         Err(ApiError::invalid(fields))
     }
 
+    /// The entry of a batch this error stands for.
+    pub fn entry(self) -> liftoff_types::api::EntryError {
+        liftoff_types::api::EntryError {
+            status: self.status.as_u16(),
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.message,
+                fields: self.fields,
+            },
+        }
+    }
+
     fn code(&self) -> &'static str {
         match self.status {
             StatusCode::BAD_REQUEST => "bad_request",

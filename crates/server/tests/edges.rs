@@ -37,6 +37,8 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/runs/r1/logs", "AUGR"),
     ("POST", "/api/v1/runs/r1/logs?fence=1&offset=0", "AG"),
     ("POST", "/api/v1/agents/1/stop", "AU"),
+    ("POST", "/api/v1/agents/1/acks", "AG"),
+    ("POST", "/api/v1/agents/1/reports", "AG"),
     ("POST", "/api/v1/runs/r1/stop", "AU"),
     ("POST", "/api/v1/runs/r1/state", "AG"),
     ("POST", "/api/v1/tokens", "A"),
@@ -57,6 +59,8 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("/heartbeat") => json!({"status": "polling"}),
         p if p.ends_with("/lease") => json!({"queues": ["empty"], "wait_ms": 0}),
         p if p.ends_with("/state") => json!({"fence": 1, "state": "running"}),
+        p if p.ends_with("/acks") => json!({"acks": []}),
+        p if p.ends_with("/reports") => json!({"reports": []}),
         "/api/v1/tokens" => json!({"name": "t", "scope": "user"}),
         _ => json!({}),
     }

@@ -348,3 +348,65 @@ async fn an_expired_lease_goes_back_and_wakes_a_waiting_agent() {
     };
     assert!(t.agent.ack(id, &stale).await.unwrap_err().is_conflict());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_answer_each_entry_on_its_own() {
+    use liftoff_types::api::ItemAck;
+    let t = TestServer::start().await;
+    t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
+    let agent = t
+        .agent
+        .register_agent(&NewAgent::default())
+        .await
+        .unwrap()
+        .id;
+    let spec = LaunchSpec::command(vec!["true".into()]);
+    let (a, la) = enqueue_and_lease(&t, agent, &spec).await;
+    let (b, lb) = enqueue_and_lease(&t, agent, &spec).await;
+    let ack = |fence, run: &str| AckRequest {
+        fence,
+        run_id: run.parse().unwrap(),
+        handle: json!({}),
+        state: None,
+    };
+    let answers = t
+        .agent
+        .ack_batch(
+            agent,
+            vec![
+                ItemAck {
+                    item_id: a,
+                    ack: ack(la.fence, "ra"),
+                },
+                ItemAck {
+                    item_id: b,
+                    ack: ack(lb.fence + 9, "rb"),
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(answers[0].is_ok());
+    assert!(
+        answers[1].as_ref().unwrap_err().is_conflict(),
+        "a stale fence is refused alone"
+    );
+    let reports = vec![
+        liftoff_types::api::RunReport {
+            run_id: "ra".parse().unwrap(),
+            update: update(la.fence, RunState::Finished, Some(0)),
+        },
+        liftoff_types::api::RunReport {
+            run_id: "nope".parse().unwrap(),
+            update: update(1, RunState::Finished, Some(0)),
+        },
+    ];
+    let answers = t.agent.report_batch(agent, reports).await.unwrap();
+    assert_eq!(answers[0].as_ref().unwrap().state, RunState::Finished);
+    assert_eq!(
+        answers[1].as_ref().unwrap_err().status(),
+        Some(reqwest::StatusCode::NOT_FOUND)
+    );
+    assert_eq!(t.user.get_item(a).await.unwrap().state, ItemState::Finished);
+    assert_eq!(t.user.get_item(b).await.unwrap().state, ItemState::Leased);
+}

@@ -363,6 +363,8 @@ pub async fn lifecycle_to_finished(store: DynStore) {
         is_conflict(store.ack(id, ack(l.fence, "run-2"), T0).await),
         "acked once"
     );
+    let again = store.ack(id, ack(l.fence, "run-1"), T0 + 1).await.unwrap();
+    assert_eq!(again.id, run.id, "the same ack again is answered again");
     let rid: RunId = "run-1".parse().unwrap();
     let running = store
         .update_run(&rid, update(l.fence, RunState::Running, None), T0 + 2)

@@ -66,6 +66,62 @@ pub struct AckResponse {
     pub run_token: String,
 }
 
+/// Most entries in one batch of acks or run reports.
+pub const MAX_BATCH: usize = 256;
+
+/// One ack in a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ItemAck {
+    pub item_id: crate::ItemId,
+    pub ack: AckRequest,
+}
+
+/// Several acks in one request (an agent taking many short runs).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AckBatch {
+    pub acks: Vec<ItemAck>,
+}
+
+/// One run report in a batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunReport {
+    pub run_id: RunId,
+    pub update: crate::RunUpdate,
+}
+
+/// Several run reports in one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBatch {
+    pub reports: Vec<RunReport>,
+}
+
+/// Why one entry of a batch was refused: the status it would have had alone, and the error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct EntryError {
+    pub status: u16,
+    pub error: ErrorDetail,
+}
+
+/// The answer to one ack of a batch, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AckOutcome {
+    Ok(AckResponse),
+    Error(EntryError),
+}
+
+/// The answer to one report of a batch, in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportOutcome {
+    Ok(crate::Run),
+    Error(EntryError),
+}
+
 /// Largest log chunk one request may append.
 pub const MAX_LOG_CHUNK: usize = 1024 * 1024;
 /// Most log bytes the server keeps per run; the agent keeps the whole file.

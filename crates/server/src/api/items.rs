@@ -87,6 +87,15 @@ pub async fn ack(
     Body(req): Body<AckRequest>,
 ) -> Result<Json<AckResponse>, ApiError> {
     caller.require(Access::Work)?;
+    Ok(Json(apply_ack(&state, id, req).await?))
+}
+
+/// An ack, checked and stored, with its run token (shared by the single and batch routes).
+pub async fn apply_ack(
+    state: &AppState,
+    id: ItemId,
+    req: AckRequest,
+) -> Result<AckResponse, ApiError> {
     ApiError::check(check_handle(&req.handle))?;
     let (run_token, hash) = new_token();
     let ack = Ack {
@@ -97,7 +106,7 @@ pub async fn ack(
         run_token_hash: Some(hash),
     };
     let run = state.store.ack(id, ack, now_ms()).await?;
-    Ok(Json(AckResponse { run, run_token }))
+    Ok(AckResponse { run, run_token })
 }
 
 pub fn check_handle(handle: &serde_json::Value) -> Vec<(String, String)> {

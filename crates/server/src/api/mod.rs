@@ -2,6 +2,7 @@
 //! Each handler's first line checks the caller's access (see `auth::Access`).
 
 pub mod agents;
+pub mod batch;
 pub mod items;
 pub mod queues;
 pub mod runs;
@@ -24,6 +25,7 @@ use utoipa::OpenApi;
         items::ack, items::fail, items::warn, items::release,
         agents::register, agents::list, agents::show, agents::heartbeat, agents::lease, agents::stop,
         runs::list, runs::show, runs::stop, runs::update, runs::append_log, runs::logs,
+        batch::acks, batch::reports,
         tokens::create, tokens::list, tokens::delete,
         healthz, openapi,
     ),
@@ -81,6 +83,8 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/runs/{id}/state", post(runs::update))
         .route("/runs/{id}/logs", post(runs::append_log).get(runs::logs))
         .route("/agents/{id}/stop", post(agents::stop))
+        .route("/agents/{id}/acks", post(batch::acks))
+        .route("/agents/{id}/reports", post(batch::reports))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/openapi.json", get(openapi));

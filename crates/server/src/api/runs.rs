@@ -65,6 +65,15 @@ pub async fn update(
     Body(update): Body<RunUpdate>,
 ) -> Result<Json<Run>, ApiError> {
     caller.require(Access::Work)?;
+    Ok(Json(apply_update(&state, &id, update).await?))
+}
+
+/// A run report, checked and stored (shared by the single and batch routes).
+pub async fn apply_update(
+    state: &AppState,
+    id: &RunId,
+    update: RunUpdate,
+) -> Result<Run, ApiError> {
     let mut problems = update
         .handle
         .as_ref()
@@ -74,9 +83,9 @@ pub async fn update(
         problems.push(("message".into(), "is longer than 4096 bytes".into()));
     }
     ApiError::check(problems)?;
-    let run = state.store.update_run(&id, update, now_ms()).await?;
-    state.wakers.wake(&run_key(&id));
-    Ok(Json(run))
+    let run = state.store.update_run(id, update, now_ms()).await?;
+    state.wakers.wake(&run_key(id));
+    Ok(run)
 }
 
 /// Append output at a byte offset (the body is the raw bytes). Bytes the server already has

@@ -134,6 +134,17 @@ pub fn lease(
 
 pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult<Run> {
     let cur = current(conn, id)?;
+    // The same ack again (its answer was lost on the way): answer it again, so the agent
+    // does not drop a run the server already counts as started.
+    if cur.state == ItemState::Claimed
+        && cur.fence == ack.fence
+        && cur.run_id.as_deref() == Some(ack.run_id.as_str())
+    {
+        if let Some(hash) = &ack.run_token_hash {
+            super::tokens::create_run(conn, &ack.run_id, hash, now)?;
+        }
+        return rows::load_run(conn, &ack.run_id);
+    }
     guard(id, &cur, ack.fence, &[ItemState::Leased])?;
     let (queue, agent) = (&cur.queue, cur.agent_id);
     if cur.lease_expires_at_ms.is_some_and(|t| t < now) {
