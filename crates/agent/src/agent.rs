@@ -6,14 +6,13 @@
 //! second one ([`Control::StopNow`]) stops them at once.
 
 use crate::config::AgentConfig;
-use crate::job::Ready;
 use crate::journal::{Identity, Journal};
 use crate::slots::{Phase, Slots};
 use crate::status::Snapshot;
 use liftoff_client::Client;
 use liftoff_runner::Runner;
 use liftoff_types::api::LeaseRequest;
-use liftoff_types::{AgentId, AgentStatus, Heartbeat, ItemId, Lease, NewAgent, RunState};
+use liftoff_types::{AgentId, AgentStatus, Heartbeat, ItemId, Lease, NewAgent};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,7 +54,7 @@ pub struct Agent {
     id: AgentId,
     name: String,
     /// Every item held, by phase, and the ready queue.
-    slots: Mutex<Slots<Ready>>,
+    slots: Mutex<Slots>,
     /// Poked when a slot frees or the in-flight set changes.
     changed: Notify,
     status: Mutex<AgentStatus>,
@@ -230,12 +229,8 @@ impl Agent {
     /// Waits for runs to end within the grace period (or not at all after a second signal),
     /// then stops what is left. Items that never started go back to their queues.
     async fn finish(self: &Arc<Self>, mut control: mpsc::Receiver<Control>, mut stop_now: bool) {
-        let unstarted = lock(&self.slots).drain_ready();
-        for (item, ready) in unstarted {
-            let message = "the agent stopped before the run started";
-            crate::job::never_started(self, ready, RunState::Preempted, message).await;
-            self.finish_item(item);
-        }
+        // Runs waiting to start never will: they are withdrawn and go back to their queues.
+        lock(&self.slots).stop_all(Some(Phase::Ready), StopWhy::AgentStopping);
         let grace = tokio::time::Instant::now() + self.config.stopped_run_timeout;
         if !stop_now && self.num_running_jobs() > 0 {
             eprintln!(
@@ -257,18 +252,8 @@ impl Agent {
         } else {
             StopWhy::AgentStopping
         };
-        lock(&self.slots).stop_all(why);
-        loop {
-            // An item still being prepared may have been queued after the first drain.
-            let unstarted = lock(&self.slots).drain_ready();
-            for (item, ready) in unstarted {
-                let message = "the agent stopped before the run started";
-                crate::job::never_started(self, ready, RunState::Preempted, message).await;
-                self.finish_item(item);
-            }
-            if self.held() <= self.reporting() {
-                break;
-            }
+        lock(&self.slots).stop_all(None, why);
+        while self.held() > self.reporting() {
             let _ = tokio::time::timeout(Duration::from_millis(100), self.changed.notified()).await;
         }
         // Let the last reports reach the server; the journal keeps any that do not.
@@ -288,17 +273,15 @@ impl Agent {
         let stop = lock(&self.slots).add(item, Phase::Preparing);
         let me = self.clone();
         tokio::spawn(async move {
-            if crate::job::take_item(&me, lease, stop).await {
-                me.finish_item(item);
-            }
+            crate::job::take_item(&me, lease, stop).await;
+            me.finish_item(item);
         });
     }
 
-    /// A prepared item: started now if a slot is free (returned), else queued.
-    pub(crate) fn place(&self, item: ItemId, ready: Ready) -> Option<Ready> {
-        let placed = lock(&self.slots).place(item, ready);
+    /// Moves an item to another phase.
+    pub(crate) fn mark(&self, item: ItemId, phase: Phase) {
+        lock(&self.slots).mark(item, phase);
         self.changed.notify_waiters();
-        placed
     }
 
     /// Re-adopted runs occupy a slot like any other.
@@ -306,41 +289,22 @@ impl Agent {
         lock(&self.slots).add(item, Phase::Running)
     }
 
-    /// A run's process ended after `took`: its slot goes to the next ready item at once,
-    /// while its end is reported.
-    pub(crate) fn process_ended(self: &Arc<Self>, item: ItemId, took: Duration) {
-        let next = {
+    /// A run's process ended after `took`: its slot is free (the runner starts the next run
+    /// waiting in its line) while its end is reported.
+    pub(crate) fn process_ended(&self, item: ItemId, took: Duration) {
+        {
             let mut slots = lock(&self.slots);
             slots.record_duration(took);
-            slots.process_ended(item)
-        };
-        if let Some((next, ready)) = next {
-            let me = self.clone();
-            tokio::spawn(async move {
-                crate::job::start(&me, ready).await;
-                me.finish_item(next);
-            });
+            slots.mark(item, Phase::Reporting);
         }
         self.changed.notify_waiters();
         self.changed.notify_one();
     }
 
-    /// Asks the run of an item to stop; one that never started is reported so at once.
-    pub(crate) fn stop_item(self: &Arc<Self>, item: ItemId, why: StopWhy) {
-        let unstarted = lock(&self.slots).stop(item, why);
-        if let Some(ready) = unstarted {
-            let me = self.clone();
-            tokio::spawn(async move {
-                crate::job::never_started(
-                    &me,
-                    ready,
-                    RunState::Stopped,
-                    "stopped before it started",
-                )
-                .await;
-                me.finish_item(item);
-            });
-        }
+    /// Asks the run of an item to stop (its task does the stopping, or withdraws a run that
+    /// is still waiting to start).
+    pub(crate) fn stop_item(&self, item: ItemId, why: StopWhy) {
+        lock(&self.slots).stop(item, why);
     }
 
     /// Takes a finished task out (the seed's `finish_thread_id`).

@@ -11,6 +11,7 @@ use crate::agent::{Agent, StopWhy};
 use crate::journal::Entry;
 use crate::report::{moved_on, retry};
 use crate::shipper::{tail, Shipper};
+use crate::slots::Phase as SlotPhase;
 use liftoff_runner::{Exit, Handle, RunSpec, RunStatus, RunnerError, RunnerResult};
 use liftoff_types::api::{AckRequest, FailRequest};
 use liftoff_types::{
@@ -26,36 +27,20 @@ const TAIL_LINES: usize = 200;
 /// Grace given to runs when the agent stops them after its own grace period ran out.
 const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// An item acked and prepared, waiting for a slot.
-pub(crate) struct Ready {
-    entry: Entry,
-    spec: RunSpec,
-    stop: watch::Receiver<StopWhy>,
-}
-
-/// Takes a leased item: ack, prepare, then start it (or queue it for the next free slot).
-/// Returns whether the item is done with (false: it waits in the ready queue).
-pub(crate) async fn take_item(
-    agent: &Arc<Agent>,
-    lease: Lease,
-    stop: watch::Receiver<StopWhy>,
-) -> bool {
-    take(agent, lease, stop).await.unwrap_or(true)
-}
-
-/// `None` when the item was dealt with (failed, dropped); `Some(queued?)` otherwise.
-async fn take(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) -> Option<bool> {
+/// Takes a leased item and sees it through: ack, prepare, start (the runner may hold it in
+/// line until a slot frees), watch, report. Returns when the item is done with.
+pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) {
     let item = &lease.item;
     let fence = lease.fence;
     if agent.is_stopping() {
         // Leased as the stop came in: give it back, no attempt counted.
         let _ = agent.client.release(item.id, fence).await;
-        return None;
+        return;
     }
     let (argv, entry) = match own(agent, item, fence) {
         Ok(owned) => owned,
         Err(message) => {
-            fail(
+            return fail(
                 agent,
                 item.id,
                 fence,
@@ -64,8 +49,7 @@ async fn take(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) 
                 None,
                 Vec::new(),
             )
-            .await;
-            return None;
+            .await
         }
     };
     let run_id = entry.run_id.clone();
@@ -75,59 +59,60 @@ async fn take(agent: &Arc<Agent>, lease: Lease, stop: watch::Receiver<StopWhy>) 
         handle: serde_json::json!({}),
         state: Some(RunState::Starting),
     };
-    let acked = agent.outbox.ack(item.id, ack).await;
-    tracing::debug!(item = %item.id, "acked");
-    let run_token = match acked {
+    let run_token = match agent.outbox.ack(item.id, ack).await {
         Ok(a) => a.run_token,
         Err(e) => {
             tracing::warn!(item = %item.id, error = %e, "ack refused; dropping the item");
             let _ = agent.journal.forget(&run_id);
-            return None;
+            return;
         }
     };
     let spec = match prepare(agent, item, &run_id, &run_token, argv) {
         Ok(spec) => spec,
-        Err(message) => {
-            fail_run(agent, &entry, message, Phase::Agent, None).await;
-            return None;
-        }
+        Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
     };
-    let ready = Ready { entry, spec, stop };
     if agent.is_stopping() {
-        never_started(
-            agent,
-            ready,
-            RunState::Preempted,
-            "the agent stopped before the run started",
-        )
-        .await;
-        return None;
+        let message = "the agent stopped before the run started";
+        return never_started(agent, &entry, RunState::Preempted, message).await;
     }
-    match agent.place(item.id, ready) {
-        Some(ready) => {
-            start(agent, ready).await;
-            Some(true)
-        }
-        None => Some(false),
-    }
+    agent.mark(item.id, SlotPhase::Ready);
+    start(agent, entry, spec, stop).await;
 }
 
-/// Starts a prepared item on the runner and watches it to its end.
-pub(crate) async fn start(agent: &Arc<Agent>, ready: Ready) {
-    let Ready {
-        mut entry,
-        spec,
-        stop,
-    } = ready;
+/// Starts a prepared item on the runner (waiting in its line for a slot) and watches it to
+/// its end. A stop that comes while it waits withdraws it, so it never starts.
+async fn start(
+    agent: &Arc<Agent>,
+    mut entry: Entry,
+    spec: RunSpec,
+    mut stop: watch::Receiver<StopWhy>,
+) {
     let (fence, run_id, item) = (entry.fence, entry.run_id.clone(), entry.item_id);
-    let launched = Instant::now();
-    let handle = match agent.runner.launch(&spec).await {
+    let launch = agent.runner.launch(&spec);
+    tokio::pin!(launch);
+    let launched = tokio::select! {
+        launched = &mut launch => launched,
+        why = asked_to_stop(&mut stop) => {
+            if agent.runner.withdraw(&run_id).await.unwrap_or(false) {
+                let (state, message) = match why {
+                    StopWhy::Asked => (RunState::Stopped, "stopped before it started"),
+                    _ => (RunState::Preempted, "the agent stopped before the run started"),
+                };
+                return never_started(agent, &entry, state, message).await;
+            }
+            // It started just before the stop: the watch below stops it.
+            launch.await
+        }
+    };
+    let handle = match launched {
         Ok(h) => h,
         Err(e) => {
             let _ = std::fs::write(&spec.output, format!("liftoff: {e}\n"));
             return fail_run(agent, &entry, e.to_string(), Phase::Run, None).await;
         }
     };
+    agent.mark(item, SlotPhase::Running);
+    let started = Instant::now();
     tracing::debug!(item = %item, "launched");
     entry.handle = Some(handle.clone());
     if let Err(e) = agent.journal.record(&entry) {
@@ -151,25 +136,20 @@ pub(crate) async fn start(agent: &Arc<Agent>, ready: Ready) {
             }
         })
     };
-    watch_run(agent, entry, stop, Some(report), launched).await;
+    watch_run(agent, entry, stop, Some(report), started).await;
 }
 
 /// Reports an acked item whose run never started (stopped, or handed back as preempted).
-pub(crate) async fn never_started(
-    agent: &Arc<Agent>,
-    ready: Ready,
-    state: RunState,
-    message: &str,
-) {
+async fn never_started(agent: &Arc<Agent>, entry: &Entry, state: RunState, message: &str) {
     let update = RunUpdate {
-        fence: ready.entry.fence,
+        fence: entry.fence,
         state,
         exit_code: None,
         message: Some(message.to_string()),
         handle: None,
     };
-    let _ = agent.outbox.report(&ready.entry.run_id, update).await;
-    let _ = agent.journal.forget(&ready.entry.run_id);
+    let _ = agent.outbox.report(&entry.run_id, update).await;
+    let _ = agent.journal.forget(&entry.run_id);
 }
 
 /// What the agent needs before it acks: the command, a run id, and the journal entry that
@@ -267,6 +247,8 @@ fn prepare(
         workdir: work,
         output,
         resource_args: item.resource_args.clone(),
+        // The runner holds runs in line so that a slot that frees starts the next at once.
+        concurrency: u32::try_from(agent.config.max_jobs).ok(),
     })
 }
 

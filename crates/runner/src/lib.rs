@@ -29,6 +29,9 @@ pub struct RunSpec {
     pub output: PathBuf,
     /// The queue's resource args with the agent's macros expanded.
     pub resource_args: serde_json::Value,
+    /// Start only while fewer runs than this are live on this runner, waiting in line
+    /// otherwise (`launch` then returns when the run starts). `None`: start now.
+    pub concurrency: Option<u32>,
 }
 
 /// How to find a run on its backend again: stored in the agent's journal and on the server.
@@ -110,6 +113,12 @@ pub trait Runner: Send + Sync {
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// Takes a run that is waiting in line (see [`RunSpec::concurrency`]) out of it. True if
+    /// it was still waiting, so it never starts; false if it had started (or was unknown).
+    async fn withdraw(&self, _run: &RunId) -> RunnerResult<bool> {
+        Ok(false)
     }
 
     /// Stops a run: a polite signal, `grace` to finish, then a forced stop. Returns once it

@@ -11,6 +11,7 @@ pub mod supervisor;
 
 use crate::{procs, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult};
 use async_trait::async_trait;
+use liftoff_types::RunId;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use proto::{Message, Request};
@@ -48,6 +49,9 @@ impl LocalHandle {
     }
 }
 
+/// How long the supervisor may take to answer a request that does not wait in line.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
 type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Exit>>>>>;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
 
@@ -81,7 +85,12 @@ impl LocalRunner {
 
     /// Sends a request and waits for its reply, connecting (and starting a supervisor) first
     /// when needed.
-    async fn ask(&self, make: impl FnOnce(u64) -> Request) -> RunnerResult<Message> {
+    /// `patience`: how long to wait for the answer (`None` for a spawn that may wait in line).
+    async fn ask(
+        &self,
+        patience: Option<Duration>,
+        make: impl FnOnce(u64) -> Request,
+    ) -> RunnerResult<Message> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
@@ -105,7 +114,11 @@ impl LocalRunner {
                 )));
             }
         }
-        match tokio::time::timeout(Duration::from_secs(10), rx).await {
+        let answer = match patience {
+            Some(limit) => tokio::time::timeout(limit, rx).await,
+            None => Ok(rx.await),
+        };
+        match answer {
             Ok(Ok(msg)) => Ok(msg),
             _ => {
                 lock(&self.pending).remove(&id);
@@ -200,6 +213,16 @@ impl LocalRunner {
 
 /// Reads the supervisor's messages: replies go to their askers, ends to their waiters.
 async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, waiters: Waiters) {
+    read_until_closed(read, &pending, &waiters).await;
+    // The supervisor is gone: whoever waits for an answer hears so now.
+    lock(&pending).clear();
+}
+
+async fn read_until_closed(
+    read: tokio::net::unix::OwnedReadHalf,
+    pending: &Pending,
+    waiters: &Waiters,
+) {
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
         let Ok(msg) = serde_json::from_str::<Message>(&line) else {
@@ -207,14 +230,15 @@ async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, 
         };
         match msg {
             Message::Exited { run_id, exit, .. } => {
-                for tx in lock(&waiters).remove(&run_id).unwrap_or_default() {
+                for tx in lock(waiters).remove(&run_id).unwrap_or_default() {
                     let _ = tx.send(exit);
                 }
             }
             Message::Spawned { id, .. }
             | Message::Refused { id, .. }
-            | Message::Running { id, .. } => {
-                if let Some(tx) = lock(&pending).remove(&id) {
+            | Message::Running { id, .. }
+            | Message::Withdrawn { id, .. } => {
+                if let Some(tx) = lock(pending).remove(&id) {
                     let _ = tx.send(msg);
                 }
             }
@@ -275,16 +299,20 @@ impl Runner for LocalRunner {
         let program = resolve(name, spec.env.get("PATH"), &spec.workdir)?;
         let exit_file = spec.output.with_file_name("exit.json");
         let reply = self
-            .ask(|id| Request::Spawn {
-                id,
-                run_id: spec.run_id.to_string(),
-                program: program.clone(),
-                argv: spec.argv.clone(),
-                env: spec.env.clone().into_iter().collect(),
-                cwd: spec.workdir.clone(),
-                output: spec.output.clone(),
-                exit_file: exit_file.clone(),
-            })
+            .ask(
+                spec.concurrency.map_or(Some(ANSWER_WITHIN), |_| None),
+                |id| Request::Spawn {
+                    id,
+                    run_id: spec.run_id.to_string(),
+                    program: program.clone(),
+                    argv: spec.argv.clone(),
+                    env: spec.env.clone().into_iter().collect(),
+                    cwd: spec.workdir.clone(),
+                    output: spec.output.clone(),
+                    exit_file: exit_file.clone(),
+                    limit: spec.concurrency,
+                },
+            )
             .await?;
         match reply {
             Message::Spawned {
@@ -379,8 +407,24 @@ impl Runner for LocalRunner {
         )))
     }
 
+    async fn withdraw(&self, run: &RunId) -> RunnerResult<bool> {
+        let run_id = run.to_string();
+        match self
+            .ask(Some(ANSWER_WITHIN), |id| Request::Withdraw { id, run_id })
+            .await?
+        {
+            Message::Withdrawn { withdrawn, .. } => Ok(withdrawn),
+            other => Err(RunnerError::Transient(format!(
+                "unexpected answer {other:?}"
+            ))),
+        }
+    }
+
     async fn owned(&self) -> RunnerResult<Vec<Handle>> {
-        match self.ask(|id| Request::List { id }).await? {
+        match self
+            .ask(Some(ANSWER_WITHIN), |id| Request::List { id })
+            .await?
+        {
             Message::Running { runs, .. } => runs
                 .into_iter()
                 .filter_map(|c| {

@@ -21,7 +21,13 @@ pub enum Request {
         output: PathBuf,
         /// Written (atomically) when the run ends, so an agent that was down learns the end.
         exit_file: PathBuf,
+        /// Start only while fewer runs than this are live; wait in line otherwise, and start
+        /// the moment one ends (no round trip to the agent). `None`: start now.
+        #[serde(default)]
+        limit: Option<u32>,
     },
+    /// Takes a run that is still waiting in line out of it.
+    Withdraw { id: u64, run_id: String },
     /// The runs still alive.
     List { id: u64 },
 }
@@ -41,6 +47,11 @@ pub enum Message {
     Running {
         id: u64,
         runs: Vec<Child>,
+    },
+    /// Whether a withdrawn run was still waiting (and so never started).
+    Withdrawn {
+        id: u64,
+        withdrawn: bool,
     },
     Exited {
         run_id: String,

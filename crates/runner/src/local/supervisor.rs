@@ -12,7 +12,7 @@
 
 use super::proto::{Child, Message, Request};
 use crate::{procs, Exit};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -25,14 +25,31 @@ use std::time::{Duration, Instant};
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
 const THREAD_STACK: usize = 128 * 1024;
 
+/// A spawn request waiting for a free slot, with the connection that asked.
+struct Waiting {
+    conn: u64,
+    request: Request,
+}
+
 #[derive(Default)]
 struct Shared {
     children: Mutex<HashMap<i32, Child>>,
     conns: Mutex<Vec<(u64, UnixStream)>>,
     next_conn: Mutex<u64>,
+    /// Runs waiting for a slot, oldest first. Lock order: `queue`, then `children`.
+    queue: Mutex<VecDeque<Waiting>>,
 }
 
 impl Shared {
+    fn send_to(&self, conn: u64, msg: &Message) {
+        let mut line = serde_json::to_vec(msg).unwrap_or_default();
+        line.push(b'\n');
+        let mut conns = lock(&self.conns);
+        if let Some((_, w)) = conns.iter_mut().find(|(c, _)| *c == conn) {
+            let _ = w.write_all(&line);
+        }
+    }
+
     fn broadcast(&self, msg: &Message) {
         let mut line = serde_json::to_vec(msg).unwrap_or_default();
         line.push(b'\n');
@@ -77,7 +94,9 @@ fn idle_exit(shared: &Shared, socket: &Path) {
     let mut idle_since = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let busy = !lock(&shared.children).is_empty() || !lock(&shared.conns).is_empty();
+        let busy = !lock(&shared.children).is_empty()
+            || !lock(&shared.conns).is_empty()
+            || !lock(&shared.queue).is_empty();
         if busy {
             idle_since = Instant::now();
         } else if idle_since.elapsed() >= IDLE_EXIT {
@@ -100,37 +119,88 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         let reply = match serde_json::from_str::<Request>(&line) {
-            Ok(Request::Spawn {
-                id,
-                run_id,
-                program,
-                argv,
-                env,
-                cwd,
-                output,
-                exit_file,
-            }) => spawn(
-                &shared, id, run_id, &program, argv, env, &cwd, &output, exit_file,
-            ),
-            Ok(Request::List { id }) => Message::Running {
+            Ok(request @ Request::Spawn { .. }) => {
+                let mut queue = lock(&shared.queue);
+                if queue.is_empty() && has_room(&shared, &request) {
+                    Some(start(&shared, request))
+                } else {
+                    queue.push_back(Waiting { conn, request });
+                    None
+                }
+            }
+            Ok(Request::Withdraw { id, run_id }) => {
+                let mut queue = lock(&shared.queue);
+                let before = queue.len();
+                queue.retain(
+                    |w| !matches!(&w.request, Request::Spawn { run_id: r, .. } if *r == run_id),
+                );
+                Some(Message::Withdrawn {
+                    id,
+                    withdrawn: queue.len() < before,
+                })
+            }
+            Ok(Request::List { id }) => Some(Message::Running {
                 id,
                 runs: lock(&shared.children).values().cloned().collect(),
-            },
-            Err(e) => Message::Refused {
+            }),
+            Err(e) => Some(Message::Refused {
                 id: 0,
                 error: format!("bad request: {e}"),
-            },
+            }),
         };
-        let mut conns = lock(&shared.conns);
-        if let Some((_, w)) = conns.iter_mut().find(|(c, _)| *c == conn) {
-            let mut bytes = serde_json::to_vec(&reply).unwrap_or_default();
-            bytes.push(b'\n');
-            if w.write_all(&bytes).is_err() {
-                break;
-            }
+        if let Some(reply) = reply {
+            shared.send_to(conn, &reply);
         }
     }
+    // Runs this agent left waiting are not started for nobody.
+    lock(&shared.queue).retain(|w| w.conn != conn);
     lock(&shared.conns).retain(|(c, _)| *c != conn);
+}
+
+/// Whether a spawn request may start now.
+fn has_room(shared: &Shared, request: &Request) -> bool {
+    match request {
+        Request::Spawn {
+            limit: Some(limit), ..
+        } => lock(&shared.children).len() < *limit as usize,
+        _ => true,
+    }
+}
+
+/// Starts a spawn request; the answer for its asker.
+fn start(shared: &Arc<Shared>, request: Request) -> Message {
+    let Request::Spawn {
+        id,
+        run_id,
+        program,
+        argv,
+        env,
+        cwd,
+        output,
+        exit_file,
+        ..
+    } = request
+    else {
+        return Message::Refused {
+            id: 0,
+            error: "not a spawn request".into(),
+        };
+    };
+    spawn(
+        shared, id, run_id, &program, argv, env, &cwd, &output, exit_file,
+    )
+}
+
+/// A run ended: start what waits in line while there is room, and answer each asker.
+fn start_waiting(shared: &Arc<Shared>) {
+    let mut queue = lock(&shared.queue);
+    while queue.front().is_some_and(|w| has_room(shared, &w.request)) {
+        let Some(waiting) = queue.pop_front() else {
+            break;
+        };
+        let answer = start(shared, waiting.request);
+        shared.send_to(waiting.conn, &answer);
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -216,6 +286,7 @@ fn spawn(
             write_exit(&exit_file, &exit);
             lock(&waiter.children).remove(&pid);
             waiter.broadcast(&Message::Exited { run_id, pid, exit });
+            start_waiting(&waiter);
         });
     if let Err(e) = spawned {
         return refuse(format!("cannot watch the run: {e}"));
