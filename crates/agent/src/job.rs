@@ -88,9 +88,20 @@ async fn start(
     mut stop: watch::Receiver<StopWhy>,
 ) {
     let (fence, run_id, item) = (entry.fence, entry.run_id.clone(), entry.item_id);
+    if *stop.borrow() != StopWhy::No {
+        return never_started(
+            agent,
+            &entry,
+            RunState::Stopped,
+            "stopped before it started",
+        )
+        .await;
+    }
     let launch = agent.runner.launch(&spec);
     tokio::pin!(launch);
     let launched = tokio::select! {
+        // The launch is polled first, so its request is on its way before any withdrawal.
+        biased;
         launched = &mut launch => launched,
         why = asked_to_stop(&mut stop) => {
             if agent.runner.withdraw(&run_id).await.unwrap_or(false) {

@@ -481,3 +481,58 @@ async fn a_stop_asked_from_the_server_stops_the_agent() {
         AgentStatus::Stopped
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_stopped_while_waiting_for_a_slot_never_starts() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let _agent = server.agent(
+        &server.dir.path().join("agent"),
+        &["--queue", "q", "--max-jobs", "1"],
+    );
+    // Short runs first, so the agent takes items ahead of its one slot.
+    let mut quick = Vec::new();
+    for _ in 0..6 {
+        quick.push(client.enqueue("q", &sh("true")).await.unwrap().id);
+    }
+    wait_items_done(&client, &quick, Duration::from_secs(30)).await;
+    let long = client.enqueue("q", &sh("sleep 1000")).await.unwrap().id;
+    let marker = server.dir.path().join("started");
+    let waiting = client
+        .enqueue("q", &sh(&format!("touch {}", marker.display())))
+        .await
+        .unwrap()
+        .id;
+    wait_async(
+        "the second run to wait for the slot",
+        Duration::from_secs(20),
+        || async { client.get_item(waiting).await.unwrap().state == ItemState::Claimed },
+    )
+    .await;
+    let run = client.get_item(waiting).await.unwrap().run_id.unwrap();
+    assert_eq!(
+        client.get_run(&run).await.unwrap().state,
+        RunState::Starting
+    );
+    client.stop_run(&run).await.unwrap();
+    wait_async(
+        "the waiting run to be stopped",
+        Duration::from_secs(20),
+        || async { item_state(&client, waiting).await == ItemState::Stopped },
+    )
+    .await;
+    assert!(!marker.exists(), "it never started");
+    let long_run = client.get_item(long).await.unwrap().run_id.unwrap();
+    let pid = client.get_run(&long_run).await.unwrap().handle["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    client.stop_run(&long_run).await.unwrap();
+    wait_async(
+        "the long run to be stopped",
+        Duration::from_secs(20),
+        || async { item_state(&client, long).await == ItemState::Stopped },
+    )
+    .await;
+    kill_group(pid);
+}
