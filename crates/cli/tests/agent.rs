@@ -524,6 +524,12 @@ async fn a_run_stopped_while_waiting_for_a_slot_never_starts() {
     .await;
     assert!(!marker.exists(), "it never started");
     let long_run = client.get_item(long).await.unwrap().run_id.unwrap();
+    wait_async(
+        "the long run to be running",
+        Duration::from_secs(20),
+        || async { client.get_run(&long_run).await.unwrap().state == RunState::Running },
+    )
+    .await;
     let pid = client.get_run(&long_run).await.unwrap().handle["pid"]
         .as_i64()
         .unwrap() as i32;
