@@ -17,6 +17,22 @@ async fn item_state(client: &Client, id: ItemId) -> ItemState {
     client.get_item(id).await.unwrap().state
 }
 
+/// Waits for an item's run to be running; returns the run and its process group.
+async fn running(client: &Client, id: ItemId) -> (liftoff_types::RunId, i32) {
+    wait_async("the run to be running", Duration::from_secs(20), || async {
+        let Some(run) = client.get_item(id).await.unwrap().run_id else {
+            return false;
+        };
+        client.get_run(&run).await.unwrap().state == RunState::Running
+    })
+    .await;
+    let run = client.get_item(id).await.unwrap().run_id.unwrap();
+    let pid = client.get_run(&run).await.unwrap().handle["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    (run, pid)
+}
+
 async fn wait_items_done(client: &Client, ids: &[ItemId], timeout: Duration) {
     wait_async("every item to end", timeout, || async {
         for id in ids {
@@ -421,17 +437,7 @@ async fn sigterm_stops_cleanly_within_the_grace_period() {
     let config = config.to_string_lossy().to_string();
     let mut agent = server.agent(&dir.join("agent"), &["--config", &config]);
     let id = client.enqueue("q", &sh("sleep 1000")).await.unwrap().id;
-    wait_async("the run to be running", Duration::from_secs(20), || async {
-        let Some(run) = client.get_item(id).await.unwrap().run_id else {
-            return false;
-        };
-        client.get_run(&run).await.unwrap().state == RunState::Running
-    })
-    .await;
-    let run = client.get_item(id).await.unwrap().run_id.unwrap();
-    let pid = client.get_run(&run).await.unwrap().handle["pid"]
-        .as_i64()
-        .unwrap() as i32;
+    let (run, pid) = running(&client, id).await;
     agent.signal(nix::sys::signal::Signal::SIGTERM);
     let status = tokio::task::spawn_blocking(move || {
         let status = agent.child.wait().unwrap();
@@ -523,16 +529,7 @@ async fn a_run_stopped_while_waiting_for_a_slot_never_starts() {
     )
     .await;
     assert!(!marker.exists(), "it never started");
-    let long_run = client.get_item(long).await.unwrap().run_id.unwrap();
-    wait_async(
-        "the long run to be running",
-        Duration::from_secs(20),
-        || async { client.get_run(&long_run).await.unwrap().state == RunState::Running },
-    )
-    .await;
-    let pid = client.get_run(&long_run).await.unwrap().handle["pid"]
-        .as_i64()
-        .unwrap() as i32;
+    let (long_run, pid) = running(&client, long).await;
     client.stop_run(&long_run).await.unwrap();
     wait_async(
         "the long run to be stopped",
