@@ -33,6 +33,15 @@ async fn running(client: &Client, id: ItemId) -> (liftoff_types::RunId, i32) {
     (run, pid)
 }
 
+/// Waits (up to 20 s) for an item to reach `state`.
+async fn wait_state(client: &Client, id: ItemId, state: ItemState) {
+    let what = format!("item {id} to be {state}");
+    wait_async(&what, Duration::from_secs(20), || async {
+        item_state(client, id).await == state
+    })
+    .await;
+}
+
 async fn wait_items_done(client: &Client, ids: &[ItemId], timeout: Duration) {
     wait_async("every item to end", timeout, || async {
         for id in ids {
@@ -522,20 +531,10 @@ async fn a_run_stopped_while_waiting_for_a_slot_never_starts() {
         RunState::Starting
     );
     client.stop_run(&run).await.unwrap();
-    wait_async(
-        "the waiting run to be stopped",
-        Duration::from_secs(20),
-        || async { item_state(&client, waiting).await == ItemState::Stopped },
-    )
-    .await;
+    wait_state(&client, waiting, ItemState::Stopped).await;
     assert!(!marker.exists(), "it never started");
     let (long_run, pid) = running(&client, long).await;
     client.stop_run(&long_run).await.unwrap();
-    wait_async(
-        "the long run to be stopped",
-        Duration::from_secs(20),
-        || async { item_state(&client, long).await == ItemState::Stopped },
-    )
-    .await;
+    wait_state(&client, long, ItemState::Stopped).await;
     kill_group(pid);
 }
