@@ -166,13 +166,6 @@ pub trait Store: Send + Sync + 'static {
         hash: &str,
         now: Millis,
     ) -> StoreResult<TokenInfo>;
-    /// A token of scope `run` for one live run; deleted when the run ends.
-    async fn create_run_token(
-        &self,
-        run: &RunId,
-        hash: &str,
-        now: Millis,
-    ) -> StoreResult<TokenInfo>;
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>>;
     async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>>;
     async fn delete_token(&self, id: i64) -> StoreResult<()>;

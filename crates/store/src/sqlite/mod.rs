@@ -258,17 +258,6 @@ impl Store for SqliteStore {
         self.write(move |c| agents::lose(c, cutoff, now)).await
     }
 
-    async fn create_run_token(
-        &self,
-        run: &RunId,
-        hash: &str,
-        now: Millis,
-    ) -> StoreResult<TokenInfo> {
-        let (run, hash) = (run.clone(), hash.to_string());
-        self.write(move |c| tokens::create_run(c, &run, &hash, now))
-            .await
-    }
-
     async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent> {
         self.write(move |c| agents::register(c, &agent, now)).await
     }
