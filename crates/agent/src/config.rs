@@ -110,13 +110,15 @@ const KNOWN: &[&str] = &[
     "name",
 ];
 
-/// Loads and validates. `notices` are for keys accepted but meaning nothing here.
+/// Loads and validates over `defaults`: the file, then env, then flags. `notices` are for
+/// keys accepted but meaning nothing here.
 pub fn load(
+    defaults: AgentConfig,
     file: Option<&Path>,
     env: &BTreeMap<String, String>,
     flags: &Flags,
 ) -> Result<(AgentConfig, Vec<String>), ConfigErrors> {
-    let mut cfg = AgentConfig::default();
+    let mut cfg = defaults;
     let mut errors = Vec::new();
     let mut notices = Vec::new();
     if let Some(path) = file {
@@ -327,7 +329,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("launch-config.yaml");
         std::fs::write(&path, yaml).unwrap();
-        load(Some(&path), &BTreeMap::new(), &Flags::default())
+        load(
+            AgentConfig::default(),
+            Some(&path),
+            &BTreeMap::new(),
+            &Flags::default(),
+        )
     }
 
     #[test]
@@ -368,20 +375,20 @@ mod tests {
         let path = dir.path().join("c.yaml");
         std::fs::write(&path, "max_jobs: 2\nqueues: [a]\n").unwrap();
         let env = BTreeMap::from([("WANDB_LAUNCH_MAX_JOBS".to_string(), "3".to_string())]);
-        let (cfg, _) = load(Some(&path), &env, &Flags::default()).unwrap();
+        let (cfg, _) = load(AgentConfig::default(), Some(&path), &env, &Flags::default()).unwrap();
         assert_eq!(cfg.max_jobs, 3);
         let flags = Flags {
             max_jobs: Some(5),
             queues: vec!["b".into()],
             ..Flags::default()
         };
-        let (cfg, _) = load(Some(&path), &env, &flags).unwrap();
+        let (cfg, _) = load(AgentConfig::default(), Some(&path), &env, &flags).unwrap();
         assert_eq!(
             (cfg.max_jobs, cfg.queues.clone()),
             (5, vec!["b".to_string()])
         );
         let bad = BTreeMap::from([("LIFTOFF_AGENT_MAX_JOBS".to_string(), "many".to_string())]);
-        assert!(load(None, &bad, &Flags::default())
+        assert!(load(AgentConfig::default(), None, &bad, &Flags::default())
             .unwrap_err()
             .to_string()
             .contains("LIFTOFF_AGENT_MAX_JOBS"));

@@ -166,7 +166,7 @@ async fn never_started(agent: &Arc<Agent>, entry: &Entry, state: RunState, messa
 /// What the agent needs before it acks: the command, a run id, and the journal entry that
 /// makes the item this agent's across a crash.
 fn own(agent: &Agent, item: &Item, fence: i64) -> Result<(Vec<String>, Entry), String> {
-    let argv = command(&item.spec, agent.config.secure_mode)?;
+    let argv = command(&item.spec)?;
     let entry = Entry {
         item_id: item.id,
         fence,
@@ -183,7 +183,7 @@ fn own(agent: &Agent, item: &Item, fence: i64) -> Result<(Vec<String>, Entry), S
 }
 
 /// The argv of an item: the entrypoint and its extra args.
-fn command(spec: &LaunchSpec, _secure_mode: bool) -> Result<Vec<String>, String> {
+fn command(spec: &LaunchSpec) -> Result<Vec<String>, String> {
     if let Some(job) = &spec.job {
         return Err(format!(
             "job {job:?}: this agent runs inline commands only; jobs are not supported yet"
@@ -308,7 +308,7 @@ async fn watch_run(
     }
     let _ = agent.journal.record(&entry);
     match status {
-        Ok(status) => report_end(agent, &entry, &handle, status, stopped).await,
+        Ok(status) => report_end(agent, &entry, status, stopped).await,
         Err(e) => fail_run(agent, &entry, e.to_string(), Phase::Run, None).await,
     }
 }
@@ -349,7 +349,6 @@ async fn asked_to_stop(stop: &mut watch::Receiver<StopWhy>) -> StopWhy {
 async fn report_end(
     agent: &Arc<Agent>,
     entry: &Entry,
-    _handle: &Handle,
     status: RunStatus,
     stopped: Option<StopWhy>,
 ) {

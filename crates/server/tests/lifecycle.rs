@@ -32,6 +32,16 @@ fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
     }
 }
 
+/// Queue `q` and a registered agent.
+async fn queue_and_agent(t: &TestServer) -> AgentId {
+    t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
+    t.agent
+        .register_agent(&NewAgent::default())
+        .await
+        .unwrap()
+        .id
+}
+
 /// Enqueues `spec` on queue `q` and leases it for `agent`.
 async fn enqueue_and_lease(t: &TestServer, agent: AgentId, spec: &LaunchSpec) -> (ItemId, Lease) {
     let id = t.user.enqueue("q", spec).await.unwrap().id;
@@ -233,13 +243,7 @@ async fn failure_release_cancel_and_stop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_is_woken_by_an_enqueue() {
     let t = TestServer::start().await;
-    t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
-    let agent = t
-        .agent
-        .register_agent(&NewAgent::default())
-        .await
-        .unwrap()
-        .id;
+    let agent = queue_and_agent(&t).await;
     let client = t.agent.clone();
     let started = Instant::now();
     let poll = tokio::spawn(async move { client.lease(agent, &lease_req("q", 30_000)).await });
@@ -353,13 +357,7 @@ async fn an_expired_lease_goes_back_and_wakes_a_waiting_agent() {
 async fn batches_answer_each_entry_on_its_own() {
     use liftoff_types::api::ItemAck;
     let t = TestServer::start().await;
-    t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
-    let agent = t
-        .agent
-        .register_agent(&NewAgent::default())
-        .await
-        .unwrap()
-        .id;
+    let agent = queue_and_agent(&t).await;
     let spec = LaunchSpec::command(vec!["true".into()]);
     let (a, la) = enqueue_and_lease(&t, agent, &spec).await;
     let (b, lb) = enqueue_and_lease(&t, agent, &spec).await;

@@ -318,7 +318,6 @@ async fn stop_latency(base: &Path, stops: usize) -> anyhow::Result<serde_json::V
                 &LaunchSpec::command(vec!["sleep".into(), "1000".into()]),
             )
             .await?;
-        let mut run = None;
         wait_until(Duration::from_secs(30), || async {
             let Ok(i) = rig.client.get_item(item.id).await else {
                 return false;
@@ -328,11 +327,15 @@ async fn stop_latency(base: &Path, stops: usize) -> anyhow::Result<serde_json::V
             r.is_ok_and(|r| r.state == RunState::Running)
         })
         .await?;
-        if let Some(id) = rig.client.get_item(item.id).await?.run_id {
-            run = Some(rig.client.get_run(&id).await?);
-        }
-        let run = run.context("no run")?;
-        let pid = run.handle["pid"].as_i64().unwrap_or(0) as i32;
+        let run_id = rig
+            .client
+            .get_item(item.id)
+            .await?
+            .run_id
+            .context("no run")?;
+        let run = rig.client.get_run(&run_id).await?;
+        // A missing pid would make the wait below end at once and the figure meaningless.
+        let pid = run.handle["pid"].as_i64().context("the run has no pid")? as i32;
         let asked = Instant::now();
         rig.client.stop_run(&run.id).await?;
         wait_until(Duration::from_secs(30), || async {

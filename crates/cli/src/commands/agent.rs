@@ -36,7 +36,8 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    /// The validated config: defaults, file, env, flags. Every problem at once.
+    /// The validated config: defaults (the state directory in the data directory), file,
+    /// env, flags. Every problem at once.
     pub fn load(&self, default_state: PathBuf) -> anyhow::Result<AgentConfig> {
         let env: BTreeMap<String, String> = std::env::vars().collect();
         let flags = config::Flags {
@@ -44,14 +45,13 @@ impl AgentArgs {
             max_jobs: self.max_jobs,
             max_schedulers: self.max_schedulers,
             verbosity: (self.verbose > 0).then_some(self.verbose),
-            state_dir: Some(self.state_dir.clone().unwrap_or(default_state)),
+            state_dir: self.state_dir.clone(),
         };
-        let (mut cfg, notices) = config::load(self.config.as_deref(), &env, &flags)?;
-        if self.state_dir.is_none() {
-            if let Some(dir) = env.get("LIFTOFF_AGENT_STATE_DIR") {
-                cfg.state_dir = PathBuf::from(dir);
-            }
-        }
+        let defaults = AgentConfig {
+            state_dir: default_state,
+            ..AgentConfig::default()
+        };
+        let (cfg, notices) = config::load(defaults, self.config.as_deref(), &env, &flags)?;
         for notice in notices {
             eprintln!("note: {notice}");
         }

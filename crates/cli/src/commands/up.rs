@@ -32,13 +32,7 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
             .await?;
     }
     let token = agent_token(&data_dir, store.as_ref()).await?;
-    let mut cfg = args.agent.load(data_dir.join("agent"))?;
-    if args.agent.queues.is_empty()
-        && std::env::var_os("LIFTOFF_AGENT_QUEUES").is_none()
-        && args.agent.config.is_none()
-    {
-        cfg.queues = vec!["default".into()];
-    }
+    let cfg = args.agent.load(data_dir.join("agent"))?;
     let client = Client::new(&server.url(), Some(token))?;
     eprintln!(
         "liftoff is up at {} · data in {} · launch with: liftoff launch --wait -- CMD",
