@@ -97,6 +97,7 @@ impl ApiError {
             StatusCode::PAYLOAD_TOO_LARGE => "payload_too_large",
             StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
             StatusCode::UNPROCESSABLE_ENTITY => "invalid",
+            StatusCode::SERVICE_UNAVAILABLE => "unavailable",
             s if s.is_server_error() => "internal",
             _ => "error",
         }
@@ -126,6 +127,13 @@ impl From<StoreError> for ApiError {
                 message,
                 rule: None,
             }]),
+            StoreError::Busy(m) => {
+                tracing::warn!(error = %m, "store busy");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the database is busy; try again",
+                )
+            }
             other => {
                 // The chain goes to the log, not to the caller.
                 let mut chain = other.to_string();

@@ -77,6 +77,7 @@ pub struct Server {
     stop: oneshot::Sender<()>,
     serve: JoinHandle<std::io::Result<()>>,
     reaper: JoinHandle<()>,
+    relays: Vec<JoinHandle<()>>,
 }
 
 /// Binds and starts serving.
@@ -99,6 +100,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
         auth: Arc::new(auth::Auth::new(config.auth)),
     };
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
+    let relays = wake_relays(&state);
     let app = api::router(state.clone(), config.body_limit);
     let (stop, stopped) = oneshot::channel::<()>();
     // Responses must leave at once: with Nagle's algorithm on, a small response written in
@@ -120,7 +122,42 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
         stop,
         serve,
         reaper,
+        relays,
     })
+}
+
+/// With a store shared by several servers: one task publishes this server's wakes (in
+/// batches: every key queued while the last batch was sent goes in the next), one hands
+/// other servers' wakes to local waiters.
+fn wake_relays(state: &AppState) -> Vec<JoinHandle<()>> {
+    let Some(mut heard) = state.store.subscribe() else {
+        return Vec::new();
+    };
+    let wakers = state.wakers.clone();
+    let listen = tokio::spawn(async move {
+        while let Some(key) = heard.recv().await {
+            wakers.wake_local(&key);
+        }
+    });
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    state.wakers.publish_to(tx);
+    let store = state.store.clone();
+    let publish = tokio::spawn(async move {
+        while let Some(first) = rx.recv().await {
+            let mut keys = vec![first];
+            while keys.len() < 256 {
+                match rx.try_recv() {
+                    Ok(key) if !keys.contains(&key) => keys.push(key),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = store.publish(keys).await {
+                tracing::warn!(error = %e, "cannot publish wake-ups to other servers");
+            }
+        }
+    });
+    vec![listen, publish]
 }
 
 impl Server {
@@ -133,6 +170,9 @@ impl Server {
     pub async fn stop(self) {
         let _ = self.stop.send(());
         self.reaper.abort();
+        for relay in &self.relays {
+            relay.abort();
+        }
         // Long-polls would hold a graceful shutdown for up to a minute; agents retry, so cut
         // them off after a moment.
         let mut serve = self.serve;

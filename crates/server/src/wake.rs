@@ -8,14 +8,20 @@
 //! Registration happens *before* the lease attempt and `notify_one` stores a permit when its
 //! waiter is not yet sleeping, so an item that arrives between the attempt and the sleep
 //! still wakes it: no lost wake-ups, and no polling.
+//!
+//! When several servers share a store (PostgreSQL), each wake is also handed to the store to
+//! publish, and what other servers publish comes back through [`Wakers::wake_local`]: a
+//! long-poll on one replica is woken by an enqueue through another.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, Weak};
-use tokio::sync::Notify;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use tokio::sync::{mpsc, Notify};
 
 #[derive(Default)]
 pub struct Wakers {
     queues: Mutex<HashMap<String, Vec<Weak<Notify>>>>,
+    /// Where wakes go to be published to other servers, when the store is shared.
+    remote: OnceLock<mpsc::UnboundedSender<String>>,
 }
 
 impl Wakers {
@@ -33,15 +39,31 @@ impl Wakers {
         }
     }
 
-    /// Wakes every waiter registered on `key`.
+    /// Wakes every waiter registered on `key`, here and on other servers sharing the store.
     pub fn wake(&self, key: &str) {
-        let waiters = match self.queues.lock() {
+        self.wake_local(key);
+        if let Some(remote) = self.remote.get() {
+            let _ = remote.send(key.to_string());
+        }
+    }
+
+    /// Wakes the waiters of this server only; [`liftoff_store::WAKE_EVERYONE`] wakes all.
+    pub fn wake_local(&self, key: &str) {
+        let waiters: Vec<Weak<Notify>> = match self.queues.lock() {
+            Ok(mut map) if key == liftoff_store::WAKE_EVERYONE => {
+                map.drain().flat_map(|(_, list)| list).collect()
+            }
             Ok(mut map) => map.remove(key).unwrap_or_default(),
             Err(_) => return,
         };
         for waiter in waiters.iter().filter_map(Weak::upgrade) {
             waiter.notify_one();
         }
+    }
+
+    /// Sends every later [`wake`](Self::wake) to `remote` as well (set once, at start).
+    pub fn publish_to(&self, remote: mpsc::UnboundedSender<String>) {
+        let _ = self.remote.set(remote);
     }
 
     /// How many live waiters a key has (for tests and the status endpoint).

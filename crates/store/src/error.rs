@@ -22,6 +22,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the store is shut down")]
     Closed,
+    /// The database gave up on the write because of a concurrent one (a deadlock or a
+    /// serialization failure) more times than the store retries; the caller may try again.
+    #[error("the database is busy: {0}")]
+    Busy(String),
 }
 
 impl StoreError {
@@ -42,6 +46,27 @@ impl StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> StoreError {
+        use tokio_postgres::error::SqlState;
+        match e.code() {
+            Some(c)
+                if *c == SqlState::T_R_DEADLOCK_DETECTED
+                    || *c == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                StoreError::Busy(e.to_string())
+            }
+            _ => StoreError::Backend(Box::new(e)),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> StoreError {
         StoreError::Backend(Box::new(e))
     }
 }

@@ -1,5 +1,6 @@
 //! The `Store` trait: everything the server keeps (queues, items and their leases, runs,
-//! agents, tokens), and its embedded SQLite implementation.
+//! agents, tokens), its embedded SQLite implementation, and a PostgreSQL one for several
+//! server replicas sharing a database.
 //!
 //! Only the server talks to a store. Every method that involves a deadline takes `now`, so
 //! the lease protocol is tested without sleeping. A store enforces the item lifecycle itself
@@ -8,11 +9,16 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+pub mod postgres;
 pub mod sqlite;
 
 pub use error::{StoreError, StoreResult};
 pub use liftoff_types::api::LogAppend;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
+
+/// The wake-up key that stands for every waiter (sent after a replica may have missed some).
+pub const WAKE_EVERYONE: &str = "*";
 
 use async_trait::async_trait;
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
@@ -81,8 +87,8 @@ pub struct LostAgents {
     pub runs: Vec<RunId>,
 }
 
-/// The state the server keeps. Implementations: [`SqliteStore`] (embedded, the default) and,
-/// later, PostgreSQL. Both must pass [`conformance`].
+/// The state the server keeps. Implementations: [`SqliteStore`] (embedded, the default) and
+/// [`PostgresStore`] (shared by several servers). Both pass [`conformance`].
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // Queues.
@@ -169,4 +175,15 @@ pub trait Store: Send + Sync + 'static {
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>>;
     async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>>;
     async fn delete_token(&self, id: i64) -> StoreResult<()>;
+
+    // Wake-ups across servers sharing this store. A store used by one process only needs
+    // neither: the defaults do nothing.
+    /// Tells the other servers to wake their long-polls waiting on `keys`.
+    async fn publish(&self, _keys: Vec<String>) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Keys other servers published, from now on ([`WAKE_EVERYONE`] wakes every waiter).
+    fn subscribe(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        None
+    }
 }

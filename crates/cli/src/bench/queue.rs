@@ -4,12 +4,17 @@
 //! finish cycles/s with 1 and 8 clients, directly on the store and over HTTP against a real
 //! server on a loopback port; and lease latency at queue depths (default 1,000 and
 //! 1,000,000), whose ratio shows that leasing does not slow down as a queue grows.
+//!
+//! With `--postgres URL` (a PostgreSQL server the bench may create databases on), the same
+//! enqueue and cycle figures are measured on the PostgreSQL store too, each on a fresh
+//! database that is dropped afterwards.
 
 use anyhow::Context;
 use clap::Args;
 use liftoff_client::Client;
 use liftoff_server::ServerConfig;
-use liftoff_store::{Ack, LeaseParams, NewItem, SqliteStore, Store};
+use liftoff_store::postgres::admin;
+use liftoff_store::{Ack, LeaseParams, NewItem, PostgresStore, SqliteStore, Store};
 use liftoff_types::api::{AckRequest, LeaseRequest};
 use liftoff_types::{
     now_ms, AgentId, LaunchSpec, NewAgent, NewQueue, Priority, RunState, RunUpdate, Scope,
@@ -40,7 +45,13 @@ pub struct QueueBench {
     /// Where to put the temporary databases (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Also measure the PostgreSQL store, on fresh databases made on this server
+    /// (`postgres://user@host:port/db`; the bench creates and drops its own databases).
+    #[arg(long, env = "LIFTOFF_BENCH_POSTGRES", hide_env_values = true)]
+    pub postgres: Option<String>,
 }
+
+type DynStore = Arc<dyn Store>;
 
 pub async fn run(b: QueueBench) -> anyhow::Result<()> {
     let base = b.dir.clone().unwrap_or_else(std::env::temp_dir);
@@ -60,6 +71,10 @@ pub async fn run(b: QueueBench) -> anyhow::Result<()> {
     let store8 = store_cycles(fresh()?, b.cycles, 8).await?;
     let http1 = http_cycles(fresh()?, b.http_cycles, 1).await?;
     let http8 = http_cycles(fresh()?, b.http_cycles, 8).await?;
+    let postgres = match &b.postgres {
+        Some(url) => Some(postgres_figures(url, &b).await?),
+        None => None,
+    };
     let mut latency = serde_json::Map::new();
     let mut p50s = Vec::new();
     for &depth in &b.depths {
@@ -89,16 +104,59 @@ pub async fn run(b: QueueBench) -> anyhow::Result<()> {
         },
         "meets_targets": enq8.max(enq1) >= 20000.0 && store8.max(store1) >= 10000.0
             && http8 >= 3000.0 && ratio <= 2.0,
+        "postgres": postgres,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
+}
+
+/// Enqueues and cycles on the PostgreSQL store, each on a database of its own.
+async fn postgres_figures(admin_url: &str, b: &QueueBench) -> anyhow::Result<serde_json::Value> {
+    let mut n = 0;
+    let mut measure = async |what: Measure| -> anyhow::Result<f64> {
+        n += 1;
+        let name = format!("liftoff_bench_{}_{n}", std::process::id());
+        let url = admin::create_database(admin_url, &name).await?;
+        let result = async {
+            let store: DynStore = Arc::new(PostgresStore::connect(&url).await?);
+            match what {
+                Measure::Enqueues(clients) => enqueue_rate(store, b.enqueues, clients).await,
+                Measure::Cycles(clients) => store_cycles(store, b.cycles, clients).await,
+                Measure::Http(clients) => http_cycles(store, b.http_cycles, clients).await,
+            }
+        }
+        .await;
+        admin::drop_database(admin_url, &name).await?;
+        result
+    };
+    let enq1 = measure(Measure::Enqueues(1)).await?;
+    let enq8 = measure(Measure::Enqueues(8)).await?;
+    let store1 = measure(Measure::Cycles(1)).await?;
+    let store8 = measure(Measure::Cycles(8)).await?;
+    let http1 = measure(Measure::Http(1)).await?;
+    let http8 = measure(Measure::Http(8)).await?;
+    Ok(json!({
+        "store": {
+            "enqueues_per_s": {"clients_1": enq1, "clients_8": enq8},
+            "cycles_per_s": {"clients_1": store1, "clients_8": store8},
+        },
+        "http": {"cycles_per_s": {"clients_1": http1, "clients_8": http8}},
+        "targets": {"store_cycles_per_s_8_clients": 3000},
+        "meets_targets": store8 >= 3000.0,
+    }))
+}
+
+enum Measure {
+    Enqueues(usize),
+    Cycles(usize),
+    Http(usize),
 }
 
 fn spec() -> LaunchSpec {
     LaunchSpec::command(vec!["true".into()])
 }
 
-async fn setup(store: &Arc<SqliteStore>) -> anyhow::Result<()> {
+async fn setup(store: &DynStore) -> anyhow::Result<()> {
     store
         .create_queue(NewQueue::named("bench"), now_ms())
         .await?;
@@ -106,14 +164,14 @@ async fn setup(store: &Arc<SqliteStore>) -> anyhow::Result<()> {
 }
 
 /// Enqueues `n` items from `clients` concurrent tasks; returns items per second.
-async fn enqueue_rate(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyhow::Result<f64> {
+async fn enqueue_rate(store: DynStore, n: usize, clients: usize) -> anyhow::Result<f64> {
     setup(&store).await?;
     let start = Instant::now();
     fill(&store, n, clients).await?;
     Ok(rate(n, start.elapsed()))
 }
 
-async fn fill(store: &Arc<SqliteStore>, n: usize, clients: usize) -> anyhow::Result<()> {
+async fn fill(store: &DynStore, n: usize, clients: usize) -> anyhow::Result<()> {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -137,7 +195,7 @@ async fn fill(store: &Arc<SqliteStore>, n: usize, clients: usize) -> anyhow::Res
     Ok(())
 }
 
-async fn register(store: &Arc<SqliteStore>) -> anyhow::Result<AgentId> {
+async fn register(store: &DynStore) -> anyhow::Result<AgentId> {
     Ok(store
         .register_agent(NewAgent::default(), now_ms())
         .await?
@@ -145,7 +203,7 @@ async fn register(store: &Arc<SqliteStore>) -> anyhow::Result<AgentId> {
 }
 
 /// `clients` tasks each lease one item, ack it and report it finished, until `n` are done.
-async fn store_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyhow::Result<f64> {
+async fn store_cycles(store: DynStore, n: usize, clients: usize) -> anyhow::Result<f64> {
     setup(&store).await?;
     fill(&store, n, 16).await?;
     let start = Instant::now();
@@ -198,7 +256,7 @@ fn finished(fence: i64) -> RunUpdate {
 }
 
 /// The same cycle over HTTP, against a real server on a loopback port with auth on.
-async fn http_cycles(store: Arc<SqliteStore>, n: usize, clients: usize) -> anyhow::Result<f64> {
+async fn http_cycles(store: DynStore, n: usize, clients: usize) -> anyhow::Result<f64> {
     setup(&store).await?;
     fill(&store, n, 16).await?;
     let (token, hash) = liftoff_server::auth::new_token();
@@ -252,12 +310,13 @@ async fn lease_latency(
     depth: usize,
     samples: usize,
 ) -> anyhow::Result<(f64, f64)> {
-    setup(&store).await?;
-    fill(&store, depth, 64).await?;
+    let dyn_store: DynStore = store.clone();
+    setup(&dyn_store).await?;
+    fill(&dyn_store, depth, 64).await?;
     // Measure the steady state: right after a bulk load the WAL holds the whole load until
     // the checkpointer has copied it back, and every read pays for that.
     store.checkpoint().await?;
-    let agent = register(&store).await?;
+    let agent = register(&dyn_store).await?;
     let mut times = Vec::with_capacity(samples);
     for k in 0..samples + 50 {
         let params = LeaseParams {

@@ -1,10 +1,11 @@
-//! `liftoff server`: the HTTP API over the embedded SQLite file in the data directory.
+//! `liftoff server`: the HTTP API over the embedded SQLite file in the data directory, or
+//! over a PostgreSQL database shared with other server replicas (`--database postgres://...`).
 
 use crate::connect::Global;
 use anyhow::Context;
 use clap::Args;
 use liftoff_server::{bootstrap, Server, ServerConfig};
-use liftoff_store::SqliteStore;
+use liftoff_store::{PostgresStore, SqliteStore, Store};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,13 +24,23 @@ pub struct ServerArgs {
     /// Seconds without a heartbeat after which an agent is lost and its work handed back.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub agent_timeout: u64,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct DatabaseArgs {
+    /// The server's database: a `postgres://user:password@host:port/db` URL shared by
+    /// several servers, or, by default, the SQLite file `liftoff.db` in the data directory.
+    #[arg(long, env = "LIFTOFF_DATABASE", hide_env_values = true)]
+    pub database: Option<String>,
 }
 
 pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::local(args.bind);
     config.auth = !args.no_auth;
     config.agent_timeout = std::time::Duration::from_secs(args.agent_timeout);
-    let server = start_local(&g.data_dir(), config).await?;
+    let server = start_local(&g.data_dir(), &args.database, config).await?;
     shutdown_signal().await;
     tracing::info!("stopping");
     server.stop().await;
@@ -38,13 +49,15 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
 
 /// Opens the data directory's database, makes the first admin token if there is none,
 /// starts the server and writes the client file for the CLI on this machine.
-pub async fn start_local(data_dir: &Path, config: ServerConfig) -> anyhow::Result<Server> {
+pub async fn start_local(
+    data_dir: &Path,
+    database: &DatabaseArgs,
+    config: ServerConfig,
+) -> anyhow::Result<Server> {
     // Refuse before anything is created on disk.
     config.check()?;
     create_private_dir(data_dir)?;
-    let db = data_dir.join("liftoff.db");
-    let store = SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
-    let store = Arc::new(store);
+    let (store, db) = open_store(data_dir, database).await?;
     let new_token = bootstrap::first_admin_token(store.as_ref()).await?;
     let server = liftoff_server::start(config, store).await?;
     let mut addr = server.addr;
@@ -57,8 +70,57 @@ pub async fn start_local(data_dir: &Path, config: ServerConfig) -> anyhow::Resul
     if new_token.is_some() {
         tracing::info!(file = %path.display(), "created the admin token; it is in this file (mode 0600)");
     }
-    tracing::info!(database = %db.display(), client_file = %path.display(), "ready");
+    tracing::info!(database = %db, client_file = %path.display(), "ready");
     Ok(server)
+}
+
+/// Opens the store `database` names; returns it with a description that is safe to log.
+async fn open_store(
+    data_dir: &Path,
+    database: &DatabaseArgs,
+) -> anyhow::Result<(Arc<dyn Store>, String)> {
+    match database.database.as_deref() {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let shown = redact(url);
+            let store = PostgresStore::connect(url)
+                .await
+                .with_context(|| format!("connecting to the database {shown}"))?;
+            Ok((Arc::new(store), shown))
+        }
+        Some(other) => {
+            let path = other.strip_prefix("sqlite:").unwrap_or(other);
+            if path.contains("://") {
+                anyhow::bail!(
+                    "--database: {:?} is neither a postgres:// URL nor a SQLite file path",
+                    redact(other)
+                );
+            }
+            let path = Path::new(path);
+            let store =
+                SqliteStore::open(path).with_context(|| format!("opening {}", path.display()))?;
+            Ok((Arc::new(store), path.display().to_string()))
+        }
+        None => {
+            let db = data_dir.join("liftoff.db");
+            let store =
+                SqliteStore::open(&db).with_context(|| format!("opening {}", db.display()))?;
+            Ok((Arc::new(store), db.display().to_string()))
+        }
+    }
+}
+
+/// A database URL without its password, for logs and errors.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
 }
 
 fn create_private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! `default` local-process queue. The zero-set-up way to run liftoff on one machine.
 
 use super::agent::AgentArgs;
-use super::server::{start_local, DEFAULT_BIND};
+use super::server::{start_local, DatabaseArgs, DEFAULT_BIND};
 use crate::connect::Global;
 use anyhow::Context;
 use clap::Args;
@@ -18,12 +18,14 @@ pub struct UpArgs {
     #[arg(long, default_value = DEFAULT_BIND)]
     pub bind: SocketAddr,
     #[command(flatten)]
+    pub database: DatabaseArgs,
+    #[command(flatten)]
     pub agent: AgentArgs,
 }
 
 pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     let data_dir = g.data_dir();
-    let server = start_local(&data_dir, ServerConfig::local(args.bind)).await?;
+    let server = start_local(&data_dir, &args.database, ServerConfig::local(args.bind)).await?;
     let store = server.state.store.clone();
     if let Err(liftoff_store::StoreError::NotFound { .. }) = store.get_queue("default", false).await
     {

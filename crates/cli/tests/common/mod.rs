@@ -91,6 +91,18 @@ impl ServerProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> AgentProcess {
+        self.agent_at(&self.url(), state, args, env)
+    }
+
+    /// An agent with a token made through this server, talking to the server at `url` (another
+    /// replica on the same database).
+    pub fn agent_at(
+        &self,
+        url: &str,
+        state: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
         let token = ok(&self.run(&[
             "token",
             "create",
@@ -106,7 +118,7 @@ impl ServerProcess {
             .args(args)
             .arg("--state-dir")
             .arg(state)
-            .env("LIFTOFF_URL", self.url())
+            .env("LIFTOFF_URL", url)
             .env("LIFTOFF_TOKEN", &token)
             .env("LIFTOFF_DATA_DIR", self.data_dir())
             .envs(env.iter().copied())

@@ -1,0 +1,96 @@
+//! Scale-out end to end: two `liftoff server` processes on one PostgreSQL database
+//! (`LIFTOFF_TEST_POSTGRES`), four `liftoff agent` processes split between them, 5,000 items:
+//! every item runs exactly once (each run appends its item id to a file).
+
+mod common;
+
+use common::{wait_async, ServerProcess};
+use liftoff_client::Client;
+use liftoff_store::conformance::postgres::fresh_database;
+use liftoff_types::api::RunFilter;
+use liftoff_types::{LaunchSpec, NewQueue};
+use std::collections::HashSet;
+use std::time::Duration;
+
+const ITEMS: usize = 5_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_and_four_agents_run_every_item_exactly_once() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let args = |url: &str| {
+        vec![
+            "server".to_string(),
+            "--bind".into(),
+            "127.0.0.1:0".into(),
+            "--database".into(),
+            url.to_string(),
+        ]
+    };
+    let a_args = args(&db.url);
+    let a = ServerProcess::start_with(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    let b = ServerProcess::start_with(&a_args.iter().map(String::as_str).collect::<Vec<_>>());
+    // The first replica made the admin token; the second found one and made none.
+    assert!(b.client_file()["token"].is_null());
+    let via_a = a.client();
+    let token = a.client_file()["token"].as_str().unwrap().to_string();
+    let via_b = Client::new(&b.url(), Some(token)).unwrap();
+    via_a.create_queue(&NewQueue::named("q")).await.unwrap();
+
+    let effects = a.dir.path().join("effects");
+    let script = format!("echo $LIFTOFF_ITEM_ID >> {}", effects.display());
+    let spec = LaunchSpec::command(vec!["sh".into(), "-c".into(), script]);
+    // Enqueue through both replicas at once, from several tasks.
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let client = if t % 2 == 0 {
+            via_a.clone()
+        } else {
+            via_b.clone()
+        };
+        let spec = spec.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..ITEMS / 8 {
+                client.enqueue("q", &spec).await.unwrap();
+            }
+        }));
+    }
+    let dir = a.dir.path().to_path_buf();
+    let agent_args = ["--queue", "q", "--max-jobs", "4"];
+    let _agents = [
+        a.agent_at(&a.url(), &dir.join("agent-1"), &agent_args, &[]),
+        a.agent_at(&a.url(), &dir.join("agent-2"), &agent_args, &[]),
+        a.agent_at(&b.url(), &dir.join("agent-3"), &agent_args, &[]),
+        a.agent_at(&b.url(), &dir.join("agent-4"), &agent_args, &[]),
+    ];
+    for task in tasks {
+        task.await.unwrap();
+    }
+    wait_async("every item to end", Duration::from_secs(600), || async {
+        let d = via_b.get_queue("q").await.unwrap().depth.unwrap();
+        d.finished + d.failed + d.stopped + d.cancelled == ITEMS as u64
+    })
+    .await;
+    let depth = via_a.get_queue("q").await.unwrap().depth.unwrap();
+    assert_eq!(depth.finished, ITEMS as u64, "{depth:?}");
+    let lines: Vec<String> = std::fs::read_to_string(&effects)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let unique: HashSet<&String> = lines.iter().collect();
+    assert_eq!(unique.len(), ITEMS, "every item ran");
+    assert_eq!(lines.len(), ITEMS, "no item ran twice");
+    let agents = via_a.list_agents().await.unwrap();
+    assert_eq!(agents.len(), 4);
+    for agent in agents {
+        let filter = RunFilter {
+            agent: Some(agent.id),
+            limit: Some(1),
+            ..RunFilter::default()
+        };
+        let runs = via_b.list_runs(&filter).await.unwrap();
+        assert_eq!(runs.len(), 1, "agent {} took no work", agent.name);
+    }
+}

@@ -1,0 +1,276 @@
+//! The PostgreSQL store, for several server replicas sharing one database.
+//!
+//! Every method runs in one transaction on a pooled connection (READ COMMITTED). The rules
+//! are the SQLite store's; what changes is how concurrent writers are kept apart, since here
+//! they are not serialized by a single writer: leasing skips rows another transaction holds
+//! (`FOR UPDATE SKIP LOCKED`), every other item write locks the item's row first, and the
+//! reaper and liveness passes lock or re-check what they change, so replicas running them at
+//! once never hand the same thing back twice. A deadlock or serialization failure is retried
+//! a few times before it reaches the caller as [`StoreError::Busy`].
+//!
+//! Long-poll wake-ups cross replicas by `LISTEN/NOTIFY` (see [`notify`]).
+
+pub mod admin;
+mod agents;
+mod items;
+mod lease;
+mod logs;
+mod notify;
+mod queues;
+mod rows;
+mod runs;
+mod schema;
+mod tokens;
+
+use crate::{
+    Ack, Expired, LeaseParams, LogAppend, LogChunk, LostAgents, NewItem, Store, StoreError,
+    StoreResult,
+};
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
+use liftoff_types::{
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, Lease, Millis, NewAgent, NewQueue,
+    Queue, Run, RunId, RunUpdate, Scope, TokenInfo,
+};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tokio::sync::mpsc;
+
+pub(crate) type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// Connections one server keeps to the database.
+const POOL_SIZE: usize = 32;
+/// Times a transaction is tried again after a deadlock or serialization failure.
+const RETRIES: u32 = 5;
+
+/// The PostgreSQL implementation of [`Store`].
+pub struct PostgresStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    /// This process's name on the notification channel, so it ignores its own wake-ups.
+    replica: String,
+    /// Lease calls per agent, for the round-robin start (per replica, like SQLite's).
+    turns: Mutex<HashMap<AgentId, u64>>,
+}
+
+/// Runs `$body` (which uses the transaction `$tx`) in a transaction, commits, and retries the
+/// whole of it when the database reports a deadlock or a serialization failure.
+macro_rules! in_tx {
+    ($store:expr, |$tx:ident| $body:expr) => {{
+        let mut attempt = 0;
+        loop {
+            let mut client = $store.pool.get().await?;
+            let $tx = client.transaction().await?;
+            let result = async { $body }.await;
+            let result = match result {
+                Ok(value) => $tx.commit().await.map(|()| value).map_err(StoreError::from),
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(StoreError::Busy(reason)) if attempt < RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(%reason, attempt, "retrying a transaction");
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+impl PostgresStore {
+    /// Connects (the URL is libpq's: `postgres://user:password@host:port/db`) and applies
+    /// pending migrations.
+    pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e: tokio_postgres::Error| StoreError::invalid("database", e.to_string()))?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let mut client = pool.get().await?;
+        schema::migrate(&mut client).await?;
+        drop(client);
+        Ok(PostgresStore {
+            pool,
+            config,
+            replica: format!("{:016x}", rand::random::<u64>()),
+            turns: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn next_turn(&self, agent: AgentId) -> u64 {
+        let mut turns = self.turns.lock().unwrap_or_else(|p| p.into_inner());
+        let turn = turns.entry(agent).or_insert(0);
+        *turn += 1;
+        *turn - 1
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn create_queue(&self, queue: NewQueue, now: Millis) -> StoreResult<Queue> {
+        in_tx!(self, |tx| queues::create(&tx, &queue, now).await)
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<Queue>> {
+        in_tx!(self, |tx| queues::list(&tx).await)
+    }
+
+    async fn get_queue(&self, name: &str, depth: bool) -> StoreResult<Queue> {
+        in_tx!(self, |tx| queues::get_queue(&tx, name, depth).await)
+    }
+
+    async fn delete_queue(&self, name: &str, force: bool, _now: Millis) -> StoreResult<()> {
+        in_tx!(self, |tx| queues::delete(&tx, name, force).await)
+    }
+
+    async fn enqueue(&self, item: NewItem, now: Millis) -> StoreResult<Item> {
+        in_tx!(self, |tx| items::enqueue(&tx, &item, now).await)
+    }
+
+    async fn get_item(&self, id: ItemId) -> StoreResult<Item> {
+        in_tx!(self, |tx| items::get_item(&tx, id).await)
+    }
+
+    async fn list_items(&self, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
+        in_tx!(self, |tx| items::list(&tx, filter).await)
+    }
+
+    async fn item_file(&self, id: ItemId, name: &str) -> StoreResult<String> {
+        in_tx!(self, |tx| items::file(&tx, id, name).await)
+    }
+
+    async fn cancel(&self, id: ItemId, now: Millis) -> StoreResult<Item> {
+        in_tx!(self, |tx| lease::cancel(&tx, id, now).await)
+    }
+
+    async fn lease(&self, params: LeaseParams, now: Millis) -> StoreResult<Vec<Lease>> {
+        if params.queues.len() == 1 {
+            let client = self.pool.get().await?;
+            if let Some(leases) = lease::lease_one_queue(&client, &params, now).await? {
+                return Ok(leases);
+            }
+        }
+        let turn = self.next_turn(params.agent);
+        in_tx!(self, |tx| lease::lease(&tx, &params, turn, now).await)
+    }
+
+    async fn ack(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<Run> {
+        in_tx!(self, |tx| lease::ack(&tx, id, &ack, now).await)
+    }
+
+    async fn fail(&self, id: ItemId, report: FailRequest, now: Millis) -> StoreResult<Item> {
+        in_tx!(self, |tx| lease::fail(&tx, id, &report, now).await)
+    }
+
+    async fn warn(&self, id: ItemId, fence: i64, message: &str, now: Millis) -> StoreResult<()> {
+        in_tx!(self, |tx| lease::warn(&tx, id, fence, message, now).await)
+    }
+
+    async fn release(&self, id: ItemId, fence: i64, now: Millis) -> StoreResult<()> {
+        in_tx!(self, |tx| lease::release(&tx, id, fence, now).await)
+    }
+
+    async fn expire_leases(&self, now: Millis) -> StoreResult<Expired> {
+        in_tx!(self, |tx| lease::expire(&tx, now).await)
+    }
+
+    async fn update_run(&self, id: &RunId, update: RunUpdate, now: Millis) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::update(&tx, id, &update, now).await)
+    }
+
+    async fn get_run(&self, id: &RunId) -> StoreResult<Run> {
+        in_tx!(self, |tx| rows::load_run(&tx, id).await)
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+        in_tx!(self, |tx| runs::list(&tx, filter).await)
+    }
+
+    async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::request_stop(&tx, id, now).await)
+    }
+
+    async fn append_log(
+        &self,
+        id: &RunId,
+        at: LogAppend,
+        data: Vec<u8>,
+        _now: Millis,
+    ) -> StoreResult<u64> {
+        in_tx!(self, |tx| logs::append(&tx, id, &at, &data).await)
+    }
+
+    async fn read_log(&self, id: &RunId, offset: u64, max: usize) -> StoreResult<LogChunk> {
+        in_tx!(self, |tx| logs::read(&tx, id, offset, max).await)
+    }
+
+    async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent> {
+        in_tx!(self, |tx| agents::register(&tx, &agent, now).await)
+    }
+
+    async fn heartbeat(
+        &self,
+        id: AgentId,
+        beat: Heartbeat,
+        now: Millis,
+    ) -> StoreResult<HeartbeatReply> {
+        in_tx!(self, |tx| agents::heartbeat(&tx, id, &beat, now).await)
+    }
+
+    async fn get_agent(&self, id: AgentId) -> StoreResult<Agent> {
+        in_tx!(self, |tx| agents::get_agent(&tx, id).await)
+    }
+
+    async fn list_agents(&self) -> StoreResult<Vec<Agent>> {
+        in_tx!(self, |tx| agents::list(&tx).await)
+    }
+
+    async fn request_agent_stop(&self, id: AgentId, _now: Millis) -> StoreResult<Agent> {
+        in_tx!(self, |tx| agents::request_stop(&tx, id).await)
+    }
+
+    async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
+        in_tx!(self, |tx| agents::lose(&tx, cutoff, now).await)
+    }
+
+    async fn create_token(
+        &self,
+        name: &str,
+        scope: Scope,
+        hash: &str,
+        now: Millis,
+    ) -> StoreResult<TokenInfo> {
+        in_tx!(self, |tx| tokens::create(&tx, name, scope, hash, now).await)
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        in_tx!(self, |tx| tokens::by_hash(&tx, hash).await)
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>> {
+        in_tx!(self, |tx| tokens::list(&tx).await)
+    }
+
+    async fn delete_token(&self, id: i64) -> StoreResult<()> {
+        in_tx!(self, |tx| tokens::delete(&tx, id).await)
+    }
+
+    async fn publish(&self, keys: Vec<String>) -> StoreResult<()> {
+        notify::publish(&self.pool, &self.replica, keys).await
+    }
+
+    fn subscribe(&self) -> Option<mpsc::UnboundedReceiver<String>> {
+        Some(notify::subscribe(self.config.clone(), self.replica.clone()))
+    }
+}

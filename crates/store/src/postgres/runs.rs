@@ -1,0 +1,230 @@
+//! Run rows on PostgreSQL: agents' reports (which end the item when terminal), a user's stop
+//! request, show and list. Every write locks the run's item first (see [`super::lease`]).
+
+use super::lease::mark_failed;
+use super::rows::{self, get, RUN_COLUMNS};
+use super::Tx;
+use crate::{StoreError, StoreResult};
+use liftoff_types::api::RunFilter;
+use liftoff_types::{ItemId, Millis, Phase, Run, RunId, RunState, RunUpdate};
+
+/// What an update needs to know about a run, its item and its queue, read in one query
+/// with the item's row locked.
+struct Context {
+    state: RunState,
+    item_id: ItemId,
+    fence: i64,
+    item_claimed: bool,
+    requeue_lost: bool,
+    attempts: i64,
+    max_attempts: i64,
+}
+
+async fn context(tx: &Tx<'_>, id: &RunId) -> StoreResult<Context> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost,
+                    i.attempts, q.max_attempts
+             FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
+             WHERE r.id = $1 FOR UPDATE OF i",
+        )
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&id.as_str()])
+        .await?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+    Ok(Context {
+        state: get::<String>(&row, 0)?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
+        item_id: ItemId(get(&row, 1)?),
+        fence: get(&row, 2)?,
+        item_claimed: get(&row, 3)?,
+        requeue_lost: get(&row, 4)?,
+        attempts: get(&row, 5)?,
+        max_attempts: get(&row, 6)?,
+    })
+}
+
+pub async fn update(tx: &Tx<'_>, id: &RunId, up: &RunUpdate, now: Millis) -> StoreResult<Run> {
+    let ctx = context(tx, id).await?;
+    if ctx.fence != up.fence {
+        return Err(StoreError::Conflict(format!(
+            "stale fence {} for run {id}: its item is at fence {}",
+            up.fence, ctx.fence
+        )));
+    }
+    if ctx.state.is_terminal() || !ctx.item_claimed {
+        return Err(StoreError::Conflict(format!(
+            "run {id} has already ended ({})",
+            ctx.state
+        )));
+    }
+    if up.state == RunState::Queued {
+        return Err(StoreError::invalid(
+            "state",
+            "a run cannot go back to queued",
+        ));
+    }
+    let ended = up.state.is_terminal().then_some(now);
+    let handle = up.handle.as_ref().map(|h| h.to_string());
+    if matches!(up.state, RunState::Finished | RunState::Stopped) {
+        return end_plainly(tx, id, &ctx, up, handle, now).await;
+    }
+    let sql = format!(
+        "UPDATE runs SET state = $2, exit_code = coalesce($3, exit_code),
+             message = coalesce($4, message), handle = coalesce($5, handle),
+             started_at_ms = CASE WHEN $2 = 'running' THEN coalesce(started_at_ms, $6)
+                                  ELSE started_at_ms END,
+             ended_at_ms = $7, updated_at_ms = $6
+         WHERE id = $1 RETURNING {RUN_COLUMNS}"
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &id.as_str(),
+                &up.state.as_str(),
+                &up.exit_code,
+                &up.message,
+                &handle,
+                &now,
+                &ended,
+            ],
+        )
+        .await?;
+    let run = rows::run(&row)?;
+    if up.state.is_terminal() {
+        end_item(tx, &ctx, up, now).await?;
+        super::tokens::revoke_run(tx, id).await?;
+    }
+    Ok(run)
+}
+
+/// A run that finished or stopped: the run, its item and its tokens in one statement (the
+/// hottest report, so one round trip instead of three).
+async fn end_plainly(
+    tx: &Tx<'_>,
+    id: &RunId,
+    ctx: &Context,
+    up: &RunUpdate,
+    handle: Option<String>,
+    now: Millis,
+) -> StoreResult<Run> {
+    let sql = format!(
+        "WITH run AS (
+             UPDATE runs SET state = $2, exit_code = coalesce($3, exit_code),
+                 message = coalesce($4, message), handle = coalesce($5, handle),
+                 ended_at_ms = $6, updated_at_ms = $6
+             WHERE id = $1 RETURNING {RUN_COLUMNS}),
+         item AS (UPDATE items SET state = $2, updated_at_ms = $6 WHERE id = $7),
+         revoked AS (DELETE FROM tokens WHERE run_id = $1)
+         SELECT * FROM run"
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                &id.as_str(),
+                &up.state.as_str(),
+                &up.exit_code,
+                &up.message,
+                &handle,
+                &now,
+                &ctx.item_id.0,
+            ],
+        )
+        .await?;
+    rows::run(&row)
+}
+
+/// A run's end decides its item's: finished, failed (phase `run`), stopped, back to pending
+/// after a preemption, and failed (phase `agent`) or requeued when its agent was lost.
+async fn end_item(tx: &Tx<'_>, ctx: &Context, up: &RunUpdate, now: Millis) -> StoreResult<()> {
+    let item = ctx.item_id;
+    match up.state {
+        RunState::Finished => set_state(tx, item, "finished", now).await,
+        RunState::Stopped => set_state(tx, item, "stopped", now).await,
+        RunState::Failed => {
+            let message = up.message.clone().unwrap_or_else(|| match up.exit_code {
+                Some(code) => format!("the run exited with code {code}"),
+                None => "the run failed".to_string(),
+            });
+            mark_failed(tx, item, &message, Phase::Run, &[], now).await
+        }
+        RunState::Preempted => requeue(tx, item, false, now).await,
+        RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => {
+            requeue(tx, item, true, now).await
+        }
+        RunState::Lost => {
+            let message = up
+                .message
+                .clone()
+                .unwrap_or_else(|| "the run was lost with its agent".to_string());
+            mark_failed(tx, item, &message, Phase::Agent, &[], now).await
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn set_state(tx: &Tx<'_>, item: ItemId, state: &str, now: Millis) -> StoreResult<()> {
+    let stmt = tx
+        .prepare_cached("UPDATE items SET state = $2, updated_at_ms = $3 WHERE id = $1")
+        .await?;
+    tx.execute(&stmt, &[&item.0, &state, &now]).await?;
+    Ok(())
+}
+
+async fn requeue(tx: &Tx<'_>, item: ItemId, count_attempt: bool, now: Millis) -> StoreResult<()> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE items SET state = 'pending', run_id = NULL, agent_id = NULL,
+                 attempts = attempts + $2, updated_at_ms = $3 WHERE id = $1",
+        )
+        .await?;
+    tx.execute(&stmt, &[&item.0, &(count_attempt as i64), &now])
+        .await?;
+    Ok(())
+}
+
+pub async fn list(tx: &Tx<'_>, filter: &RunFilter) -> StoreResult<Vec<Run>> {
+    let limit = filter.limit.unwrap_or(100).clamp(1, 1000) as i64;
+    let sql = format!(
+        "SELECT {RUN_COLUMNS} FROM runs
+         WHERE ($1::TEXT IS NULL OR queue = $1) AND ($2::TEXT IS NULL OR state = $2)
+           AND ($3::BIGINT IS NULL OR agent_id = $3)
+         ORDER BY seq DESC LIMIT $4"
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let state = filter.state.map(|s| s.as_str());
+    let agent = filter.agent.map(|a| a.0);
+    tx.query(&stmt, &[&filter.queue, &state, &agent, &limit])
+        .await?
+        .iter()
+        .map(rows::run)
+        .collect()
+}
+
+pub async fn request_stop(tx: &Tx<'_>, id: &RunId, now: Millis) -> StoreResult<Run> {
+    // Lock the item before the run, as every other write does.
+    let ctx = context(tx, id).await?;
+    if ctx.state.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "run {id} has already ended ({})",
+            ctx.state
+        )));
+    }
+    let run = tx
+        .prepare_cached("UPDATE runs SET stop_requested = TRUE, updated_at_ms = $2 WHERE id = $1")
+        .await?;
+    tx.execute(&run, &[&id.as_str(), &now]).await?;
+    let item = tx
+        .prepare_cached(
+            "UPDATE items SET cancel_requested = TRUE, updated_at_ms = $2 WHERE id = $1",
+        )
+        .await?;
+    tx.execute(&item, &[&ctx.item_id.0, &now]).await?;
+    rows::load_run(tx, id).await
+}

@@ -1,0 +1,81 @@
+//! The conformance suite on PostgreSQL, each case on a fresh database of the server named by
+//! `LIFTOFF_TEST_POSTGRES`, plus what only a shared database has: cross-process wake-ups.
+
+use liftoff_store::conformance::postgres::{fresh_database, fresh_store, TestDatabase};
+use liftoff_store::conformance::DynStore;
+use liftoff_store::{PostgresStore, Store};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A store, or `None` when PostgreSQL is absent outside CI (the case then passes vacuously).
+async fn fresh() -> (Option<DynStore>, Option<TestDatabase>) {
+    match fresh_store().await {
+        Some((store, db)) => (Some(Arc::new(store)), Some(db)),
+        None => (None, None),
+    }
+}
+
+macro_rules! pg_conformance {
+    ($($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $case() {
+                let (Some(store), _guard) = fresh().await else { return };
+                liftoff_store::conformance::$case(store).await;
+            }
+        )*
+    };
+}
+
+pg_conformance!(
+    priority_then_fifo,
+    fifo_when_prioritization_is_off,
+    round_robin_across_queues,
+    concurrent_leasers_lease_each_item_once,
+    expiry_releases_with_a_higher_fence,
+    attempt_limit_fails_with_phase_agent,
+    cancel_pending_and_leased_items,
+    cancel_of_a_claimed_item_asks_its_agent_to_stop,
+    release_does_not_count_an_attempt,
+    lifecycle_to_finished,
+    failures_keep_phase_message_and_files,
+    run_end_decides_the_item,
+    ack_after_expiry_is_a_conflict,
+    positions_follow_lease_order,
+    queue_delete_refuses_live_items,
+    tokens_are_found_by_hash,
+    unknown_things_are_not_found,
+    logs_append_in_order_and_retries_are_harmless,
+    silent_agents_are_lost_with_their_work,
+    heartbeats_name_items_that_are_no_longer_the_agents,
+    run_tokens_end_with_their_run,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_published_by_one_store_reaches_the_other() {
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let a = PostgresStore::connect(&db.url).await.unwrap();
+    let b = PostgresStore::connect(&db.url).await.unwrap();
+    let mut heard_by_b = b.subscribe().expect("postgres has a subscription");
+    let mut heard_by_a = a.subscribe().expect("postgres has a subscription");
+    // Each listener first says "look again" once it is listening.
+    for rx in [&mut heard_by_a, &mut heard_by_b] {
+        let first = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+        assert_eq!(
+            first.unwrap().as_deref(),
+            Some(liftoff_store::WAKE_EVERYONE)
+        );
+    }
+    a.publish(vec!["queue:gpu".into(), "run:r1".into()])
+        .await
+        .unwrap();
+    for expected in ["queue:gpu", "run:r1"] {
+        let got = tokio::time::timeout(Duration::from_secs(10), heard_by_b.recv()).await;
+        assert_eq!(got.unwrap().as_deref(), Some(expected));
+    }
+    // A replica does not hear itself.
+    let own = tokio::time::timeout(Duration::from_millis(300), heard_by_a.recv()).await;
+    assert!(own.is_err(), "a replica heard its own wake-up: {own:?}");
+}
