@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub env: BTreeMap<String, String>,
     /// The name this agent registers with (default: the host name).
     pub hostname: String,
+    /// How often a Slurm agent reads the state of all its jobs (one `squeue` each time).
+    pub slurm_poll_interval: Duration,
 }
 
 /// Defaults, each with its reason.
@@ -57,6 +59,9 @@ impl Default for AgentConfig {
             lease_wait: Duration::from_secs(30),
             env: BTreeMap::new(),
             hostname: hostname(),
+            // Slurm schedules about once a second; two looks a second see an end promptly
+            // at the cost of two squeue calls a second, whatever the number of jobs.
+            slurm_poll_interval: Duration::from_millis(500),
         }
     }
 }
@@ -108,6 +113,7 @@ const KNOWN: &[&str] = &[
     "heartbeat_interval",
     "env",
     "name",
+    "slurm_poll_interval",
 ];
 
 /// Loads and validates over `defaults`: the file, then env, then flags. `notices` are for
@@ -221,6 +227,12 @@ fn apply_file(
                     _ => cfg.heartbeat_every = d,
                 },
                 None => bad(&format!("must be a number of seconds ≥ 0, not {}", describe(&value))),
+            },
+            "slurm_poll_interval" => match seconds(&value) {
+                Some(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(60) => {
+                    cfg.slurm_poll_interval = d
+                }
+                _ => bad("must be from 0.1 to 60 seconds"),
             },
             "secure_mode" => match value.as_bool() {
                 Some(b) => cfg.secure_mode = b,

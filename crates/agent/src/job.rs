@@ -129,13 +129,20 @@ async fn start(
     if let Err(e) = agent.journal.record(&entry) {
         tracing::warn!(run = %run_id, error = %e, "cannot journal the run's handle");
     }
-    // Reported beside the watch, not before it: a short run must not wait for this.
+    // Reported beside the watch, not before it: a short run must not wait for this. A
+    // local process runs from its launch; a backend that queues (Slurm) starts `starting`,
+    // and the watch reports `running` when the backend says so.
+    let first_state = if agent.runner.resource() == "local-process" {
+        RunState::Running
+    } else {
+        RunState::Starting
+    };
     let report = {
         let agent = agent.clone();
         let run_id = run_id.clone();
         let running = RunUpdate {
             fence,
-            state: RunState::Running,
+            state: first_state,
             exit_code: None,
             message: None,
             handle: Some(handle.data.clone()),
@@ -285,7 +292,7 @@ async fn watch_run(
     let shipping = tokio::spawn(async move { shipper.run(from, done_rx).await });
     let mut stopped = None;
     let status = tokio::select! {
-        status = wait_started_then_ended(agent, &handle) => status,
+        status = wait_started_then_ended(agent, &entry, &handle) => status,
         why = asked_to_stop(&mut stop) => {
             stopped = Some(why);
             let grace = match why {
@@ -314,12 +321,40 @@ async fn watch_run(
 }
 
 /// Waits for the run to end; a run still `starting` after the start timeout (a pending pod, a
-/// Slurm job held in its queue) is cancelled and reported as not started.
-async fn wait_started_then_ended(agent: &Arc<Agent>, handle: &Handle) -> RunnerResult<RunStatus> {
+/// Slurm job held in its queue) is cancelled and reported as not started. While it waits to
+/// start, the backend's reason (`Resources`, `Priority`, ...) is reported as it changes, and
+/// `running` once it runs.
+async fn wait_started_then_ended(
+    agent: &Arc<Agent>,
+    entry: &Entry,
+    handle: &Handle,
+) -> RunnerResult<RunStatus> {
     let deadline = Instant::now() + agent.config.start_timeout;
+    // What was last said about its start: a queueing backend's launch said `starting`.
+    let mut shown: Option<Option<String>> =
+        (agent.runner.resource() != "local-process").then_some(None);
+    let report = |state: RunState, message: Option<String>| {
+        let update = RunUpdate {
+            fence: entry.fence,
+            state,
+            exit_code: None,
+            message,
+            handle: None,
+        };
+        let (agent, run) = (agent.clone(), entry.run_id.clone());
+        tokio::spawn(async move {
+            let _ = agent.outbox.report(&run, update).await;
+        });
+    };
     loop {
         let status = agent.runner.status(std::slice::from_ref(handle)).await?;
         match status.into_iter().next() {
+            Some(RunStatus::Starting(reason))
+                if shown.as_ref() != Some(&reason) && Instant::now() < deadline =>
+            {
+                report(RunState::Starting, reason.clone());
+                shown = Some(reason);
+            }
             Some(RunStatus::Starting(reason)) if Instant::now() >= deadline => {
                 let _ = agent.runner.cancel(handle, Duration::ZERO).await;
                 let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
@@ -329,6 +364,10 @@ async fn wait_started_then_ended(agent: &Arc<Agent>, handle: &Handle) -> RunnerR
                 )));
             }
             Some(RunStatus::Starting(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Some(RunStatus::Running) if shown.is_some() => {
+                report(RunState::Running, None);
+                return agent.runner.wait(handle).await;
+            }
             _ => return agent.runner.wait(handle).await,
         }
     }
@@ -376,6 +415,13 @@ async fn report_end(
                 None => format!("the run exited with code {}", exit.code),
             };
             return fail_run(agent, entry, message, Phase::Run, Some(exit.code)).await;
+        }
+        (RunStatus::Preempted(message), _) => update(RunState::Preempted, None, Some(message)),
+        (RunStatus::Failed { message, exit }, None) => {
+            return fail_run(agent, entry, message, Phase::Run, exit.map(|e| e.code)).await;
+        }
+        (RunStatus::Failed { exit, .. }, Some(_)) => {
+            update(RunState::Stopped, exit, Some("stopped on request".into()))
         }
         (_, _) => update(
             RunState::Lost,

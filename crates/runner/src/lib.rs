@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod procs;
+pub mod slurm;
 
 use async_trait::async_trait;
 use liftoff_types::RunId;
@@ -64,6 +65,13 @@ pub enum RunStatus {
     Starting(Option<String>),
     Running,
     Exited(Exit),
+    /// The backend took the run away to make room for another (it goes back to its queue).
+    Preempted(String),
+    /// The backend ended the run for a reason of its own (a time limit, a failed node).
+    Failed {
+        message: String,
+        exit: Option<Exit>,
+    },
     /// The backend has no trace of it (it ended while nobody watched, or never started).
     Gone,
 }
