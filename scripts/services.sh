@@ -110,7 +110,9 @@ SchedulerParameters=batch_sched_delay=0,sched_min_interval=0
 MailProg=/bin/true
 MpiDefault=none
 ReturnToService=2
-MinJobAge=3600
+# Finished jobs stay visible to squeue this long (the runner reads exit codes there).
+MinJobAge=600
+MaxJobCount=100000
 KillWait=5
 NodeName=localhost CPUs=$(nproc) RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=FORCE:32

@@ -363,7 +363,7 @@ async fn wait_started_then_ended(
                     agent.config.start_timeout
                 )));
             }
-            Some(RunStatus::Starting(_)) => tokio::time::sleep(Duration::from_secs(1)).await,
+            Some(RunStatus::Starting(_)) => tokio::time::sleep(agent.runner.poll_every()).await,
             Some(RunStatus::Running) if shown.is_some() => {
                 report(RunState::Running, None);
                 return agent.runner.wait(handle).await;

@@ -109,6 +109,11 @@ pub trait Runner: Send + Sync {
     /// The state of many runs in one call (backends that poll must not poll per run).
     async fn status(&self, handles: &[Handle]) -> RunnerResult<Vec<RunStatus>>;
 
+    /// How often it is worth asking [`Runner::status`] again.
+    fn poll_every(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
     /// Waits for a run to end. The default polls [`Runner::status`]; runners that hear of an
     /// end directly answer at once.
     async fn wait(&self, handle: &Handle) -> RunnerResult<RunStatus> {
@@ -119,7 +124,7 @@ pub trait Runner: Send + Sync {
                 Some(done) => return Ok(done),
                 None => return Ok(RunStatus::Gone),
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(self.poll_every()).await;
         }
     }
 

@@ -3,6 +3,7 @@
 
 mod agent;
 mod queue;
+mod slurm;
 
 use clap::Subcommand;
 
@@ -12,12 +13,15 @@ pub enum BenchCommand {
     Queue(queue::QueueBench),
     /// Dispatch latency, throughput against a bare spawn loop, stop latency, agent memory.
     Agent(agent::AgentBench),
+    /// N trivial runs through liftoff into Slurm against N bare sbatch submissions.
+    Slurm(slurm::SlurmBench),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Queue(b) => queue::run(b).await,
         BenchCommand::Agent(b) => agent::run(b).await,
+        BenchCommand::Slurm(b) => slurm::run(b).await,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The Slurm runner's pure half: the `sbatch` arguments and batch script for a run, and the
-//! reading of `squeue --json`. No process is started here, so all of it is unit-tested.
+//! reading of `squeue`. No process is started here, so all of it is unit-tested.
 
 use crate::{Exit, RunSpec, RunStatus};
 use serde_json::Value;
@@ -161,24 +161,21 @@ pub fn sbatch_args(spec: &RunSpec, label: &str, script: &Path) -> Result<Vec<Str
         format!("--output={}", spec.output.display()),
         "--open-mode=append".to_string(),
         format!("--chdir={}", spec.workdir.display()),
-        // The job gets the environment the script sets, never the agent's own.
-        "--export=NONE".to_string(),
+        // The job gets sbatch's environment, which the runner sets to the run's alone.
+        // (`NONE` and `NIL` would make slurmd load a login environment for every job, which
+        // costs seconds per job and brings in variables the run did not ask for.)
+        "--export=ALL".to_string(),
     ];
     args.extend(resources);
     args.push(script.display().to_string());
     Ok(args)
 }
 
-/// The batch script: the run's environment, then the argv exec'd (so the job's exit code is
-/// the run's).
+/// The batch script: the argv exec'd, so the job's exit code is the run's. The environment
+/// is not in it (it holds the run's token): the runner gives it to `sbatch` instead.
 pub fn batch_script(spec: &RunSpec) -> String {
     let mut s = String::from("#!/bin/sh\n");
     s.push_str(&format!("# liftoff run {}\n", spec.run_id));
-    for (k, v) in &spec.env {
-        if is_env_name(k) {
-            s.push_str(&format!("export {k}={}\n", quote(v)));
-        }
-    }
     s.push_str(&format!(
         "cd {} || exit 1\n",
         quote(&spec.workdir.display().to_string())
@@ -188,7 +185,8 @@ pub fn batch_script(spec: &RunSpec) -> String {
     s
 }
 
-fn is_env_name(k: &str) -> bool {
+/// Whether `k` can be an environment variable's name.
+pub fn is_env_name(k: &str) -> bool {
     let mut chars = k.chars();
     matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
         && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
@@ -199,7 +197,7 @@ pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
 
-/// One job as `squeue --json` shows it.
+/// One job as `squeue` shows it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Job {
     pub id: u64,
@@ -207,84 +205,79 @@ pub struct Job {
     pub comment: String,
     pub state: String,
     pub reason: String,
-    /// The raw wait status (Slurm 22.05) or return code and signal (23.02+), made an [`Exit`].
     pub exit: Option<Exit>,
 }
 
-/// Reads `squeue --json`, in the forms of Slurm 22.05 (scalars) and 23.02+ (objects/lists).
-pub fn parse_squeue(json: &str) -> Result<Vec<Job>, String> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| format!("squeue --json: {e}"))?;
-    let jobs = doc
-        .get("jobs")
-        .and_then(Value::as_array)
-        .ok_or("squeue --json: no `jobs` list")?;
-    let mut out = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        let Some(id) = number(job.get("job_id")) else {
-            continue;
-        };
-        let text = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-        let state = match job.get("job_state") {
-            Some(Value::String(s)) => s.clone(),
-            Some(Value::Array(a)) => a.first().and_then(Value::as_str).unwrap_or("").into(),
-            _ => String::new(),
-        };
-        out.push(Job {
-            id,
-            name: text("name"),
-            comment: text("comment"),
-            state,
-            reason: text("state_reason"),
-            exit: exit_of(job.get("exit_code")),
+/// The `squeue` arguments that print [`parse_squeue`]'s format: every state (a finished job
+/// stays visible for `MinJobAge`), no header, `|`-ended columns, the reason last (it may hold
+/// spaces). `jobs` narrows it to those ids; `None` lists the calling user's jobs.
+pub fn squeue_args(jobs: Option<&[u64]>) -> Vec<String> {
+    let mut args = vec![
+        "--noheader".to_string(),
+        "--states=all".to_string(),
+        "--Format=JobID:30|,State:30|,exit_code:16|,Name:200|,Comment:200|,Reason:200|".to_string(),
+    ];
+    match jobs {
+        Some(ids) => {
+            let ids: Vec<String> = ids.iter().map(u64::to_string).collect();
+            args.push(format!("--jobs={}", ids.join(",")));
+        }
+        None => args.push("--me".to_string()),
+    }
+    args
+}
+
+/// Reads the output of `squeue` run with [`squeue_args`]. Lines that do not parse (another
+/// tool's job with a `|` in its name) are skipped.
+pub fn parse_squeue(text: &str) -> Vec<Job> {
+    text.lines()
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cols.len() < 6 {
+                return None;
+            }
+            let comment = match cols[4] {
+                "(null)" => "",
+                c => c,
+            };
+            Some(Job {
+                id: cols[0].parse().ok()?,
+                state: cols[1].to_string(),
+                exit: exit_of(cols[2]),
+                name: cols[3].to_string(),
+                comment: comment.to_string(),
+                reason: cols[5].to_string(),
+            })
+        })
+        .collect()
+}
+
+/// Slurm 22.05 prints the wait status (`768` = exit 3); later ones `CODE:SIGNAL`.
+fn exit_of(text: &str) -> Option<Exit> {
+    if let Some((code, signal)) = text.split_once(':') {
+        let (code, signal): (i32, i32) = (code.parse().ok()?, signal.parse().ok()?);
+        return Some(if signal != 0 {
+            Exit {
+                code: 128 + signal,
+                signal: Some(signal),
+            }
+        } else {
+            Exit { code, signal: None }
         });
     }
-    Ok(out)
-}
-
-/// A number, or 23.02's `{"set": true, "number": N}`.
-fn number(v: Option<&Value>) -> Option<u64> {
-    match v? {
-        Value::Number(n) => n.as_u64(),
-        Value::Object(o) if o.get("set").and_then(Value::as_bool) != Some(false) => {
-            o.get("number").and_then(Value::as_u64)
+    let status: i32 = text.parse().ok()?;
+    let signal = status & 0x7f;
+    Some(if signal != 0 {
+        Exit {
+            code: 128 + signal,
+            signal: Some(signal),
         }
-        _ => None,
-    }
-}
-
-fn exit_of(v: Option<&Value>) -> Option<Exit> {
-    match v? {
-        // 22.05: the wait status, as waitpid gives it.
-        Value::Number(n) => {
-            let status = n.as_i64()? as i32;
-            let signal = status & 0x7f;
-            Some(if signal != 0 {
-                Exit {
-                    code: 128 + signal,
-                    signal: Some(signal),
-                }
-            } else {
-                Exit {
-                    code: (status >> 8) & 0xff,
-                    signal: None,
-                }
-            })
+    } else {
+        Exit {
+            code: (status >> 8) & 0xff,
+            signal: None,
         }
-        // 23.02+: {"status": [...], "return_code": {"number": N}, "signal": {"id": {"number": S}}}
-        Value::Object(o) => {
-            let code = number(o.get("return_code")).unwrap_or(0) as i32;
-            let signal = o
-                .get("signal")
-                .and_then(|s| number(s.get("id")))
-                .filter(|s| *s != 0)
-                .map(|s| s as i32);
-            Some(Exit {
-                code: signal.map_or(code, |s| 128 + s),
-                signal,
-            })
-        }
-        _ => None,
-    }
+    })
 }
 
 /// What a job's Slurm state means for its run.
@@ -383,7 +376,7 @@ mod tests {
             "--comment=liftoff:a1",
             "--output=/w/r1/output.log",
             "--chdir=/w/r1/work",
-            "--export=NONE",
+            "--export=ALL",
             "--partition=gpu",
             "--time=1:00:00",
             "--cpus-per-task=4",
@@ -428,14 +421,10 @@ mod tests {
     }
 
     #[test]
-    fn the_script_sets_the_env_and_execs_the_argv_quoted() {
+    fn the_script_execs_the_argv_quoted_and_holds_no_env() {
         let script = batch_script(&spec(json!({})));
         assert!(script.starts_with("#!/bin/sh\n"));
-        assert!(script.contains("export A='x y'\n"));
-        assert!(
-            !script.contains("bad name"),
-            "invalid env names are dropped"
-        );
+        assert!(!script.contains("x y"), "the run's env stays off the disk");
         assert!(script.contains("cd '/w/r1/work' || exit 1\n"));
         assert!(
             script.ends_with("exec 'python3' 'it'\\''s.py'\n"),
@@ -444,17 +433,23 @@ mod tests {
     }
 
     #[test]
-    fn squeue_json_of_slurm_22_and_23() {
-        let v22 = r#"{"jobs": [
-            {"job_id": 7, "name": "liftoff-r7", "comment": "liftoff:a", "job_state": "FAILED",
-             "state_reason": "NonZeroExitCode", "exit_code": 768},
-            {"job_id": 8, "name": "x", "comment": "", "job_state": "CANCELLED",
-             "state_reason": "None", "exit_code": 15},
-            {"job_id": 9, "name": "liftoff-r9", "comment": "liftoff:a", "job_state": "PENDING",
-             "state_reason": "Resources", "exit_code": 0}]}"#;
-        let jobs = parse_squeue(v22).unwrap();
-        assert_eq!(jobs.len(), 3);
+    fn env_names() {
+        assert!(is_env_name("A_1") && is_env_name("_x"));
+        assert!(!is_env_name("1A") && !is_env_name("bad name") && !is_env_name(""));
+    }
+
+    #[test]
+    fn squeue_lines_of_slurm_22_and_later() {
+        let text = "7    |FAILED   |768   |liftoff-r7  |liftoff:a |NonZeroExitCode |\n\
+                    8    |CANCELLED|15    |x           |(null)    |None            |\n\
+                    9    |PENDING  |0     |liftoff-r9  |liftoff:a |ReqNodeNotAvail, UnavailableNodes:n1 |\n\
+                    10   |FAILED   |2:0   |liftoff-r10 |liftoff:a |NonZeroExitCode |\n\
+                    bad line\n";
+        let jobs = parse_squeue(text);
+        assert_eq!(jobs.len(), 4);
         assert_eq!(run_of_job_name(&jobs[0].name), Some("r7"));
+        assert_eq!(jobs[0].comment, "liftoff:a");
+        assert_eq!(jobs[1].comment, "");
         assert_eq!(
             status_of(&jobs[0]),
             RunStatus::Exited(Exit {
@@ -471,23 +466,23 @@ mod tests {
         );
         assert_eq!(
             status_of(&jobs[2]),
-            RunStatus::Starting(Some("Resources".into()))
+            RunStatus::Starting(Some("ReqNodeNotAvail, UnavailableNodes:n1".into()))
         );
-        let v23 = r#"{"jobs": [{"job_id": {"set": true, "number": 5}, "name": "liftoff-r5",
-            "job_state": ["COMPLETED"], "state_reason": "None",
-            "exit_code": {"status": ["SUCCESS"], "return_code": {"set": true, "number": 0},
-                          "signal": {"id": {"set": false, "number": 0}}}}]}"#;
-        let jobs = parse_squeue(v23).unwrap();
-        assert_eq!(jobs[0].id, 5);
         assert_eq!(
-            status_of(&jobs[0]),
+            status_of(&jobs[3]),
             RunStatus::Exited(Exit {
-                code: 0,
+                code: 2,
                 signal: None
             })
         );
-        assert!(parse_squeue("not json").is_err());
-        assert!(parse_squeue("{}").is_err());
+    }
+
+    #[test]
+    fn squeue_is_asked_about_given_jobs_or_the_users_own() {
+        let args = squeue_args(Some(&[3, 5]));
+        assert!(args.contains(&"--jobs=3,5".to_string()));
+        assert!(args.contains(&"--states=all".to_string()));
+        assert!(squeue_args(None).contains(&"--me".to_string()));
     }
 
     #[test]

@@ -2,10 +2,12 @@
 //!
 //! - The job's name carries the run id (`liftoff-RUN`) and its comment the agent's label, so
 //!   a restarted agent finds its jobs ([`Runner::owned`]).
-//! - The state of *every* job comes from one `squeue --json` per poll interval, however many
-//!   runs are watched or asked about: callers share the latest answer, and a caller that
-//!   needs a fresher one waits for the single poll in flight. (Workflow tools that poll per
-//!   job are known to overload Slurm controllers.)
+//! - The state of *every* job the agent watches comes from one `squeue` per poll interval
+//!   (`--jobs=` all of them, exit codes included), however many runs are watched or asked
+//!   about: callers share the latest answer, and a caller that needs a fresher one waits for
+//!   the single poll in flight. (Workflow tools that poll per job are known to overload
+//!   Slurm controllers; and `squeue --json` ignores filters and prints every job the
+//!   controller remembers, megabytes on a busy cluster, so it is not used.)
 //! - Stop: `scancel --signal=TERM --full` (the batch script and its children), the grace,
 //!   then `scancel` (which ends every process of the job).
 //! - The job's output file is the run's output file, which the agent ships as it grows.
@@ -18,7 +20,7 @@ use crate::{Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult};
 use async_trait::async_trait;
 use command::Job;
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -67,18 +69,28 @@ struct Seen {
     /// When the last `squeue` started (answers are at least this fresh).
     at: Option<Instant>,
     jobs: HashMap<u64, Job>,
-    /// When each job this runner submitted was accepted: a poll that started before it may
-    /// not show it yet.
-    submitted: HashMap<u64, Instant>,
+    /// The jobs the last `squeue` asked about.
+    asked: HashSet<u64>,
+    /// Jobs someone asked about lately, with when: the next `squeue` covers them all.
+    watched: HashMap<u64, Instant>,
 }
+
+/// A job nobody asked about for this long drops out of the polls.
+const FORGET_AFTER: Duration = Duration::from_secs(30);
 
 pub struct SlurmRunner {
     config: SlurmConfig,
     seen: Mutex<Seen>,
     /// Held while an `squeue` runs, so concurrent callers share one.
     polling: tokio::sync::Mutex<()>,
+    /// Bounds the `sbatch` processes in flight: a burst of items must not become a burst of
+    /// hundreds of processes contending for the controller (and the agent's CPU).
+    submitting: tokio::sync::Semaphore,
     commands: Arc<AtomicU64>,
 }
+
+/// `sbatch` processes at once.
+const SUBMITTERS: usize = 4;
 
 impl SlurmRunner {
     pub fn new(config: SlurmConfig) -> SlurmRunner {
@@ -86,6 +98,7 @@ impl SlurmRunner {
             config,
             seen: Mutex::new(Seen::default()),
             polling: tokio::sync::Mutex::new(()),
+            submitting: tokio::sync::Semaphore::new(SUBMITTERS),
             commands: Arc::new(AtomicU64::new(0)),
         }
     }
@@ -107,11 +120,24 @@ impl SlurmRunner {
         }
     }
 
-    /// Runs one Slurm command; its stdout, or an error saying whether to retry.
-    async fn slurm(&self, name: &str, args: &[String]) -> RunnerResult<String> {
+    /// Runs one Slurm command; its stdout, or an error saying whether to retry. With `env`,
+    /// the command gets that environment only (plus `SLURM_CONF`, to find the controller).
+    async fn slurm_with(
+        &self,
+        name: &str,
+        args: &[String],
+        env: Option<&std::collections::BTreeMap<String, String>>,
+    ) -> RunnerResult<String> {
         self.commands.fetch_add(1, Ordering::Relaxed);
         let mut cmd = Command::new(self.program(name));
         cmd.args(args).kill_on_drop(true);
+        if let Some(env) = env {
+            cmd.env_clear();
+            if let Some(conf) = std::env::var_os("SLURM_CONF") {
+                cmd.env("SLURM_CONF", conf);
+            }
+            cmd.envs(env.iter().filter(|(k, _)| command::is_env_name(k)));
+        }
         let out = tokio::time::timeout(self.config.command_timeout, cmd.output())
             .await
             .map_err(|_| RunnerError::Transient(format!("{name} did not answer in time")))?
@@ -133,36 +159,62 @@ impl SlurmRunner {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Makes sure the jobs seen are from a poll started no earlier than `fresh_after`.
+    async fn slurm(&self, name: &str, args: &[String]) -> RunnerResult<String> {
+        self.slurm_with(name, args, None).await
+    }
+
+    /// Makes sure every watched job was seen by a poll started no earlier than
+    /// `fresh_after`; one `squeue` for all of them.
     async fn refresh(&self, fresh_after: Instant) -> RunnerResult<()> {
         let _one_at_a_time = self.polling.lock().await;
-        if lock(&self.seen).at.is_some_and(|at| at >= fresh_after) {
+        let ids: Vec<u64> = {
+            let mut seen = lock(&self.seen);
+            let fresh = seen.at.is_some_and(|at| at >= fresh_after);
+            let covered = seen.watched.keys().all(|id| seen.asked.contains(id));
+            if fresh && covered {
+                return Ok(());
+            }
+            let now = Instant::now();
+            seen.watched
+                .retain(|_, asked| now.duration_since(*asked) < FORGET_AFTER);
+            seen.watched.keys().copied().collect()
+        };
+        if ids.is_empty() {
             return Ok(());
         }
         let started = Instant::now();
-        let text = self.slurm("squeue", &["--json".to_string()]).await?;
-        let jobs = command::parse_squeue(&text).map_err(RunnerError::Transient)?;
+        let text = self
+            .slurm("squeue", &command::squeue_args(Some(&ids)))
+            .await?;
         let mut seen = lock(&self.seen);
-        seen.jobs = command::by_id(jobs);
+        seen.jobs = command::by_id(command::parse_squeue(&text));
+        seen.asked = ids.into_iter().collect();
         seen.at = Some(started);
         Ok(())
     }
 
-    /// The state of one job from the latest poll.
+    /// Adds jobs to the next polls.
+    fn watch(&self, jobs: &[u64]) {
+        let now = Instant::now();
+        let mut seen = lock(&self.seen);
+        for job in jobs {
+            seen.watched.insert(*job, now);
+        }
+    }
+
+    /// The state of one job from the latest poll that asked about it.
     fn status_seen(&self, job: u64) -> RunStatus {
         let seen = lock(&self.seen);
         match seen.jobs.get(&job) {
             Some(j) => command::status_of(j),
-            None => match (seen.submitted.get(&job), seen.at) {
-                // Submitted after the poll began: not known yet, not gone.
-                (Some(sub), Some(at)) if *sub > at => RunStatus::Starting(None),
-                (Some(_), None) => RunStatus::Starting(None),
-                _ => RunStatus::Gone,
-            },
+            None if seen.asked.contains(&job) => RunStatus::Gone,
+            // Not asked about yet (it was submitted after the poll began).
+            None => RunStatus::Starting(None),
         }
     }
 
     async fn poll_status(&self, job: u64) -> RunnerResult<RunStatus> {
+        self.watch(&[job]);
         self.refresh(Instant::now() - self.config.poll_every)
             .await?;
         Ok(self.status_seen(job))
@@ -183,6 +235,10 @@ impl Runner for SlurmRunner {
         "slurm"
     }
 
+    fn poll_every(&self) -> Duration {
+        self.config.poll_every
+    }
+
     async fn check(&self, spec: &RunSpec) -> RunnerResult<()> {
         command::resource_options(&spec.resource_args)
             .map(|_| ())
@@ -197,18 +253,24 @@ impl Runner for SlurmRunner {
         self.check(spec).await?;
         let run_dir = spec.workdir.parent().unwrap_or(&spec.workdir);
         let script = run_dir.join("job.sbatch");
-        // The script holds the run's token: readable by its owner only.
         write_private(&script, command::batch_script(spec).as_bytes())
             .map_err(|e| RunnerError::Transient(format!("writing {}: {e}", script.display())))?;
         let args = command::sbatch_args(spec, &self.config.label, &script)
             .map_err(RunnerError::Permanent)?;
-        let out = self.slurm("sbatch", &args).await?;
+        let out = {
+            let _turn = self
+                .submitting
+                .acquire()
+                .await
+                .map_err(|_| RunnerError::Transient("the runner is shutting down".into()))?;
+            self.slurm_with("sbatch", &args, Some(&spec.env)).await?
+        };
         // `--parsable` prints `ID` or `ID;CLUSTER`.
         let id = out.trim().split(';').next().unwrap_or("");
         let job_id: u64 = id
             .parse()
             .map_err(|_| RunnerError::Transient(format!("sbatch printed {out:?}, not a job id")))?;
-        lock(&self.seen).submitted.insert(job_id, Instant::now());
+        self.watch(&[job_id]);
         Ok(Handle {
             run_id: spec.run_id.clone(),
             data: serde_json::json!({ "job_id": job_id }),
@@ -216,12 +278,14 @@ impl Runner for SlurmRunner {
     }
 
     async fn status(&self, handles: &[Handle]) -> RunnerResult<Vec<RunStatus>> {
+        let jobs = handles
+            .iter()
+            .map(|h| Ok(SlurmHandle::of(h)?.job_id))
+            .collect::<RunnerResult<Vec<u64>>>()?;
+        self.watch(&jobs);
         self.refresh(Instant::now() - self.config.poll_every)
             .await?;
-        handles
-            .iter()
-            .map(|h| Ok(self.status_seen(SlurmHandle::of(h)?.job_id)))
-            .collect()
+        Ok(jobs.iter().map(|job| self.status_seen(*job)).collect())
     }
 
     async fn wait(&self, handle: &Handle) -> RunnerResult<RunStatus> {
@@ -236,8 +300,9 @@ impl Runner for SlurmRunner {
     }
 
     async fn cancel(&self, handle: &Handle, grace: Duration) -> RunnerResult<()> {
-        let job = SlurmHandle::of(handle)?.job_id.to_string();
-        let status = self.poll_status(job.parse().unwrap_or(0)).await?;
+        let id = SlurmHandle::of(handle)?.job_id;
+        let job = id.to_string();
+        let status = self.poll_status(id).await?;
         if ended(&status) {
             return Ok(());
         }
@@ -252,7 +317,7 @@ impl Runner for SlurmRunner {
             let deadline = Instant::now() + grace;
             while Instant::now() < deadline {
                 tokio::time::sleep(self.config.poll_every).await;
-                if ended(&self.poll_status(job.parse().unwrap_or(0)).await?) {
+                if ended(&self.poll_status(id).await?) {
                     return Ok(());
                 }
             }
@@ -262,11 +327,9 @@ impl Runner for SlurmRunner {
     }
 
     async fn owned(&self) -> RunnerResult<Vec<Handle>> {
-        self.refresh(Instant::now()).await?;
-        let seen = lock(&self.seen);
-        Ok(seen
-            .jobs
-            .values()
+        let text = self.slurm("squeue", &command::squeue_args(None)).await?;
+        Ok(command::parse_squeue(&text)
+            .into_iter()
             .filter(|j| j.comment == self.config.label)
             .filter_map(|j| {
                 let run = command::run_of_job_name(&j.name)?.parse().ok()?;
