@@ -49,15 +49,18 @@ pg_bin() {
 start_postgres() {
     local bin pgdir="$DIR/pg"
     bin="$(pg_bin)"
-    if [ -f "$pgdir/data/postmaster.pid" ] && "$bin/pg_ctl" -D "$pgdir/data" status >/dev/null 2>&1; then
-        log "postgres already running on port $PG_PORT"
-        return
+    # pg_ctl refuses to run as root: act as the postgres user.
+    local as=()
+    [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
+    if [ -f "$pgdir/data/postmaster.pid" ]; then
+        if "${as[@]}" "$bin/pg_ctl" -D "$pgdir/data" status >/dev/null 2>&1; then
+            log "postgres already running on port $PG_PORT"
+            return
+        fi
     fi
     rm -rf "$pgdir"
     mkdir -p "$pgdir"
     chown postgres: "$pgdir" 2>/dev/null || true
-    local as=()
-    [ "$(id -u)" = 0 ] && as=(runuser -u postgres --)
     "${as[@]}" "$bin/initdb" -D "$pgdir/data" -U postgres -A trust --no-sync >"$pgdir/initdb.log" 2>&1
     # Tests create a database each; fsync off because a test cluster needs no durability.
     "${as[@]}" "$bin/pg_ctl" -D "$pgdir/data" -l "$pgdir/log" -w -o \
