@@ -79,3 +79,73 @@ async fn a_key_published_by_one_store_reaches_the_other() {
     let own = tokio::time::timeout(Duration::from_millis(300), heard_by_a.recv()).await;
     assert!(own.is_err(), "a replica heard its own wake-up: {own:?}");
 }
+
+/// Two replicas reaping at once hand each expired lease back exactly once, and a silent agent
+/// is declared lost by one of them only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_reaping_at_once_hand_each_item_back_once() {
+    use liftoff_store::{LeaseParams, NewItem};
+    use liftoff_types::{LaunchSpec, NewAgent, NewQueue, Priority};
+    let Some(db) = fresh_database().await else {
+        return;
+    };
+    let a = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let b = Arc::new(PostgresStore::connect(&db.url).await.unwrap());
+    let t0 = 1_700_000_000_000;
+    a.create_queue(NewQueue::named("q"), t0).await.unwrap();
+    for _ in 0..300 {
+        let item = NewItem {
+            queue: "q".into(),
+            spec: LaunchSpec::command(vec!["true".into()]),
+            priority: Priority::Medium,
+            resource_args: serde_json::json!({}),
+        };
+        a.enqueue(item, t0).await.unwrap();
+    }
+    let agent = a.register_agent(NewAgent::default(), t0).await.unwrap().id;
+    let params = LeaseParams {
+        agent,
+        queues: vec!["q".into()],
+        max: 300,
+        lease_ms: 1_000,
+    };
+    assert_eq!(a.lease(params, t0).await.unwrap().len(), 300);
+    let later = t0 + 60_000;
+    let (ra, rb) = tokio::join!(async { a.expire_leases(later).await.unwrap() }, async {
+        b.expire_leases(later).await.unwrap()
+    },);
+    let mut back: Vec<_> = ra
+        .requeued
+        .iter()
+        .chain(&rb.requeued)
+        .map(|(id, _)| *id)
+        .collect();
+    back.sort();
+    back.dedup();
+    assert_eq!(
+        ra.requeued.len() + rb.requeued.len(),
+        300,
+        "each item handed back once"
+    );
+    assert_eq!(back.len(), 300);
+    let (la, lb) = tokio::join!(
+        async { a.lose_agents(later, later).await.unwrap() },
+        async { b.lose_agents(later, later).await.unwrap() },
+    );
+    assert_eq!(
+        la.agents.len() + lb.agents.len(),
+        1,
+        "lost once: {la:?} {lb:?}"
+    );
+    let items = a
+        .list_items(&liftoff_types::api::ItemFilter {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        items.iter().all(|i| i.attempts == 1),
+        "one attempt counted per item"
+    );
+}
