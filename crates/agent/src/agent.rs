@@ -161,7 +161,8 @@ impl Agent {
     /// The main loop (the seed's `loop()`): re-adopt, then lease within capacity and start a
     /// task per item, until told to stop; then stop cleanly.
     pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
-        let beat = tokio::spawn(self.clone().heartbeat_loop());
+        let (beats_done, beats_done_rx) = watch::channel(false);
+        let beat = tokio::spawn(self.clone().heartbeat_loop(beats_done_rx));
         let printer = tokio::spawn(self.clone().status_loop());
         crate::job::readopt(&self).await;
         let mut stop_now = false;
@@ -208,7 +209,8 @@ impl Agent {
             }
         }
         self.finish(control, stop_now).await;
-        beat.abort();
+        let _ = beats_done.send(true);
+        let _ = beat.await;
         printer.abort();
         self.set_status(AgentStatus::Stopped);
         let last = Heartbeat {
@@ -319,14 +321,34 @@ impl Agent {
     }
 
     /// Heartbeats, held open by the server so that a stop arrives the moment it is asked.
-    async fn heartbeat_loop(self: Arc<Self>) {
+    async fn heartbeat_loop(self: Arc<Self>, mut done: watch::Receiver<bool>) {
         loop {
+            // Once stopping, beats keep the agent alive through its grace period but no
+            // longer wait on the server (which answers a stopping agent at once anyway), so
+            // the loop neither spins nor leaves a long-poll behind when it ends.
+            let stopping = *self.stopping.borrow();
             let beat = Heartbeat {
                 status: *lock(&self.status),
                 in_flight: self.in_flight(),
-                wait_ms: self.config.heartbeat_every.as_millis() as u64,
+                wait_ms: if stopping {
+                    0
+                } else {
+                    self.config.heartbeat_every.as_millis() as u64
+                },
             };
-            match self.client.heartbeat(self.id, &beat).await {
+            let call = self.client.heartbeat(self.id, &beat);
+            let result = if stopping {
+                // Finished, never cut: a beat cut mid-flight could land after the final
+                // `stopped` one and overwrite it.
+                call.await
+            } else {
+                tokio::select! {
+                    r = call => r,
+                    _ = done.changed() => return,
+                }
+            };
+            let failed = result.is_err();
+            match result {
                 Ok(reply) => {
                     for item in reply.stop_items {
                         self.stop_item(item, StopWhy::Asked);
@@ -337,10 +359,19 @@ impl Agent {
                         self.changed.notify_waiters();
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "heartbeat failed; trying again in 1 s");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat failed; trying again in 1 s"),
+            }
+            let pause = match (failed, stopping) {
+                (true, _) => Duration::from_secs(1),
+                (false, true) => self.config.heartbeat_every,
+                (false, false) => Duration::ZERO,
+            };
+            if *done.borrow() {
+                return;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = done.changed() => return,
             }
         }
     }
