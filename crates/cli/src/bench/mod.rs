@@ -4,6 +4,7 @@
 mod agent;
 mod queue;
 mod slurm;
+mod sweep;
 
 use clap::Subcommand;
 
@@ -15,6 +16,8 @@ pub enum BenchCommand {
     Agent(agent::AgentBench),
     /// N trivial runs through liftoff into Slurm against N bare sbatch submissions.
     Slurm(slurm::SlurmBench),
+    /// random and bayes search on a known bowl, against W&B's sweeps engine.
+    Sweep(sweep::SweepBench),
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -22,6 +25,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(b) => queue::run(b).await,
         BenchCommand::Agent(b) => agent::run(b).await,
         BenchCommand::Slurm(b) => slurm::run(b).await,
+        BenchCommand::Sweep(b) => sweep::run(b).await,
     }
 }
 
