@@ -240,11 +240,18 @@ fn prepare(
     let work = dir.join("work");
     std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
     let config = serde_json::Value::Object(item.spec.overrides.run_config.clone()).to_string();
-    let config_file = dir.join("config.json");
     let metrics_file = dir.join("metrics.jsonl");
     let output = dir.join("output.log");
-    std::fs::write(&config_file, &config)
-        .map_err(|e| format!("cannot write {}: {e}", config_file.display()))?;
+    // Most runs of a busy agent have no config; they share one read-only `{}` file instead of
+    // costing a file each (file creation dominates short runs on a journaling file system).
+    let config_file = if item.spec.overrides.run_config.is_empty() {
+        agent.journal.empty_config()
+    } else {
+        let file = dir.join("config.json");
+        std::fs::write(&file, &config)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        file
+    };
     let vars = crate::env::RunVars {
         run_id: run_id.as_str(),
         run_name: item.spec.name.as_deref(),

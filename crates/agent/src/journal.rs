@@ -66,6 +66,11 @@ impl Journal {
         builder.recursive(true);
         std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
         builder.create(dir.join("runs"))?;
+        let empty = dir.join("empty-config.json");
+        if std::fs::read(&empty).ok().as_deref() != Some(b"{}") {
+            write_atomic(&empty, b"{}")?;
+            std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
+        }
         let path = dir.join("journal.jsonl");
         let mut live = std::collections::BTreeMap::new();
         if let Ok(text) = std::fs::read_to_string(&path) {
@@ -95,6 +100,11 @@ impl Journal {
 
     pub fn run_dir(&self, run: &RunId) -> PathBuf {
         self.dir.join("runs").join(run.as_str())
+    }
+
+    /// A read-only file holding `{}`, the config file of every run without a config.
+    pub fn empty_config(&self) -> PathBuf {
+        self.dir.join("empty-config.json")
     }
 
     pub fn identity(&self) -> Option<Identity> {

@@ -167,6 +167,19 @@ async fn a_run_sees_its_config_and_ids_but_no_secrets() {
         "the agent's token never reaches a run"
     );
     assert!(!out.contains("hunter2"), "nor do the agent's other secrets");
+    // A run without a config reads `{}` from its config file.
+    let bare = client
+        .enqueue(
+            "q",
+            &sh("printf 'config=%s' \"$(cat \"$LIFTOFF_CONFIG_FILE\")\""),
+        )
+        .await
+        .unwrap()
+        .id;
+    wait_items_done(&client, &[bare], Duration::from_secs(20)).await;
+    let bare_run = client.get_item(bare).await.unwrap().run_id.unwrap();
+    let bare_out = String::from_utf8(client.read_log(&bare_run, 0).await.unwrap()).unwrap();
+    assert_eq!(bare_out, "config={}");
     // The run token reads its own run and nothing else; it dies with the run.
     let line = out
         .lines()
