@@ -1,7 +1,8 @@
 //! The store conformance suite: one body of tests that every [`Store`] implementation must
 //! pass. An implementation's test file calls [`conformance_tests!`](crate::conformance_tests)
 //! with an async function that makes a fresh, empty store (and a guard that keeps whatever
-//! backs it alive).
+//! backs it alive), or `None` when the engine behind it is not there (the case is then
+//! skipped; [`postgres::server_url`] makes that a failure under CI).
 //!
 //! Time is passed in by hand (`T0 + ...`), so expiry is tested without sleeping.
 
@@ -38,7 +39,7 @@ macro_rules! conformance_tests {
         $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $case() {
-                let (store, _guard) = $make().await;
+                let (Some(store), _guard) = $make().await else { return };
                 $crate::conformance::$case(store).await;
             }
         )*

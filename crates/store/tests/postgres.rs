@@ -15,41 +15,7 @@ async fn fresh() -> (Option<DynStore>, Option<TestDatabase>) {
     }
 }
 
-macro_rules! pg_conformance {
-    ($($case:ident),* $(,)?) => {
-        $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn $case() {
-                let (Some(store), _guard) = fresh().await else { return };
-                liftoff_store::conformance::$case(store).await;
-            }
-        )*
-    };
-}
-
-pg_conformance!(
-    priority_then_fifo,
-    fifo_when_prioritization_is_off,
-    round_robin_across_queues,
-    concurrent_leasers_lease_each_item_once,
-    expiry_releases_with_a_higher_fence,
-    attempt_limit_fails_with_phase_agent,
-    cancel_pending_and_leased_items,
-    cancel_of_a_claimed_item_asks_its_agent_to_stop,
-    release_does_not_count_an_attempt,
-    lifecycle_to_finished,
-    failures_keep_phase_message_and_files,
-    run_end_decides_the_item,
-    ack_after_expiry_is_a_conflict,
-    positions_follow_lease_order,
-    queue_delete_refuses_live_items,
-    tokens_are_found_by_hash,
-    unknown_things_are_not_found,
-    logs_append_in_order_and_retries_are_harmless,
-    silent_agents_are_lost_with_their_work,
-    heartbeats_name_items_that_are_no_longer_the_agents,
-    run_tokens_end_with_their_run,
-);
+liftoff_store::conformance_tests!(fresh);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_published_by_one_store_reaches_the_other() {

@@ -4,10 +4,10 @@ use liftoff_store::conformance::DynStore;
 use liftoff_store::SqliteStore;
 use std::sync::Arc;
 
-async fn fresh() -> (DynStore, tempfile::TempDir) {
+async fn fresh() -> (Option<DynStore>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("liftoff.db")).unwrap();
-    (Arc::new(store), dir)
+    (Some(Arc::new(store)), dir)
 }
 
 liftoff_store::conformance_tests!(fresh);

@@ -45,24 +45,7 @@ pub async fn current(tx: &Tx<'_>, id: ItemId) -> StoreResult<Current> {
 
 /// Checks the fence and that the item is in one of `states`.
 fn guard(id: ItemId, cur: &Current, fence: i64, states: &[ItemState]) -> StoreResult<()> {
-    if cur.fence != fence {
-        return Err(StoreError::Conflict(format!(
-            "stale fence {fence} for item {id}: it was leased again (fence {})",
-            cur.fence
-        )));
-    }
-    if !states.contains(&cur.state) {
-        return Err(StoreError::Conflict(format!(
-            "item {id} is {}, not {}",
-            cur.state,
-            states
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )));
-    }
-    Ok(())
+    crate::rules::guard(id, cur.state, cur.fence, fence, states)
 }
 
 /// A lease from one queue in a single statement, outside any explicit transaction (one

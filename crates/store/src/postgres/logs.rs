@@ -4,7 +4,6 @@
 use super::rows::{self, get};
 use super::Tx;
 use crate::{LogAppend, LogChunk, StoreError, StoreResult};
-use liftoff_types::api::MAX_LOG_BYTES;
 use liftoff_types::RunId;
 
 pub async fn append(tx: &Tx<'_>, id: &RunId, at: &LogAppend, data: &[u8]) -> StoreResult<u64> {
@@ -20,32 +19,11 @@ pub async fn append(tx: &Tx<'_>, id: &RunId, at: &LogAppend, data: &[u8]) -> Sto
         .ok_or_else(|| StoreError::not_found("run", id))?;
     let (len, fence): (i64, i64) = (get(&row, 0)?, get(&row, 1)?);
     let len = len as u64;
-    if fence != at.fence {
-        return Err(StoreError::Conflict(format!(
-            "stale fence {} for run {id}: its item is at fence {fence}",
-            at.fence
-        )));
-    }
-    if at.offset > len {
-        return Err(StoreError::Conflict(format!(
-            "log gap for run {id}: the server has {len} bytes, the append starts at {}",
-            at.offset
-        )));
-    }
-    // Skip what a retried append already delivered.
-    let skip = (len - at.offset) as usize;
-    if skip >= data.len() {
+    let Some(keep) = crate::rules::cut_append(id, len, fence, at.fence, at.offset, data.len())?
+    else {
         return Ok(len);
-    }
-    let room = MAX_LOG_BYTES.saturating_sub(len) as usize;
-    if room == 0 {
-        return Err(StoreError::invalid(
-            "log",
-            format!("run {id} has reached the server's log limit of {MAX_LOG_BYTES} bytes"),
-        ));
-    }
-    let fresh = &data[skip..];
-    let fresh = &fresh[..fresh.len().min(room)];
+    };
+    let fresh = &data[keep];
     let insert = tx
         .prepare_cached(r#"INSERT INTO run_logs (run_id, "offset", data) VALUES ($1, $2, $3)"#)
         .await?;

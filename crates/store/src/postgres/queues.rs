@@ -68,17 +68,7 @@ async fn depth(tx: &Tx<'_>, queue_id: i64) -> StoreResult<QueueDepth> {
     let mut depth = QueueDepth::default();
     for row in tx.query(&stmt, &[&queue_id]).await? {
         let (state, n): (String, i64) = (get(&row, 0)?, get(&row, 1)?);
-        let n = n as u64;
-        match state.as_str() {
-            "pending" => depth.pending = n,
-            "leased" => depth.leased = n,
-            "claimed" => depth.claimed = n,
-            "finished" => depth.finished = n,
-            "failed" => depth.failed = n,
-            "stopped" => depth.stopped = n,
-            "cancelled" => depth.cancelled = n,
-            other => return Err(StoreError::Corrupt(format!("item state {other:?}"))),
-        }
+        crate::rules::add_depth(&mut depth, &state, n as u64)?;
     }
     Ok(depth)
 }

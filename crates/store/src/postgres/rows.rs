@@ -12,21 +12,9 @@ use std::str::FromStr;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
-pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.resource_args, \
-    i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
-    i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms";
-pub const ITEM_FROM: &str = "items i JOIN queues q ON q.id = i.queue_id";
-
-pub const QUEUE_COLUMNS: &str = "name, resource, config, template_variables, prioritization, \
-    max_attempts, requeue_lost, created_at_ms";
-
-pub const RUN_COLUMNS: &str = "id, item_id, queue, agent_id, state, handle, exit_code, message, \
-    stop_requested, created_at_ms, started_at_ms, ended_at_ms, updated_at_ms";
-
-pub const AGENT_COLUMNS: &str = "id, name, hostname, queues, max_jobs, max_schedulers, version, \
-    status, in_flight, stop_requested, registered_at_ms, heartbeat_at_ms";
-
-pub const TOKEN_COLUMNS: &str = "id, name, scope, created_at_ms, run_id";
+pub use crate::rules::{
+    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_FROM, QUEUE_COLUMNS, RUN_COLUMNS, TOKEN_COLUMNS,
+};
 
 pub fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
     row.try_get(idx).map_err(StoreError::from)

@@ -148,10 +148,7 @@ async fn end_item(tx: &Tx<'_>, ctx: &Context, up: &RunUpdate, now: Millis) -> St
         RunState::Finished => set_state(tx, item, "finished", now).await,
         RunState::Stopped => set_state(tx, item, "stopped", now).await,
         RunState::Failed => {
-            let message = up.message.clone().unwrap_or_else(|| match up.exit_code {
-                Some(code) => format!("the run exited with code {code}"),
-                None => "the run failed".to_string(),
-            });
+            let message = crate::rules::failed_message(up);
             mark_failed(tx, item, &message, Phase::Run, &[], now).await
         }
         RunState::Preempted => requeue(tx, item, false, now).await,
@@ -159,10 +156,7 @@ async fn end_item(tx: &Tx<'_>, ctx: &Context, up: &RunUpdate, now: Millis) -> St
             requeue(tx, item, true, now).await
         }
         RunState::Lost => {
-            let message = up
-                .message
-                .clone()
-                .unwrap_or_else(|| "the run was lost with its agent".to_string());
+            let message = crate::rules::lost_message(up);
             mark_failed(tx, item, &message, Phase::Agent, &[], now).await
         }
         _ => Ok(()),

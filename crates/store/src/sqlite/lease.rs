@@ -51,24 +51,7 @@ fn current(conn: &Connection, id: ItemId) -> StoreResult<Current> {
 
 /// Checks the fence and that the item is in one of `states`.
 fn guard(id: ItemId, cur: &Current, fence: i64, states: &[ItemState]) -> StoreResult<()> {
-    if cur.fence != fence {
-        return Err(StoreError::Conflict(format!(
-            "stale fence {fence} for item {id}: it was leased again (fence {})",
-            cur.fence
-        )));
-    }
-    if !states.contains(&cur.state) {
-        return Err(StoreError::Conflict(format!(
-            "item {id} is {}, not {}",
-            cur.state,
-            states
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(" or ")
-        )));
-    }
-    Ok(())
+    crate::rules::guard(id, cur.state, cur.fence, fence, states)
 }
 
 /// `turn` counts this agent's lease calls: the call starts its round-robin at queue

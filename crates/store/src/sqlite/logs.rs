@@ -2,7 +2,6 @@
 
 use super::rows;
 use crate::{LogAppend, LogChunk, StoreError, StoreResult};
-use liftoff_types::api::MAX_LOG_BYTES;
 use liftoff_types::{Millis, RunId};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -20,32 +19,11 @@ pub fn append(
         .query_row([id.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?
         .ok_or_else(|| StoreError::not_found("run", id))?;
-    if fence != at.fence {
-        return Err(StoreError::Conflict(format!(
-            "stale fence {} for run {id}: its item is at fence {fence}",
-            at.fence
-        )));
-    }
-    if at.offset > len {
-        return Err(StoreError::Conflict(format!(
-            "log gap for run {id}: the server has {len} bytes, the append starts at {}",
-            at.offset
-        )));
-    }
-    // Skip what a retried append already delivered.
-    let skip = (len - at.offset) as usize;
-    if skip >= data.len() {
+    let Some(keep) = crate::rules::cut_append(id, len, fence, at.fence, at.offset, data.len())?
+    else {
         return Ok(len);
-    }
-    let room = MAX_LOG_BYTES.saturating_sub(len) as usize;
-    if room == 0 {
-        return Err(StoreError::invalid(
-            "log",
-            format!("run {id} has reached the server's log limit of {MAX_LOG_BYTES} bytes"),
-        ));
-    }
-    let fresh = &data[skip..];
-    let fresh = &fresh[..fresh.len().min(room)];
+    };
+    let fresh = &data[keep];
     conn.prepare_cached("INSERT INTO run_logs (run_id, offset, data) VALUES (?1, ?2, ?3)")?
         .execute(params![id.as_str(), len, fresh])?;
     let new_len = len + fresh.len() as u64;

@@ -60,16 +60,7 @@ fn depth(conn: &Connection, queue_id: i64) -> StoreResult<QueueDepth> {
     })?;
     for row in counts {
         let (state, n) = row?;
-        match state.as_str() {
-            "pending" => depth.pending = n,
-            "leased" => depth.leased = n,
-            "claimed" => depth.claimed = n,
-            "finished" => depth.finished = n,
-            "failed" => depth.failed = n,
-            "stopped" => depth.stopped = n,
-            "cancelled" => depth.cancelled = n,
-            other => return Err(StoreError::Corrupt(format!("item state {other:?}"))),
-        }
+        crate::rules::add_depth(&mut depth, &state, n)?;
     }
     Ok(depth)
 }

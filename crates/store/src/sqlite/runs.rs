@@ -125,19 +125,13 @@ fn end_item(conn: &Connection, ctx: &Context, up: &RunUpdate, now: Millis) -> St
         RunState::Finished => set_state("finished"),
         RunState::Stopped => set_state("stopped"),
         RunState::Failed => {
-            let message = up.message.clone().unwrap_or_else(|| match up.exit_code {
-                Some(code) => format!("the run exited with code {code}"),
-                None => "the run failed".to_string(),
-            });
+            let message = crate::rules::failed_message(up);
             mark_failed(conn, item, &message, Phase::Run, &[], now)
         }
         RunState::Preempted => requeue(false),
         RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => requeue(true),
         RunState::Lost => {
-            let message = up
-                .message
-                .clone()
-                .unwrap_or_else(|| "the run was lost with its agent".to_string());
+            let message = crate::rules::lost_message(up);
             mark_failed(conn, item, &message, Phase::Agent, &[], now)
         }
         _ => Ok(()),

@@ -1,0 +1,110 @@
+//! The rules both stores enforce, written once: how a write about an item is checked
+//! against its fence and state, how a log append is cut, what a run's end says, and the
+//! column lists both stores read rows with.
+
+use crate::{StoreError, StoreResult};
+use liftoff_types::api::MAX_LOG_BYTES;
+use liftoff_types::{ItemId, ItemState, QueueDepth, RunId, RunUpdate};
+
+pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.resource_args, \
+    i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
+    i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms";
+pub const ITEM_FROM: &str = "items i JOIN queues q ON q.id = i.queue_id";
+pub const QUEUE_COLUMNS: &str = "name, resource, config, template_variables, prioritization, \
+    max_attempts, requeue_lost, created_at_ms";
+pub const RUN_COLUMNS: &str = "id, item_id, queue, agent_id, state, handle, exit_code, message, \
+    stop_requested, created_at_ms, started_at_ms, ended_at_ms, updated_at_ms";
+pub const AGENT_COLUMNS: &str = "id, name, hostname, queues, max_jobs, max_schedulers, version, \
+    status, in_flight, stop_requested, registered_at_ms, heartbeat_at_ms";
+pub const TOKEN_COLUMNS: &str = "id, name, scope, created_at_ms, run_id";
+
+/// Checks a write's fence against the item's and that the item is in one of `states`.
+pub fn guard(
+    id: ItemId,
+    state: ItemState,
+    current_fence: i64,
+    fence: i64,
+    states: &[ItemState],
+) -> StoreResult<()> {
+    if current_fence != fence {
+        return Err(StoreError::Conflict(format!(
+            "stale fence {fence} for item {id}: it was leased again (fence {current_fence})"
+        )));
+    }
+    if !states.contains(&state) {
+        return Err(StoreError::Conflict(format!(
+            "item {id} is {state}, not {}",
+            states
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )));
+    }
+    Ok(())
+}
+
+/// What part of an append to store: `None` when a retry brought nothing new, else the
+/// byte range of `data` to keep. `len` is what the store has; `run_fence` the item's fence.
+pub fn cut_append(
+    id: &RunId,
+    len: u64,
+    run_fence: i64,
+    fence: i64,
+    offset: u64,
+    data_len: usize,
+) -> StoreResult<Option<std::ops::Range<usize>>> {
+    if run_fence != fence {
+        return Err(StoreError::Conflict(format!(
+            "stale fence {fence} for run {id}: its item is at fence {run_fence}"
+        )));
+    }
+    if offset > len {
+        return Err(StoreError::Conflict(format!(
+            "log gap for run {id}: the server has {len} bytes, the append starts at {offset}"
+        )));
+    }
+    // Skip what a retried append already delivered.
+    let skip = (len - offset) as usize;
+    if skip >= data_len {
+        return Ok(None);
+    }
+    let room = MAX_LOG_BYTES.saturating_sub(len) as usize;
+    if room == 0 {
+        return Err(StoreError::invalid(
+            "log",
+            format!("run {id} has reached the server's log limit of {MAX_LOG_BYTES} bytes"),
+        ));
+    }
+    Ok(Some(skip..data_len.min(skip + room)))
+}
+
+/// Counts `n` items of `state` into a queue's depth.
+pub fn add_depth(depth: &mut QueueDepth, state: &str, n: u64) -> StoreResult<()> {
+    match state {
+        "pending" => depth.pending = n,
+        "leased" => depth.leased = n,
+        "claimed" => depth.claimed = n,
+        "finished" => depth.finished = n,
+        "failed" => depth.failed = n,
+        "stopped" => depth.stopped = n,
+        "cancelled" => depth.cancelled = n,
+        other => return Err(StoreError::Corrupt(format!("item state {other:?}"))),
+    }
+    Ok(())
+}
+
+/// The item's failure message when its run failed.
+pub fn failed_message(up: &RunUpdate) -> String {
+    up.message.clone().unwrap_or_else(|| match up.exit_code {
+        Some(code) => format!("the run exited with code {code}"),
+        None => "the run failed".to_string(),
+    })
+}
+
+/// The item's failure message when its run was lost.
+pub fn lost_message(up: &RunUpdate) -> String {
+    up.message
+        .clone()
+        .unwrap_or_else(|| "the run was lost with its agent".to_string())
+}
