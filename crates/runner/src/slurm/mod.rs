@@ -91,6 +91,8 @@ pub struct SlurmRunner {
 
 /// `sbatch` processes at once.
 const SUBMITTERS: usize = 4;
+/// How long a submission keeps trying while the controller is busy or unreachable.
+const SUBMIT_FOR: Duration = Duration::from_secs(60);
 
 impl SlurmRunner {
     pub fn new(config: SlurmConfig) -> SlurmRunner {
@@ -161,6 +163,56 @@ impl SlurmRunner {
 
     async fn slurm(&self, name: &str, args: &[String]) -> RunnerResult<String> {
         self.slurm_with(name, args, None).await
+    }
+
+    /// Submits with `sbatch`, trying again while the controller is busy or unreachable (a
+    /// refusal it printed means the job was not taken). When `sbatch` itself timed out the job
+    /// may have been taken after all, so the run's job is looked up by name before another
+    /// try: a run is never submitted twice.
+    async fn submit(&self, spec: &RunSpec, args: &[String]) -> RunnerResult<u64> {
+        let mut pause = Duration::from_millis(500);
+        let give_up = Instant::now() + SUBMIT_FOR;
+        loop {
+            let tried = {
+                let _turn =
+                    self.submitting.acquire().await.map_err(|_| {
+                        RunnerError::Transient("the runner is shutting down".into())
+                    })?;
+                self.slurm_with("sbatch", args, Some(&spec.env)).await
+            };
+            let error = match tried {
+                Ok(out) => {
+                    // `--parsable` prints `ID` or `ID;CLUSTER`.
+                    let id = out.trim().split(';').next().unwrap_or("");
+                    return id.parse().map_err(|_| {
+                        RunnerError::Permanent(format!("sbatch printed {out:?}, not a job id"))
+                    });
+                }
+                Err(RunnerError::Transient(e)) => e,
+                Err(permanent) => return Err(permanent),
+            };
+            if let Some(job) = self.job_of(&spec.run_id).await {
+                return Ok(job);
+            }
+            if Instant::now() + pause > give_up {
+                return Err(RunnerError::Transient(error));
+            }
+            tracing::warn!(run = %spec.run_id, error = %error, "sbatch failed; trying again");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(8));
+        }
+    }
+
+    /// The job already submitted for `run`, if the controller knows one.
+    async fn job_of(&self, run: &liftoff_types::RunId) -> Option<u64> {
+        let text = self
+            .slurm("squeue", &command::squeue_args(None))
+            .await
+            .ok()?;
+        command::parse_squeue(&text)
+            .into_iter()
+            .find(|j| j.comment == self.config.label && j.name == command::job_name(run.as_str()))
+            .map(|j| j.id)
     }
 
     /// Makes sure every watched job was seen by a poll started no earlier than
@@ -257,19 +309,7 @@ impl Runner for SlurmRunner {
             .map_err(|e| RunnerError::Transient(format!("writing {}: {e}", script.display())))?;
         let args = command::sbatch_args(spec, &self.config.label, &script)
             .map_err(RunnerError::Permanent)?;
-        let out = {
-            let _turn = self
-                .submitting
-                .acquire()
-                .await
-                .map_err(|_| RunnerError::Transient("the runner is shutting down".into()))?;
-            self.slurm_with("sbatch", &args, Some(&spec.env)).await?
-        };
-        // `--parsable` prints `ID` or `ID;CLUSTER`.
-        let id = out.trim().split(';').next().unwrap_or("");
-        let job_id: u64 = id
-            .parse()
-            .map_err(|_| RunnerError::Transient(format!("sbatch printed {out:?}, not a job id")))?;
+        let job_id = self.submit(spec, &args).await?;
         self.watch(&[job_id]);
         Ok(Handle {
             run_id: spec.run_id.clone(),
