@@ -153,6 +153,38 @@ fn the_server_refuses_no_auth_beyond_loopback() {
     );
 }
 
+#[test]
+fn a_database_that_is_neither_postgres_nor_a_file_is_refused_without_its_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["server", "--bind", "127.0.0.1:0"])
+        .args(["--database", "mysql://root:hunter2@db/liftoff"])
+        .env("LIFTOFF_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--database") && err.contains("neither a postgres://"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the password was printed: {err}");
+    // An unreachable PostgreSQL: a clear error, and no password either.
+    let out = Command::new(BIN)
+        .args(["server", "--bind", "127.0.0.1:0"])
+        .args(["--database", "postgres://lift:hunter2@127.0.0.1:1/liftoff"])
+        .env("LIFTOFF_DATA_DIR", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("connecting to the database postgres://lift:***@"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "the password was printed: {err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_server_stops_promptly_with_long_polls_open() {
     let mut server = ServerProcess::start();

@@ -154,3 +154,21 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn database_passwords_are_never_shown() {
+        assert_eq!(
+            redact("postgres://lift:s3cret@db:5432/liftoff"),
+            "postgres://lift:***@db:5432/liftoff"
+        );
+        assert_eq!(
+            redact("postgres://lift@db/liftoff"),
+            "postgres://lift@db/liftoff"
+        );
+        assert_eq!(redact("/var/lib/liftoff.db"), "/var/lib/liftoff.db");
+    }
+}
