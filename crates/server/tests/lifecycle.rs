@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{wait_for, TestServer};
+use common::TestServer;
 use liftoff_types::api::{
     AckRequest, FailRequest, ItemFilter, LeaseRequest, RunFilter, WarnRequest,
 };
@@ -247,16 +247,7 @@ async fn a_long_poll_is_woken_by_an_enqueue() {
     let client = t.agent.clone();
     let started = Instant::now();
     let poll = tokio::spawn(async move { client.lease(agent, &lease_req("q", 30_000)).await });
-    let wakers = t.server.state.wakers.clone();
-    wait_for(
-        "the lease to wait on the queue",
-        Duration::from_secs(5),
-        || {
-            let n = wakers.waiting("queue:q");
-            async move { n == 1 }
-        },
-    )
-    .await;
+    common::wait_parked(&t.server, "queue:q").await;
     let enqueued_at = Instant::now();
     let item = t
         .user

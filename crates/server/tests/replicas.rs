@@ -3,7 +3,6 @@
 
 mod common;
 
-use common::wait_for;
 use liftoff_client::Client;
 use liftoff_server::{Server, ServerConfig};
 use liftoff_store::conformance::postgres::fresh_database;
@@ -48,16 +47,7 @@ async fn a_long_poll_on_one_replica_is_woken_by_an_enqueue_through_the_other() {
         };
         poller.lease(agent, &req).await
     });
-    let wakers = b.state.wakers.clone();
-    wait_for(
-        "the lease to wait on replica B",
-        Duration::from_secs(5),
-        || {
-            let n = wakers.waiting("queue:q");
-            async move { n == 1 }
-        },
-    )
-    .await;
+    common::wait_parked(&b, "queue:q").await;
     let enqueued_at = Instant::now();
     let item = via_a
         .enqueue("q", &LaunchSpec::command(vec!["true".into()]))

@@ -105,12 +105,8 @@ impl SlurmRunner {
         }
     }
 
-    /// Slurm commands issued so far (sbatch, squeue, scancel), for benchmarks and tests.
-    pub fn commands_issued(&self) -> u64 {
-        self.commands.load(Ordering::Relaxed)
-    }
-
-    /// A counter shared with the runner, readable after the runner has been moved.
+    /// Slurm commands issued so far (sbatch, squeue, scancel), for benchmarks: a counter
+    /// shared with the runner, readable after the runner has been moved.
     pub fn command_counter(&self) -> Arc<AtomicU64> {
         self.commands.clone()
     }

@@ -80,3 +80,17 @@ where
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Waits until one long-poll of `server` is parked on `key` (so what follows must wake it).
+pub async fn wait_parked(server: &Server, key: &str) {
+    let wakers = server.state.wakers.clone();
+    wait_for(
+        &format!("a long-poll to wait on {key}"),
+        Duration::from_secs(5),
+        || {
+            let n = wakers.waiting(key);
+            async move { n == 1 }
+        },
+    )
+    .await;
+}

@@ -17,8 +17,6 @@ use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
 pub const CHANNEL: &str = "liftoff_wake";
-/// The key that wakes every waiter of a replica.
-pub const EVERYONE: &str = crate::WAKE_EVERYONE;
 
 /// Publishes `keys` in one round trip.
 pub async fn publish(pool: &Pool, replica: &str, keys: Vec<String>) -> StoreResult<()> {
@@ -92,7 +90,7 @@ async fn listen(
         return;
     }
     // Whatever was published while this replica was not listening is lost: look again.
-    let _ = out.send(EVERYONE.to_string());
+    let _ = out.send(crate::WAKE_EVERYONE.to_string());
     while let Some(payload) = payloads.recv().await {
         let Some((from, key)) = payload.split_once(' ') else {
             continue;
