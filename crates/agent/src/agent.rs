@@ -127,9 +127,18 @@ impl Agent {
         lock(&self.slots).len()
     }
 
-    /// Sweep schedulers in flight (the seed's `num_running_schedulers`); none run yet.
+    /// Sweep schedulers in flight (the seed's `num_running_schedulers`).
     pub fn num_running_schedulers(&self) -> usize {
-        0
+        lock(&self.slots).schedulers()
+    }
+
+    /// Room for more schedulers under `max_schedulers` (-1: unlimited).
+    pub(crate) fn free_scheduler_slots(&self) -> u32 {
+        let max = self.config.max_schedulers;
+        if max < 0 {
+            return u32::MAX;
+        }
+        (max - self.num_running_schedulers() as i64).max(0) as u32
     }
 
     /// The items in flight (the seed's `thread_ids`).
@@ -178,25 +187,48 @@ impl Agent {
                 break;
             }
             let free = self.free_slots();
-            if free == 0 {
+            let free_schedulers = self.free_scheduler_slots();
+            if free == 0 && free_schedulers == 0 {
                 tokio::select! {
                     _ = self.changed.notified() => continue,
                     c = control.recv() => { stop_now = self.on_control(c); continue }
                     _ = stop_asked(&mut asked) => continue,
                 }
             }
+            // Every job slot busy but room for a scheduler: look for one without waiting
+            // on the server (a long-poll here would hold up the next run when a slot
+            // frees), then wait for a slot for up to a second and look again.
+            let schedulers_only = free == 0;
             let request = LeaseRequest {
                 queues: self.config.queues.clone(),
-                max: free,
-                wait_ms: self.config.lease_wait.as_millis() as u64,
+                max: if schedulers_only {
+                    free_schedulers.min(liftoff_types::api::MAX_LEASE_BATCH)
+                } else {
+                    free
+                },
+                wait_ms: if schedulers_only {
+                    0
+                } else {
+                    self.config.lease_wait.as_millis() as u64
+                },
                 lease_ms: 30_000,
+                runs: !schedulers_only,
+                schedulers: free_schedulers > 0,
             };
             tokio::select! {
                 leased = self.client.lease(self.id, &request) => match leased {
                     Ok(resp) => {
                         tracing::debug!(n = resp.leases.len(), "leased");
+                        let none = resp.leases.is_empty();
                         for lease in resp.leases {
                             self.spawn_item(lease);
+                        }
+                        if schedulers_only && none {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                self.changed.notified(),
+                            )
+                            .await;
                         }
                     }
                     Err(e) => {
@@ -272,7 +304,21 @@ impl Agent {
 
     fn spawn_item(self: &Arc<Self>, lease: Lease) {
         let item = lease.item.id;
-        let stop = lock(&self.slots).add(item, Phase::Preparing);
+        let phase = if lease.item.kind == liftoff_types::ItemKind::Scheduler {
+            Phase::Scheduling
+        } else {
+            Phase::Preparing
+        };
+        if phase == Phase::Scheduling && self.free_scheduler_slots() == 0 {
+            // More schedulers came in one lease than this agent may run: give the extra
+            // back (no attempt counted); the next lease asks for none.
+            let me = self.clone();
+            tokio::spawn(async move {
+                let _ = me.client.release(item, lease.fence).await;
+            });
+            return;
+        }
+        let stop = lock(&self.slots).add(item, phase);
         let me = self.clone();
         tokio::spawn(async move {
             crate::job::take_item(&me, lease, stop).await;

@@ -15,7 +15,8 @@ use crate::slots::Phase as SlotPhase;
 use liftoff_runner::{Exit, Handle, RunSpec, RunStatus, RunnerError, RunnerResult};
 use liftoff_types::api::{AckRequest, FailRequest};
 use liftoff_types::{
-    Attachment, Item, ItemId, LaunchSpec, Lease, Phase, RunId, RunState, RunUpdate,
+    Attachment, Item, ItemId, ItemKind, LaunchSpec, Lease, Phase, RunId, RunState, RunUpdate,
+    SweepState,
 };
 use rand::Rng;
 use std::sync::Arc;
@@ -36,6 +37,21 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
         // Leased as the stop came in: give it back, no attempt counted.
         let _ = agent.client.release(item.id, fence).await;
         return;
+    }
+    if item.kind == ItemKind::Scheduler {
+        return crate::scheduler::run(agent, &lease, stop).await;
+    }
+    if let Some(sweep) = &item.spec.sweep_id {
+        match check_sweep_state(agent, sweep).await {
+            SweepCheck::Go => {}
+            SweepCheck::Wait => {
+                let _ = agent.client.release(item.id, fence).await;
+                return;
+            }
+            SweepCheck::Refuse(message) => {
+                return fail(agent, item.id, fence, message, Phase::Agent, None, Vec::new()).await
+            }
+        }
     }
     let (argv, entry) = match own(agent, item, fence) {
         Ok(owned) => owned,
@@ -77,6 +93,28 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
     }
     agent.mark(item.id, SlotPhase::Ready);
     start(agent, entry, spec, stop).await;
+}
+
+enum SweepCheck {
+    Go,
+    /// The sweep is paused: the item goes back to its queue (where it waits unleased).
+    Wait,
+    Refuse(String),
+}
+
+/// The seed's `check_sweep_state`: a sweep's run starts only while its sweep is `running`.
+async fn check_sweep_state(agent: &Agent, sweep: &str) -> SweepCheck {
+    match retry("checking the sweep", || agent.client.sweep_state(sweep)).await {
+        Ok(s) => match s.state {
+            SweepState::Running => SweepCheck::Go,
+            SweepState::Paused | SweepState::Pending => SweepCheck::Wait,
+            ended => SweepCheck::Refuse(format!(
+                "sweep {sweep} is {ended}: its runs no longer start"
+            )),
+        },
+        Err(e) if moved_on(&e) => SweepCheck::Refuse(format!("sweep {sweep}: {e}")),
+        Err(_) => SweepCheck::Wait,
+    }
 }
 
 /// Starts a prepared item on the runner (waiting in its line for a slot) and watches it to
@@ -214,7 +252,7 @@ fn command(spec: &LaunchSpec) -> Result<Vec<String>, String> {
     Ok(argv)
 }
 
-fn run_id_for(item: &Item) -> Result<RunId, String> {
+pub(crate) fn run_id_for(item: &Item) -> Result<RunId, String> {
     match &item.spec.run_id {
         Some(id) => id.parse(),
         None => {
@@ -296,6 +334,13 @@ async fn watch_run(
         path: agent.journal.run_dir(&entry.run_id).join("output.log"),
     };
     let from = entry.shipped;
+    let metrics = crate::shipper::MetricsShipper {
+        client: agent.client.clone(),
+        run: entry.run_id.clone(),
+        path: agent.journal.run_dir(&entry.run_id).join("metrics.jsonl"),
+    };
+    let metrics_done = done_rx.clone();
+    let shipping_metrics = tokio::spawn(async move { metrics.run(metrics_done).await });
     let shipping = tokio::spawn(async move { shipper.run(from, done_rx).await });
     let mut stopped = None;
     let status = tokio::select! {
@@ -317,6 +362,7 @@ async fn watch_run(
     agent.process_ended(entry.item_id, launched.elapsed());
     let _ = done.send(true);
     entry.shipped = shipping.await.unwrap_or(entry.shipped);
+    let _ = shipping_metrics.await;
     if let Some(report) = running_report {
         let _ = report.await;
     }
@@ -478,7 +524,7 @@ async fn fail_run(
 }
 
 /// The seed's `fail_run_queue_item`.
-async fn fail(
+pub(crate) async fn fail(
     agent: &Arc<Agent>,
     item: ItemId,
     fence: i64,

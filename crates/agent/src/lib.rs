@@ -13,6 +13,7 @@ mod job;
 pub mod journal;
 mod outbox;
 mod report;
+mod scheduler;
 mod shipper;
 mod slots;
 pub mod status;

@@ -50,18 +50,7 @@ impl Shipper {
     }
 
     async fn read(&self, offset: u64) -> Vec<u8> {
-        let Ok(mut file) = tokio::fs::File::open(&self.path).await else {
-            return Vec::new();
-        };
-        if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
-            return Vec::new();
-        }
-        let mut buf = Vec::new();
-        let _ = (&mut file)
-            .take(MAX_LOG_CHUNK as u64)
-            .read_to_end(&mut buf)
-            .await;
-        buf
+        read_from(&self.path, offset, MAX_LOG_CHUNK).await
     }
 }
 
@@ -80,6 +69,98 @@ pub fn tail(path: &std::path::Path, lines: usize) -> String {
     let text = String::from_utf8_lossy(&buf);
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Ships a run's metrics file (`LIFTOFF_METRICS_FILE`: one JSON object per line) as it
+/// grows. Only whole lines go (the last line once the run has ended); each batch carries its
+/// first line's number, so a restart that ships from the top again adds nothing twice. A
+/// line that is not a JSON object is skipped (and said once in the agent's log).
+pub struct MetricsShipper {
+    pub client: Client,
+    pub run: RunId,
+    pub path: PathBuf,
+}
+
+/// Most bytes read per batch.
+const METRICS_CHUNK: usize = 1024 * 1024;
+
+impl MetricsShipper {
+    pub async fn run(&self, mut done: watch::Receiver<bool>) {
+        let (mut offset, mut line) = (0u64, 0u64);
+        let mut warned = false;
+        loop {
+            let finished = *done.borrow();
+            let buf = read_from(&self.path, offset, METRICS_CHUNK).await;
+            // Whole lines only while the run may still be writing.
+            let take = match buf.iter().rposition(|b| *b == b'\n') {
+                Some(end) => end + 1,
+                None if finished => buf.len(),
+                None => 0,
+            };
+            if take > 0 {
+                let text = String::from_utf8_lossy(&buf[..take]);
+                let mut batch = Vec::new();
+                let mut first = line;
+                for raw in text.lines() {
+                    match serde_json::from_str::<serde_json::Value>(raw) {
+                        Ok(serde_json::Value::Object(record)) => batch.push(record),
+                        _ if raw.trim().is_empty() => {}
+                        _ => {
+                            if !warned {
+                                tracing::warn!(run = %self.run, line, "a metrics line is not a JSON object; skipped");
+                                warned = true;
+                            }
+                            // Keep line numbers true: ship what came before on its own.
+                            if !self.send(first, std::mem::take(&mut batch)).await {
+                                return;
+                            }
+                            first = line + 1;
+                        }
+                    }
+                    line += 1;
+                }
+                if !self.send(first, batch).await {
+                    return;
+                }
+                offset += take as u64;
+                continue;
+            }
+            if finished {
+                return;
+            }
+            let _ = tokio::time::timeout(POLL, done.changed()).await;
+        }
+    }
+
+    /// Returns false when the server no longer takes metrics for the run.
+    async fn send(&self, first_line: u64, records: Vec<serde_json::Map<String, serde_json::Value>>) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        let req = liftoff_types::sweep::MetricsAppend {
+            first_line: Some(first_line),
+            records,
+        };
+        match crate::report::retry("shipping metrics", || self.client.append_metrics(&self.run, &req)).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(run = %self.run, error = %e, "metrics no longer accepted");
+                false
+            }
+        }
+    }
+}
+
+async fn read_from(path: &std::path::Path, offset: u64, max: usize) -> Vec<u8> {
+    let Ok(mut file) = tokio::fs::File::open(path).await else {
+        return Vec::new();
+    };
+    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+        return Vec::new();
+    }
+    let mut buf = Vec::new();
+    let _ = (&mut file).take(max as u64).read_to_end(&mut buf).await;
+    buf
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub enum Phase {
     Ready,
     Running,
     Reporting,
+    /// A sweep's scheduler: counted against `max_schedulers`, never against `max_jobs`.
+    Scheduling,
 }
 
 /// Runs shorter than this (median of the last few) make the agent take items ahead.
@@ -59,7 +61,7 @@ impl Slots {
         if self.max_jobs < 0 {
             return cap as u32;
         }
-        let held = (self.items.len() - self.count(Phase::Reporting)) as i64;
+        let held = (self.items.len() - self.count(Phase::Reporting) - self.schedulers()) as i64;
         (self.max_jobs + self.ahead() - held).clamp(0, cap) as u32
     }
 
@@ -77,6 +79,10 @@ impl Slots {
         }
         let per_slot = (AHEAD_FOR.as_secs_f64() / median.as_secs_f64()).ceil() as i64;
         (self.max_jobs * per_slot).clamp(self.max_jobs, MAX_AHEAD)
+    }
+
+    pub fn schedulers(&self) -> usize {
+        self.count(Phase::Scheduling)
     }
 
     pub fn record_duration(&mut self, took: Duration) {
@@ -152,6 +158,8 @@ mod tests {
         assert_eq!((s.running(), s.wanted(), s.reporting()), (0, 1, 1));
         s.remove(ItemId(1));
         assert_eq!(s.in_flight(), vec![ItemId(2)]);
+        let _c = s.add(ItemId(3), Phase::Scheduling);
+        assert_eq!((s.schedulers(), s.wanted()), (1, 1), "schedulers count apart");
     }
 
     #[test]

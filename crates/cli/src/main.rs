@@ -55,6 +55,9 @@ enum Command {
         /// The item id.
         item: liftoff_types::ItemId,
     },
+    /// Sweeps: W&B sweep files run by schedulers on agents.
+    #[command(subcommand)]
+    Sweep(commands::sweep::SweepCommand),
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
@@ -118,6 +121,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runs(args) => commands::list::runs(g, args).await,
         Command::Cancel { item } => commands::list::cancel(g, item).await,
         Command::Token(cmd) => commands::token::run(g, cmd).await,
+        Command::Sweep(cmd) => commands::sweep::run(g, cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
     .map(|()| ExitCode::SUCCESS)

@@ -11,7 +11,11 @@ use liftoff_types::api::{
 };
 use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
-    Run, RunId, RunUpdate, TokenInfo,
+    Run, RunId, RunUpdate, Sweep, SweepState, TokenInfo,
+};
+use liftoff_types::sweep::{
+    CreateSweep, MetricsAppend, RunMetrics, StopRequest, SweepRunRequest, SweepStateChange,
+    SweepView,
 };
 pub use reqwest::StatusCode;
 use reqwest::{Method, RequestBuilder};
@@ -376,6 +380,63 @@ impl Client {
             .await
     }
 
+    /// A stop whose reason becomes the stopped run's message.
+    pub async fn stop_run_because(&self, id: &RunId, reason: &str) -> ClientResult<Run> {
+        let body = StopRequest {
+            reason: Some(reason.to_string()),
+        };
+        self.post(&format!("/api/v1/runs/{id}/stop"), &body).await
+    }
+
+    // Metrics.
+    /// Appends metric records to a run; returns how many the run now has.
+    pub async fn append_metrics(&self, id: &RunId, req: &MetricsAppend) -> ClientResult<u64> {
+        let answer: serde_json::Value =
+            self.post(&format!("/api/v1/runs/{id}/metrics"), req).await?;
+        Ok(answer["count"].as_u64().unwrap_or(0))
+    }
+
+    pub async fn run_metrics(&self, id: &RunId) -> ClientResult<RunMetrics> {
+        self.get(&format!("/api/v1/runs/{id}/metrics")).await
+    }
+
+    // Sweeps.
+    pub async fn create_sweep(&self, req: &CreateSweep) -> ClientResult<Sweep> {
+        self.post("/api/v1/sweeps", req).await
+    }
+
+    pub async fn list_sweeps(&self) -> ClientResult<Vec<Sweep>> {
+        self.get("/api/v1/sweeps").await
+    }
+
+    pub async fn get_sweep(&self, id: &str) -> ClientResult<SweepView> {
+        self.get(&format!("/api/v1/sweeps/{}", encode(id))).await
+    }
+
+    /// The sweep alone, without its runs (cheap: what an agent checks before a run starts).
+    pub async fn sweep_state(&self, id: &str) -> ClientResult<Sweep> {
+        let view: SweepView = self
+            .get(&format!("/api/v1/sweeps/{}?runs=false", encode(id)))
+            .await?;
+        Ok(view.sweep)
+    }
+
+    pub async fn set_sweep_state(
+        &self,
+        id: &str,
+        state: SweepState,
+        message: Option<String>,
+    ) -> ClientResult<Sweep> {
+        let body = SweepStateChange { state, message };
+        self.post(&format!("/api/v1/sweeps/{}/state", encode(id)), &body)
+            .await
+    }
+
+    pub async fn enqueue_sweep_run(&self, id: &str, req: &SweepRunRequest) -> ClientResult<Item> {
+        self.post(&format!("/api/v1/sweeps/{}/runs", encode(id)), req)
+            .await
+    }
+
     pub async fn list_agents(&self) -> ClientResult<Vec<Agent>> {
         self.get("/api/v1/agents").await
     }
@@ -427,4 +488,18 @@ fn seg(s: &str) -> String {
         }
     }
     out
+}
+
+/// A path segment from user input, percent-encoded so that it stays one segment.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }

@@ -128,6 +128,23 @@ impl Caller {
         self.require(Access::Read)
     }
 
+    /// Writing to one run (its metrics): an agent, or that run's own token.
+    pub fn require_run_write(&self, run: &RunId) -> Result<(), ApiError> {
+        if self.scope == Scope::Run && self.run_id.as_ref() == Some(run) {
+            return Ok(());
+        }
+        self.require(Access::Work)
+    }
+
+    /// Steering a sweep or stopping a run: users do it, and so do agents (a sweep's
+    /// scheduler runs inside one).
+    pub fn require_steer(&self) -> Result<(), ApiError> {
+        if Access::Work.allows(self.scope) {
+            return Ok(());
+        }
+        self.require(Access::Submit)
+    }
+
     pub fn require(&self, access: Access) -> Result<(), ApiError> {
         if access.allows(self.scope) {
             Ok(())

@@ -43,3 +43,25 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
         Ok(Path(value))
     }
 }
+
+/// A JSON body that may be left out: no body at all is `None`; a body must be JSON.
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let empty = req
+            .headers()
+            .get(axum::http::header::CONTENT_LENGTH)
+            .is_some_and(|len| len == "0")
+            || (!req.headers().contains_key(axum::http::header::CONTENT_TYPE)
+                && !req.headers().contains_key(axum::http::header::TRANSFER_ENCODING)
+                && !req.headers().contains_key(axum::http::header::CONTENT_LENGTH));
+        if empty {
+            return Ok(OptionalBody(None));
+        }
+        let Body(value) = Body::<T>::from_request(req, state).await?;
+        Ok(OptionalBody(Some(value)))
+    }
+}

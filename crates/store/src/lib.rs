@@ -24,10 +24,11 @@ pub const WAKE_EVERYONE: &str = "*";
 use async_trait::async_trait;
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, Lease, Millis, NewAgent,
-    NewQueue, Priority, Queue, Run, RunId, RunState, RunUpdate, Scope, TokenInfo,
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, ItemKind, LaunchSpec, Lease, Millis,
+    NewAgent, NewQueue, Priority, Queue, Run, RunId, RunState, RunUpdate, Scope, Sweep,
+    SweepState, TokenInfo,
 };
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// An item ready to be stored: the spec as given, and the resource args the server resolved
 /// from the queue's template.
@@ -37,6 +38,26 @@ pub struct NewItem {
     pub spec: LaunchSpec,
     pub priority: Priority,
     pub resource_args: Value,
+    pub kind: ItemKind,
+}
+
+/// A sweep ready to be stored (its scheduler item is enqueued with it).
+#[derive(Clone, Debug)]
+pub struct NewSweep {
+    pub id: String,
+    pub name: Option<String>,
+    pub queue: String,
+    pub config: Value,
+    pub concurrency: u32,
+}
+
+/// A sweep's run to enqueue: its index in the sweep and the sweep's `run_cap`.
+#[derive(Clone, Debug)]
+pub struct NewSweepRun {
+    pub sweep: String,
+    pub index: u32,
+    pub run_cap: Option<u64>,
+    pub item: NewItem,
 }
 
 /// One lease call: which agent, which queues (round-robin), how many, for how long.
@@ -46,6 +67,10 @@ pub struct LeaseParams {
     pub queues: Vec<String>,
     pub max: u32,
     pub lease_ms: u64,
+    /// Take items of kind `run`.
+    pub runs: bool,
+    /// Take sweep schedulers.
+    pub schedulers: bool,
 }
 
 /// An ack: the run id and backend handle the item's run is bound to.
@@ -132,8 +157,42 @@ pub trait Store: Send + Sync + 'static {
     async fn update_run(&self, id: &RunId, update: RunUpdate, now: Millis) -> StoreResult<Run>;
     async fn get_run(&self, id: &RunId) -> StoreResult<Run>;
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
-    /// A user's stop: marks the run (and its item) so that the agent stops it.
-    async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run>;
+    /// A stop: marks the run (and its item) so that the agent stops it. A `reason` becomes
+    /// the message of the run once it has stopped.
+    async fn request_stop(&self, id: &RunId, reason: Option<String>, now: Millis)
+        -> StoreResult<Run>;
+
+    /// Appends metric records to a live run. With `first_line` (the agent shipping the run's
+    /// metrics file) records already kept for those lines are skipped. Returns the count kept.
+    async fn append_metrics(
+        &self,
+        id: &RunId,
+        first_line: Option<u64>,
+        records: Vec<Map<String, Value>>,
+        now: Millis,
+    ) -> StoreResult<u64>;
+    /// Every metric record of a run, in arrival order.
+    async fn read_metrics(&self, id: &RunId) -> StoreResult<Vec<Map<String, Value>>>;
+
+    // Sweeps.
+    /// Stores a sweep (`pending`) and enqueues its scheduler item, in one write.
+    async fn create_sweep(&self, sweep: NewSweep, scheduler: NewItem, now: Millis)
+        -> StoreResult<Sweep>;
+    async fn get_sweep(&self, id: &str) -> StoreResult<Sweep>;
+    async fn list_sweeps(&self) -> StoreResult<Vec<Sweep>>;
+    /// Moves a sweep (see [`SweepState::may_become`]). Cancelling also cancels every live item
+    /// of the sweep, its scheduler's included; the items touched are returned (to wake their
+    /// agents).
+    async fn set_sweep_state(
+        &self,
+        id: &str,
+        to: SweepState,
+        message: Option<String>,
+        now: Millis,
+    ) -> StoreResult<(Sweep, Vec<Item>)>;
+    /// Enqueues a sweep's run while the sweep is `running`, its index under `run_cap`. The
+    /// same index again returns the item already there, so no run is ever enqueued twice.
+    async fn enqueue_sweep_run(&self, run: NewSweepRun, now: Millis) -> StoreResult<Item>;
 
     /// Appends output at `offset` (a byte offset in the run's output). Bytes the store already
     /// has are skipped, so a retried append is harmless; a gap is a conflict. Returns the

@@ -8,7 +8,11 @@ use liftoff_types::{ItemId, ItemState, QueueDepth, RunId, RunUpdate};
 
 pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.resource_args, \
     i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
-    i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms";
+    i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms, i.kind, \
+    i.sweep_index";
+pub const SWEEP_COLUMNS: &str = "s.id, s.name, q.name, s.state, s.message, s.config, s.concurrency, \
+    s.scheduler_item, s.created_at_ms, s.updated_at_ms";
+pub const SWEEP_FROM: &str = "sweeps s JOIN queues q ON q.id = s.queue_id";
 pub const ITEM_FROM: &str = "items i JOIN queues q ON q.id = i.queue_id";
 pub const QUEUE_COLUMNS: &str = "name, resource, config, template_variables, prioritization, \
     max_attempts, requeue_lost, created_at_ms";
@@ -107,4 +111,52 @@ pub fn lost_message(up: &RunUpdate) -> String {
     up.message
         .clone()
         .unwrap_or_else(|| "the run was lost with its agent".to_string())
+}
+
+/// Checks a sweep's move to `to`.
+pub fn sweep_move(sweep: &liftoff_types::Sweep, to: liftoff_types::SweepState) -> StoreResult<()> {
+    if sweep.state.may_become(to) {
+        Ok(())
+    } else {
+        Err(StoreError::Conflict(format!(
+            "sweep {} is {} and cannot become {to}",
+            sweep.id, sweep.state
+        )))
+    }
+}
+
+/// Checks that a sweep may take a new run: it is running and the index is under its cap.
+pub fn sweep_run_allowed(sweep: &liftoff_types::Sweep, run: &crate::NewSweepRun) -> StoreResult<()> {
+    if sweep.state != liftoff_types::SweepState::Running {
+        return Err(StoreError::Conflict(format!(
+            "sweep {} is {}: it takes no new runs",
+            sweep.id, sweep.state
+        )));
+    }
+    if run.run_cap.is_some_and(|cap| u64::from(run.index) >= cap) {
+        return Err(StoreError::Conflict(format!(
+            "sweep {} has run_cap {}: run index {} is past it",
+            sweep.id,
+            run.run_cap.unwrap_or_default(),
+            run.index
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a metrics append: the run is live and stays under its record limit.
+pub fn metrics_allowed(id: &RunId, state: &str, count: u64, adding: usize) -> StoreResult<()> {
+    let state: liftoff_types::RunState = state.parse().map_err(StoreError::Corrupt)?;
+    if state.is_terminal() {
+        return Err(StoreError::Conflict(format!(
+            "run {id} has ended ({state}): it takes no more metrics"
+        )));
+    }
+    if count + adding as u64 > liftoff_types::sweep::MAX_METRICS_PER_RUN {
+        return Err(StoreError::Conflict(format!(
+            "run {id} would pass {} metric records",
+            liftoff_types::sweep::MAX_METRICS_PER_RUN
+        )));
+    }
+    Ok(())
 }

@@ -65,6 +65,7 @@ async fn replicas_reaping_at_once_hand_each_item_back_once() {
             spec: LaunchSpec::command(vec!["true".into()]),
             priority: Priority::Medium,
             resource_args: serde_json::json!({}),
+            kind: liftoff_types::ItemKind::Run,
         };
         a.enqueue(item, t0).await.unwrap();
     }
@@ -74,6 +75,8 @@ async fn replicas_reaping_at_once_hand_each_item_back_once() {
         queues: vec!["q".into()],
         max: 300,
         lease_ms: 1_000,
+        runs: true,
+        schedulers: true,
     };
     assert_eq!(a.lease(params, t0).await.unwrap().len(), 300);
     let later = t0 + 60_000;

@@ -37,6 +37,17 @@ pub struct LeaseRequest {
     /// How long the agent has to ack each item (1000 to 3600000 ms).
     #[serde(default = "default_lease_ms")]
     pub lease_ms: u64,
+    /// Whether to take items of kind `run` (an agent with every job slot busy but a free
+    /// scheduler slot asks for schedulers only).
+    #[serde(default = "yes")]
+    pub runs: bool,
+    /// Whether to take sweep schedulers (an agent at `max_schedulers` does not).
+    #[serde(default = "yes")]
+    pub schedulers: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -197,6 +208,8 @@ pub struct Registered {
 #[serde(deny_unknown_fields)]
 pub struct ItemFilter {
     pub queue: Option<String>,
+    /// Only the runs of this sweep (its scheduler item not included).
+    pub sweep: Option<String>,
     pub state: Option<ItemState>,
     /// Only items whose id is above this (for paging).
     pub after: Option<i64>,

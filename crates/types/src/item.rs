@@ -67,6 +67,21 @@ impl ItemState {
 }
 
 string_enum!(
+    /// What an item is: a run to launch, or a sweep's scheduler (which an agent runs as a
+    /// task of its own, counted against `max_schedulers`).
+    ItemKind {
+        Run = "run",
+        Scheduler = "scheduler",
+    }
+);
+
+impl Default for ItemKind {
+    fn default() -> Self {
+        ItemKind::Run
+    }
+}
+
+string_enum!(
     /// Where a failure happened: W&B's stages plus `scheduler`.
     Phase {
         Agent = "agent",
@@ -106,6 +121,8 @@ pub struct Warning {
 pub struct Item {
     pub id: ItemId,
     pub queue: String,
+    #[serde(default)]
+    pub kind: ItemKind,
     pub state: ItemState,
     pub priority: Priority,
     pub spec: LaunchSpec,
@@ -128,6 +145,9 @@ pub struct Item {
     pub warnings: Vec<Warning>,
     /// A user asked to cancel the item while its run was live; the agent stops the run.
     pub cancel_requested: bool,
+    /// For a sweep's run: its place in the sweep (0, 1, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep_index: Option<u32>,
     /// For a pending item: how many items of its queue will be leased before it (0 = next).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub position: Option<u64>,

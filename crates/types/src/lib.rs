@@ -12,15 +12,17 @@ pub mod item;
 pub mod queue;
 pub mod run;
 pub mod spec;
+pub mod sweep;
 pub mod template;
 
 pub use agent::{Agent, AgentStatus, Heartbeat, HeartbeatReply, NewAgent};
 pub use auth::{Scope, TokenInfo};
 pub use ids::{AgentId, ItemId, RunId};
-pub use item::{Attachment, Failure, Item, ItemState, Lease, Phase, Warning};
+pub use item::{Attachment, Failure, Item, ItemKind, ItemState, Lease, Phase, Warning};
 pub use queue::{NewQueue, Queue, QueueDepth, ResourceType};
 pub use run::{Run, RunState, RunUpdate};
 pub use spec::{LaunchSpec, Priority};
+pub use sweep::{Sweep, SweepState};
 pub use template::{TemplateVariable, VarType};
 
 /// Milliseconds since the Unix epoch, UTC: the one time representation on the wire and in

@@ -116,6 +116,7 @@ impl Rig {
                 spec: spec.clone(),
                 priority: Priority::Medium,
                 resource_args: json!({}),
+                kind: liftoff_types::ItemKind::Run,
             };
             self.store.enqueue(item, now_ms()).await?;
         }

@@ -183,6 +183,7 @@ async fn fill(store: &DynStore, n: usize, clients: usize) -> anyhow::Result<()> 
                     spec: spec(),
                     priority: Priority::Medium,
                     resource_args: json!({}),
+                    kind: liftoff_types::ItemKind::Run,
                 };
                 store.enqueue(item, now_ms()).await?;
             }
@@ -218,6 +219,8 @@ async fn store_cycles(store: DynStore, n: usize, clients: usize) -> anyhow::Resu
                     queues: vec!["bench".into()],
                     max: 1,
                     lease_ms: 60_000,
+                    runs: true,
+                    schedulers: true,
                 };
                 let Some(lease) = store.lease(params, now_ms()).await?.pop() else {
                     return anyhow::Ok(());
@@ -277,6 +280,8 @@ async fn http_cycles(store: DynStore, n: usize, clients: usize) -> anyhow::Resul
                 max: 1,
                 wait_ms: 0,
                 lease_ms: 60_000,
+                runs: true,
+                schedulers: true,
             };
             loop {
                 let Some(lease) = client.lease(agent, &req).await?.leases.pop() else {
@@ -324,6 +329,8 @@ async fn lease_latency(
             queues: vec!["bench".into()],
             max: 1,
             lease_ms: 60_000,
+            runs: true,
+            schedulers: true,
         };
         let start = Instant::now();
         let lease = store

@@ -152,6 +152,7 @@ async fn through_liftoff(dir: &Path, n: usize) -> anyhow::Result<(f64, u64)> {
             spec: spec.clone(),
             priority: Priority::Medium,
             resource_args: json!({}),
+            kind: liftoff_types::ItemKind::Run,
         };
         store.enqueue(item, now_ms()).await?;
         // Written to the store directly, so wake the agent's long-poll as the API would.

@@ -17,6 +17,9 @@ pub struct ItemsArgs {
     pub after: Option<i64>,
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Only the runs of this sweep.
+    #[arg(long)]
+    pub sweep: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -37,6 +40,7 @@ pub async fn items(g: &Global, args: ItemsArgs) -> anyhow::Result<()> {
         state: args.state,
         after: args.after,
         limit: Some(args.limit),
+        sweep: args.sweep,
     };
     let items = g.client()?.list_items(&filter).await?;
     let now = now_ms();
@@ -51,6 +55,10 @@ fn item_row(i: &Item, now: i64) -> Vec<String> {
     let what = match (&i.spec.job, &i.spec.overrides.entry_point) {
         (Some(job), _) => job.clone(),
         (None, Some(argv)) => argv.join(" "),
+        (None, None) if i.kind == liftoff_types::ItemKind::Scheduler => format!(
+            "scheduler of sweep {}",
+            i.spec.sweep_id.as_deref().unwrap_or("?")
+        ),
         (None, None) => String::new(),
     };
     let what = match &i.failure {

@@ -6,6 +6,7 @@ pub mod launch;
 pub mod list;
 pub mod queue;
 pub mod server;
+pub mod sweep;
 pub mod token;
 pub mod up;
 

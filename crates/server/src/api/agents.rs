@@ -154,6 +154,8 @@ pub async fn lease(
         queues: req.queues.clone(),
         max: req.max,
         lease_ms: req.lease_ms,
+        runs: req.runs,
+        schedulers: req.schedulers,
     };
     let keys: Vec<String> = req.queues.iter().map(|q| queue_key(q)).collect();
     let waiter = Arc::new(Notify::new());

@@ -6,6 +6,7 @@ pub mod batch;
 pub mod items;
 pub mod queues;
 pub mod runs;
+pub mod sweeps;
 pub mod tokens;
 
 use crate::error::ApiError;
@@ -25,6 +26,8 @@ use utoipa::OpenApi;
         items::ack, items::fail, items::warn, items::release,
         agents::register, agents::list, agents::show, agents::heartbeat, agents::lease, agents::stop,
         runs::list, runs::show, runs::stop, runs::update, runs::append_log, runs::logs,
+        runs::append_metrics, runs::metrics,
+        sweeps::create, sweeps::list, sweeps::show, sweeps::set_state, sweeps::enqueue_run,
         batch::acks, batch::reports,
         tokens::create, tokens::list, tokens::delete,
         healthz, openapi,
@@ -82,6 +85,14 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/runs/{id}/stop", post(runs::stop))
         .route("/runs/{id}/state", post(runs::update))
         .route("/runs/{id}/logs", post(runs::append_log).get(runs::logs))
+        .route(
+            "/runs/{id}/metrics",
+            post(runs::append_metrics).get(runs::metrics),
+        )
+        .route("/sweeps", post(sweeps::create).get(sweeps::list))
+        .route("/sweeps/{id}", get(sweeps::show))
+        .route("/sweeps/{id}/state", post(sweeps::set_state))
+        .route("/sweeps/{id}/runs", post(sweeps::enqueue_run))
         .route("/agents/{id}/stop", post(agents::stop))
         .route("/agents/{id}/acks", post(batch::acks))
         .route("/agents/{id}/reports", post(batch::reports))

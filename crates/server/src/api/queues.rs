@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use liftoff_store::NewItem;
 use liftoff_types::api::{ErrorBody, FieldError};
-use liftoff_types::{now_ms, template, Item, LaunchSpec, NewQueue, Queue, ResourceType};
+use liftoff_types::{now_ms, template, Item, ItemKind, LaunchSpec, NewQueue, Queue, ResourceType};
 use serde::Deserialize;
 
 /// Create a queue.
@@ -85,8 +85,22 @@ pub async fn enqueue(
     Body(spec): Body<LaunchSpec>,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
     caller.require(Access::Submit)?;
+    let item = new_item(&state, &name, spec, ItemKind::Run).await?;
+    let item = state.store.enqueue(item, now_ms()).await?;
+    state.wakers.wake(&queue_key(&item.queue));
+    Ok((StatusCode::CREATED, Json(item)))
+}
+
+/// A spec checked against its queue, its template variables resolved and substituted:
+/// what the store takes (an enqueue, or a sweep's run).
+pub async fn new_item(
+    state: &AppState,
+    name: &str,
+    spec: LaunchSpec,
+    kind: ItemKind,
+) -> Result<NewItem, ApiError> {
     ApiError::check(spec.validate())?;
-    let queue = state.store.get_queue(&name, false).await?;
+    let queue = state.store.get_queue(name, false).await?;
     check_resource(&spec, &queue)?;
     let values = template::resolve(&queue.template_variables, &spec.template_variables).map_err(
         |errors| {
@@ -102,15 +116,13 @@ pub async fn enqueue(
             )
         },
     )?;
-    let item = NewItem {
+    Ok(NewItem {
         queue: queue.name.clone(),
         priority: spec.priority.unwrap_or_default(),
         resource_args: template::substitute(&queue.config, &values),
         spec,
-    };
-    let item = state.store.enqueue(item, now_ms()).await?;
-    state.wakers.wake(&queue_key(&queue.name));
-    Ok((StatusCode::CREATED, Json(item)))
+        kind,
+    })
 }
 
 /// A spec that names a resource must name its queue's.

@@ -3,7 +3,7 @@
 
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
-use crate::extract::{Body, Path, Query};
+use crate::extract::{Body, OptionalBody, Path, Query};
 use crate::state::AppState;
 use crate::wake::{agent_key, run_key};
 use axum::body::Bytes;
@@ -13,6 +13,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use liftoff_store::LogChunk;
 use liftoff_types::api::{ErrorBody, LogAppend, LogQuery, RunFilter, MAX_LOG_CHUNK};
+use liftoff_types::sweep::{
+    MetricsAppend, RunMetrics, StopRequest, MAX_METRICS_BATCH, MAX_METRIC_RECORD,
+};
 use liftoff_types::{now_ms, Run, RunId, RunUpdate};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,18 +44,79 @@ pub async fn show(
     Ok(Json(state.store.get_run(&id).await?))
 }
 
-/// Ask for a run to be stopped; its agent hears of it at once (through its heartbeat).
-#[utoipa::path(post, path = "/api/v1/runs/{id}/stop", tag = "runs",
+/// Ask for a run to be stopped; its agent hears of it at once (through its heartbeat). An
+/// optional `reason` becomes the stopped run's message (hyperband records its cut so).
+#[utoipa::path(post, path = "/api/v1/runs/{id}/stop", tag = "runs", request_body(content = Option<StopRequest>),
     responses((status = 200, body = Run), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn stop(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<RunId>,
+    OptionalBody(req): OptionalBody<StopRequest>,
 ) -> Result<Json<Run>, ApiError> {
-    caller.require(Access::Submit)?;
-    let run = state.store.request_stop(&id, now_ms()).await?;
+    caller.require_steer()?;
+    let reason = req.and_then(|r| r.reason);
+    if reason.as_ref().is_some_and(|r| r.len() > MAX_REASON) {
+        ApiError::check(vec![(
+            "reason".into(),
+            format!("is longer than {MAX_REASON} bytes"),
+        )])?;
+    }
+    let run = state.store.request_stop(&id, reason, now_ms()).await?;
     state.wakers.wake(&agent_key(run.agent_id));
     Ok(Json(run))
+}
+
+/// Longest stop reason.
+const MAX_REASON: usize = 4096;
+
+/// Append metric records to a live run: by its agent (shipping the run's metrics file, with
+/// the first line's number so that a batch sent twice is kept once) or by the run itself
+/// with its run token.
+#[utoipa::path(post, path = "/api/v1/runs/{id}/metrics", tag = "runs", request_body = MetricsAppend,
+    responses((status = 200, body = Object), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn append_metrics(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<RunId>,
+    Body(req): Body<MetricsAppend>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    caller.require_run_write(&id)?;
+    let mut problems = Vec::new();
+    if req.records.len() > MAX_METRICS_BATCH {
+        problems.push((
+            "records".to_string(),
+            format!("has more than {MAX_METRICS_BATCH} records"),
+        ));
+    }
+    for (i, record) in req.records.iter().enumerate() {
+        let size = serde_json::to_string(record).map(|s| s.len()).unwrap_or(0);
+        if size > MAX_METRIC_RECORD {
+            problems.push((
+                format!("records[{i}]"),
+                format!("is larger than {MAX_METRIC_RECORD} bytes"),
+            ));
+        }
+    }
+    ApiError::check(problems)?;
+    let count = state
+        .store
+        .append_metrics(&id, req.first_line, req.records, now_ms())
+        .await?;
+    Ok(Json(serde_json::json!({ "count": count })))
+}
+
+/// A run's metric records and a summary per metric (last, min, max, step of the last).
+#[utoipa::path(get, path = "/api/v1/runs/{id}/metrics", tag = "runs",
+    responses((status = 200, body = RunMetrics), (status = 404, body = ErrorBody)))]
+pub async fn metrics(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(id): Path<RunId>,
+) -> Result<Json<RunMetrics>, ApiError> {
+    caller.require_run(&id)?;
+    let records = state.store.read_metrics(&id).await?;
+    Ok(Json(RunMetrics::summarize(records)))
 }
 
 /// An agent's report of a run's state; a terminal state ends the item.

@@ -9,7 +9,7 @@
 use crate::{Ack, LeaseParams, NewItem, Store, StoreError};
 use liftoff_types::api::{FailRequest, ItemFilter};
 use liftoff_types::{
-    AgentId, AgentStatus, Attachment, Heartbeat, ItemId, ItemState, LaunchSpec, Lease, Millis,
+    AgentId, AgentStatus, Attachment, Heartbeat, ItemId, ItemKind, ItemState, LaunchSpec, Lease, Millis,
     NewAgent, NewQueue, Phase, Priority, RunId, RunState, RunUpdate, Scope,
 };
 use serde_json::json;
@@ -18,7 +18,10 @@ use std::sync::Arc;
 
 pub type DynStore = Arc<dyn Store>;
 
-const T0: Millis = 1_700_000_000_000;
+mod sweeps;
+pub use sweeps::*;
+
+pub(crate) const T0: Millis = 1_700_000_000_000;
 
 /// Defines one `#[tokio::test]` per conformance case, each on a fresh store from `$make`.
 #[macro_export]
@@ -33,7 +36,10 @@ macro_rules! conformance_tests {
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,
             logs_append_in_order_and_retries_are_harmless, silent_agents_are_lost_with_their_work,
-            heartbeats_name_items_that_are_no_longer_the_agents, run_tokens_end_with_their_run);
+            heartbeats_name_items_that_are_no_longer_the_agents, run_tokens_end_with_their_run,
+            sweep_runs_keep_to_their_cap_and_index, paused_sweeps_hold_their_runs,
+            cancelling_a_sweep_cancels_its_items, lost_schedulers_go_back_to_their_queue,
+            metrics_are_kept_once_per_line_and_stop_reasons_stick);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(
@@ -46,11 +52,11 @@ macro_rules! conformance_tests {
     };
 }
 
-async fn queue(store: &DynStore, name: &str) {
+pub(crate) async fn queue(store: &DynStore, name: &str) {
     store.create_queue(NewQueue::named(name), T0).await.unwrap();
 }
 
-async fn agent(store: &DynStore) -> AgentId {
+pub(crate) async fn agent(store: &DynStore) -> AgentId {
     let new = NewAgent {
         hostname: "host".into(),
         ..NewAgent::default()
@@ -58,17 +64,18 @@ async fn agent(store: &DynStore) -> AgentId {
     store.register_agent(new, T0).await.unwrap().id
 }
 
-async fn enqueue(store: &DynStore, queue: &str, priority: Priority, tag: &str) -> ItemId {
+pub(crate) async fn enqueue(store: &DynStore, queue: &str, priority: Priority, tag: &str) -> ItemId {
     let item = NewItem {
         queue: queue.to_string(),
         spec: LaunchSpec::command(vec!["echo".into(), tag.into()]),
         priority,
         resource_args: json!({}),
+        kind: ItemKind::Run,
     };
     store.enqueue(item, T0).await.unwrap().id
 }
 
-async fn lease(
+pub(crate) async fn lease(
     store: &DynStore,
     agent: AgentId,
     queues: &[&str],
@@ -80,6 +87,8 @@ async fn lease(
         queues: queues.iter().map(|q| q.to_string()).collect(),
         max,
         lease_ms: 1_000,
+        runs: true,
+        schedulers: true,
     };
     store.lease(params, now).await.unwrap()
 }
@@ -88,7 +97,7 @@ fn tag(lease: &Lease) -> String {
     lease.item.spec.overrides.entry_point.as_ref().unwrap()[1].clone()
 }
 
-fn ack(fence: i64, run: &str) -> Ack {
+pub(crate) fn ack(fence: i64, run: &str) -> Ack {
     Ack {
         fence,
         run_id: run.parse().unwrap(),
@@ -98,7 +107,7 @@ fn ack(fence: i64, run: &str) -> Ack {
     }
 }
 
-fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
+pub(crate) fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
     RunUpdate {
         fence,
         state,
@@ -108,7 +117,7 @@ fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
     }
 }
 
-fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
+pub(crate) fn is_conflict<T: std::fmt::Debug>(r: Result<T, StoreError>) -> bool {
     matches!(r, Err(StoreError::Conflict(_)))
 }
 
@@ -541,6 +550,7 @@ pub async fn unknown_things_are_not_found(store: DynStore) {
         spec: LaunchSpec::command(vec!["true".into()]),
         priority: Priority::Medium,
         resource_args: json!({}),
+        kind: ItemKind::Run,
     };
     assert!(nf(store.enqueue(item, T0).await.map(drop)));
     let a = agent(&store).await;
@@ -549,6 +559,8 @@ pub async fn unknown_things_are_not_found(store: DynStore) {
         queues: vec!["missing".into()],
         max: 1,
         lease_ms: 1_000,
+        runs: true,
+        schedulers: true,
     };
     assert!(nf(store.lease(params, T0).await.map(drop)));
     assert!(nf(store.get_item(ItemId(999)).await.map(drop)));

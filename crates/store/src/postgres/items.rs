@@ -8,7 +8,13 @@ use liftoff_types::api::ItemFilter;
 use liftoff_types::{Item, ItemId, ItemState, Millis, Priority};
 use std::collections::BTreeMap;
 
-pub async fn enqueue(tx: &Tx<'_>, item: &NewItem, now: Millis) -> StoreResult<Item> {
+/// Stores a pending item; `sweep_index` for a sweep's run.
+pub async fn enqueue(
+    tx: &Tx<'_>,
+    item: &NewItem,
+    sweep_index: Option<u32>,
+    now: Millis,
+) -> StoreResult<Item> {
     // `FOR SHARE` keeps the queue from being deleted under the new item.
     let queue = tx
         .prepare_cached("SELECT id, prioritization FROM queues WHERE name = $1 FOR SHARE")
@@ -26,8 +32,8 @@ pub async fn enqueue(tx: &Tx<'_>, item: &NewItem, now: Millis) -> StoreResult<It
     let insert = tx
         .prepare_cached(
             "INSERT INTO items (queue_id, state, priority, rank, spec, resource_args,
-                 created_at_ms, updated_at_ms)
-             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6) RETURNING id",
+                 created_at_ms, updated_at_ms, kind, sweep_id, sweep_index)
+             VALUES ($1, 'pending', $2, $3, $4, $5, $6, $6, $7, $8, $9) RETURNING id",
         )
         .await?;
     let row = tx
@@ -40,12 +46,17 @@ pub async fn enqueue(tx: &Tx<'_>, item: &NewItem, now: Millis) -> StoreResult<It
                 &serde_json::to_string(&item.spec)?,
                 &item.resource_args.to_string(),
                 &now,
+                &item.kind.as_str(),
+                &item.spec.sweep_id,
+                &sweep_index.map(i64::from),
             ],
         )
         .await?;
     Ok(Item {
         id: ItemId(get(&row, 0)?),
         queue: item.queue.clone(),
+        kind: item.kind,
+        sweep_index,
         state: ItemState::Pending,
         priority: item.priority,
         spec: item.spec.clone(),
@@ -79,14 +90,14 @@ pub async fn list(tx: &Tx<'_>, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
     let sql = format!(
         "SELECT {ITEM_COLUMNS} FROM {ITEM_FROM}
          WHERE ($1::BIGINT IS NULL OR i.queue_id = $1) AND ($2::TEXT IS NULL OR i.state = $2)
-           AND i.id > $3
+           AND i.id > $3 AND ($5::TEXT IS NULL OR (i.sweep_id = $5 AND i.kind = 'run'))
          ORDER BY i.id LIMIT $4"
     );
     let stmt = tx.prepare_cached(&sql).await?;
     let state = filter.state.map(|s| s.as_str());
     let after = filter.after.unwrap_or(0);
     let found = tx
-        .query(&stmt, &[&queue_id, &state, &after, &limit])
+        .query(&stmt, &[&queue_id, &state, &after, &limit, &filter.sweep])
         .await?;
     let mut items = found
         .iter()

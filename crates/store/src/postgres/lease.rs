@@ -62,6 +62,9 @@ pub async fn lease_one_queue(
              SELECT i.id FROM items i
              WHERE i.queue_id = (SELECT id FROM queues WHERE name = $1) AND i.state = 'pending'
                AND EXISTS (SELECT 1 FROM agents WHERE id = $2)
+               AND (($6 AND i.kind = 'run') OR ($7 AND i.kind = 'scheduler'))
+               AND (i.sweep_id IS NULL OR i.kind <> 'run' OR NOT EXISTS
+                   (SELECT 1 FROM sweeps s WHERE s.id = i.sweep_id AND s.state = 'paused'))
              ORDER BY i.rank, i.id LIMIT $3 FOR UPDATE SKIP LOCKED)
          UPDATE items i SET state = 'leased', fence = i.fence + 1, agent_id = $2,
              lease_expires_at_ms = $4, updated_at_ms = $5
@@ -76,7 +79,15 @@ pub async fn lease_one_queue(
     let rows = client
         .query(
             &stmt,
-            &[&p.queues[0], &p.agent.0, &(p.max as i64), &expires, &now],
+            &[
+                &p.queues[0],
+                &p.agent.0,
+                &(p.max as i64),
+                &expires,
+                &now,
+                &p.runs,
+                &p.schedulers,
+            ],
         )
         .await?;
     if rows.is_empty() {
@@ -86,8 +97,8 @@ pub async fn lease_one_queue(
         .iter()
         .map(|row| {
             let mut item = rows::item(row)?;
-            item.warnings = serde_json::from_str(&get::<String>(row, 17)?)?;
-            let rank: i64 = get(row, 18)?;
+            item.warnings = serde_json::from_str(&get::<String>(row, 19)?)?;
+            let rank: i64 = get(row, 20)?;
             Ok((rank, item))
         })
         .collect::<StoreResult<Vec<_>>>()?;
@@ -126,14 +137,21 @@ pub async fn lease(
     let start = (turn % n as u64) as usize;
     let pick = tx
         .prepare_cached(
-            "SELECT id FROM items WHERE queue_id = $1 AND state = 'pending'
-             ORDER BY rank, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+            "SELECT i.id FROM items i WHERE i.queue_id = $1 AND i.state = 'pending'
+                 AND (($3 AND i.kind = 'run') OR ($4 AND i.kind = 'scheduler'))
+                 AND (i.sweep_id IS NULL OR i.kind <> 'run' OR NOT EXISTS
+                     (SELECT 1 FROM sweeps s WHERE s.id = i.sweep_id AND s.state = 'paused'))
+             ORDER BY i.rank, i.id LIMIT $2 FOR UPDATE OF i SKIP LOCKED",
         )
         .await?;
     let mut candidates = Vec::with_capacity(n);
     for k in 0..n {
         let queue_id = rows::queue_id(tx, &p.queues[(start + k) % n]).await?;
-        let ids = tx.query(&pick, &[&queue_id, &(p.max as i64)]).await?;
+        let ids = tx
+            .query(
+                &pick,
+                &[&queue_id, &(p.max as i64), &p.runs, &p.schedulers],
+            ).await?;
         candidates.push(
             ids.iter()
                 .map(|r| get::<i64>(r, 0))

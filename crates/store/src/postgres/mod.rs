@@ -15,24 +15,27 @@ mod agents;
 mod items;
 mod lease;
 mod logs;
+mod metrics;
 mod notify;
 mod queues;
 mod rows;
 mod runs;
 mod schema;
+mod sweeps;
 mod tokens;
 
 use crate::{
-    Ack, Expired, LeaseParams, LogAppend, LogChunk, LostAgents, NewItem, Store, StoreError,
-    StoreResult,
+    Ack, Expired, LeaseParams, LogAppend, LogChunk, LostAgents, NewItem, NewSweep, NewSweepRun,
+    Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, Lease, Millis, NewAgent, NewQueue,
-    Queue, Run, RunId, RunUpdate, Scope, TokenInfo,
+    Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
 };
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::Mutex;
 use tokio::sync::mpsc;
@@ -135,7 +138,7 @@ impl Store for PostgresStore {
     }
 
     async fn enqueue(&self, item: NewItem, now: Millis) -> StoreResult<Item> {
-        in_tx!(self, |tx| items::enqueue(&tx, &item, now).await)
+        in_tx!(self, |tx| items::enqueue(&tx, &item, None, now).await)
     }
 
     async fn get_item(&self, id: ItemId) -> StoreResult<Item> {
@@ -197,8 +200,61 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| runs::list(&tx, filter).await)
     }
 
-    async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run> {
-        in_tx!(self, |tx| runs::request_stop(&tx, id, now).await)
+    async fn request_stop(
+        &self,
+        id: &RunId,
+        reason: Option<String>,
+        now: Millis,
+    ) -> StoreResult<Run> {
+        in_tx!(self, |tx| runs::request_stop(&tx, id, reason.as_deref(), now)
+            .await)
+    }
+
+    async fn append_metrics(
+        &self,
+        id: &RunId,
+        first_line: Option<u64>,
+        records: Vec<Map<String, Value>>,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        in_tx!(self, |tx| metrics::append(&tx, id, first_line, &records, now)
+            .await)
+    }
+
+    async fn read_metrics(&self, id: &RunId) -> StoreResult<Vec<Map<String, Value>>> {
+        in_tx!(self, |tx| metrics::read(&tx, id).await)
+    }
+
+    async fn create_sweep(
+        &self,
+        sweep: NewSweep,
+        scheduler: NewItem,
+        now: Millis,
+    ) -> StoreResult<Sweep> {
+        in_tx!(self, |tx| sweeps::create(&tx, &sweep, &scheduler, now).await)
+    }
+
+    async fn get_sweep(&self, id: &str) -> StoreResult<Sweep> {
+        in_tx!(self, |tx| sweeps::get_sweep(&tx, id, false).await)
+    }
+
+    async fn list_sweeps(&self) -> StoreResult<Vec<Sweep>> {
+        in_tx!(self, |tx| sweeps::list(&tx).await)
+    }
+
+    async fn set_sweep_state(
+        &self,
+        id: &str,
+        to: SweepState,
+        message: Option<String>,
+        now: Millis,
+    ) -> StoreResult<(Sweep, Vec<Item>)> {
+        in_tx!(self, |tx| sweeps::set_state(&tx, id, to, message.as_deref(), now)
+            .await)
+    }
+
+    async fn enqueue_sweep_run(&self, run: NewSweepRun, now: Millis) -> StoreResult<Item> {
+        in_tx!(self, |tx| sweeps::enqueue_run(&tx, &run, now).await)
     }
 
     async fn append_log(

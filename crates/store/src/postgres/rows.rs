@@ -5,15 +5,16 @@
 use super::Tx;
 use crate::{StoreError, StoreResult};
 use liftoff_types::{
-    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemState, Phase, Priority, Queue,
-    ResourceType, Run, RunId, RunState, Scope, TokenInfo, Warning,
+    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemKind, ItemState, Phase, Priority, Queue,
+    ResourceType, Run, RunId, RunState, Scope, Sweep, SweepState, TokenInfo, Warning,
 };
 use std::str::FromStr;
 use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
 pub use crate::rules::{
-    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_FROM, QUEUE_COLUMNS, RUN_COLUMNS, TOKEN_COLUMNS,
+    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_FROM, QUEUE_COLUMNS, RUN_COLUMNS, SWEEP_COLUMNS, SWEEP_FROM,
+    TOKEN_COLUMNS,
 };
 
 pub fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
@@ -60,6 +61,23 @@ pub fn item(row: &Row) -> StoreResult<Item> {
         position: None,
         created_at_ms: get(row, 15)?,
         updated_at_ms: get(row, 16)?,
+        kind: parse::<ItemKind>(get(row, 17)?)?,
+        sweep_index: get::<Option<i64>>(row, 18)?.map(|n| n as u32),
+    })
+}
+
+pub fn sweep(row: &Row) -> StoreResult<Sweep> {
+    Ok(Sweep {
+        id: get(row, 0)?,
+        name: get(row, 1)?,
+        queue: get(row, 2)?,
+        state: parse::<SweepState>(get(row, 3)?)?,
+        message: get(row, 4)?,
+        config: json(get(row, 5)?)?,
+        concurrency: get::<i64>(row, 6)? as u32,
+        scheduler_item: ItemId(get(row, 7)?),
+        created_at_ms: get(row, 8)?,
+        updated_at_ms: get(row, 9)?,
     })
 }
 

@@ -16,6 +16,8 @@ struct Context {
     fence: i64,
     item_claimed: bool,
     requeue_lost: bool,
+    /// A sweep's scheduler: always requeued when lost (its state is on the server).
+    scheduler: bool,
     attempts: i64,
     max_attempts: i64,
 }
@@ -24,7 +26,7 @@ async fn context(tx: &Tx<'_>, id: &RunId) -> StoreResult<Context> {
     let stmt = tx
         .prepare_cached(
             "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost,
-                    i.attempts, q.max_attempts
+                    i.attempts, q.max_attempts, i.kind = 'scheduler'
              FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
              WHERE r.id = $1 FOR UPDATE OF i",
         )
@@ -43,6 +45,7 @@ async fn context(tx: &Tx<'_>, id: &RunId) -> StoreResult<Context> {
         requeue_lost: get(&row, 4)?,
         attempts: get(&row, 5)?,
         max_attempts: get(&row, 6)?,
+        scheduler: get(&row, 7)?,
     })
 }
 
@@ -115,7 +118,9 @@ async fn end_plainly(
     let sql = format!(
         "WITH run AS (
              UPDATE runs SET state = $2, exit_code = coalesce($3, exit_code),
-                 message = coalesce($4, message), handle = coalesce($5, handle),
+                 message = CASE WHEN $2 = 'stopped' AND stop_reason IS NOT NULL
+                                THEN stop_reason ELSE coalesce($4, message) END,
+                 handle = coalesce($5, handle),
                  ended_at_ms = $6, updated_at_ms = $6
              WHERE id = $1 RETURNING {RUN_COLUMNS}),
          item AS (UPDATE items SET state = $2, updated_at_ms = $6 WHERE id = $7),
@@ -152,6 +157,7 @@ async fn end_item(tx: &Tx<'_>, ctx: &Context, up: &RunUpdate, now: Millis) -> St
             mark_failed(tx, item, &message, Phase::Run, &[], now).await
         }
         RunState::Preempted => requeue(tx, item, false, now).await,
+        RunState::Lost if ctx.scheduler => requeue(tx, item, false, now).await,
         RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => {
             requeue(tx, item, true, now).await
         }
@@ -201,7 +207,12 @@ pub async fn list(tx: &Tx<'_>, filter: &RunFilter) -> StoreResult<Vec<Run>> {
         .collect()
 }
 
-pub async fn request_stop(tx: &Tx<'_>, id: &RunId, now: Millis) -> StoreResult<Run> {
+pub async fn request_stop(
+    tx: &Tx<'_>,
+    id: &RunId,
+    reason: Option<&str>,
+    now: Millis,
+) -> StoreResult<Run> {
     // Lock the item before the run, as every other write does.
     let ctx = context(tx, id).await?;
     if ctx.state.is_terminal() {
@@ -211,9 +222,12 @@ pub async fn request_stop(tx: &Tx<'_>, id: &RunId, now: Millis) -> StoreResult<R
         )));
     }
     let run = tx
-        .prepare_cached("UPDATE runs SET stop_requested = TRUE, updated_at_ms = $2 WHERE id = $1")
+        .prepare_cached(
+            "UPDATE runs SET stop_requested = TRUE, stop_reason = coalesce($3, stop_reason),
+                 updated_at_ms = $2 WHERE id = $1",
+        )
         .await?;
-    tx.execute(&run, &[&id.as_str(), &now]).await?;
+    tx.execute(&run, &[&id.as_str(), &now, &reason]).await?;
     let item = tx
         .prepare_cached(
             "UPDATE items SET cancel_requested = TRUE, updated_at_ms = $2 WHERE id = $1",

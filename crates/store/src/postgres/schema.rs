@@ -8,7 +8,8 @@ use deadpool_postgres::Client;
 /// Any constant shared by every liftoff replica: the key of the migration lock.
 const MIGRATION_LOCK: i64 = 0x006c_6966_746f_6666; // "liftoff" in ASCII
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE queues (
     id                 BIGSERIAL PRIMARY KEY,
     name               TEXT NOT NULL UNIQUE,
@@ -106,7 +107,36 @@ CREATE TABLE tokens (
     created_at_ms BIGINT NOT NULL
 );
 CREATE INDEX tokens_run ON tokens (run_id) WHERE run_id IS NOT NULL;
-"#];
+"#,
+    r#"
+CREATE TABLE sweeps (
+    id             TEXT PRIMARY KEY,
+    name           TEXT,
+    queue_id       BIGINT NOT NULL REFERENCES queues(id) ON DELETE CASCADE,
+    state          TEXT NOT NULL,
+    message        TEXT,
+    config         TEXT NOT NULL,
+    concurrency    BIGINT NOT NULL,
+    scheduler_item BIGINT NOT NULL,
+    created_at_ms  BIGINT NOT NULL,
+    updated_at_ms  BIGINT NOT NULL
+);
+ALTER TABLE items ADD COLUMN kind TEXT NOT NULL DEFAULT 'run';
+ALTER TABLE items ADD COLUMN sweep_id TEXT;
+ALTER TABLE items ADD COLUMN sweep_index BIGINT;
+CREATE UNIQUE INDEX items_sweep ON items (sweep_id, sweep_index) WHERE sweep_id IS NOT NULL;
+ALTER TABLE runs ADD COLUMN stop_reason TEXT;
+ALTER TABLE runs ADD COLUMN metrics_count BIGINT NOT NULL DEFAULT 0;
+CREATE TABLE run_metrics (
+    id     BIGSERIAL PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    line   BIGINT,
+    data   TEXT NOT NULL
+);
+CREATE INDEX run_metrics_run ON run_metrics (run_id, id);
+CREATE UNIQUE INDEX run_metrics_line ON run_metrics (run_id, line) WHERE line IS NOT NULL;
+"#,
+];
 
 /// Brings the database up to the newest schema.
 pub async fn migrate(client: &mut Client) -> StoreResult<()> {

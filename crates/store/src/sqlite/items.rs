@@ -20,14 +20,20 @@ fn rank(conn: &Connection, queue_id: i64, priority: Priority) -> StoreResult<i64
     })
 }
 
-pub fn enqueue(conn: &Connection, item: &NewItem, now: Millis) -> StoreResult<Item> {
+/// Stores a pending item; `sweep_index` for a sweep's run.
+pub fn enqueue(
+    conn: &Connection,
+    item: &NewItem,
+    sweep_index: Option<u32>,
+    now: Millis,
+) -> StoreResult<Item> {
     let queue_id = rows::queue_id(conn, &item.queue)?;
     let rank = rank(conn, queue_id, item.priority)?;
     let id: i64 = conn
         .prepare_cached(
             "INSERT INTO items (queue_id, state, priority, rank, spec, resource_args,
-                 created_at_ms, updated_at_ms)
-             VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+                 created_at_ms, updated_at_ms, kind, sweep_id, sweep_index)
+             VALUES (?1, 'pending', ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8, ?9) RETURNING id",
         )?
         .query_row(
             params![
@@ -36,7 +42,10 @@ pub fn enqueue(conn: &Connection, item: &NewItem, now: Millis) -> StoreResult<It
                 rank,
                 serde_json::to_string(&item.spec)?,
                 item.resource_args.to_string(),
-                now
+                now,
+                item.kind.as_str(),
+                item.spec.sweep_id,
+                sweep_index
             ],
             |r| r.get(0),
         )?;
@@ -44,6 +53,8 @@ pub fn enqueue(conn: &Connection, item: &NewItem, now: Millis) -> StoreResult<It
     Ok(Item {
         id: ItemId(id),
         queue: item.queue.clone(),
+        kind: item.kind,
+        sweep_index,
         state: ItemState::Pending,
         priority: item.priority,
         spec: item.spec.clone(),
@@ -78,12 +89,13 @@ pub fn list(conn: &Connection, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
     let sql = format!(
         "SELECT {ITEM_COLUMNS} FROM {ITEM_FROM}
          WHERE (?1 IS NULL OR i.queue_id = ?1) AND (?2 IS NULL OR i.state = ?2) AND i.id > ?3
+           AND (?5 IS NULL OR (i.sweep_id = ?5 AND i.kind = 'run'))
          ORDER BY i.id LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let state = filter.state.map(|s| s.as_str());
     let found = stmt.query_map(
-        params![queue_id, state, filter.after.unwrap_or(0), limit],
+        params![queue_id, state, filter.after.unwrap_or(0), limit, filter.sweep],
         rows::item,
     )?;
     let mut items: Vec<Item> = found.collect::<Result<_, _>>()?;

@@ -75,11 +75,14 @@ pub fn lease(
     let mut candidates = Vec::with_capacity(n);
     let mut pick = conn.prepare_cached(
         "SELECT id FROM items WHERE queue_id = ?1 AND state = 'pending'
+             AND ((?3 AND kind = 'run') OR (?4 AND kind = 'scheduler'))
+             AND (sweep_id IS NULL OR kind <> 'run' OR NOT EXISTS
+                 (SELECT 1 FROM sweeps s WHERE s.id = items.sweep_id AND s.state = 'paused'))
          ORDER BY rank, id LIMIT ?2",
     )?;
     for name in &order {
         let queue_id = rows::queue_id(conn, name)?;
-        let ids = pick.query_map(params![queue_id, p.max], |r| r.get::<_, i64>(0))?;
+        let ids = pick.query_map(params![queue_id, p.max, p.runs, p.schedulers], |r| r.get::<_, i64>(0))?;
         candidates.push(ids.collect::<Result<Vec<_>, _>>()?);
     }
     let expires = now + p.lease_ms as i64;

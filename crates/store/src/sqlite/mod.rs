@@ -5,23 +5,26 @@ mod agents;
 mod items;
 mod lease;
 mod logs;
+mod metrics;
 mod queues;
 mod rows;
 mod runs;
 mod schema;
+mod sweeps;
 mod tokens;
 mod writer;
 
 use crate::{
-    Ack, Expired, LeaseParams, LogAppend, LogChunk, LostAgents, NewItem, Store, StoreError,
-    StoreResult,
+    Ack, Expired, LeaseParams, LogAppend, LogChunk, LostAgents, NewItem, NewSweep, NewSweepRun,
+    Store, StoreError, StoreResult,
 };
 use async_trait::async_trait;
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, Lease, Millis, NewAgent, NewQueue,
-    Queue, Run, RunId, RunUpdate, Scope, TokenInfo,
+    Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
 };
+use serde_json::{Map, Value};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -163,7 +166,8 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, item: NewItem, now: Millis) -> StoreResult<Item> {
-        self.write(move |c| items::enqueue(c, &item, now)).await
+        self.write(move |c| items::enqueue(c, &item, None, now))
+            .await
     }
 
     async fn get_item(&self, id: ItemId) -> StoreResult<Item> {
@@ -228,9 +232,68 @@ impl Store for SqliteStore {
         self.read(move |c| runs::list(c, &filter)).await
     }
 
-    async fn request_stop(&self, id: &RunId, now: Millis) -> StoreResult<Run> {
+    async fn request_stop(
+        &self,
+        id: &RunId,
+        reason: Option<String>,
+        now: Millis,
+    ) -> StoreResult<Run> {
         let id = id.clone();
-        self.write(move |c| runs::request_stop(c, &id, now)).await
+        self.write(move |c| runs::request_stop(c, &id, reason.as_deref(), now))
+            .await
+    }
+
+    async fn append_metrics(
+        &self,
+        id: &RunId,
+        first_line: Option<u64>,
+        records: Vec<Map<String, Value>>,
+        now: Millis,
+    ) -> StoreResult<u64> {
+        let id = id.clone();
+        self.write(move |c| metrics::append(c, &id, first_line, &records, now))
+            .await
+    }
+
+    async fn read_metrics(&self, id: &RunId) -> StoreResult<Vec<Map<String, Value>>> {
+        let id = id.clone();
+        self.read(move |c| metrics::read(c, &id)).await
+    }
+
+    async fn create_sweep(
+        &self,
+        sweep: NewSweep,
+        scheduler: NewItem,
+        now: Millis,
+    ) -> StoreResult<Sweep> {
+        self.write(move |c| sweeps::create(c, &sweep, &scheduler, now))
+            .await
+    }
+
+    async fn get_sweep(&self, id: &str) -> StoreResult<Sweep> {
+        let id = id.to_string();
+        self.read(move |c| sweeps::get(c, &id)).await
+    }
+
+    async fn list_sweeps(&self) -> StoreResult<Vec<Sweep>> {
+        self.read(sweeps::list).await
+    }
+
+    async fn set_sweep_state(
+        &self,
+        id: &str,
+        to: SweepState,
+        message: Option<String>,
+        now: Millis,
+    ) -> StoreResult<(Sweep, Vec<Item>)> {
+        let id = id.to_string();
+        self.write(move |c| sweeps::set_state(c, &id, to, message.as_deref(), now))
+            .await
+    }
+
+    async fn enqueue_sweep_run(&self, run: NewSweepRun, now: Millis) -> StoreResult<Item> {
+        self.write(move |c| sweeps::enqueue_run(c, &run, now))
+            .await
     }
 
     async fn append_log(

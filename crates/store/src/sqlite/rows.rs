@@ -3,14 +3,15 @@
 
 use crate::{StoreError, StoreResult};
 use liftoff_types::{
-    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemState, Phase, Priority, Queue,
-    ResourceType, Run, RunId, RunState, Scope, TokenInfo,
+    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemKind, ItemState, Phase, Priority, Queue,
+    ResourceType, Run, RunId, RunState, Scope, Sweep, SweepState, TokenInfo,
 };
 use rusqlite::{Connection, OptionalExtension, Row};
 use std::str::FromStr;
 
 pub use crate::rules::{
-    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_FROM, QUEUE_COLUMNS, RUN_COLUMNS, TOKEN_COLUMNS,
+    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_FROM, QUEUE_COLUMNS, RUN_COLUMNS, SWEEP_COLUMNS, SWEEP_FROM,
+    TOKEN_COLUMNS,
 };
 
 /// A row value that must parse as one of our enums or JSON; a failure means a corrupt file.
@@ -57,6 +58,23 @@ pub fn item(row: &Row) -> rusqlite::Result<Item> {
         position: None,
         created_at_ms: row.get(15)?,
         updated_at_ms: row.get(16)?,
+        kind: parse::<ItemKind>(row.get(17)?)?,
+        sweep_index: row.get(18)?,
+    })
+}
+
+pub fn sweep(row: &Row) -> rusqlite::Result<Sweep> {
+    Ok(Sweep {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        queue: row.get(2)?,
+        state: parse::<SweepState>(row.get(3)?)?,
+        message: row.get(4)?,
+        config: json(row.get(5)?)?,
+        concurrency: row.get(6)?,
+        scheduler_item: ItemId(row.get(7)?),
+        created_at_ms: row.get(8)?,
+        updated_at_ms: row.get(9)?,
     })
 }
 

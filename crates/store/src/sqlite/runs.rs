@@ -15,6 +15,8 @@ struct Context {
     fence: i64,
     item_claimed: bool,
     requeue_lost: bool,
+    /// A sweep's scheduler: always requeued when lost (its state is on the server).
+    scheduler: bool,
     attempts: u32,
     max_attempts: u32,
 }
@@ -22,7 +24,7 @@ struct Context {
 fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
     conn.prepare_cached(
         "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost, i.attempts,
-                q.max_attempts
+                q.max_attempts, i.kind = 'scheduler'
          FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
          WHERE r.id = ?1",
     )?
@@ -36,18 +38,20 @@ fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
             r.get(4)?,
             r.get(5)?,
             r.get(6)?,
+            r.get(7)?,
         ))
     })
     .optional()?
     .ok_or_else(|| StoreError::not_found("run", id))
     .and_then(
-        |(state, item, fence, item_claimed, requeue_lost, attempts, max_attempts)| {
+        |(state, item, fence, item_claimed, requeue_lost, attempts, max_attempts, scheduler)| {
             Ok(Context {
                 state: state.parse().map_err(StoreError::Corrupt)?,
                 item_id: ItemId(item),
                 fence,
                 item_claimed,
                 requeue_lost,
+                scheduler,
                 attempts,
                 max_attempts,
             })
@@ -79,7 +83,9 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
     let handle = up.handle.as_ref().map(|h| h.to_string());
     let sql = format!(
         "UPDATE runs SET state = ?2, exit_code = coalesce(?3, exit_code),
-             message = coalesce(?4, message), handle = coalesce(?5, handle),
+             message = CASE WHEN ?2 = 'stopped' AND stop_reason IS NOT NULL THEN stop_reason
+                            ELSE coalesce(?4, message) END,
+             handle = coalesce(?5, handle),
              started_at_ms = CASE WHEN ?2 = 'running' THEN coalesce(started_at_ms, ?6)
                                   ELSE started_at_ms END,
              ended_at_ms = ?7, updated_at_ms = ?6
@@ -129,6 +135,7 @@ fn end_item(conn: &Connection, ctx: &Context, up: &RunUpdate, now: Millis) -> St
             mark_failed(conn, item, &message, Phase::Run, &[], now)
         }
         RunState::Preempted => requeue(false),
+        RunState::Lost if ctx.scheduler => requeue(false),
         RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => requeue(true),
         RunState::Lost => {
             let message = crate::rules::lost_message(up);
@@ -163,7 +170,12 @@ pub fn list(conn: &Connection, filter: &RunFilter) -> StoreResult<Vec<Run>> {
     Ok(found.collect::<Result<_, _>>()?)
 }
 
-pub fn request_stop(conn: &Connection, id: &RunId, now: Millis) -> StoreResult<Run> {
+pub fn request_stop(
+    conn: &Connection,
+    id: &RunId,
+    reason: Option<&str>,
+    now: Millis,
+) -> StoreResult<Run> {
     let run = rows::load_run(conn, id)?;
     if run.state.is_terminal() {
         return Err(StoreError::Conflict(format!(
@@ -171,8 +183,11 @@ pub fn request_stop(conn: &Connection, id: &RunId, now: Millis) -> StoreResult<R
             run.state
         )));
     }
-    conn.prepare_cached("UPDATE runs SET stop_requested = 1, updated_at_ms = ?2 WHERE id = ?1")?
-        .execute(params![id.as_str(), now])?;
+    conn.prepare_cached(
+        "UPDATE runs SET stop_requested = 1, stop_reason = coalesce(?3, stop_reason),
+             updated_at_ms = ?2 WHERE id = ?1",
+    )?
+    .execute(params![id.as_str(), now, reason])?;
     conn.prepare_cached("UPDATE items SET cancel_requested = 1, updated_at_ms = ?2 WHERE id = ?1")?
         .execute(params![run.item_id.0, now])?;
     rows::load_run(conn, id)

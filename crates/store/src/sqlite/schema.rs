@@ -111,6 +111,39 @@ CREATE INDEX tokens_run ON tokens (run_id) WHERE run_id IS NOT NULL;
 CREATE INDEX items_stop ON items (agent_id) WHERE cancel_requested = 1;
 CREATE INDEX agents_heartbeat ON agents (heartbeat_at_ms);
 "#,
+    r#"
+-- sweeps: a scheduler item drives each; its runs are items carrying the sweep id and their
+-- index in the sweep (unique, so a resumed scheduler cannot enqueue a run twice)
+CREATE TABLE sweeps (
+    id             TEXT PRIMARY KEY,
+    name           TEXT,
+    queue_id       INTEGER NOT NULL REFERENCES queues(id) ON DELETE CASCADE,
+    state          TEXT NOT NULL,
+    message        TEXT,
+    config         TEXT NOT NULL,
+    concurrency    INTEGER NOT NULL,
+    scheduler_item INTEGER NOT NULL,
+    created_at_ms  INTEGER NOT NULL,
+    updated_at_ms  INTEGER NOT NULL
+);
+ALTER TABLE items ADD COLUMN kind TEXT NOT NULL DEFAULT 'run';
+ALTER TABLE items ADD COLUMN sweep_id TEXT;
+ALTER TABLE items ADD COLUMN sweep_index INTEGER;
+CREATE UNIQUE INDEX items_sweep ON items (sweep_id, sweep_index) WHERE sweep_id IS NOT NULL;
+-- a stop's reason (hyperband's cut) becomes the stopped run's message
+ALTER TABLE runs ADD COLUMN stop_reason TEXT;
+ALTER TABLE runs ADD COLUMN metrics_count INTEGER NOT NULL DEFAULT 0;
+-- metric records in arrival order; lines shipped from the metrics file carry their line
+-- number, so a batch shipped twice is kept once
+CREATE TABLE run_metrics (
+    id     INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    line   INTEGER,
+    data   TEXT NOT NULL
+);
+CREATE INDEX run_metrics_run ON run_metrics (run_id, id);
+CREATE UNIQUE INDEX run_metrics_line ON run_metrics (run_id, line) WHERE line IS NOT NULL;
+"#,
 ];
 
 /// Brings the database up to the newest schema.
