@@ -49,7 +49,16 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
                 return;
             }
             SweepCheck::Refuse(message) => {
-                return fail(agent, item.id, fence, message, Phase::Agent, None, Vec::new()).await
+                return fail(
+                    agent,
+                    item.id,
+                    fence,
+                    message,
+                    Phase::Agent,
+                    None,
+                    Vec::new(),
+                )
+                .await
             }
         }
     }

@@ -47,8 +47,16 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     let item = &lease.item;
     let Some(sweep) = item.spec.sweep_id.clone() else {
         let message = "a scheduler item without a sweep id".to_string();
-        return crate::job::fail(agent, item.id, lease.fence, message, Phase::Scheduler, None, Vec::new())
-            .await;
+        return crate::job::fail(
+            agent,
+            item.id,
+            lease.fence,
+            message,
+            Phase::Scheduler,
+            None,
+            Vec::new(),
+        )
+        .await;
     };
     let Ok(run_id) = crate::job::run_id_for(item) else {
         return;
@@ -65,8 +73,16 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     // hands a lost scheduler back to its queue.
     if let Err(e) = agent.journal.record(&entry) {
         let message = format!("the agent cannot write its journal: {e}");
-        return crate::job::fail(agent, item.id, lease.fence, message, Phase::Agent, None, Vec::new())
-            .await;
+        return crate::job::fail(
+            agent,
+            item.id,
+            lease.fence,
+            message,
+            Phase::Agent,
+            None,
+            Vec::new(),
+        )
+        .await;
     }
     let ack = AckRequest {
         fence: lease.fence,
@@ -101,8 +117,16 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
                 .client
                 .set_sweep_state(&sweep, SweepState::Crashed, Some(reason))
                 .await;
-            crate::job::fail(agent, item.id, lease.fence, message, Phase::Scheduler, None, Vec::new())
-                .await;
+            crate::job::fail(
+                agent,
+                item.id,
+                lease.fence,
+                message,
+                Phase::Scheduler,
+                None,
+                Vec::new(),
+            )
+            .await;
             let _ = agent.journal.forget(&run_id);
             return;
         }
@@ -204,14 +228,21 @@ async fn next_step(
         .filter(|r| !r.item_state.is_terminal())
         .count() as u32;
     let done_why = if config.run_cap.is_some_and(|cap| total >= cap) {
-        Some(format!("run_cap {} reached", config.run_cap.unwrap_or_default()))
+        Some(format!(
+            "run_cap {} reached",
+            config.run_cap.unwrap_or_default()
+        ))
     } else if *exhausted {
         Some("every grid point has run".to_string())
     } else {
         target_reached(config, view)
     };
     if let Some(why) = done_why {
-        return if live == 0 { Step::Finish(why) } else { Step::Wait };
+        return if live == 0 {
+            Step::Finish(why)
+        } else {
+            Step::Wait
+        };
     }
     if live >= view.sweep.concurrency {
         return Step::Wait;
@@ -229,7 +260,8 @@ async fn next_step(
             metric: r.metric.as_ref().map(|m| m.last),
         })
         .collect();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ total.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(seed ^ total.wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let Some(params) = propose(config, &seen, &mut rng) else {
         *exhausted = true;
         return Step::Again;

@@ -133,7 +133,11 @@ impl MetricsShipper {
     }
 
     /// Returns false when the server no longer takes metrics for the run.
-    async fn send(&self, first_line: u64, records: Vec<serde_json::Map<String, serde_json::Value>>) -> bool {
+    async fn send(
+        &self,
+        first_line: u64,
+        records: Vec<serde_json::Map<String, serde_json::Value>>,
+    ) -> bool {
         if records.is_empty() {
             return true;
         }
@@ -141,7 +145,11 @@ impl MetricsShipper {
             first_line: Some(first_line),
             records,
         };
-        match crate::report::retry("shipping metrics", || self.client.append_metrics(&self.run, &req)).await {
+        match crate::report::retry("shipping metrics", || {
+            self.client.append_metrics(&self.run, &req)
+        })
+        .await
+        {
             Ok(_) => true,
             Err(e) => {
                 tracing::warn!(run = %self.run, error = %e, "metrics no longer accepted");

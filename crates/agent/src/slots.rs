@@ -159,7 +159,11 @@ mod tests {
         s.remove(ItemId(1));
         assert_eq!(s.in_flight(), vec![ItemId(2)]);
         let _c = s.add(ItemId(3), Phase::Scheduling);
-        assert_eq!((s.schedulers(), s.wanted()), (1, 1), "schedulers count apart");
+        assert_eq!(
+            (s.schedulers(), s.wanted()),
+            (1, 1),
+            "schedulers count apart"
+        );
     }
 
     #[test]

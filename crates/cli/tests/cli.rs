@@ -203,6 +203,8 @@ async fn the_server_stops_promptly_with_long_polls_open() {
         max: 1,
         wait_ms: 60_000,
         lease_ms: 60_000,
+        runs: true,
+        schedulers: true,
     };
     let poll = tokio::spawn(async move { client.lease(agent, &req).await });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;

@@ -9,13 +9,13 @@ use liftoff_types::api::{
     ErrorBody, FailRequest, ItemAck, ItemFilter, LeaseRequest, LeaseResponse, LogAppend, LogQuery,
     ReleaseRequest, ReportBatch, ReportOutcome, RunFilter, RunReport, WarnRequest,
 };
-use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
-    Run, RunId, RunUpdate, Sweep, SweepState, TokenInfo,
-};
 use liftoff_types::sweep::{
     CreateSweep, MetricsAppend, RunMetrics, StopRequest, SweepRunRequest, SweepStateChange,
     SweepView,
+};
+use liftoff_types::{
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
+    Run, RunId, RunUpdate, Sweep, SweepState, TokenInfo,
 };
 pub use reqwest::StatusCode;
 use reqwest::{Method, RequestBuilder};
@@ -391,8 +391,9 @@ impl Client {
     // Metrics.
     /// Appends metric records to a run; returns how many the run now has.
     pub async fn append_metrics(&self, id: &RunId, req: &MetricsAppend) -> ClientResult<u64> {
-        let answer: serde_json::Value =
-            self.post(&format!("/api/v1/runs/{id}/metrics"), req).await?;
+        let answer: serde_json::Value = self
+            .post(&format!("/api/v1/runs/{id}/metrics"), req)
+            .await?;
         Ok(answer["count"].as_u64().unwrap_or(0))
     }
 

@@ -56,8 +56,12 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalBody<T> {
             .get(axum::http::header::CONTENT_LENGTH)
             .is_some_and(|len| len == "0")
             || (!req.headers().contains_key(axum::http::header::CONTENT_TYPE)
-                && !req.headers().contains_key(axum::http::header::TRANSFER_ENCODING)
-                && !req.headers().contains_key(axum::http::header::CONTENT_LENGTH));
+                && !req
+                    .headers()
+                    .contains_key(axum::http::header::TRANSFER_ENCODING)
+                && !req
+                    .headers()
+                    .contains_key(axum::http::header::CONTENT_LENGTH));
         if empty {
             return Ok(OptionalBody(None));
         }

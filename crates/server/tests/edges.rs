@@ -112,6 +112,8 @@ async fn every_route_by_every_scope() {
         max: 1,
         wait_ms: 0,
         lease_ms: 60_000,
+        runs: true,
+        schedulers: true,
     };
     let lease = t
         .agent

@@ -19,6 +19,8 @@ fn lease_req(queue: &str, wait_ms: u64) -> LeaseRequest {
         max: 1,
         wait_ms,
         lease_ms: 60_000,
+        runs: true,
+        schedulers: true,
     }
 }
 
@@ -322,6 +324,8 @@ async fn an_expired_lease_goes_back_and_wakes_a_waiting_agent() {
         max: 1,
         wait_ms: 0,
         lease_ms: 1_000,
+        runs: true,
+        schedulers: true,
     };
     let first = t.agent.lease(slow, &short).await.unwrap().leases.remove(0);
     // The second agent waits; the reaper returns the item when the first lease expires.

@@ -44,6 +44,8 @@ async fn a_long_poll_on_one_replica_is_woken_by_an_enqueue_through_the_other() {
             max: 1,
             wait_ms: 30_000,
             lease_ms: 60_000,
+            runs: true,
+            schedulers: true,
         };
         poller.lease(agent, &req).await
     });

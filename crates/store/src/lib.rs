@@ -25,8 +25,8 @@ use async_trait::async_trait;
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, ItemKind, LaunchSpec, Lease, Millis,
-    NewAgent, NewQueue, Priority, Queue, Run, RunId, RunState, RunUpdate, Scope, Sweep,
-    SweepState, TokenInfo,
+    NewAgent, NewQueue, Priority, Queue, Run, RunId, RunState, RunUpdate, Scope, Sweep, SweepState,
+    TokenInfo,
 };
 use serde_json::{Map, Value};
 
@@ -159,8 +159,12 @@ pub trait Store: Send + Sync + 'static {
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
     /// A stop: marks the run (and its item) so that the agent stops it. A `reason` becomes
     /// the message of the run once it has stopped.
-    async fn request_stop(&self, id: &RunId, reason: Option<String>, now: Millis)
-        -> StoreResult<Run>;
+    async fn request_stop(
+        &self,
+        id: &RunId,
+        reason: Option<String>,
+        now: Millis,
+    ) -> StoreResult<Run>;
 
     /// Appends metric records to a live run. With `first_line` (the agent shipping the run's
     /// metrics file) records already kept for those lines are skipped. Returns the count kept.
@@ -176,8 +180,12 @@ pub trait Store: Send + Sync + 'static {
 
     // Sweeps.
     /// Stores a sweep (`pending`) and enqueues its scheduler item, in one write.
-    async fn create_sweep(&self, sweep: NewSweep, scheduler: NewItem, now: Millis)
-        -> StoreResult<Sweep>;
+    async fn create_sweep(
+        &self,
+        sweep: NewSweep,
+        scheduler: NewItem,
+        now: Millis,
+    ) -> StoreResult<Sweep>;
     async fn get_sweep(&self, id: &str) -> StoreResult<Sweep>;
     async fn list_sweeps(&self) -> StoreResult<Vec<Sweep>>;
     /// Moves a sweep (see [`SweepState::may_become`]). Cancelling also cancels every live item

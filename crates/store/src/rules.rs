@@ -10,7 +10,8 @@ pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.res
     i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
     i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms, i.kind, \
     i.sweep_index";
-pub const SWEEP_COLUMNS: &str = "s.id, s.name, q.name, s.state, s.message, s.config, s.concurrency, \
+pub const SWEEP_COLUMNS: &str =
+    "s.id, s.name, q.name, s.state, s.message, s.config, s.concurrency, \
     s.scheduler_item, s.created_at_ms, s.updated_at_ms";
 pub const SWEEP_FROM: &str = "sweeps s JOIN queues q ON q.id = s.queue_id";
 pub const ITEM_FROM: &str = "items i JOIN queues q ON q.id = i.queue_id";
@@ -126,7 +127,10 @@ pub fn sweep_move(sweep: &liftoff_types::Sweep, to: liftoff_types::SweepState) -
 }
 
 /// Checks that a sweep may take a new run: it is running and the index is under its cap.
-pub fn sweep_run_allowed(sweep: &liftoff_types::Sweep, run: &crate::NewSweepRun) -> StoreResult<()> {
+pub fn sweep_run_allowed(
+    sweep: &liftoff_types::Sweep,
+    run: &crate::NewSweepRun,
+) -> StoreResult<()> {
     if sweep.state != liftoff_types::SweepState::Running {
         return Err(StoreError::Conflict(format!(
             "sweep {} is {}: it takes no new runs",

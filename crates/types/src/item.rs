@@ -12,11 +12,11 @@ use std::fmt;
 use std::str::FromStr;
 
 macro_rules! string_enum {
-    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),+ $(,)? }) => {
+    ($(#[$m:meta])* $name:ident { $($(#[$vm:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
         $(#[$m])*
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(rename_all = "lowercase")]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vm])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -69,17 +69,13 @@ impl ItemState {
 string_enum!(
     /// What an item is: a run to launch, or a sweep's scheduler (which an agent runs as a
     /// task of its own, counted against `max_schedulers`).
+    #[derive(Default)]
     ItemKind {
+        #[default]
         Run = "run",
         Scheduler = "scheduler",
     }
 );
-
-impl Default for ItemKind {
-    fn default() -> Self {
-        ItemKind::Run
-    }
-}
 
 string_enum!(
     /// Where a failure happened: W&B's stages plus `scheduler`.

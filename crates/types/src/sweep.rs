@@ -275,7 +275,10 @@ mod tests {
         .collect();
         let m = RunMetrics::summarize(recs);
         let loss = &m.summary["loss"];
-        assert_eq!((loss.last, loss.min, loss.max, loss.step, loss.count), (2.0, 1.0, 3.0, 3, 3));
+        assert_eq!(
+            (loss.last, loss.min, loss.max, loss.step, loss.count),
+            (2.0, 1.0, 3.0, 3, 3)
+        );
         assert!(!m.summary.contains_key("step") && !m.summary.contains_key("note"));
         assert_eq!(m.history("loss"), vec![(1, 3.0), (2, 1.0), (3, 2.0)]);
         assert_eq!(m.history("acc"), vec![(3, 0.5)]);

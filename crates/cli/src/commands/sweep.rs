@@ -134,7 +134,11 @@ async fn show(g: &Global, client: &liftoff_client::Client, id: &str) -> anyhow::
     let cap = s.config["run_cap"]
         .as_u64()
         .map_or("no run_cap".to_string(), |c| format!("run_cap {c}"));
-    println!("runs: {} of {cap}; concurrency {}", view.runs.len(), s.concurrency);
+    println!(
+        "runs: {} of {cap}; concurrency {}",
+        view.runs.len(),
+        s.concurrency
+    );
     match &view.best {
         Some(best) => println!(
             "best: run {} {metric}={} {}",
@@ -145,7 +149,7 @@ async fn show(g: &Global, client: &liftoff_client::Client, id: &str) -> anyhow::
         None => println!("best: none yet"),
     }
     println!();
-    let rows: Vec<Vec<String>> = view.runs.iter().map(|r| row(r)).collect();
+    let rows: Vec<Vec<String>> = view.runs.iter().map(row).collect();
     print!(
         "{}",
         output::table(&["#", "RUN", "STATE", metric, "PARAMS", "NOTE"], &rows)

@@ -16,8 +16,7 @@ use liftoff_sweep::config::Goal;
 use liftoff_sweep::SweepConfig;
 use liftoff_types::api::{ErrorBody, FieldError, ItemFilter};
 use liftoff_types::sweep::{
-    check_sweep_id, CreateSweep, RunMetrics, SweepRun, SweepRunRequest, SweepStateChange,
-    SweepView,
+    check_sweep_id, CreateSweep, RunMetrics, SweepRun, SweepRunRequest, SweepStateChange, SweepView,
 };
 use liftoff_types::{now_ms, Item, ItemKind, LaunchSpec, Priority, Sweep, SweepState};
 use rand::Rng;
@@ -71,7 +70,10 @@ pub async fn create(
         ));
     }
     if req.config.to_string().len() > MAX_CONFIG {
-        problems.push(("config".into(), format!("is larger than {MAX_CONFIG} bytes")));
+        problems.push((
+            "config".into(),
+            format!("is larger than {MAX_CONFIG} bytes"),
+        ));
     }
     ApiError::check(problems)?;
     let config = SweepConfig::parse(&req.config).map_err(config_problems)?;
@@ -230,7 +232,11 @@ pub async fn set_state(
 ) -> Result<Json<Sweep>, ApiError> {
     caller.require_steer()?;
     check_id(&id)?;
-    if change.message.as_ref().is_some_and(|m| m.len() > MAX_MESSAGE) {
+    if change
+        .message
+        .as_ref()
+        .is_some_and(|m| m.len() > MAX_MESSAGE)
+    {
         ApiError::check(vec![(
             "message".into(),
             format!("is longer than {MAX_MESSAGE} bytes"),

@@ -9,8 +9,8 @@
 use crate::{Ack, LeaseParams, NewItem, Store, StoreError};
 use liftoff_types::api::{FailRequest, ItemFilter};
 use liftoff_types::{
-    AgentId, AgentStatus, Attachment, Heartbeat, ItemId, ItemKind, ItemState, LaunchSpec, Lease, Millis,
-    NewAgent, NewQueue, Phase, Priority, RunId, RunState, RunUpdate, Scope,
+    AgentId, AgentStatus, Attachment, Heartbeat, ItemId, ItemKind, ItemState, LaunchSpec, Lease,
+    Millis, NewAgent, NewQueue, Phase, Priority, RunId, RunState, RunUpdate, Scope,
 };
 use serde_json::json;
 use std::collections::HashSet;
@@ -64,7 +64,12 @@ pub(crate) async fn agent(store: &DynStore) -> AgentId {
     store.register_agent(new, T0).await.unwrap().id
 }
 
-pub(crate) async fn enqueue(store: &DynStore, queue: &str, priority: Priority, tag: &str) -> ItemId {
+pub(crate) async fn enqueue(
+    store: &DynStore,
+    queue: &str,
+    priority: Priority,
+    tag: &str,
+) -> ItemId {
     let item = NewItem {
         queue: queue.to_string(),
         spec: LaunchSpec::command(vec!["echo".into(), tag.into()]),

@@ -1,6 +1,6 @@
 //! Conformance cases for sweeps, their runs and run metrics.
 
-use super::{agent, ack, enqueue, is_conflict, queue, update, DynStore, T0};
+use super::{ack, agent, enqueue, is_conflict, queue, update, DynStore, T0};
 use crate::{LeaseParams, NewItem, NewSweep, NewSweepRun};
 use liftoff_types::api::ItemFilter;
 use liftoff_types::{
@@ -72,7 +72,9 @@ pub async fn sweep_runs_keep_to_their_cap_and_index(store: DynStore) {
     assert_eq!(scheduler.kind, ItemKind::Scheduler);
     // A pending sweep takes no runs yet.
     assert!(is_conflict(
-        store.enqueue_sweep_run(run("sw1", "q", 0, Some(2)), T0).await
+        store
+            .enqueue_sweep_run(run("sw1", "q", 0, Some(2)), T0)
+            .await
     ));
     store
         .set_sweep_state("sw1", SweepState::Running, None, T0)
@@ -93,7 +95,9 @@ pub async fn sweep_runs_keep_to_their_cap_and_index(store: DynStore) {
         .await
         .unwrap();
     assert!(is_conflict(
-        store.enqueue_sweep_run(run("sw1", "q", 2, Some(2)), T0).await
+        store
+            .enqueue_sweep_run(run("sw1", "q", 2, Some(2)), T0)
+            .await
     ));
     let filter = ItemFilter {
         sweep: Some("sw1".into()),
@@ -158,7 +162,10 @@ pub async fn paused_sweeps_hold_their_runs(store: DynStore) {
             .await
     ));
     let s = store.get_sweep("sw2").await.unwrap();
-    assert_eq!((s.state, s.message.as_deref()), (SweepState::Finished, Some("done")));
+    assert_eq!(
+        (s.state, s.message.as_deref()),
+        (SweepState::Finished, Some("done"))
+    );
 }
 
 pub async fn cancelling_a_sweep_cancels_its_items(store: DynStore) {
@@ -174,7 +181,10 @@ pub async fn cancelling_a_sweep_cancels_its_items(store: DynStore) {
         .unwrap();
     let a = agent(&store).await;
     let taken = lease_kinds(&store, a, "q", true, false).await;
-    store.ack(live.id, ack(taken[0].fence, "swrun0"), T0).await.unwrap();
+    store
+        .ack(live.id, ack(taken[0].fence, "swrun0"), T0)
+        .await
+        .unwrap();
     let waiting = store
         .enqueue_sweep_run(run("sw3", "q", 1, None), T0)
         .await
@@ -187,7 +197,10 @@ pub async fn cancelling_a_sweep_cancels_its_items(store: DynStore) {
     assert_eq!(touched.len(), 3, "scheduler, live run, waiting run");
     let get = |id| store.get_item(id);
     assert_eq!(get(waiting.id).await.unwrap().state, ItemState::Cancelled);
-    assert_eq!(get(s.scheduler_item).await.unwrap().state, ItemState::Cancelled);
+    assert_eq!(
+        get(s.scheduler_item).await.unwrap().state,
+        ItemState::Cancelled
+    );
     let live = get(live.id).await.unwrap();
     assert!(live.cancel_requested && live.state == ItemState::Claimed);
     let r = store.get_run(&"swrun0".parse().unwrap()).await.unwrap();
@@ -205,7 +218,10 @@ pub async fn lost_schedulers_go_back_to_their_queue(store: DynStore) {
         .unwrap();
     let plain = enqueue(&store, "q", Priority::Medium, "plain").await;
     let taken = lease_kinds(&store, a, "q", true, false).await;
-    store.ack(plain, ack(taken[0].fence, "plain4"), T0).await.unwrap();
+    store
+        .ack(plain, ack(taken[0].fence, "plain4"), T0)
+        .await
+        .unwrap();
     let lost = store.lose_agents(T0 + 1, T0 + 2).await.unwrap();
     assert_eq!(lost.agents, [a]);
     let scheduler = store.get_item(s.scheduler_item).await.unwrap();
@@ -214,7 +230,10 @@ pub async fn lost_schedulers_go_back_to_their_queue(store: DynStore) {
         ItemState::Pending,
         "a scheduler keeps its state on the server: it always goes back"
     );
-    assert_eq!(store.get_item(plain).await.unwrap().state, ItemState::Failed);
+    assert_eq!(
+        store.get_item(plain).await.unwrap().state,
+        ItemState::Failed
+    );
 }
 
 pub async fn metrics_are_kept_once_per_line_and_stop_reasons_stick(store: DynStore) {
@@ -226,23 +245,55 @@ pub async fn metrics_are_kept_once_per_line_and_stop_reasons_stick(store: DynSto
     store.ack(item, ack(fence, "metrics1"), T0).await.unwrap();
     let recs = |from: u64, n: u64| -> Vec<serde_json::Map<String, serde_json::Value>> {
         (from..from + n)
-            .map(|i| json!({"step": i, "loss": 1.0 / (i + 1) as f64}).as_object().unwrap().clone())
+            .map(|i| {
+                json!({"step": i, "loss": 1.0 / (i + 1) as f64})
+                    .as_object()
+                    .unwrap()
+                    .clone()
+            })
             .collect()
     };
-    assert_eq!(store.append_metrics(&id, Some(0), recs(0, 3), T0).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .append_metrics(&id, Some(0), recs(0, 3), T0)
+            .await
+            .unwrap(),
+        3
+    );
     // Lines 1 and 2 shipped again, with line 3: only line 3 is new.
-    assert_eq!(store.append_metrics(&id, Some(1), recs(1, 3), T0).await.unwrap(), 4);
-    assert_eq!(store.append_metrics(&id, None, recs(9, 1), T0).await.unwrap(), 5);
+    assert_eq!(
+        store
+            .append_metrics(&id, Some(1), recs(1, 3), T0)
+            .await
+            .unwrap(),
+        4
+    );
+    assert_eq!(
+        store
+            .append_metrics(&id, None, recs(9, 1), T0)
+            .await
+            .unwrap(),
+        5
+    );
     let kept = store.read_metrics(&id).await.unwrap();
     let steps: Vec<u64> = kept.iter().map(|r| r["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, [0, 1, 2, 3, 9]);
     store
-        .request_stop(&id, Some("hyperband: worse than the cut at step 3".into()), T0)
+        .request_stop(
+            &id,
+            Some("hyperband: worse than the cut at step 3".into()),
+            T0,
+        )
         .await
         .unwrap();
     let mut stopped = update(fence, RunState::Stopped, Some(143));
     stopped.message = Some("stopped on request".into());
     let r = store.update_run(&id, stopped, T0).await.unwrap();
-    assert_eq!(r.message.as_deref(), Some("hyperband: worse than the cut at step 3"));
-    assert!(is_conflict(store.append_metrics(&id, None, recs(10, 1), T0).await));
+    assert_eq!(
+        r.message.as_deref(),
+        Some("hyperband: worse than the cut at step 3")
+    );
+    assert!(is_conflict(
+        store.append_metrics(&id, None, recs(10, 1), T0).await
+    ));
 }

@@ -148,10 +148,8 @@ pub async fn lease(
     for k in 0..n {
         let queue_id = rows::queue_id(tx, &p.queues[(start + k) % n]).await?;
         let ids = tx
-            .query(
-                &pick,
-                &[&queue_id, &(p.max as i64), &p.runs, &p.schedulers],
-            ).await?;
+            .query(&pick, &[&queue_id, &(p.max as i64), &p.runs, &p.schedulers])
+            .await?;
         candidates.push(
             ids.iter()
                 .map(|r| get::<i64>(r, 0))

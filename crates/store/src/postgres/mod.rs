@@ -206,8 +206,13 @@ impl Store for PostgresStore {
         reason: Option<String>,
         now: Millis,
     ) -> StoreResult<Run> {
-        in_tx!(self, |tx| runs::request_stop(&tx, id, reason.as_deref(), now)
-            .await)
+        in_tx!(self, |tx| runs::request_stop(
+            &tx,
+            id,
+            reason.as_deref(),
+            now
+        )
+        .await)
     }
 
     async fn append_metrics(
@@ -217,8 +222,10 @@ impl Store for PostgresStore {
         records: Vec<Map<String, Value>>,
         now: Millis,
     ) -> StoreResult<u64> {
-        in_tx!(self, |tx| metrics::append(&tx, id, first_line, &records, now)
-            .await)
+        in_tx!(self, |tx| metrics::append(
+            &tx, id, first_line, &records, now
+        )
+        .await)
     }
 
     async fn read_metrics(&self, id: &RunId) -> StoreResult<Vec<Map<String, Value>>> {
@@ -231,7 +238,8 @@ impl Store for PostgresStore {
         scheduler: NewItem,
         now: Millis,
     ) -> StoreResult<Sweep> {
-        in_tx!(self, |tx| sweeps::create(&tx, &sweep, &scheduler, now).await)
+        in_tx!(self, |tx| sweeps::create(&tx, &sweep, &scheduler, now)
+            .await)
     }
 
     async fn get_sweep(&self, id: &str) -> StoreResult<Sweep> {
@@ -249,8 +257,14 @@ impl Store for PostgresStore {
         message: Option<String>,
         now: Millis,
     ) -> StoreResult<(Sweep, Vec<Item>)> {
-        in_tx!(self, |tx| sweeps::set_state(&tx, id, to, message.as_deref(), now)
-            .await)
+        in_tx!(self, |tx| sweeps::set_state(
+            &tx,
+            id,
+            to,
+            message.as_deref(),
+            now
+        )
+        .await)
     }
 
     async fn enqueue_sweep_run(&self, run: NewSweepRun, now: Millis) -> StoreResult<Item> {

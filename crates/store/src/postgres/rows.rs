@@ -5,8 +5,8 @@
 use super::Tx;
 use crate::{StoreError, StoreResult};
 use liftoff_types::{
-    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemKind, ItemState, Phase, Priority, Queue,
-    ResourceType, Run, RunId, RunState, Scope, Sweep, SweepState, TokenInfo, Warning,
+    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemKind, ItemState, Phase, Priority,
+    Queue, ResourceType, Run, RunId, RunState, Scope, Sweep, SweepState, TokenInfo, Warning,
 };
 use std::str::FromStr;
 use tokio_postgres::types::FromSql;

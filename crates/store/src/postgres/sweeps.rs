@@ -55,7 +55,11 @@ pub async fn get_sweep(tx: &Tx<'_>, id: &str, lock: bool) -> StoreResult<Sweep> 
 pub async fn list(tx: &Tx<'_>) -> StoreResult<Vec<Sweep>> {
     let sql = format!("SELECT {SWEEP_COLUMNS} FROM {SWEEP_FROM} ORDER BY s.created_at_ms, s.id");
     let stmt = tx.prepare_cached(&sql).await?;
-    tx.query(&stmt, &[]).await?.iter().map(rows::sweep).collect()
+    tx.query(&stmt, &[])
+        .await?
+        .iter()
+        .map(rows::sweep)
+        .collect()
 }
 
 pub async fn set_state(

@@ -95,7 +95,13 @@ pub fn list(conn: &Connection, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
     let mut stmt = conn.prepare_cached(&sql)?;
     let state = filter.state.map(|s| s.as_str());
     let found = stmt.query_map(
-        params![queue_id, state, filter.after.unwrap_or(0), limit, filter.sweep],
+        params![
+            queue_id,
+            state,
+            filter.after.unwrap_or(0),
+            limit,
+            filter.sweep
+        ],
         rows::item,
     )?;
     let mut items: Vec<Item> = found.collect::<Result<_, _>>()?;

@@ -82,7 +82,9 @@ pub fn lease(
     )?;
     for name in &order {
         let queue_id = rows::queue_id(conn, name)?;
-        let ids = pick.query_map(params![queue_id, p.max, p.runs, p.schedulers], |r| r.get::<_, i64>(0))?;
+        let ids = pick.query_map(params![queue_id, p.max, p.runs, p.schedulers], |r| {
+            r.get::<_, i64>(0)
+        })?;
         candidates.push(ids.collect::<Result<Vec<_>, _>>()?);
     }
     let expires = now + p.lease_ms as i64;

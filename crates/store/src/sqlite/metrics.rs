@@ -26,11 +26,7 @@ pub fn append(
     let mut added = 0u64;
     for (i, record) in records.iter().enumerate() {
         let line = first_line.map(|f| (f + i as u64) as i64);
-        added += insert.execute(params![
-            id.as_str(),
-            line,
-            serde_json::to_string(record)?
-        ])? as u64;
+        added += insert.execute(params![id.as_str(), line, serde_json::to_string(record)?])? as u64;
     }
     conn.prepare_cached("UPDATE runs SET metrics_count = metrics_count + ?2 WHERE id = ?1")?
         .execute(params![id.as_str(), added])?;

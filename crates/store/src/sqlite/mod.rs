@@ -24,8 +24,8 @@ use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, Lease, Millis, NewAgent, NewQueue,
     Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
 };
-use serde_json::{Map, Value};
 use rusqlite::{Connection, OpenFlags};
+use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -292,8 +292,7 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue_sweep_run(&self, run: NewSweepRun, now: Millis) -> StoreResult<Item> {
-        self.write(move |c| sweeps::enqueue_run(c, &run, now))
-            .await
+        self.write(move |c| sweeps::enqueue_run(c, &run, now)).await
     }
 
     async fn append_log(

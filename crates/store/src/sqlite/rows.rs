@@ -3,8 +3,8 @@
 
 use crate::{StoreError, StoreResult};
 use liftoff_types::{
-    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemKind, ItemState, Phase, Priority, Queue,
-    ResourceType, Run, RunId, RunState, Scope, Sweep, SweepState, TokenInfo,
+    Agent, AgentId, AgentStatus, Failure, Item, ItemId, ItemKind, ItemState, Phase, Priority,
+    Queue, ResourceType, Run, RunId, RunState, Scope, Sweep, SweepState, TokenInfo,
 };
 use rusqlite::{Connection, OptionalExtension, Row};
 use std::str::FromStr;
