@@ -481,3 +481,34 @@ async fn a_bad_sweep_file_is_refused_naming_every_problem() {
         "nothing was written"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduler_that_cannot_go_on_crashes_its_sweep_with_the_reason() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    queue(&client, "q").await;
+    // Valid YAML and a valid sweep, but `${args_json_file}` has no file to name here.
+    let file = write(
+        server.dir.path(),
+        "sweep.yaml",
+        "method: random\nparameters:\n  x: {values: [1, 2]}\n\
+         command:\n  - /bin/echo\n  - ${args_json_file}\n",
+    );
+    let _agent = server.agent(&server.dir.path().join("agent"), &["--queue", "q"]);
+    let id = create(&server, &file, "q", "1");
+    let v = wait_sweep(&client, &id, SweepState::Crashed, Duration::from_secs(30)).await;
+    assert!(
+        v.sweep
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .contains("args_json_file"),
+        "{:?}",
+        v.sweep.message
+    );
+    let sched = client.get_item(v.sweep.scheduler_item).await.unwrap();
+    assert_eq!(sched.state, ItemState::Failed);
+    let failure = sched.failure.unwrap();
+    assert_eq!(failure.phase, liftoff_types::Phase::Scheduler);
+    assert!(v.runs.is_empty());
+}

@@ -39,7 +39,14 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/agents/1/stop", "AU"),
     ("POST", "/api/v1/agents/1/acks", "AG"),
     ("POST", "/api/v1/agents/1/reports", "AG"),
-    ("POST", "/api/v1/runs/r1/stop", "AU"),
+    ("POST", "/api/v1/runs/r1/stop", "AUG"),
+    ("POST", "/api/v1/runs/r1/metrics", "AGR"),
+    ("GET", "/api/v1/runs/r1/metrics", "AUGR"),
+    ("POST", "/api/v1/sweeps", "AU"),
+    ("GET", "/api/v1/sweeps", "AUG"),
+    ("GET", "/api/v1/sweeps/nope", "AUG"),
+    ("POST", "/api/v1/sweeps/nope/state", "AUG"),
+    ("POST", "/api/v1/sweeps/nope/runs", "AG"),
     ("POST", "/api/v1/runs/r1/state", "AG"),
     ("POST", "/api/v1/tokens", "A"),
     ("GET", "/api/v1/tokens", "A"),
@@ -49,6 +56,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
 /// A body that is valid for the route, so only auth decides between allowed and not.
 fn body_for(path: &str) -> Value {
     match path {
+        p if p.ends_with("/sweeps/nope/state") => json!({"state": "paused"}),
         "/api/v1/queues" => json!({"name": format!("n{}", rand_suffix())}),
         "/api/v1/queues/q/items" => json!({"overrides": {"entry_point": ["true"]}}),
         p if p.ends_with("/ack") => json!({"fence": 1, "run_id": "r9"}),
@@ -62,6 +70,12 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("/acks") => json!({"acks": []}),
         p if p.ends_with("/reports") => json!({"reports": []}),
         "/api/v1/tokens" => json!({"name": "t", "scope": "user"}),
+        "/api/v1/sweeps" => json!({"queue": "q", "config":
+            {"method": "random", "parameters": {"x": {"min": 0.0, "max": 1.0}}}}),
+        p if p.ends_with("/metrics") => json!({"records": [{"step": 1, "loss": 0.5}]}),
+        p if p.ends_with("/sweeps/nope/runs") => {
+            json!({"index": 0, "spec": {"overrides": {"entry_point": ["true"]}}})
+        }
         _ => json!({}),
     }
 }
@@ -420,7 +434,8 @@ async fn the_openapi_document_lists_every_route() {
             .replace("/items/1", "/items/{id}")
             .replace("/agents/1", "/agents/{id}")
             .replace("/runs/r1", "/runs/{id}")
-            .replace("/tokens/999", "/tokens/{id}");
+            .replace("/tokens/999", "/tokens/{id}")
+            .replace("/sweeps/nope", "/sweeps/{id}");
         let op = paths
             .get(&templated)
             .and_then(|p| p.get(method.to_lowercase()));
