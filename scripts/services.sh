@@ -28,12 +28,21 @@ install() {
     command -v slurmd >/dev/null || missing+=(slurmd)
     command -v sbatch >/dev/null || missing+=(slurm-client)
     pg_bin >/dev/null 2>&1 || missing+=(postgresql)
+    # Jobs: git sources, and Python virtual environments for runs with requirements.
+    command -v git >/dev/null || missing+=(git)
+    command -v python3 >/dev/null || missing+=(python3)
+    venv_check="$(mktemp -d)"
+    python3 -m venv "$venv_check/v" >/dev/null 2>&1 || missing+=(python3-venv)
+    rm -rf "$venv_check"
     if [ ${#missing[@]} -gt 0 ]; then
         need_root_for_install "${missing[*]}"
         log "installing ${missing[*]}"
         export DEBIAN_FRONTEND=noninteractive
         apt-get update -qq >/dev/null
         apt-get install -y -qq --no-install-recommends "${missing[@]}" munge >/dev/null
+        # python3-venv may be named after the exact version on some releases.
+        python3 -m venv "$(mktemp -d)/v" >/dev/null 2>&1 ||
+            apt-get install -y -qq --no-install-recommends "python3.$(python3 -c 'import sys; print(sys.version_info[1])')-venv" >/dev/null
     fi
 }
 

@@ -51,6 +51,8 @@ pub struct Agent {
     pub(crate) base_env: BTreeMap<String, String>,
     /// The server address as runs should use it.
     pub(crate) api_url: String,
+    /// Jobs' sources and Python environments.
+    pub(crate) cache: crate::source::Cache,
     id: AgentId,
     name: String,
     /// Every item held, by phase, and the ready queue.
@@ -94,6 +96,7 @@ impl Agent {
         Ok(Arc::new(Agent {
             outbox: crate::outbox::Outbox::start(client.clone(), id),
             api_url: client.url().to_string(),
+            cache: crate::source::Cache::new(&config.state_dir, config.build_envs),
             client,
             base_env: crate::env::inherited(agent_env),
             runner,

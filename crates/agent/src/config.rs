@@ -37,6 +37,9 @@ pub struct AgentConfig {
     pub hostname: String,
     /// How often a Slurm agent reads the state of all its jobs (one `squeue` each time).
     pub slurm_poll_interval: Duration,
+    /// Build a Python virtual environment for jobs with requirements (`builder: noop`
+    /// turns it off: runs use the machine's interpreter).
+    pub build_envs: bool,
 }
 
 /// Defaults, each with its reason.
@@ -62,6 +65,7 @@ impl Default for AgentConfig {
             // Slurm schedules about once a second; two looks a second see an end promptly
             // at the cost of two squeue calls a second, whatever the number of jobs.
             slurm_poll_interval: Duration::from_millis(500),
+            build_envs: true,
         }
     }
 }
@@ -251,9 +255,10 @@ fn apply_file(
                 None => bad("must be a mapping of variable names to strings"),
             },
             "builder" => match value.get("type").and_then(Value::as_str) {
-                None | Some("noop") => {}
+                Some("noop") => cfg.build_envs = false,
+                None | Some("venv") => cfg.build_envs = true,
                 Some(other) => notices.push(format!(
-                    "builder type {other:?} is not available here: local runs use the machine's interpreter (noop)"
+                    "builder type {other:?} is not available here: local jobs get Python virtual environments (venv), or the machine's interpreter with noop"
                 )),
             },
             "entity" | "registry" | "environment" => {

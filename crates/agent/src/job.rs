@@ -14,9 +14,10 @@ use crate::shipper::{tail, Shipper};
 use crate::slots::Phase as SlotPhase;
 use liftoff_runner::{Exit, Handle, RunSpec, RunStatus, RunnerError, RunnerResult};
 use liftoff_types::api::{AckRequest, FailRequest};
+use liftoff_types::job::{JobKind, JobRef};
 use liftoff_types::{
-    Attachment, Item, ItemId, ItemKind, LaunchSpec, Lease, Phase, RunId, RunState, RunUpdate,
-    SweepState,
+    Attachment, Item, ItemId, ItemKind, JobVersion, LaunchSpec, Lease, Phase, RunId, RunState,
+    RunUpdate, SweepState,
 };
 use rand::Rng;
 use std::sync::Arc;
@@ -62,7 +63,25 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
             }
         }
     }
-    let (argv, entry) = match own(agent, item, fence) {
+    let job = match &item.spec.job {
+        Some(reference) => match job_version(agent, reference).await {
+            Ok(job) => Some(job),
+            Err(message) => {
+                return fail(
+                    agent,
+                    item.id,
+                    fence,
+                    message,
+                    Phase::Agent,
+                    None,
+                    Vec::new(),
+                )
+                .await
+            }
+        },
+        None => None,
+    };
+    let (argv, entry) = match own(agent, item, job.as_ref(), fence) {
         Ok(owned) => owned,
         Err(message) => {
             return fail(
@@ -92,10 +111,35 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
             return;
         }
     };
-    let spec = match prepare(agent, item, &run_id, &run_token, argv) {
+    let mut python = None;
+    if let Some(job) = &job {
+        let work = agent.journal.run_dir(&run_id).join("work");
+        let ready = match agent.cache.checkout(&agent.client, job, &work).await {
+            Ok(()) => agent.cache.python_env(&work).await,
+            Err(e) => Err(e),
+        };
+        match ready {
+            Ok(env) => python = env,
+            Err(e) => return fail_build(agent, &entry, e).await,
+        }
+    }
+    let mut spec = match prepare(agent, item, &run_id, &run_token, argv) {
         Ok(spec) => spec,
         Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
     };
+    // The resource args as the runner got them (templates substituted, macros expanded), for
+    // runs on backends that have none of their own to read them from.
+    spec.env.insert(
+        "LIFTOFF_RESOURCE_ARGS".into(),
+        spec.resource_args.to_string(),
+    );
+    if let Some(venv) = python {
+        let path = spec.env.get("PATH").cloned().unwrap_or_default();
+        let bin = venv.join("bin").to_string_lossy().into_owned();
+        spec.env.insert("PATH".into(), format!("{bin}:{path}"));
+        spec.env
+            .insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
+    }
     if agent.is_stopping() {
         let message = "the agent stopped before the run started";
         return never_started(agent, &entry, RunState::Preempted, message).await;
@@ -217,10 +261,58 @@ async fn never_started(agent: &Arc<Agent>, entry: &Entry, state: RunState, messa
     let _ = agent.journal.forget(&entry.run_id);
 }
 
+/// The job version a spec names (the server pinned it to `name:vN` at enqueue).
+async fn job_version(agent: &Agent, reference: &str) -> Result<JobVersion, String> {
+    let r: JobRef = reference.parse()?;
+    let version = r.version.map_or("latest".to_string(), |v| format!("v{v}"));
+    let job = retry("reading the job", || {
+        agent.client.job_version(&r.name, &version)
+    })
+    .await
+    .map_err(|e| format!("job {reference}: {e}"))?;
+    if job.spec.kind == JobKind::Image && agent.runner.resource() == "local-process" {
+        return Err(format!(
+            "job {reference} runs the image {}: that needs a container runner, and this agent has the local-process runner only",
+            job.spec.source.image.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(job)
+}
+
+/// Fails an acked item whose source or environment could not be made ready (phase
+/// `build`), with the build's log attached.
+async fn fail_build(agent: &Arc<Agent>, entry: &Entry, e: crate::source::NotReady) {
+    let files = e
+        .log
+        .map(|log| {
+            vec![Attachment {
+                name: "build.log".into(),
+                content: log,
+            }]
+        })
+        .unwrap_or_default();
+    fail(
+        agent,
+        entry.item_id,
+        entry.fence,
+        e.message,
+        Phase::Build,
+        None,
+        files,
+    )
+    .await;
+    let _ = agent.journal.forget(&entry.run_id);
+}
+
 /// What the agent needs before it acks: the command, a run id, and the journal entry that
 /// makes the item this agent's across a crash.
-fn own(agent: &Agent, item: &Item, fence: i64) -> Result<(Vec<String>, Entry), String> {
-    let argv = command(&item.spec)?;
+fn own(
+    agent: &Agent,
+    item: &Item,
+    job: Option<&JobVersion>,
+    fence: i64,
+) -> Result<(Vec<String>, Entry), String> {
+    let argv = command(&item.spec, job)?;
     let entry = Entry {
         item_id: item.id,
         fence,
@@ -236,12 +328,18 @@ fn own(agent: &Agent, item: &Item, fence: i64) -> Result<(Vec<String>, Entry), S
     Ok((argv, entry))
 }
 
-/// The argv of an item: the entrypoint and its extra args.
-fn command(spec: &LaunchSpec) -> Result<Vec<String>, String> {
-    if let Some(job) = &spec.job {
-        return Err(format!(
-            "job {job:?}: this agent runs inline commands only; jobs are not supported yet"
-        ));
+/// The argv of an item: the entrypoint (the spec's override, else the job's) and its extra
+/// args.
+fn command(spec: &LaunchSpec, job: Option<&JobVersion>) -> Result<Vec<String>, String> {
+    if let Some(job) = job {
+        let mut argv = spec
+            .overrides
+            .entry_point
+            .clone()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| job.spec.entrypoint.clone());
+        argv.extend(spec.overrides.args.iter().cloned());
+        return Ok(argv);
     }
     if spec
         .docker
@@ -318,10 +416,52 @@ fn prepare(
         env: crate::env::run_env(&agent.base_env, &agent.config.env, &vars),
         workdir: work,
         output,
-        resource_args: item.resource_args.clone(),
+        resource_args: expand_macros(&item.resource_args, &macros(item, run_id)),
         // The runner holds runs in line so that a slot that frees starts the next at once.
         concurrency: u32::try_from(agent.config.max_jobs).ok(),
     })
+}
+
+/// The values of W&B's agent-side macros for one run.
+fn macros(item: &Item, run_id: &RunId) -> Vec<(&'static str, String)> {
+    let spec = &item.spec;
+    vec![
+        ("${run_id}", run_id.to_string()),
+        (
+            "${run_name}",
+            spec.name.clone().unwrap_or_else(|| run_id.to_string()),
+        ),
+        ("${project_name}", spec.project.clone().unwrap_or_default()),
+        (
+            "${image_uri}",
+            spec.docker
+                .as_ref()
+                .and_then(|d| d.docker_image.clone())
+                .unwrap_or_default(),
+        ),
+        ("${author}", spec.author.clone().unwrap_or_default()),
+    ]
+}
+
+/// Expands the macros in every string of the resource args (keys stay as they are).
+fn expand_macros(value: &serde_json::Value, macros: &[(&str, String)]) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains("${") => {
+            let mut out = s.clone();
+            for (name, v) in macros {
+                out = out.replace(name, v);
+            }
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|v| expand_macros(v, macros)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), expand_macros(v, macros)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
 }
 
 /// Watches a started run to its end while shipping its output, then reports the end.
@@ -591,5 +731,26 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
             watch_run(&me, entry, stop, None, Instant::now()).await;
             me.finish_item(item);
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_macros;
+    use serde_json::json;
+
+    #[test]
+    fn macros_expand_in_every_string() {
+        let args = json!({"job-name": "lo-${run_id}", "labels": ["${author}", 3], "x": {"n": "${run_name}/${project_name}"}});
+        let m = vec![
+            ("${run_id}", "r1".to_string()),
+            ("${run_name}", "try".to_string()),
+            ("${project_name}", "p".to_string()),
+            ("${author}", "ann".to_string()),
+        ];
+        assert_eq!(
+            expand_macros(&args, &m),
+            json!({"job-name": "lo-r1", "labels": ["ann", 3], "x": {"n": "try/p"}})
+        );
     }
 }

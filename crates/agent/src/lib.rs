@@ -16,6 +16,7 @@ mod report;
 mod scheduler;
 mod shipper;
 mod slots;
+mod source;
 pub mod status;
 
 pub use agent::{Agent, Control};

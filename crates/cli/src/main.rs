@@ -55,6 +55,9 @@ enum Command {
         /// The item id.
         item: liftoff_types::ItemId,
     },
+    /// Jobs: versioned code, git or image recipes to launch with overrides.
+    #[command(subcommand)]
+    Job(commands::job::JobCommand),
     /// Sweeps: W&B sweep files run by schedulers on agents.
     #[command(subcommand)]
     Sweep(commands::sweep::SweepCommand),
@@ -122,6 +125,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Cancel { item } => commands::list::cancel(g, item).await,
         Command::Token(cmd) => commands::token::run(g, cmd).await,
         Command::Sweep(cmd) => commands::sweep::run(g, cmd).await,
+        Command::Job(cmd) => commands::job::run(g, cmd).await,
         Command::Bench(cmd) => bench::run(cmd).await,
     }
     .map(|()| ExitCode::SUCCESS)

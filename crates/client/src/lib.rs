@@ -9,13 +9,14 @@ use liftoff_types::api::{
     ErrorBody, FailRequest, ItemAck, ItemFilter, LeaseRequest, LeaseResponse, LogAppend, LogQuery,
     ReleaseRequest, ReportBatch, ReportOutcome, RunFilter, RunReport, WarnRequest,
 };
+use liftoff_types::job::JobVersionCreated;
 use liftoff_types::sweep::{
     CreateSweep, MetricsAppend, RunMetrics, StopRequest, SweepRunRequest, SweepStateChange,
     SweepView,
 };
 use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, LaunchSpec, NewAgent, NewQueue, Queue,
-    Run, RunId, RunUpdate, Sweep, SweepState, TokenInfo,
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, JobSpec, JobVersion, LaunchSpec,
+    NewAgent, NewQueue, Queue, Run, RunId, RunUpdate, Sweep, SweepState, TokenInfo,
 };
 pub use reqwest::StatusCode;
 use reqwest::{Method, RequestBuilder};
@@ -399,6 +400,56 @@ impl Client {
 
     pub async fn run_metrics(&self, id: &RunId) -> ClientResult<RunMetrics> {
         self.get(&format!("/api/v1/runs/{id}/metrics")).await
+    }
+
+    // Jobs.
+    /// Uploads a code archive under its SHA-256 (`sha256:HEX`); returns whether it was new.
+    pub async fn upload_artifact(&self, digest: &str, bytes: Vec<u8>) -> ClientResult<bool> {
+        let req = self
+            .request(
+                Method::PUT,
+                &format!("/api/v1/artifacts/{}", encode(digest)),
+            )
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(bytes);
+        let answer: serde_json::Value = self.send(req).await?;
+        Ok(answer["new"].as_bool().unwrap_or(false))
+    }
+
+    pub async fn download_artifact(&self, digest: &str) -> ClientResult<Vec<u8>> {
+        let req = self.request(
+            Method::GET,
+            &format!("/api/v1/artifacts/{}", encode(digest)),
+        );
+        let resp = self.check(req).await?;
+        Ok(resp.bytes().await.map_err(ClientError::Decode)?.to_vec())
+    }
+
+    pub async fn create_job_version(
+        &self,
+        name: &str,
+        spec: &JobSpec,
+    ) -> ClientResult<JobVersionCreated> {
+        self.post(&format!("/api/v1/jobs/{}/versions", encode(name)), spec)
+            .await
+    }
+
+    pub async fn list_jobs(&self) -> ClientResult<Vec<JobVersion>> {
+        self.get("/api/v1/jobs").await
+    }
+
+    pub async fn job_versions(&self, name: &str) -> ClientResult<Vec<JobVersion>> {
+        self.get(&format!("/api/v1/jobs/{}", encode(name))).await
+    }
+
+    /// One version of a job: `vN`, `N` or `latest`.
+    pub async fn job_version(&self, name: &str, version: &str) -> ClientResult<JobVersion> {
+        self.get(&format!(
+            "/api/v1/jobs/{}/versions/{}",
+            encode(name),
+            encode(version)
+        ))
+        .await
     }
 
     // Sweeps.

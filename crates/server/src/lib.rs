@@ -32,6 +32,11 @@ pub struct ServerConfig {
     pub reaper_every: Duration,
     /// An agent not heard from for this long is `lost`, and its work is handed back.
     pub agent_timeout: Duration,
+    /// Where uploaded code archives are kept (content-addressed); `None`: the server takes
+    /// no uploads.
+    pub artifacts: Option<std::path::PathBuf>,
+    /// Largest archive one upload may carry.
+    pub artifact_limit: usize,
 }
 
 impl ServerConfig {
@@ -44,6 +49,8 @@ impl ServerConfig {
             body_limit: 8 * 1024 * 1024,
             reaper_every: Duration::from_secs(1),
             agent_timeout: Duration::from_secs(30),
+            artifacts: None,
+            artifact_limit: 256 * 1024 * 1024,
         }
     }
 
@@ -98,10 +105,14 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
         agent_timeout: config.agent_timeout,
         wakers: Arc::default(),
         auth: Arc::new(auth::Auth::new(config.auth)),
+        artifacts: config.artifacts.as_deref().map(|dir| {
+            Arc::new(liftoff_artifacts::LocalStore::new(dir))
+                as Arc<dyn liftoff_artifacts::ArtifactStore>
+        }),
     };
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
     let relays = wake_relays(&state);
-    let app = api::router(state.clone(), config.body_limit);
+    let app = api::router(state.clone(), config.body_limit, config.artifact_limit);
     let (stop, stopped) = oneshot::channel::<()>();
     // Responses must leave at once: with Nagle's algorithm on, a small response written in
     // two pieces waits for the client's delayed ACK, adding milliseconds to every request.

@@ -12,4 +12,6 @@ pub struct AppState {
     pub agent_timeout: std::time::Duration,
     pub wakers: Arc<Wakers>,
     pub auth: Arc<Auth>,
+    /// Uploaded code archives, by digest.
+    pub artifacts: Option<Arc<dyn liftoff_artifacts::ArtifactStore>>,
 }

@@ -42,6 +42,20 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("POST", "/api/v1/runs/r1/stop", "AUG"),
     ("POST", "/api/v1/runs/r1/metrics", "AGR"),
     ("GET", "/api/v1/runs/r1/metrics", "AUGR"),
+    (
+        "PUT",
+        "/api/v1/artifacts/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        "AU",
+    ),
+    (
+        "GET",
+        "/api/v1/artifacts/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        "AUG",
+    ),
+    ("POST", "/api/v1/jobs/j/versions", "AU"),
+    ("GET", "/api/v1/jobs", "AUG"),
+    ("GET", "/api/v1/jobs/j", "AUG"),
+    ("GET", "/api/v1/jobs/j/versions/latest", "AUG"),
     ("POST", "/api/v1/sweeps", "AU"),
     ("GET", "/api/v1/sweeps", "AUG"),
     ("GET", "/api/v1/sweeps/nope", "AUG"),
@@ -72,6 +86,8 @@ fn body_for(path: &str) -> Value {
         "/api/v1/tokens" => json!({"name": "t", "scope": "user"}),
         "/api/v1/sweeps" => json!({"queue": "q", "config":
             {"method": "random", "parameters": {"x": {"min": 0.0, "max": 1.0}}}}),
+        "/api/v1/jobs/j/versions" => json!({"kind": "image", "source": {"image": "python:3.11"},
+            "entrypoint": ["python"]}),
         p if p.ends_with("/metrics") => json!({"records": [{"step": 1, "loss": 0.5}]}),
         p if p.ends_with("/sweeps/nope/runs") => {
             json!({"index": 0, "spec": {"overrides": {"entry_point": ["true"]}}})
@@ -435,7 +451,13 @@ async fn the_openapi_document_lists_every_route() {
             .replace("/agents/1", "/agents/{id}")
             .replace("/runs/r1", "/runs/{id}")
             .replace("/tokens/999", "/tokens/{id}")
-            .replace("/sweeps/nope", "/sweeps/{id}");
+            .replace("/sweeps/nope", "/sweeps/{id}")
+            .replace("/jobs/j/versions/latest", "/jobs/{name}/versions/{version}")
+            .replace("/jobs/j", "/jobs/{name}")
+            .replace(
+                "/artifacts/sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                "/artifacts/{digest}",
+            );
         let op = paths
             .get(&templated)
             .and_then(|p| p.get(method.to_lowercase()));

@@ -24,9 +24,9 @@ pub const WAKE_EVERYONE: &str = "*";
 use async_trait::async_trait;
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, ItemKind, LaunchSpec, Lease, Millis,
-    NewAgent, NewQueue, Priority, Queue, Run, RunId, RunState, RunUpdate, Scope, Sweep, SweepState,
-    TokenInfo,
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, ItemKind, JobSpec, JobVersion,
+    LaunchSpec, Lease, Millis, NewAgent, NewQueue, Priority, Queue, Run, RunId, RunState,
+    RunUpdate, Scope, Sweep, SweepState, TokenInfo,
 };
 use serde_json::{Map, Value};
 
@@ -177,6 +177,21 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Every metric record of a run, in arrival order.
     async fn read_metrics(&self, id: &RunId) -> StoreResult<Vec<Map<String, Value>>>;
+
+    // Jobs.
+    /// Stores a job version under `name`: the next version number, or, when a version with
+    /// the same `key` (a hash of its spec) exists, that version (`false`: nothing new).
+    async fn put_job_version(
+        &self,
+        name: &str,
+        key: &str,
+        spec: JobSpec,
+        now: Millis,
+    ) -> StoreResult<(JobVersion, bool)>;
+    /// One version of a job; `None`: its latest.
+    async fn get_job_version(&self, name: &str, version: Option<u32>) -> StoreResult<JobVersion>;
+    /// Every version of one job (or of every job), by name then version.
+    async fn list_job_versions(&self, name: Option<&str>) -> StoreResult<Vec<JobVersion>>;
 
     // Sweeps.
     /// Stores a sweep (`pending`) and enqueues its scheduler item, in one write.

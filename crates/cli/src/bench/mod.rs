@@ -2,6 +2,7 @@
 //! the floors and targets measured in the same run so that the figures compare as ratios.
 
 mod agent;
+mod env;
 mod queue;
 mod slurm;
 mod sweep;
@@ -16,6 +17,8 @@ pub enum BenchCommand {
     Agent(agent::AgentBench),
     /// N trivial runs through liftoff into Slurm against N bare sbatch submissions.
     Slurm(slurm::SlurmBench),
+    /// The environment cache: a job's first run (builds) against later runs (reuse).
+    Env(env::EnvBench),
     /// random and bayes search on a known bowl, against W&B's sweeps engine.
     Sweep(sweep::SweepBench),
 }
@@ -26,6 +29,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Agent(b) => agent::run(b).await,
         BenchCommand::Slurm(b) => slurm::run(b).await,
         BenchCommand::Sweep(b) => sweep::run(b).await,
+        BenchCommand::Env(b) => env::run(b).await,
     }
 }
 

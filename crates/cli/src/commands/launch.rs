@@ -30,6 +30,9 @@ pub struct LaunchArgs {
     /// A whole launch spec in W&B's JSON form; the flags above go over it.
     #[arg(long)]
     pub spec: Option<PathBuf>,
+    /// A job to run: NAME, NAME:latest or NAME:vN; words after `--` are extra arguments.
+    #[arg(long)]
+    pub job: Option<String>,
     /// Follow the run's output live and exit with its exit code.
     #[arg(long)]
     pub wait: bool,
@@ -60,11 +63,17 @@ pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {
         Some(path) => super::read_document(path)?,
         None => LaunchSpec::default(),
     };
-    if !args.command.is_empty() {
+    if let Some(job) = args.job {
+        spec.job = Some(job);
+    }
+    if spec.job.is_some() {
+        // With a job, words after `--` are extra arguments to its entrypoint.
+        spec.overrides.args.extend(args.command);
+    } else if !args.command.is_empty() {
         spec.overrides.entry_point = Some(args.command);
     }
     if spec.job.is_none() && spec.overrides.entry_point.is_none() && spec.docker.is_none() {
-        bail!("nothing to run: give a command after `--` (liftoff launch -- python train.py) or --spec");
+        bail!("nothing to run: give a command after `--` (liftoff launch -- python train.py), --job or --spec");
     }
     if let Some(path) = &args.config_file {
         let config: Value = super::read_document(path)?;

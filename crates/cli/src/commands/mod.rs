@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod follow;
+pub mod job;
 pub mod launch;
 pub mod list;
 pub mod queue;

@@ -56,6 +56,10 @@ pub async fn start_local(
 ) -> anyhow::Result<Server> {
     // Refuse before anything is created on disk.
     config.check()?;
+    let mut config = config;
+    if config.artifacts.is_none() {
+        config.artifacts = Some(data_dir.join("artifacts"));
+    }
     create_private_dir(data_dir)?;
     let (store, db) = open_store(data_dir, database).await?;
     let new_token = bootstrap::first_admin_token(store.as_ref()).await?;

@@ -4,6 +4,7 @@
 pub mod agents;
 pub mod batch;
 pub mod items;
+pub mod jobs;
 pub mod queues;
 pub mod runs;
 pub mod sweeps;
@@ -27,6 +28,7 @@ use utoipa::OpenApi;
         agents::register, agents::list, agents::show, agents::heartbeat, agents::lease, agents::stop,
         runs::list, runs::show, runs::stop, runs::update, runs::append_log, runs::logs,
         runs::append_metrics, runs::metrics,
+        jobs::upload, jobs::download, jobs::create, jobs::list, jobs::show, jobs::version,
         sweeps::create, sweeps::list, sweeps::show, sweeps::set_state, sweeps::enqueue_run,
         batch::acks, batch::reports,
         tokens::create, tokens::list, tokens::delete,
@@ -63,7 +65,14 @@ pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 }
 
 /// The whole router. `body_limit` bounds every request body (413 past it).
-pub fn router(state: AppState, body_limit: usize) -> Router {
+pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Router {
+    // Archives may be larger than any other body: their route has its own limit.
+    let artifacts = Router::new()
+        .route(
+            "/artifacts/{digest}",
+            axum::routing::put(jobs::upload).get(jobs::download),
+        )
+        .layer(DefaultBodyLimit::max(artifact_limit));
     let v1 = Router::new()
         .route("/queues", post(queues::create).get(queues::list))
         .route("/queues/{name}", get(queues::show).delete(queues::delete))
@@ -89,6 +98,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
             "/runs/{id}/metrics",
             post(runs::append_metrics).get(runs::metrics),
         )
+        .route("/jobs", get(jobs::list))
+        .route("/jobs/{name}", get(jobs::show))
+        .route("/jobs/{name}/versions", post(jobs::create))
+        .route("/jobs/{name}/versions/{version}", get(jobs::version))
+        .merge(artifacts)
         .route("/sweeps", post(sweeps::create).get(sweeps::list))
         .route("/sweeps/{id}", get(sweeps::show))
         .route("/sweeps/{id}/state", post(sweeps::set_state))

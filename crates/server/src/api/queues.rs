@@ -96,10 +96,11 @@ pub async fn enqueue(
 pub async fn new_item(
     state: &AppState,
     name: &str,
-    spec: LaunchSpec,
+    mut spec: LaunchSpec,
     kind: ItemKind,
 ) -> Result<NewItem, ApiError> {
     ApiError::check(spec.validate())?;
+    super::jobs::resolve(state, &mut spec).await?;
     let queue = state.store.get_queue(name, false).await?;
     check_resource(&spec, &queue)?;
     let values = template::resolve(&queue.template_variables, &spec.template_variables).map_err(

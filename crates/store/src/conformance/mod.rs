@@ -39,7 +39,7 @@ macro_rules! conformance_tests {
             heartbeats_name_items_that_are_no_longer_the_agents, run_tokens_end_with_their_run,
             sweep_runs_keep_to_their_cap_and_index, paused_sweeps_hold_their_runs,
             cancelling_a_sweep_cancels_its_items, lost_schedulers_go_back_to_their_queue,
-            metrics_are_kept_once_per_line_and_stop_reasons_stick);
+            metrics_are_kept_once_per_line_and_stop_reasons_stick, job_versions_are_one_per_content);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {
         $(

@@ -297,3 +297,64 @@ pub async fn metrics_are_kept_once_per_line_and_stop_reasons_stick(store: DynSto
         store.append_metrics(&id, None, recs(10, 1), T0).await
     ));
 }
+
+pub async fn job_versions_are_one_per_content(store: DynStore) {
+    use liftoff_types::job::{JobKind, JobSource};
+    let spec = |entry: &str| liftoff_types::JobSpec {
+        kind: JobKind::Image,
+        source: JobSource {
+            image: Some("python:3.11".into()),
+            digest: None,
+            repo: None,
+            commit: None,
+        },
+        entrypoint: vec!["python".into(), entry.into()],
+        default_config: serde_json::Map::new(),
+        input_schema: None,
+    };
+    let (v0, new) = store
+        .put_job_version("train", "k0", spec("a.py"), T0)
+        .await
+        .unwrap();
+    assert!(new && v0.version == 0);
+    let (again, new) = store
+        .put_job_version("train", "k0", spec("a.py"), T0)
+        .await
+        .unwrap();
+    assert!(
+        !new && again.version == 0,
+        "the same content is the same version"
+    );
+    let (v1, new) = store
+        .put_job_version("train", "k1", spec("b.py"), T0)
+        .await
+        .unwrap();
+    assert!(new && v1.version == 1);
+    store
+        .put_job_version("eval", "k0", spec("e.py"), T0)
+        .await
+        .unwrap();
+    let latest = store.get_job_version("train", None).await.unwrap();
+    assert_eq!(
+        (latest.version, latest.spec.entrypoint[1].as_str()),
+        (1, "b.py")
+    );
+    assert_eq!(
+        store
+            .get_job_version("train", Some(0))
+            .await
+            .unwrap()
+            .spec
+            .entrypoint[1],
+        "a.py"
+    );
+    assert!(matches!(
+        store.get_job_version("train", Some(7)).await,
+        Err(crate::StoreError::NotFound { .. })
+    ));
+    assert_eq!(
+        store.list_job_versions(Some("train")).await.unwrap().len(),
+        2
+    );
+    assert_eq!(store.list_job_versions(None).await.unwrap().len(), 3);
+}

@@ -13,6 +13,7 @@
 pub mod admin;
 mod agents;
 mod items;
+mod jobs;
 mod lease;
 mod logs;
 mod metrics;
@@ -32,8 +33,8 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, Lease, Millis, NewAgent, NewQueue,
-    Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, JobSpec, JobVersion, Lease, Millis,
+    NewAgent, NewQueue, Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
 };
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -230,6 +231,24 @@ impl Store for PostgresStore {
 
     async fn read_metrics(&self, id: &RunId) -> StoreResult<Vec<Map<String, Value>>> {
         in_tx!(self, |tx| metrics::read(&tx, id).await)
+    }
+
+    async fn put_job_version(
+        &self,
+        name: &str,
+        key: &str,
+        spec: JobSpec,
+        now: Millis,
+    ) -> StoreResult<(JobVersion, bool)> {
+        in_tx!(self, |tx| jobs::put(&tx, name, key, &spec, now).await)
+    }
+
+    async fn get_job_version(&self, name: &str, version: Option<u32>) -> StoreResult<JobVersion> {
+        in_tx!(self, |tx| jobs::get_version(&tx, name, version).await)
+    }
+
+    async fn list_job_versions(&self, name: Option<&str>) -> StoreResult<Vec<JobVersion>> {
+        in_tx!(self, |tx| jobs::list(&tx, name).await)
     }
 
     async fn create_sweep(

@@ -136,6 +136,18 @@ CREATE TABLE run_metrics (
 CREATE INDEX run_metrics_run ON run_metrics (run_id, id);
 CREATE UNIQUE INDEX run_metrics_line ON run_metrics (run_id, line) WHERE line IS NOT NULL;
 "#,
+    r#"
+-- job versions: the same content (key: a hash of the spec) under a name is one version
+CREATE TABLE job_versions (
+    name          TEXT NOT NULL,
+    version       BIGINT NOT NULL,
+    key           TEXT NOT NULL,
+    spec          TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (name, version),
+    UNIQUE (name, key)
+);
+"#,
 ];
 
 /// Brings the database up to the newest schema.

@@ -3,6 +3,7 @@
 
 mod agents;
 mod items;
+mod jobs;
 mod lease;
 mod logs;
 mod metrics;
@@ -21,8 +22,8 @@ use crate::{
 use async_trait::async_trait;
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, Lease, Millis, NewAgent, NewQueue,
-    Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
+    Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, JobSpec, JobVersion, Lease, Millis,
+    NewAgent, NewQueue, Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
 };
 use rusqlite::{Connection, OpenFlags};
 use serde_json::{Map, Value};
@@ -258,6 +259,28 @@ impl Store for SqliteStore {
     async fn read_metrics(&self, id: &RunId) -> StoreResult<Vec<Map<String, Value>>> {
         let id = id.clone();
         self.read(move |c| metrics::read(c, &id)).await
+    }
+
+    async fn put_job_version(
+        &self,
+        name: &str,
+        key: &str,
+        spec: JobSpec,
+        now: Millis,
+    ) -> StoreResult<(JobVersion, bool)> {
+        let (name, key) = (name.to_string(), key.to_string());
+        self.write(move |c| jobs::put(c, &name, &key, &spec, now))
+            .await
+    }
+
+    async fn get_job_version(&self, name: &str, version: Option<u32>) -> StoreResult<JobVersion> {
+        let name = name.to_string();
+        self.read(move |c| jobs::get(c, &name, version)).await
+    }
+
+    async fn list_job_versions(&self, name: Option<&str>) -> StoreResult<Vec<JobVersion>> {
+        let name = name.map(str::to_string);
+        self.read(move |c| jobs::list(c, name.as_deref())).await
     }
 
     async fn create_sweep(
