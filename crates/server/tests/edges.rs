@@ -468,3 +468,55 @@ async fn the_openapi_document_lists_every_route() {
     }
     assert!(doc["components"]["schemas"]["LaunchSpec"].is_object());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uploads_past_their_limit_are_refused_and_keep_nothing() {
+    let artifacts = tempfile::tempdir().unwrap();
+    let mut config = liftoff_server::ServerConfig::local("127.0.0.1:0".parse().unwrap());
+    config.body_limit = 4 * 1024;
+    config.artifacts = Some(artifacts.path().to_path_buf());
+    // Larger than other bodies may be, smaller than this upload.
+    config.artifact_limit = 64 * 1024;
+    let t = TestServer::with_config(config).await;
+    let big = vec![7u8; 100 * 1024];
+    let digest = format!("sha256:{}", liftoff_artifacts_digest(&big));
+    let e = t.user.upload_artifact(&digest, big).await.unwrap_err();
+    assert_eq!(e.status().map(|s| s.as_u16()), Some(413), "{e}");
+    // Past the general body limit but within the archive limit: taken.
+    let fits = vec![8u8; 16 * 1024];
+    let digest = format!("sha256:{}", liftoff_artifacts_digest(&fits));
+    assert!(t.user.upload_artifact(&digest, fits.clone()).await.unwrap());
+    assert!(
+        !t.user.upload_artifact(&digest, fits).await.unwrap(),
+        "kept once"
+    );
+    let mut files = 0;
+    let mut stack = vec![artifacts.path().to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap().flatten() {
+            if e.path().is_dir() {
+                stack.push(e.path());
+            } else {
+                files += 1;
+            }
+        }
+    }
+    assert_eq!(files, 1, "only the upload that fit is kept");
+    // A job naming an archive never uploaded is refused.
+    let job = json!({"kind": "code", "source": {"digest": format!("sha256:{}", "a".repeat(64))},
+        "entrypoint": ["python3", "x.py"]});
+    let status = call(
+        &t,
+        "POST",
+        "/api/v1/jobs/j/versions",
+        Some(&format!("Bearer {}", t.token(Scope::User))),
+        Some(job),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+fn liftoff_artifacts_digest(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
