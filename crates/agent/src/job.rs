@@ -312,6 +312,12 @@ fn own(
     job: Option<&JobVersion>,
     fence: i64,
 ) -> Result<(Vec<String>, Entry), String> {
+    if agent.config.secure_mode && job.is_some() && item.spec.overrides.entry_point.is_some() {
+        return Err(
+            "secure_mode: this agent runs jobs' own entrypoints only (overrides.entry_point refused)"
+                .into(),
+        );
+    }
     let argv = command(&item.spec, job)?;
     let entry = Entry {
         item_id: item.id,
