@@ -266,7 +266,8 @@ async fn next_step(
         *exhausted = true;
         return Step::Again;
     };
-    let spec = match spec_for(agent, sweep, total, config, params) {
+    let job = view.sweep.config.get("job").and_then(|j| j.as_str());
+    let spec = match spec_for(agent, sweep, total, config, job, params) {
         Ok(spec) => spec,
         Err(e) => return Step::Crash(e),
     };
@@ -295,27 +296,49 @@ fn target_reached(config: &SweepConfig, view: &SweepView) -> Option<String> {
 }
 
 /// The run's launch spec: the sweep's command with its macros expanded, and the parameters
-/// as the run's config.
+/// as the run's config. A sweep over a job runs the job (the server pins its version and
+/// merges its default config under the parameters), with the parameters also given as
+/// `--name=value` arguments, as `${args}` would.
 fn spec_for(
     agent: &Agent,
     sweep: &str,
     index: u64,
     config: &SweepConfig,
+    job: Option<&str>,
     params: serde_json::Value,
 ) -> Result<LaunchSpec, String> {
-    let words: Vec<String> = match &config.command {
-        Some(c) => c.clone(),
-        None => command::DEFAULT.iter().map(|w| w.to_string()).collect(),
+    let mut spec = match job {
+        Some(job) => {
+            let args = ["${args}".to_string()];
+            let cx = Context {
+                program: None,
+                interpreter: INTERPRETER,
+                params: &params,
+                env: &agent.base_env,
+                args_json_file: None,
+            };
+            let mut spec = LaunchSpec {
+                job: Some(job.to_string()),
+                ..LaunchSpec::default()
+            };
+            spec.overrides.args = command::expand(&args, &cx).unwrap_or_default();
+            spec
+        }
+        None => {
+            let words: Vec<String> = match &config.command {
+                Some(c) => c.clone(),
+                None => command::DEFAULT.iter().map(|w| w.to_string()).collect(),
+            };
+            let cx = Context {
+                program: config.program.as_deref(),
+                interpreter: INTERPRETER,
+                params: &params,
+                env: &agent.base_env,
+                args_json_file: None,
+            };
+            LaunchSpec::command(command::expand(&words, &cx)?)
+        }
     };
-    let cx = Context {
-        program: config.program.as_deref(),
-        interpreter: INTERPRETER,
-        params: &params,
-        env: &agent.base_env,
-        args_json_file: None,
-    };
-    let argv = command::expand(&words, &cx)?;
-    let mut spec = LaunchSpec::command(argv);
     spec.sweep_id = Some(sweep.to_string());
     spec.name = Some(format!("{sweep}-{index}"));
     if let serde_json::Value::Object(map) = params {

@@ -512,3 +512,64 @@ async fn a_scheduler_that_cannot_go_on_crashes_its_sweep_with_the_reason() {
     assert_eq!(failure.phase, liftoff_types::Phase::Scheduler);
     assert!(v.runs.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_over_a_job_runs_the_job_with_its_parameters() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    queue(&client, "q").await;
+    let dir = server.dir.path();
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    write(
+        &code,
+        "objective.py",
+        "import json, os, sys\n\
+         c = json.loads(os.environ['LIFTOFF_CONFIG'])\n\
+         print('args', sys.argv[1:])\n\
+         f = (c['x'] - 3) ** 2 + c['offset']\n\
+         open(os.environ['LIFTOFF_METRICS_FILE'], 'a').write(json.dumps({'f': f}) + '\\n')\n",
+    );
+    ok(&server.run(&[
+        "job",
+        "create",
+        "code",
+        code.to_str().unwrap(),
+        "--name",
+        "obj",
+        "--entrypoint",
+        "python3 objective.py",
+        "--config",
+        "offset=100",
+    ]));
+    let file = write(
+        dir,
+        "sweep.yaml",
+        "method: grid\nmetric: {name: f, goal: minimize}\nparameters:\n  x: {values: [1, 3, 5]}\n",
+    );
+    let _agent = server.agent(&dir.join("agent"), &["--queue", "q", "--max-jobs", "3"]);
+    let out = server.run(&[
+        "sweep", "create", &file, "--queue", "q", "--job", "obj", "-o", "json",
+    ]);
+    let id = serde_json::from_str::<serde_json::Value>(&ok(&out)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let done = wait_sweep(&client, &id, SweepState::Finished, Duration::from_secs(60)).await;
+    assert_eq!(done.runs.len(), 3);
+    let best = done.best.unwrap();
+    assert_eq!(best.params["x"], 3);
+    assert_eq!(
+        best.params["offset"], 100,
+        "the job's default config under the parameters"
+    );
+    assert_eq!(best.metric.unwrap().last, 100.0);
+    let log = client
+        .read_log(best.run_id.as_ref().unwrap(), 0)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&log).contains("--x=3"),
+        "parameters as arguments too"
+    );
+}

@@ -105,10 +105,19 @@ fn grid_next(
     paths: &[Vec<String>],
     seen: &[Observation],
 ) -> Option<Value> {
+    // A run's config may hold more than the sweep's parameters (a job's defaults merged
+    // under them): a point is seen when every parameter matches.
     grid_points(leaves)
         .into_iter()
+        .find(|values| {
+            !seen.iter().any(|o| {
+                paths
+                    .iter()
+                    .zip(values)
+                    .all(|(path, v)| lookup(&o.params, path) == Some(v))
+            })
+        })
         .map(|values| assemble(paths, values))
-        .find(|candidate| !seen.iter().any(|o| &o.params == candidate))
 }
 
 fn bayes_next(
@@ -220,6 +229,27 @@ mod tests {
             seen[0].params,
             json!({"a": 1, "b": 0, "m": {"w": "x"}, "k": 7})
         );
+    }
+
+    #[test]
+    fn grid_points_are_seen_whatever_else_the_run_config_holds() {
+        let c = config(json!({"method": "grid", "parameters": {"x": {"values": [1, 2]}}}));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        // A job's default config merged under the parameters.
+        let seen = vec![Observation {
+            params: json!({"x": 1, "offset": 100}),
+            metric: None,
+        }];
+        assert_eq!(propose(&c, &seen, &mut rng), Some(json!({"x": 2})));
+        let seen = [
+            seen,
+            vec![Observation {
+                params: json!({"x": 2, "offset": 100}),
+                metric: None,
+            }],
+        ]
+        .concat();
+        assert_eq!(propose(&c, &seen, &mut rng), None);
     }
 
     fn quadratic(p: &Value) -> f64 {

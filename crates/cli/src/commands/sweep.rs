@@ -37,13 +37,20 @@ pub struct CreateArgs {
     /// Most runs live at once.
     #[arg(long)]
     pub concurrency: Option<u32>,
+    /// Sweep over a job (NAME, NAME:vN): its runs run the job with the parameters as their
+    /// config (and as --name=value arguments). Overrides the file's `job`.
+    #[arg(long)]
+    pub job: Option<String>,
 }
 
 pub async fn run(g: &Global, cmd: SweepCommand) -> anyhow::Result<()> {
     let client = g.client()?;
     let (id, state) = match cmd {
         SweepCommand::Create(args) => {
-            let config = read_config(&args.file)?;
+            let mut config = read_config(&args.file)?;
+            if let Some(job) = args.job {
+                config["job"] = serde_json::Value::String(job);
+            }
             let req = CreateSweep {
                 queue: args.queue,
                 config,
