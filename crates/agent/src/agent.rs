@@ -93,12 +93,18 @@ impl Agent {
         let (id, name) = identity(&client, &config, &journal).await?;
         let (stopping, _) = watch::channel(false);
         let max_jobs = config.max_jobs;
+        let base_env = crate::env::inherited(agent_env);
         Ok(Arc::new(Agent {
             outbox: crate::outbox::Outbox::start(client.clone(), id),
             api_url: client.url().to_string(),
-            cache: crate::source::Cache::new(&config.state_dir, config.build_envs),
+            // Builds and fetches run with what runs get: no secret of the agent's.
+            cache: crate::source::Cache::new(
+                &config.state_dir,
+                config.build_envs,
+                base_env.clone(),
+            ),
             client,
-            base_env: crate::env::inherited(agent_env),
+            base_env,
             runner,
             journal,
             id,

@@ -15,7 +15,7 @@ use liftoff_client::Client;
 use liftoff_types::job::JobKind;
 use liftoff_types::JobVersion;
 use sha2::{Digest as _, Sha256};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -43,15 +43,19 @@ pub struct Cache {
     build_envs: bool,
     /// `python3 --version`, asked once.
     interpreter: tokio::sync::OnceCell<String>,
+    /// The environment builds and fetches run with: the agent's without its secrets, since a
+    /// package's build runs code from the network as surely as a run does.
+    env: BTreeMap<String, String>,
 }
 
 impl Cache {
-    pub fn new(state_dir: &Path, build_envs: bool) -> Cache {
+    pub fn new(state_dir: &Path, build_envs: bool, env: BTreeMap<String, String>) -> Cache {
         Cache {
             dir: state_dir.join("cache"),
             locks: Mutex::new(HashMap::new()),
             build_envs,
             interpreter: tokio::sync::OnceCell::new(),
+            env,
         }
     }
 
@@ -141,6 +145,7 @@ impl Cache {
             let tmp = mirror.with_extension("cloning");
             let _ = std::fs::remove_dir_all(&tmp);
             git(
+                &self.env,
                 &[
                     "clone",
                     "--bare",
@@ -157,10 +162,16 @@ impl Cache {
         let has = |m: &Path| {
             let m = m.to_path_buf();
             let commit = format!("{commit}^{{commit}}");
-            async move { git(&["cat-file", "-e", &commit], Some(&m)).await.is_ok() }
+            let env = &self.env;
+            async move {
+                git(env, &["cat-file", "-e", &commit], Some(&m))
+                    .await
+                    .is_ok()
+            }
         };
         if !has(&mirror).await {
             git(
+                &self.env,
                 &["fetch", "--quiet", "--", repo, "+refs/*:refs/*"],
                 Some(&mirror),
             )
@@ -171,6 +182,7 @@ impl Cache {
         }
         let tmp = path.with_extension("making");
         git(
+            &self.env,
             &[
                 "archive",
                 "--format=tar.gz",
@@ -196,7 +208,7 @@ impl Cache {
         };
         let version = self
             .interpreter
-            .get_or_try_init(interpreter_version)
+            .get_or_try_init(|| interpreter_version(&self.env))
             .await?;
         let mut h = Sha256::new();
         h.update(version.as_bytes());
@@ -214,6 +226,7 @@ impl Cache {
             .map_err(|e| NotReady::new(e.to_string()))?;
         let mut log = String::new();
         let venv = run_logged(
+            &self.env,
             "python3",
             &["-m", "venv", &building.to_string_lossy()],
             None,
@@ -225,6 +238,7 @@ impl Cache {
                 let list = building.join("requirements.txt");
                 std::fs::write(&list, &requirements).map_err(|e| NotReady::new(e.to_string()))?;
                 run_logged(
+                    &self.env,
                     &building.join("bin").join("pip").to_string_lossy(),
                     &[
                         "install",
@@ -271,9 +285,11 @@ fn has_requirements(list: &str) -> bool {
         .any(|l| !l.is_empty())
 }
 
-async fn interpreter_version() -> Result<String, NotReady> {
+async fn interpreter_version(env: &BTreeMap<String, String>) -> Result<String, NotReady> {
     let out = tokio::process::Command::new("python3")
         .arg("--version")
+        .env_clear()
+        .envs(env)
         .output()
         .await
         .map_err(|e| NotReady::new(format!("cannot run python3: {e}")))?;
@@ -281,13 +297,14 @@ async fn interpreter_version() -> Result<String, NotReady> {
 }
 
 async fn run_logged(
+    env: &BTreeMap<String, String>,
     program: &str,
     args: &[&str],
     cwd: Option<&Path>,
     log: &mut String,
 ) -> Result<(), String> {
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).stdin(Stdio::null());
+    cmd.args(args).env_clear().envs(env).stdin(Stdio::null());
     if let Some(dir) = cwd {
         cmd.current_dir(dir);
     }
@@ -309,8 +326,13 @@ async fn run_logged(
     }
 }
 
-async fn git(args: &[&str], git_dir: Option<&Path>) -> Result<(), NotReady> {
+async fn git(
+    env: &BTreeMap<String, String>,
+    args: &[&str],
+    git_dir: Option<&Path>,
+) -> Result<(), NotReady> {
     let mut cmd = tokio::process::Command::new("git");
+    cmd.env_clear().envs(env);
     if let Some(dir) = git_dir {
         cmd.arg("--git-dir").arg(dir);
     }

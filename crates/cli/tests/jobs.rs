@@ -568,3 +568,59 @@ async fn template_variables_and_macros_reach_the_runner() {
     let err = common::refused(&bad);
     assert!(err.contains("size"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_never_sees_the_agents_secrets() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let dir = server.dir.path();
+    let seen = dir.join("build-env.txt");
+    // A local package whose setup.py records the environment the build ran in: package
+    // builds run code from the network, as surely as runs do.
+    write(&dir.join("code/train.py"), "print('ran')\n");
+    write(&dir.join("code/requirements.txt"), "./pkg\n");
+    write(
+        &dir.join("code/pkg/setup.py"),
+        &format!(
+            "import os\nfrom setuptools import setup\n\
+             open({:?}, 'w').write('\\n'.join(f'{{k}}={{v}}' for k, v in os.environ.items()))\n\
+             setup(name='probe', version='1.0', py_modules=[])\n",
+            seen.to_str().unwrap()
+        ),
+    );
+    ok(&server.run(&[
+        "job",
+        "create",
+        "code",
+        dir.join("code").to_str().unwrap(),
+        "--name",
+        "probe",
+        "--entrypoint",
+        "python train.py",
+    ]));
+    let agent = server.agent_with_env(
+        &dir.join("agent"),
+        &["--queue", "q"],
+        // No index (no network); the venv's own setuptools builds the package.
+        &[
+            ("PIP_NO_INDEX", "1"),
+            ("PIP_NO_BUILD_ISOLATION", "0"),
+            ("MY_API_KEY", "s3cr3t-of-the-agent"),
+        ],
+    );
+    let id = item_id(&server.run(&["launch", "-q", "q", "--job", "probe"]));
+    // Offline, the package may not build all the way (no `wheel`): what matters is that its
+    // setup.py ran inside the agent's build.
+    wait_ended(&client, id).await;
+    let env = std::fs::read_to_string(&seen).expect("the build ran setup.py");
+    assert!(env.contains("PATH="), "{env}");
+    assert!(
+        !env.contains("s3cr3t-of-the-agent"),
+        "a secret reached the build"
+    );
+    assert!(
+        !env.contains(&agent.token),
+        "the agent's token reached the build"
+    );
+}

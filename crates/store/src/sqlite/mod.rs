@@ -145,7 +145,10 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> StoreResult<Conne
     // The query planner's stability guarantee: a plan never depends on bound values. Without
     // it, a statement whose `LIMIT ?` (or a `?` compared against a partial index) changes
     // value between calls is compiled again on every call (seen in profiles of the lease).
-    conn.set_db_config(rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG,
+        true,
+    )?;
     Ok(conn)
 }
 
