@@ -42,58 +42,14 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
     if item.kind == ItemKind::Scheduler {
         return crate::scheduler::run(agent, &lease, stop).await;
     }
-    if let Some(sweep) = &item.spec.sweep_id {
-        match check_sweep_state(agent, sweep).await {
-            SweepCheck::Go => {}
-            SweepCheck::Wait => {
-                let _ = agent.client.release(item.id, fence).await;
-                return;
-            }
-            SweepCheck::Refuse(message) => {
-                return fail(
-                    agent,
-                    item.id,
-                    fence,
-                    message,
-                    Phase::Agent,
-                    None,
-                    Vec::new(),
-                )
-                .await
-            }
+    let (job, argv, entry) = match before_ack(agent, item, fence).await {
+        Ok(ready) => ready,
+        Err(NotNow::Release) => {
+            let _ = agent.client.release(item.id, fence).await;
+            return;
         }
-    }
-    let job = match &item.spec.job {
-        Some(reference) => match job_version(agent, reference).await {
-            Ok(job) => Some(job),
-            Err(message) => {
-                return fail(
-                    agent,
-                    item.id,
-                    fence,
-                    message,
-                    Phase::Agent,
-                    None,
-                    Vec::new(),
-                )
-                .await
-            }
-        },
-        None => None,
-    };
-    let (argv, entry) = match own(agent, item, job.as_ref(), fence) {
-        Ok(owned) => owned,
-        Err(message) => {
-            return fail(
-                agent,
-                item.id,
-                fence,
-                message,
-                Phase::Agent,
-                None,
-                Vec::new(),
-            )
-            .await
+        Err(NotNow::Refuse(message)) => {
+            return fail_item(agent, item.id, fence, message, Phase::Agent).await
         }
     };
     let run_id = entry.run_id.clone();
@@ -123,23 +79,10 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
             Err(e) => return fail_build(agent, &entry, e).await,
         }
     }
-    let mut spec = match prepare(agent, item, &run_id, &run_token, argv) {
+    let spec = match prepare(agent, item, &run_id, &run_token, argv, python.as_deref()) {
         Ok(spec) => spec,
         Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
     };
-    // The resource args as the runner got them (templates substituted, macros expanded), for
-    // runs on backends that have none of their own to read them from.
-    spec.env.insert(
-        "LIFTOFF_RESOURCE_ARGS".into(),
-        spec.resource_args.to_string(),
-    );
-    if let Some(venv) = python {
-        let path = spec.env.get("PATH").cloned().unwrap_or_default();
-        let bin = venv.join("bin").to_string_lossy().into_owned();
-        spec.env.insert("PATH".into(), format!("{bin}:{path}"));
-        spec.env
-            .insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
-    }
     if agent.is_stopping() {
         let message = "the agent stopped before the run started";
         return never_started(agent, &entry, RunState::Preempted, message).await;
@@ -148,25 +91,48 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
     start(agent, entry, spec, stop).await;
 }
 
-enum SweepCheck {
-    Go,
-    /// The sweep is paused: the item goes back to its queue (where it waits unleased).
-    Wait,
+/// Why an item is not acked.
+enum NotNow {
+    /// Its sweep is paused: back to its queue, no attempt counted (it waits there unleased).
+    Release,
+    /// It cannot run here: it fails with phase `agent` and this message.
     Refuse(String),
 }
 
+/// What is settled before the ack: the sweep lets the run start, the job's version, the
+/// command, and the journal entry that makes the item this agent's across a crash.
+async fn before_ack(
+    agent: &Agent,
+    item: &Item,
+    fence: i64,
+) -> Result<(Option<JobVersion>, Vec<String>, Entry), NotNow> {
+    if let Some(sweep) = &item.spec.sweep_id {
+        check_sweep_state(agent, sweep).await?;
+    }
+    let job = match &item.spec.job {
+        Some(reference) => Some(
+            job_version(agent, reference)
+                .await
+                .map_err(NotNow::Refuse)?,
+        ),
+        None => None,
+    };
+    let (argv, entry) = own(agent, item, job.as_ref(), fence).map_err(NotNow::Refuse)?;
+    Ok((job, argv, entry))
+}
+
 /// The seed's `check_sweep_state`: a sweep's run starts only while its sweep is `running`.
-async fn check_sweep_state(agent: &Agent, sweep: &str) -> SweepCheck {
+async fn check_sweep_state(agent: &Agent, sweep: &str) -> Result<(), NotNow> {
     match retry("checking the sweep", || agent.client.sweep_state(sweep)).await {
         Ok(s) => match s.state {
-            SweepState::Running => SweepCheck::Go,
-            SweepState::Paused | SweepState::Pending => SweepCheck::Wait,
-            ended => SweepCheck::Refuse(format!(
+            SweepState::Running => Ok(()),
+            SweepState::Paused | SweepState::Pending => Err(NotNow::Release),
+            ended => Err(NotNow::Refuse(format!(
                 "sweep {sweep} is {ended}: its runs no longer start"
-            )),
+            ))),
         },
-        Err(e) if moved_on(&e) => SweepCheck::Refuse(format!("sweep {sweep}: {e}")),
-        Err(_) => SweepCheck::Wait,
+        Err(e) if moved_on(&e) => Err(NotNow::Refuse(format!("sweep {sweep}: {e}"))),
+        Err(_) => Err(NotNow::Release),
     }
 }
 
@@ -379,13 +345,14 @@ pub(crate) fn run_id_for(item: &Item) -> Result<RunId, String> {
     }
 }
 
-/// The run's directory, files and environment.
+/// The run's directory, files and environment; `python`: the job's virtual environment.
 fn prepare(
     agent: &Agent,
     item: &Item,
     run_id: &RunId,
     token: &str,
     argv: Vec<String>,
+    python: Option<&std::path::Path>,
 ) -> Result<RunSpec, String> {
     let dir = agent.journal.run_dir(run_id);
     let work = dir.join("work");
@@ -416,13 +383,24 @@ fn prepare(
         sweep_id: item.spec.sweep_id.as_deref(),
         project: item.spec.project.as_deref(),
     };
+    let resource_args = expand_macros(&item.resource_args, &macros(item, run_id));
+    let mut env = crate::env::run_env(&agent.base_env, &agent.config.env, &vars);
+    // The resource args as the runner got them (templates substituted, macros expanded), for
+    // runs on backends that have none of their own to read them from.
+    env.insert("LIFTOFF_RESOURCE_ARGS".into(), resource_args.to_string());
+    if let Some(venv) = python {
+        let path = env.get("PATH").cloned().unwrap_or_default();
+        let bin = venv.join("bin").to_string_lossy().into_owned();
+        env.insert("PATH".into(), format!("{bin}:{path}"));
+        env.insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
+    }
     Ok(RunSpec {
         run_id: run_id.clone(),
         argv,
-        env: crate::env::run_env(&agent.base_env, &agent.config.env, &vars),
+        env,
         workdir: work,
         output,
-        resource_args: expand_macros(&item.resource_args, &macros(item, run_id)),
+        resource_args,
         // The runner holds runs in line so that a slot that frees starts the next at once.
         concurrency: u32::try_from(agent.config.max_jobs).ok(),
     })
@@ -494,9 +472,13 @@ async fn watch_run(
         run: entry.run_id.clone(),
         path: agent.journal.run_dir(&entry.run_id).join("metrics.jsonl"),
     };
+    // One task per run ships both files (a task spawned per run is a cost every short run
+    // pays).
     let metrics_done = done_rx.clone();
-    let shipping_metrics = tokio::spawn(async move { metrics.run(metrics_done).await });
-    let shipping = tokio::spawn(async move { shipper.run(from, done_rx).await });
+    let shipping = tokio::spawn(async move {
+        let (shipped, ()) = tokio::join!(shipper.run(from, done_rx), metrics.run(metrics_done));
+        shipped
+    });
     let mut stopped = None;
     let status = tokio::select! {
         status = wait_started_then_ended(agent, &entry, &handle) => status,
@@ -517,7 +499,6 @@ async fn watch_run(
     agent.process_ended(entry.item_id, launched.elapsed());
     let _ = done.send(true);
     entry.shipped = shipping.await.unwrap_or(entry.shipped);
-    let _ = shipping_metrics.await;
     if let Some(report) = running_report {
         let _ = report.await;
     }
@@ -676,6 +657,17 @@ async fn fail_run(
     )
     .await;
     let _ = agent.journal.forget(&entry.run_id);
+}
+
+/// Fails an item with nothing attached and no exit code (a refusal, not a run's end).
+pub(crate) async fn fail_item(
+    agent: &Arc<Agent>,
+    item: ItemId,
+    fence: i64,
+    message: String,
+    phase: Phase,
+) {
+    fail(agent, item, fence, message, phase, None, Vec::new()).await
 }
 
 /// The seed's `fail_run_queue_item`.

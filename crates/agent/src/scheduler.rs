@@ -47,16 +47,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     let item = &lease.item;
     let Some(sweep) = item.spec.sweep_id.clone() else {
         let message = "a scheduler item without a sweep id".to_string();
-        return crate::job::fail(
-            agent,
-            item.id,
-            lease.fence,
-            message,
-            Phase::Scheduler,
-            None,
-            Vec::new(),
-        )
-        .await;
+        return crate::job::fail_item(agent, item.id, lease.fence, message, Phase::Scheduler).await;
     };
     let Ok(run_id) = crate::job::run_id_for(item) else {
         return;
@@ -73,16 +64,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     // hands a lost scheduler back to its queue.
     if let Err(e) = agent.journal.record(&entry) {
         let message = format!("the agent cannot write its journal: {e}");
-        return crate::job::fail(
-            agent,
-            item.id,
-            lease.fence,
-            message,
-            Phase::Agent,
-            None,
-            Vec::new(),
-        )
-        .await;
+        return crate::job::fail_item(agent, item.id, lease.fence, message, Phase::Agent).await;
     }
     let ack = AckRequest {
         fence: lease.fence,
@@ -117,16 +99,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
                 .client
                 .set_sweep_state(&sweep, SweepState::Crashed, Some(reason))
                 .await;
-            crate::job::fail(
-                agent,
-                item.id,
-                lease.fence,
-                message,
-                Phase::Scheduler,
-                None,
-                Vec::new(),
-            )
-            .await;
+            crate::job::fail_item(agent, item.id, lease.fence, message, Phase::Scheduler).await;
             let _ = agent.journal.forget(&run_id);
             return;
         }
@@ -372,11 +345,11 @@ async fn cut_with_hyperband(agent: &Agent, config: &SweepConfig, view: &SweepVie
     }
 }
 
-/// Sleeps `for_` or until a stop comes; returns whether a stop came.
-async fn pause(stop: &mut watch::Receiver<StopWhy>, for_: Duration) -> bool {
+/// Sleeps `for_` or until a stop comes (the next round sees it).
+async fn pause(stop: &mut watch::Receiver<StopWhy>, for_: Duration) {
     tokio::select! {
-        _ = tokio::time::sleep(for_) => false,
-        changed = stop.changed() => changed.is_ok(),
+        _ = tokio::time::sleep(for_) => {}
+        _ = stop.changed() => {}
     }
 }
 

@@ -459,14 +459,19 @@ async fn a_bad_sweep_file_is_refused_naming_every_problem() {
     let out = server.run(&["sweep", "create", &file, "--queue", "q"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    // One problem a line, each starting with its key path (a mere mention would not do:
+    // the unknown key's message lists the known keys, run_cap among them).
     for path in [
-        "metric.goal",
-        "parameters.lr",
-        "parameters.bs",
-        "run_cap",
-        "rnu_cap",
+        "metric.goal:",
+        "parameters.lr.min:",
+        "parameters.bs.values:",
+        "run_cap:",
+        "rnu_cap:",
     ] {
-        assert!(err.contains(path), "{path} is named: {err}");
+        assert!(
+            err.lines().any(|l| l.trim_start().starts_with(path)),
+            "{path} is named: {err}"
+        );
     }
     // The server checks too (a client that skips the CLI): 422, each problem by path.
     let req = liftoff_types::sweep::CreateSweep {

@@ -165,17 +165,17 @@ pub async fn version(
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<JobVersion>, ApiError> {
     caller.require(Access::Read)?;
-    let r: JobRef = format!(
-        "{name}:{}",
-        if version.starts_with('v') || version == "latest" {
-            version.clone()
-        } else {
-            format!("v{version}")
-        }
-    )
-    .parse()
-    .map_err(ApiError::bad_request)?;
-    Ok(Json(state.store.get_job_version(&r.name, r.version).await?))
+    let number = match version.as_str() {
+        "latest" => None,
+        v => Some(
+            v.strip_prefix('v')
+                .unwrap_or(v)
+                .parse::<u32>()
+                .map_err(|_| ApiError::bad_request("the version must be latest, vN or N"))?,
+        ),
+    };
+    check_job_name(&name).map_err(ApiError::bad_request)?;
+    Ok(Json(state.store.get_job_version(&name, number).await?))
 }
 
 /// At enqueue: pins a spec's job reference to its version (`name:vN`), merges the run config

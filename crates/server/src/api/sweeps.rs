@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use liftoff_store::{NewItem, NewSweep, NewSweepRun};
-use liftoff_sweep::config::Goal;
 use liftoff_sweep::SweepConfig;
 use liftoff_types::api::{ErrorBody, FieldError, ItemFilter};
 use liftoff_types::sweep::{
@@ -165,7 +164,7 @@ pub async fn show(
     let best = metric.and_then(|m| {
         runs.iter()
             .filter_map(|r| r.metric.as_ref().map(|s| (s.last, r)))
-            .reduce(|a, b| if better(m.goal, b.0, a.0) { b } else { a })
+            .reduce(|a, b| if m.goal.better(b.0, a.0) { b } else { a })
             .map(|(_, r)| r.clone())
     });
     Ok(Json(SweepView { sweep, runs, best }))
@@ -181,10 +180,6 @@ pub struct ShowParams {
 
 fn yes() -> bool {
     true
-}
-
-fn better(goal: Goal, a: f64, b: f64) -> bool {
-    goal.better(a, b)
 }
 
 async fn sweep_run(
