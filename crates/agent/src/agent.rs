@@ -172,6 +172,21 @@ impl Agent {
         lock(&self.slots).wanted()
     }
 
+    /// Waits up to `limit` for a job slot to free (or a stop). Other changes (an item moving
+    /// from ready to running, say) do not end the wait: with every job slot busy and no
+    /// scheduler waiting, asking again at each of them would only load the server.
+    async fn wait_for_job_slot(&self, limit: Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.free_slots() == 0 && !self.is_stopping() {
+            if tokio::time::timeout_at(deadline, self.changed.notified())
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
     fn set_status(&self, status: AgentStatus) {
         *lock(&self.status) = status;
     }
@@ -233,11 +248,7 @@ impl Agent {
                             self.spawn_item(lease);
                         }
                         if schedulers_only && none {
-                            let _ = tokio::time::timeout(
-                                Duration::from_secs(1),
-                                self.changed.notified(),
-                            )
-                            .await;
+                            self.wait_for_job_slot(Duration::from_secs(1)).await;
                         }
                     }
                     Err(e) => {

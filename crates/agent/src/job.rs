@@ -194,10 +194,13 @@ async fn start(
     } else {
         RunState::Starting
     };
-    let report = {
+    let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
+    let started_at_ms = liftoff_types::now_ms();
+    let task = {
         let agent = agent.clone();
         let run_id = run_id.clone();
         let running = RunUpdate {
+            started_at_ms: None,
             fence,
             state: first_state,
             exit_code: None,
@@ -205,18 +208,48 @@ async fn start(
             handle: Some(handle.data.clone()),
         };
         tokio::spawn(async move {
+            // A run that ends within a moment says it all in its end report (its start time
+            // and handle go with it): one write to the server per short run instead of two.
+            // A queueing backend's `starting` goes at once: it carries the job's id.
+            if first_state == RunState::Running {
+                tokio::select! {
+                    () = tokio::time::sleep(RUNNING_AFTER) => {}
+                    _ = ended_rx => return false,
+                }
+            }
             let sent = agent.outbox.report(&run_id, running).await;
             if sent.as_ref().is_err_and(moved_on) {
                 agent.stop_item(item, StopWhy::Asked);
             }
+            true
         })
+    };
+    let report = RunningReport {
+        task,
+        ended,
+        started_at_ms,
     };
     watch_run(agent, entry, stop, Some(report), started).await;
 }
 
+/// How long a local run must live before its `running` is reported on its own.
+const RUNNING_AFTER: Duration = Duration::from_millis(20);
+
+/// The task reporting a run's first state, and how to tell it the run has ended.
+struct RunningReport {
+    /// Returns whether it reported (false: the run ended first).
+    task: tokio::task::JoinHandle<bool>,
+    ended: tokio::sync::oneshot::Sender<()>,
+    started_at_ms: liftoff_types::Millis,
+}
+
+/// What an end report adds for a run whose start was never reported: its handle and start.
+type Unreported = Option<(serde_json::Value, liftoff_types::Millis)>;
+
 /// Reports an acked item whose run never started (stopped, or handed back as preempted).
 async fn never_started(agent: &Arc<Agent>, entry: &Entry, state: RunState, message: &str) {
     let update = RunUpdate {
+        started_at_ms: None,
         fence: entry.fence,
         state,
         exit_code: None,
@@ -453,7 +486,7 @@ async fn watch_run(
     agent: &Arc<Agent>,
     mut entry: Entry,
     mut stop: watch::Receiver<StopWhy>,
-    running_report: Option<tokio::task::JoinHandle<()>>,
+    running_report: Option<RunningReport>,
     launched: Instant,
 ) {
     let Some(handle) = entry.handle.clone() else {
@@ -498,13 +531,40 @@ async fn watch_run(
     tracing::debug!(item = %entry.item_id, "exited");
     agent.process_ended(entry.item_id, launched.elapsed());
     let _ = done.send(true);
-    entry.shipped = shipping.await.unwrap_or(entry.shipped);
+    let shipped = shipping.await.unwrap_or(entry.shipped);
+    let mut unreported: Unreported = None;
     if let Some(report) = running_report {
-        let _ = report.await;
+        let _ = report.ended.send(());
+        if !report.task.await.unwrap_or(true) {
+            unreported = Some((handle.data.clone(), report.started_at_ms));
+        }
     }
-    let _ = agent.journal.record(&entry);
+    // A failure goes by its own call, which carries no start: report the start first.
+    let goes_as_failure = match (&status, stopped) {
+        (Ok(RunStatus::Exited(exit)), None) => !exit.success(),
+        (Ok(RunStatus::Failed { .. }), None) | (Err(_), _) => true,
+        _ => false,
+    };
+    if goes_as_failure {
+        if let Some((data, at)) = unreported.take() {
+            let running = RunUpdate {
+                started_at_ms: Some(at),
+                fence: entry.fence,
+                state: RunState::Running,
+                exit_code: None,
+                message: None,
+                handle: Some(data),
+            };
+            let _ = agent.outbox.report(&entry.run_id, running).await;
+        }
+    }
+    // The journal keeps how much output the server has, for a restart; unchanged, no write.
+    if shipped != entry.shipped {
+        entry.shipped = shipped;
+        let _ = agent.journal.record(&entry);
+    }
     match status {
-        Ok(status) => report_end(agent, &entry, status, stopped).await,
+        Ok(status) => report_end(agent, &entry, status, stopped, unreported).await,
         Err(e) => fail_run(agent, &entry, e.to_string(), Phase::Run, None).await,
     }
 }
@@ -524,6 +584,7 @@ async fn wait_started_then_ended(
         (agent.runner.resource() != "local-process").then_some(None);
     let report = |state: RunState, message: Option<String>| {
         let update = RunUpdate {
+            started_at_ms: None,
             fence: entry.fence,
             state,
             exit_code: None,
@@ -579,13 +640,16 @@ async fn report_end(
     entry: &Entry,
     status: RunStatus,
     stopped: Option<StopWhy>,
+    unreported: Unreported,
 ) {
+    let (handle, started_at_ms) = unreported.unzip();
     let update = |state, exit: Option<Exit>, message: Option<String>| RunUpdate {
+        started_at_ms,
         fence: entry.fence,
         state,
         exit_code: exit.map(|e| e.code),
         message,
-        handle: None,
+        handle: handle.clone(),
     };
     let report = match (status, stopped) {
         (RunStatus::Exited(exit), Some(why)) => {
@@ -706,6 +770,7 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
         }
         if entry.handle.is_none() {
             let lost = RunUpdate {
+                started_at_ms: None,
                 fence: entry.fence,
                 state: RunState::Lost,
                 exit_code: None,

@@ -80,6 +80,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     eprintln!("agent {}: scheduling sweep {sweep}", agent.name());
     let end = drive(agent, &sweep, &mut stop).await;
     let update = |state, message: String| RunUpdate {
+        started_at_ms: None,
         fence: lease.fence,
         state,
         exit_code: None,

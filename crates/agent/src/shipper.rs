@@ -7,7 +7,6 @@ use liftoff_types::api::MAX_LOG_CHUNK;
 use liftoff_types::RunId;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
 /// How often a growing file is looked at while the run is alive.
@@ -24,6 +23,9 @@ impl Shipper {
     /// Ships from `offset` until `done` turns true and the file is drained; returns the
     /// offset the server holds. Stops early if the server refuses (the run moved on).
     pub async fn run(&self, mut offset: u64, mut done: watch::Receiver<bool>) -> u64 {
+        // A run just started has written nothing yet: look first after a poll period or
+        // its end, whichever comes first (a short run costs one read, not two).
+        let _ = tokio::time::timeout(POLL, done.changed()).await;
         loop {
             let finished = *done.borrow();
             let chunk = self.read(offset).await;
@@ -88,6 +90,7 @@ impl MetricsShipper {
     pub async fn run(&self, mut done: watch::Receiver<bool>) {
         let (mut offset, mut line) = (0u64, 0u64);
         let mut warned = false;
+        let _ = tokio::time::timeout(POLL, done.changed()).await;
         loop {
             let finished = *done.borrow();
             let buf = read_from(&self.path, offset, METRICS_CHUNK).await;
@@ -159,16 +162,35 @@ impl MetricsShipper {
     }
 }
 
+/// Reads up to `max` bytes of `path` from `offset` (nothing if the file is not there yet).
+///
+/// The file is in the agent's own state directory, on a local disk: opening it and reading a
+/// little from the page cache takes microseconds, less than a trip through the blocking pool
+/// and back (which every short run paid several times over). Only a big read goes there.
 async fn read_from(path: &std::path::Path, offset: u64, max: usize) -> Vec<u8> {
-    let Ok(mut file) = tokio::fs::File::open(path).await else {
+    use std::io::{Read, Seek};
+    const INLINE: u64 = 64 * 1024;
+    let Ok(file) = std::fs::File::open(path) else {
         return Vec::new();
     };
-    if file.seek(std::io::SeekFrom::Start(offset)).await.is_err() {
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len <= offset {
         return Vec::new();
     }
-    let mut buf = Vec::new();
-    let _ = (&mut file).take(max as u64).read_to_end(&mut buf).await;
-    buf
+    let want = (len - offset).min(max as u64);
+    let read = move || {
+        let mut file = file;
+        let mut buf = Vec::with_capacity(want as usize);
+        if file.seek(std::io::SeekFrom::Start(offset)).is_ok() {
+            let _ = (&mut file).take(max as u64).read_to_end(&mut buf);
+        }
+        buf
+    };
+    if want <= INLINE {
+        read()
+    } else {
+        tokio::task::spawn_blocking(read).await.unwrap_or_default()
+    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@ fn lease_req(queue: &str, wait_ms: u64) -> LeaseRequest {
 
 fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
     RunUpdate {
+        started_at_ms: None,
         fence,
         state,
         exit_code,

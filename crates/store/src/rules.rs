@@ -4,7 +4,7 @@
 
 use crate::{StoreError, StoreResult};
 use liftoff_types::api::MAX_LOG_BYTES;
-use liftoff_types::{ItemId, ItemState, QueueDepth, RunId, RunUpdate};
+use liftoff_types::{ItemId, ItemState, Millis, QueueDepth, RunId, RunUpdate};
 
 pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.resource_args, \
     i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
@@ -163,4 +163,29 @@ pub fn metrics_allowed(id: &RunId, state: &str, count: u64, adding: usize) -> St
         )));
     }
     Ok(())
+}
+
+/// The item kinds a lease asks for, each picked by its own walk of the pending index.
+pub fn lease_kinds(p: &crate::LeaseParams) -> Vec<&'static str> {
+    let mut kinds = Vec::with_capacity(2);
+    if p.runs {
+        kinds.push("run");
+    }
+    if p.schedulers {
+        kinds.push("scheduler");
+    }
+    kinds
+}
+
+/// Merges per-kind candidates `(rank, id)` into lease order and keeps the first `max`.
+pub fn merge_candidates(mut picked: Vec<(i64, i64)>, max: u32) -> Vec<i64> {
+    picked.sort_unstable();
+    picked.truncate(max as usize);
+    picked.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The start time an end report gives for a run never reported `running` on its own: the
+/// agent's clock, never later than the server's now.
+pub fn reported_start(up: &RunUpdate, now: Millis) -> Option<Millis> {
+    up.started_at_ms.map(|t| t.min(now))
 }

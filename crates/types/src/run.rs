@@ -76,4 +76,9 @@ pub struct RunUpdate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub handle: Option<Value>,
+    /// When the run started, for a run whose `running` was never reported on its own (a
+    /// short run's end report says it all; the agent sends `running` only for runs that
+    /// outlive a moment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<crate::Millis>,
 }

@@ -250,6 +250,7 @@ async fn store_cycles(store: DynStore, n: usize, clients: usize) -> anyhow::Resu
 
 fn finished(fence: i64) -> RunUpdate {
     RunUpdate {
+        started_at_ms: None,
         fence,
         state: RunState::Finished,
         exit_code: Some(0),

@@ -52,7 +52,23 @@ impl LocalHandle {
 /// How long the supervisor may take to answer a request that does not wait in line.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-type Waiters = Arc<Mutex<HashMap<String, Vec<oneshot::Sender<Exit>>>>>;
+type Waiters = Arc<Mutex<Ends>>;
+
+/// What this runner heard of its runs' ends, so that watching a run it started costs no
+/// look at the disk or `/proc` (each short run paid four).
+#[derive(Default)]
+struct Ends {
+    /// Who waits for which run's end.
+    waiters: HashMap<String, Vec<oneshot::Sender<Exit>>>,
+    /// Ends heard while nobody waited yet (a short run ends before its launch returns).
+    ended: HashMap<String, Exit>,
+    /// Runs this runner started over its current connection and not yet heard end.
+    live: std::collections::HashSet<String>,
+}
+
+/// Ends kept for runs nobody waits for: a bound, not a working size (the agent waits for
+/// every run it starts).
+const ENDED_MAX: usize = 10_000;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
 
 pub struct LocalRunner {
@@ -214,6 +230,8 @@ impl LocalRunner {
 /// Reads the supervisor's messages: replies go to their askers, ends to their waiters.
 async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, waiters: Waiters) {
     read_until_closed(read, &pending, &waiters).await;
+    // Ends may now go unheard: runs are looked at by hand again.
+    lock(&waiters).live.clear();
     // The supervisor is gone: whoever waits for an answer hears so now.
     lock(&pending).clear();
 }
@@ -230,8 +248,20 @@ async fn read_until_closed(
         };
         match msg {
             Message::Exited { run_id, exit, .. } => {
-                for tx in lock(waiters).remove(&run_id).unwrap_or_default() {
-                    let _ = tx.send(exit);
+                let mut ends = lock(waiters);
+                ends.live.remove(&run_id);
+                match ends.waiters.remove(&run_id) {
+                    Some(txs) => {
+                        for tx in txs {
+                            let _ = tx.send(exit);
+                        }
+                    }
+                    None => {
+                        if ends.ended.len() >= ENDED_MAX {
+                            ends.ended.clear();
+                        }
+                        ends.ended.insert(run_id, exit);
+                    }
                 }
             }
             Message::Spawned { id, .. }
@@ -317,15 +347,24 @@ impl Runner for LocalRunner {
         match reply {
             Message::Spawned {
                 pid, start_time, ..
-            } => Ok(Handle {
-                run_id: spec.run_id.clone(),
-                data: serde_json::to_value(LocalHandle {
-                    pid,
-                    start_time,
-                    exit_file,
+            } => {
+                let run = spec.run_id.to_string();
+                let mut ends = lock(&self.waiters);
+                // Its end may already have been heard (then it is in `ended`).
+                if !ends.ended.contains_key(&run) {
+                    ends.live.insert(run);
+                }
+                drop(ends);
+                Ok(Handle {
+                    run_id: spec.run_id.clone(),
+                    data: serde_json::to_value(LocalHandle {
+                        pid,
+                        start_time,
+                        exit_file,
+                    })
+                    .map_err(|e| RunnerError::Permanent(e.to_string()))?,
                 })
-                .map_err(|e| RunnerError::Permanent(e.to_string()))?,
-            }),
+            }
             Message::Refused { error, .. } => Err(RunnerError::Permanent(error)),
             other => Err(RunnerError::Transient(format!(
                 "unexpected answer {other:?}"
@@ -336,7 +375,19 @@ impl Runner for LocalRunner {
     async fn status(&self, handles: &[Handle]) -> RunnerResult<Vec<RunStatus>> {
         handles
             .iter()
-            .map(|h| LocalHandle::of(h).map(|l| Self::status_of(&l)))
+            .map(|h| {
+                let run = h.run_id.as_str();
+                {
+                    let ends = lock(&self.waiters);
+                    if let Some(exit) = ends.ended.get(run) {
+                        return Ok(RunStatus::Exited(*exit));
+                    }
+                    if ends.live.contains(run) {
+                        return Ok(RunStatus::Running);
+                    }
+                }
+                LocalHandle::of(h).map(|l| Self::status_of(&l))
+            })
             .collect()
     }
 
@@ -344,13 +395,25 @@ impl Runner for LocalRunner {
         let h = LocalHandle::of(handle)?;
         let (tx, mut rx) = oneshot::channel();
         // Listen first, then look: an end between the two is in the exit file.
-        lock(&self.waiters)
-            .entry(handle.run_id.to_string())
-            .or_default()
-            .push(tx);
+        let run = handle.run_id.to_string();
+        {
+            let mut ends = lock(&self.waiters);
+            if let Some(exit) = ends.ended.remove(&run) {
+                ends.live.remove(&run);
+                return Ok(RunStatus::Exited(exit));
+            }
+            ends.waiters.entry(run.clone()).or_default().push(tx);
+        }
         let mut gone_checks = 0;
         loop {
-            match Self::status_of(&h) {
+            // A run started over the live connection is told to end: nothing to look at.
+            let heard = lock(&self.waiters).live.contains(&run);
+            let status = if heard {
+                RunStatus::Running
+            } else {
+                Self::status_of(&h)
+            };
+            match status {
                 RunStatus::Exited(exit) => return Ok(RunStatus::Exited(exit)),
                 // The supervisor writes the exit file just after reaping: give it a moment.
                 RunStatus::Gone if gone_checks >= 20 => return Ok(RunStatus::Gone),
@@ -368,7 +431,8 @@ impl Runner for LocalRunner {
                     // The supervisor connection closed: keep checking by hand.
                     let (tx, new_rx) = oneshot::channel();
                     lock(&self.waiters)
-                        .entry(handle.run_id.to_string())
+                        .waiters
+                        .entry(run.clone())
                         .or_default()
                         .push(tx);
                     rx = new_rx;

@@ -6,8 +6,9 @@
 //! runs, writes each exit to the run's exit file, and tells whichever agent is connected. A
 //! restarted agent reconnects and re-adopts its runs with their real exit codes.
 //!
-//! It is plain threads and blocking I/O (one thread per connection and per run, small
-//! stacks): it does almost nothing, and it must not depend on the agent's runtime. It exits
+//! It is plain threads and blocking I/O (one thread per connection, small stacks, and one
+//! reaper that waits for every run: a thread per run cost short runs more than the run
+//! itself): it does almost nothing, and it must not depend on the agent's runtime. It exits
 //! once it has had no run and no agent for [`IDLE_EXIT`].
 
 use super::proto::{Child, Message, Request};
@@ -15,10 +16,10 @@ use crate::{procs, Exit};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long the supervisor stays with nothing to do (covers an agent's restart).
@@ -33,7 +34,10 @@ struct Waiting {
 
 #[derive(Default)]
 struct Shared {
+    /// Live runs by pid. Every child of this process is a run: the reaper waits for any.
     children: Mutex<HashMap<i32, Child>>,
+    /// Signalled when `children` gains a run, for the reaper waiting for one.
+    has_children: Condvar,
     conns: Mutex<Vec<(u64, UnixStream)>>,
     next_conn: Mutex<u64>,
     /// Runs waiting for a slot, oldest first. Lock order: `queue`, then `children`.
@@ -79,6 +83,12 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
         std::thread::Builder::new()
             .stack_size(THREAD_STACK)
             .spawn(move || idle_exit(&shared, &socket))?;
+    }
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || reap(&shared))?;
     }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -245,7 +255,7 @@ fn spawn(
     // Hold the table while spawning, so the waiter cannot report an end before the run is
     // in the table.
     let mut children = lock(&shared.children);
-    let mut child = match cmd.spawn() {
+    let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return refuse(format!("cannot start {name:?}: {e}")),
     };
@@ -254,47 +264,65 @@ fn spawn(
     children.insert(
         pid,
         Child {
-            run_id: run_id.clone(),
+            run_id,
             pid,
             start_time,
-            exit_file: exit_file.clone(),
+            exit_file,
         },
     );
     drop(children);
-    let waiter = shared.clone();
-    let spawned = std::thread::Builder::new()
-        .stack_size(THREAD_STACK)
-        .spawn(move || {
-            let status = child.wait();
-            let exit = match status {
-                Ok(s) => match (s.code(), s.signal()) {
-                    (Some(code), _) => Exit { code, signal: None },
-                    (None, Some(sig)) => Exit {
-                        code: 128 + sig,
-                        signal: Some(sig),
-                    },
-                    (None, None) => Exit {
-                        code: -1,
-                        signal: None,
-                    },
-                },
-                Err(_) => Exit {
-                    code: -1,
-                    signal: None,
-                },
-            };
-            write_exit(&exit_file, &exit);
-            lock(&waiter.children).remove(&pid);
-            waiter.broadcast(&Message::Exited { run_id, pid, exit });
-            start_waiting(&waiter);
-        });
-    if let Err(e) = spawned {
-        return refuse(format!("cannot watch the run: {e}"));
-    }
+    shared.has_children.notify_one();
     Message::Spawned {
         id,
         pid,
         start_time,
+    }
+}
+
+/// Waits for every run: any child that ends is looked up in the table (its spawner held the
+/// table from fork to insert, so the entry is there), its exit written and told, and the
+/// runs waiting in line get its slot.
+fn reap(shared: &Arc<Shared>) {
+    use nix::errno::Errno;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    loop {
+        {
+            let mut children = lock(&shared.children);
+            while children.is_empty() {
+                children = shared
+                    .has_children
+                    .wait(children)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        let (pid, exit) = match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, Exit { code, signal: None }),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => (
+                pid,
+                Exit {
+                    code: 128 + sig as i32,
+                    signal: Some(sig as i32),
+                },
+            ),
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => {
+                // ECHILD with runs in the table cannot happen while this is the only reaper;
+                // wait a little rather than spin if it ever does.
+                eprintln!("liftoff supervisor: waitpid: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let Some(child) = lock(&shared.children).remove(&pid.as_raw()) else {
+            continue;
+        };
+        write_exit(&child.exit_file, &exit);
+        shared.broadcast(&Message::Exited {
+            run_id: child.run_id,
+            pid: child.pid,
+            exit,
+        });
+        start_waiting(shared);
     }
 }
 

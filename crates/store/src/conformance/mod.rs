@@ -114,6 +114,7 @@ pub(crate) fn ack(fence: i64, run: &str) -> Ack {
 
 pub(crate) fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
     RunUpdate {
+        started_at_ms: None,
         fence,
         state,
         exit_code,

@@ -181,6 +181,7 @@ pub async fn lose(tx: &Tx<'_>, cutoff: Millis, now: Millis) -> StoreResult<LostA
                 (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
             let run: RunId = run.parse().map_err(StoreError::Corrupt)?;
             let update = RunUpdate {
+                started_at_ms: None,
                 fence,
                 state: RunState::Lost,
                 exit_code: None,

@@ -58,14 +58,25 @@ pub async fn lease_one_queue(
     now: Millis,
 ) -> StoreResult<Option<Vec<Lease>>> {
     let sql = format!(
-        "WITH picked AS (
-             SELECT i.id FROM items i
-             WHERE i.queue_id = (SELECT id FROM queues WHERE name = $1) AND i.state = 'pending'
+        "WITH runs AS (
+             SELECT i.id, i.rank FROM items i
+             WHERE $6 AND i.queue_id = (SELECT id FROM queues WHERE name = $1)
+               AND i.state = 'pending' AND i.kind = 'run'
                AND EXISTS (SELECT 1 FROM agents WHERE id = $2)
-               AND (($6 AND i.kind = 'run') OR ($7 AND i.kind = 'scheduler'))
-               AND (i.sweep_id IS NULL OR i.kind <> 'run' OR NOT EXISTS
+               AND (i.sweep_id IS NULL OR NOT EXISTS
                    (SELECT 1 FROM sweeps s WHERE s.id = i.sweep_id AND s.state = 'paused'))
-             ORDER BY i.rank, i.id LIMIT $3 FOR UPDATE SKIP LOCKED)
+             ORDER BY i.rank, i.id LIMIT $3 FOR UPDATE SKIP LOCKED),
+         schedulers AS (
+             SELECT i.id, i.rank FROM items i
+             WHERE $7 AND i.queue_id = (SELECT id FROM queues WHERE name = $1)
+               AND i.state = 'pending' AND i.kind = 'scheduler'
+               AND EXISTS (SELECT 1 FROM agents WHERE id = $2)
+             ORDER BY i.rank, i.id LIMIT $3 FOR UPDATE SKIP LOCKED),
+         -- each kind walks its own part of the pending index; the lease takes the first
+         -- `max` of both in lease order
+         picked AS (
+             SELECT id FROM (SELECT id, rank FROM runs UNION ALL SELECT id, rank FROM schedulers) c
+             ORDER BY rank, id LIMIT $3)
          UPDATE items i SET state = 'leased', fence = i.fence + 1, agent_id = $2,
              lease_expires_at_ms = $4, updated_at_ms = $5
          FROM queues q WHERE q.id = i.queue_id AND i.id IN (SELECT id FROM picked)
@@ -135,26 +146,28 @@ pub async fn lease(
     }
     let n = p.queues.len();
     let start = (turn % n as u64) as usize;
+    // One walk of the pending index per kind asked for (an agent asking for schedulers only
+    // never walks past the queue's runs).
     let pick = tx
         .prepare_cached(
-            "SELECT i.id FROM items i WHERE i.queue_id = $1 AND i.state = 'pending'
-                 AND (($3 AND i.kind = 'run') OR ($4 AND i.kind = 'scheduler'))
+            "SELECT i.rank, i.id FROM items i
+             WHERE i.queue_id = $1 AND i.state = 'pending' AND i.kind = $3
                  AND (i.sweep_id IS NULL OR i.kind <> 'run' OR NOT EXISTS
                      (SELECT 1 FROM sweeps s WHERE s.id = i.sweep_id AND s.state = 'paused'))
              ORDER BY i.rank, i.id LIMIT $2 FOR UPDATE OF i SKIP LOCKED",
         )
         .await?;
+    let kinds = crate::rules::lease_kinds(p);
     let mut candidates = Vec::with_capacity(n);
     for k in 0..n {
         let queue_id = rows::queue_id(tx, &p.queues[(start + k) % n]).await?;
-        let ids = tx
-            .query(&pick, &[&queue_id, &(p.max as i64), &p.runs, &p.schedulers])
-            .await?;
-        candidates.push(
-            ids.iter()
-                .map(|r| get::<i64>(r, 0))
-                .collect::<StoreResult<Vec<_>>>()?,
-        );
+        let mut picked = Vec::new();
+        for kind in &kinds {
+            for r in tx.query(&pick, &[&queue_id, &(p.max as i64), kind]).await? {
+                picked.push((get::<i64>(&r, 0)?, get::<i64>(&r, 1)?));
+            }
+        }
+        candidates.push(crate::rules::merge_candidates(picked, p.max));
     }
     // One item per queue per round, so a deep queue cannot starve the others.
     let mut chosen = Vec::new();

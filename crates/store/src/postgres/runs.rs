@@ -78,10 +78,11 @@ pub async fn update(tx: &Tx<'_>, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
         "UPDATE runs SET state = $2, exit_code = coalesce($3, exit_code),
              message = coalesce($4, message), handle = coalesce($5, handle),
              started_at_ms = CASE WHEN $2 = 'running' THEN coalesce(started_at_ms, $6)
-                                  ELSE started_at_ms END,
+                                  ELSE coalesce(started_at_ms, $8) END,
              ended_at_ms = $7, updated_at_ms = $6
          WHERE id = $1 RETURNING {RUN_COLUMNS}"
     );
+    let started = crate::rules::reported_start(up, now);
     let stmt = tx.prepare_cached(&sql).await?;
     let row = tx
         .query_one(
@@ -94,6 +95,7 @@ pub async fn update(tx: &Tx<'_>, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
                 &handle,
                 &now,
                 &ended,
+                &started,
             ],
         )
         .await?;
@@ -121,6 +123,7 @@ async fn end_plainly(
                  message = CASE WHEN $2 = 'stopped' AND stop_reason IS NOT NULL
                                 THEN stop_reason ELSE coalesce($4, message) END,
                  handle = coalesce($5, handle),
+                 started_at_ms = coalesce(started_at_ms, $8),
                  ended_at_ms = $6, updated_at_ms = $6
              WHERE id = $1 RETURNING {RUN_COLUMNS}),
          item AS (UPDATE items SET state = $2, updated_at_ms = $6 WHERE id = $7),
@@ -139,6 +142,7 @@ async fn end_plainly(
                 &handle,
                 &now,
                 &ctx.item_id.0,
+                &crate::rules::reported_start(up, now),
             ],
         )
         .await?;

@@ -152,6 +152,7 @@ pub fn lose(conn: &Connection, cutoff: Millis, now: Millis) -> StoreResult<LostA
         for (run, fence, queue) in claimed {
             let run: RunId = run.parse().map_err(StoreError::Corrupt)?;
             let update = RunUpdate {
+                started_at_ms: None,
                 fence,
                 state: RunState::Lost,
                 exit_code: None,

@@ -73,19 +73,27 @@ pub fn lease(
     let start = (turn % n as u64) as usize;
     let order: Vec<&String> = (0..n).map(|k| &p.queues[(start + k) % n]).collect();
     let mut candidates = Vec::with_capacity(n);
+    // One walk of the pending index per kind asked for (an agent asking for schedulers only
+    // never walks past the queue's runs).
     let mut pick = conn.prepare_cached(
-        "SELECT id FROM items WHERE queue_id = ?1 AND state = 'pending'
-             AND ((?3 AND kind = 'run') OR (?4 AND kind = 'scheduler'))
+        "SELECT rank, id FROM items WHERE queue_id = ?1 AND state = 'pending' AND kind = ?3
              AND (sweep_id IS NULL OR kind <> 'run' OR NOT EXISTS
                  (SELECT 1 FROM sweeps s WHERE s.id = items.sweep_id AND s.state = 'paused'))
          ORDER BY rank, id LIMIT ?2",
     )?;
+    let kinds = crate::rules::lease_kinds(p);
     for name in &order {
         let queue_id = rows::queue_id(conn, name)?;
-        let ids = pick.query_map(params![queue_id, p.max, p.runs, p.schedulers], |r| {
-            r.get::<_, i64>(0)
-        })?;
-        candidates.push(ids.collect::<Result<Vec<_>, _>>()?);
+        let mut picked = Vec::new();
+        for kind in &kinds {
+            let rows = pick.query_map(params![queue_id, p.max, kind], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })?;
+            for row in rows {
+                picked.push(row?);
+            }
+        }
+        candidates.push(crate::rules::merge_candidates(picked, p.max));
     }
     let expires = now + p.lease_ms as i64;
     let mut take = conn.prepare_cached(

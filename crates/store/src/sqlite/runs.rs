@@ -87,7 +87,7 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
                             ELSE coalesce(?4, message) END,
              handle = coalesce(?5, handle),
              started_at_ms = CASE WHEN ?2 = 'running' THEN coalesce(started_at_ms, ?6)
-                                  ELSE started_at_ms END,
+                                  ELSE coalesce(started_at_ms, ?8) END,
              ended_at_ms = ?7, updated_at_ms = ?6
          WHERE id = ?1 RETURNING {RUN_COLUMNS}"
     );
@@ -99,7 +99,8 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
             up.message,
             handle,
             now,
-            ended
+            ended,
+            crate::rules::reported_start(up, now)
         ],
         rows::run,
     )?;

@@ -156,6 +156,12 @@ CREATE TABLE job_versions (
     UNIQUE (name, key)
 );
 "#,
+    r#"
+-- pending items by kind: an agent asking for schedulers only (its job slots all busy) must
+-- not walk past every pending run of the queue to learn there is none
+DROP INDEX items_pending;
+CREATE INDEX items_pending ON items (queue_id, kind, rank, id) WHERE state = 'pending';
+"#,
 ];
 
 /// Brings the database up to the newest schema.
