@@ -53,6 +53,8 @@ pub struct Agent {
     pub(crate) api_url: String,
     /// Jobs' sources and Python environments.
     pub(crate) cache: crate::source::Cache,
+    /// Run directories to reuse.
+    pub(crate) spares: crate::spares::Spares,
     id: AgentId,
     name: String,
     /// Every item held, by phase, and the ready queue.
@@ -103,6 +105,7 @@ impl Agent {
                 config.build_envs,
                 base_env.clone(),
             ),
+            spares: crate::spares::Spares::open(&config.state_dir),
             client,
             base_env,
             runner,

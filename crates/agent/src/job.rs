@@ -389,7 +389,10 @@ fn prepare(
 ) -> Result<RunSpec, String> {
     let dir = agent.journal.run_dir(run_id);
     let work = dir.join("work");
-    std::fs::create_dir_all(&work).map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    if !agent.spares.take(&dir) {
+        std::fs::create_dir_all(&work)
+            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    }
     let config = serde_json::Value::Object(item.spec.overrides.run_config.clone()).to_string();
     let metrics_file = dir.join("metrics.jsonl");
     let output = dir.join("output.log");
@@ -682,6 +685,7 @@ async fn report_end(
             Some("the run's process ended without a recorded exit code".into()),
         ),
     };
+    let finished = report.state == RunState::Finished;
     match agent.outbox.report(&entry.run_id, report).await {
         Ok(_) => {}
         Err(e) if moved_on(&e) => {
@@ -694,6 +698,11 @@ async fn report_end(
         }
     }
     let _ = agent.journal.forget(&entry.run_id);
+    if finished {
+        agent
+            .spares
+            .give(&agent.journal.run_dir(&entry.run_id), entry.shipped);
+    }
     tracing::debug!(item = %entry.item_id, "reported");
 }
 

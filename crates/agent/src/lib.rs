@@ -17,6 +17,7 @@ mod scheduler;
 mod shipper;
 mod slots;
 mod source;
+mod spares;
 pub mod status;
 
 pub use agent::{Agent, Control};

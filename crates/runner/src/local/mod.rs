@@ -49,6 +49,27 @@ impl LocalHandle {
     }
 }
 
+/// The size of an exit file's record: the exit as JSON, padded with spaces (JSON allows
+/// them), so the record always overwrites the whole of an older or blank one.
+pub const EXIT_RECORD: usize = 64;
+
+/// An exit as its exit file holds it.
+pub fn exit_record(exit: &Exit) -> Vec<u8> {
+    let mut record = serde_json::to_vec(exit).unwrap_or_default();
+    record.resize(record.len().max(EXIT_RECORD), b' ');
+    record
+}
+
+/// Blanks an exit file for reuse (a record of spaces reads as no exit yet), without
+/// truncating it.
+pub fn blank_exit_file(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)?
+        .write_all(&[b' '; EXIT_RECORD])
+}
+
 /// How long the supervisor may take to answer a request that does not wait in line.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 

@@ -326,10 +326,18 @@ fn reap(shared: &Arc<Shared>) {
     }
 }
 
+/// Writes the exit in place: one write at the start of a file that may already be there (a
+/// run directory in reuse keeps one, blanked), not a temporary file and a rename, which cost
+/// a new inode per run. The record is padded to [`super::EXIT_RECORD`] bytes, so it never
+/// needs a truncation (on ext4 a file truncated to empty and written again is flushed to
+/// disk on close). A reader that catches it half-written finds no valid exit and looks again.
 fn write_exit(path: &Path, exit: &Exit) {
-    let tmp = path.with_extension("tmp");
-    let ok = std::fs::write(&tmp, serde_json::to_vec(exit).unwrap_or_default())
-        .and_then(|()| std::fs::rename(&tmp, path));
+    let ok = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .and_then(|mut f| f.write_all(&super::exit_record(exit)));
     if let Err(e) = ok {
         eprintln!("liftoff supervisor: cannot write {}: {e}", path.display());
     }

@@ -1,0 +1,198 @@
+//! Run directories kept for reuse.
+//!
+//! Each run gets a directory of its own (`runs/<id>/`, with `work/` as its working directory,
+//! its `output.log` and `exit.json`). Making one costs four new inodes, and on a busy agent
+//! of short runs that was the biggest single cost of a run: ext4 searches its inode bitmaps
+//! for each, the longer the more files were deleted lately. So a run that ended `finished`,
+//! whose output the server has whole and which left nothing behind (an empty `work/`, no
+//! file but the two the agent's side writes), hands its directory on: the output is emptied,
+//! the exit record blanked, and the directory waits in `spare/` to be renamed into place
+//! for the next run.
+//! Anything a run writes is kept: a directory with more in it is left as it is.
+//!
+//! The checks look at what the run could have changed: `work/` must still be a real
+//! directory and the two files plain files with one link (a symlink or hard link planted by
+//! the run would otherwise make the next run write, or the emptying truncate, someone
+//! else's file).
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Most directories kept waiting: enough for every slot of a busy agent several times over.
+const MAX_SPARES: usize = 256;
+/// The files of a run directory written by the agent's side, emptied for reuse.
+const OWN_FILES: [&str; 2] = ["output.log", "exit.json"];
+const WORK: &str = "work";
+
+pub struct Spares {
+    dir: PathBuf,
+    pool: Mutex<Vec<PathBuf>>,
+    next: AtomicU64,
+}
+
+impl Spares {
+    /// The spares under `state_dir/spare`, with those a previous run of the agent left.
+    pub fn open(state_dir: &Path) -> Spares {
+        let dir = state_dir.join("spare");
+        let _ = fs::create_dir_all(&dir);
+        let mut pool = Vec::new();
+        let mut next = 0;
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for entry in entries.flatten() {
+                if let Some(n) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<u64>().ok())
+                {
+                    next = next.max(n + 1);
+                    pool.push(entry.path());
+                }
+            }
+        }
+        pool.truncate(MAX_SPARES);
+        Spares {
+            dir,
+            pool: Mutex::new(pool),
+            next: AtomicU64::new(next),
+        }
+    }
+
+    /// Puts a spare in place as `run_dir` (which must not exist yet). False when there is
+    /// none: the caller makes the directory.
+    pub fn take(&self, run_dir: &Path) -> bool {
+        if run_dir.exists() {
+            return false;
+        }
+        let Some(spare) = self.lock().pop() else {
+            return false;
+        };
+        // A spare gone from under us (the state directory cleaned by hand) is dropped.
+        fs::rename(&spare, run_dir).is_ok()
+    }
+
+    /// Keeps the directory of a run that ended `finished` for reuse, if the run left
+    /// nothing of its own in it and the server has its output up to `shipped` bytes, which
+    /// must be all of it.
+    pub fn give(&self, run_dir: &Path, shipped: u64) {
+        if self.lock().len() >= MAX_SPARES || !reusable(run_dir, shipped) {
+            return;
+        }
+        let output = run_dir.join("output.log");
+        let emptied = OpenOptions::new()
+            .write(true)
+            .open(&output)
+            .and_then(|f| f.set_len(0));
+        let exit = run_dir.join("exit.json");
+        let blanked = liftoff_runner::local::blank_exit_file(&exit);
+        if (output.exists() && emptied.is_err()) || (exit.exists() && blanked.is_err()) {
+            return;
+        }
+        let spare = self
+            .dir
+            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+        if fs::rename(run_dir, &spare).is_ok() {
+            self.lock().push(spare);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Whether `run_dir` holds only an empty `work/` and the agent's own files, as made, with
+/// the output shipped whole.
+fn reusable(run_dir: &Path, shipped: u64) -> bool {
+    let Ok(entries) = fs::read_dir(run_dir) else {
+        return false;
+    };
+    let mut has_work = false;
+    for entry in entries {
+        let Ok(entry) = entry else { return false };
+        let name = entry.file_name();
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            return false;
+        };
+        match name.to_str() {
+            Some(WORK) if meta.file_type().is_dir() => has_work = true,
+            Some(own) if OWN_FILES.contains(&own) => {
+                let whole = match own {
+                    "output.log" => meta.len() == shipped,
+                    _ => meta.len() <= liftoff_runner::local::EXIT_RECORD as u64,
+                };
+                if !meta.file_type().is_file() || meta.nlink() != 1 || !whole {
+                    return false;
+                }
+            }
+            _ => return false,
+        }
+    }
+    has_work && fs::read_dir(run_dir.join(WORK)).is_ok_and(|mut d| d.next().is_none())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_dir(root: &Path, name: &str, output: &str) -> PathBuf {
+        let dir = root.join("runs").join(name);
+        fs::create_dir_all(dir.join(WORK)).unwrap();
+        fs::write(dir.join("output.log"), output).unwrap();
+        fs::write(dir.join("exit.json"), "{\"code\":0}").unwrap();
+        dir
+    }
+
+    #[test]
+    fn an_empty_finished_run_dir_is_reused_with_its_files_emptied() {
+        let root = tempfile::tempdir().unwrap();
+        let spares = Spares::open(root.path());
+        let old = run_dir(root.path(), "a", "hello\n");
+        spares.give(&old, 6);
+        assert!(!old.exists());
+        let new = root.path().join("runs").join("b");
+        assert!(spares.take(&new));
+        assert_eq!(fs::read(new.join("output.log")).unwrap(), b"");
+        let exit = fs::read(new.join("exit.json")).unwrap();
+        assert!(
+            exit.iter().all(|b| *b == b' '),
+            "the exit record is blanked"
+        );
+        assert!(new.join(WORK).is_dir());
+        assert!(
+            !spares.take(&root.path().join("runs").join("c")),
+            "one spare only"
+        );
+        // A new agent on the same state directory finds what the last one left.
+        spares.give(&new, 0);
+        let again = Spares::open(root.path());
+        assert!(again.take(&root.path().join("runs").join("d")));
+    }
+
+    #[test]
+    fn what_a_run_leaves_behind_is_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let spares = Spares::open(root.path());
+        let wrote = run_dir(root.path(), "wrote", "");
+        fs::write(wrote.join(WORK).join("model.pt"), "weights").unwrap();
+        let metrics = run_dir(root.path(), "metrics", "");
+        fs::write(metrics.join("metrics.jsonl"), "{}\n").unwrap();
+        let unshipped = run_dir(root.path(), "unshipped", "not all sent\n");
+        let linked = run_dir(root.path(), "linked", "");
+        let victim = root.path().join("victim");
+        fs::write(&victim, "precious").unwrap();
+        fs::remove_file(linked.join("output.log")).unwrap();
+        std::os::unix::fs::symlink(&victim, linked.join("output.log")).unwrap();
+        let hard = run_dir(root.path(), "hard", "");
+        fs::remove_file(hard.join("exit.json")).unwrap();
+        fs::hard_link(&victim, hard.join("exit.json")).unwrap();
+        for dir in [&wrote, &metrics, &unshipped, &linked, &hard] {
+            spares.give(dir, 0);
+            assert!(dir.exists(), "{} was taken", dir.display());
+        }
+        assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+        assert!(!spares.take(&root.path().join("runs").join("x")));
+    }
+}
