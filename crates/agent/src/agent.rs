@@ -204,6 +204,9 @@ impl Agent {
         let mut stop_now = false;
         // A stop asked by the server arrives through the heartbeat, not through `control`.
         let mut asked = self.stopping.subscribe();
+        // When the agent last looked for schedulers alone: at most once a second, since
+        // every lease for runs looks for them too.
+        let mut probed: Option<tokio::time::Instant> = None;
         loop {
             self.set_status(if self.num_running_jobs() > 0 {
                 AgentStatus::Running
@@ -215,8 +218,12 @@ impl Agent {
             }
             let free = self.free_slots();
             let free_schedulers = self.free_scheduler_slots();
-            if free == 0 && free_schedulers == 0 {
+            let next_probe = probed.map(|at| at + Duration::from_secs(1));
+            let probed_lately = next_probe.is_some_and(|at| at > tokio::time::Instant::now());
+            if free == 0 && (free_schedulers == 0 || probed_lately) {
+                let probe_due = next_probe.unwrap_or_else(tokio::time::Instant::now);
                 tokio::select! {
+                    () = tokio::time::sleep_until(probe_due), if free_schedulers > 0 => continue,
                     _ = self.changed.notified() => continue,
                     c = control.recv() => { stop_now = self.on_control(c); continue }
                     _ = stop_asked(&mut asked) => continue,
@@ -226,6 +233,9 @@ impl Agent {
             // on the server (a long-poll here would hold up the next run when a slot
             // frees), then wait for a slot for up to a second and look again.
             let schedulers_only = free == 0;
+            if schedulers_only {
+                probed = Some(tokio::time::Instant::now());
+            }
             let request = LeaseRequest {
                 queues: self.config.queues.clone(),
                 max: if schedulers_only {

@@ -2,7 +2,10 @@
 //!
 //! One task sends; while a batch is on its way, what the other tasks queue gathers into the
 //! next one, so an agent running many short runs makes a few requests instead of one per ack
-//! and per report, and a lone report goes out at once. A batch that cannot reach the server is
+//! and per report. An ack goes out at once (a run waits for it); reports alone wait up to
+//! [`REPORT_LINGER`] for company, since nothing waits on them but the server's view (and
+//! without it, batches of one were the rule: each send ended before the next report came).
+//! A batch that cannot reach the server is
 //! retried as a whole (acks and reports are idempotent on the server); each entry's own answer
 //! goes back to its task.
 
@@ -10,7 +13,11 @@ use liftoff_client::{Client, ClientError, ClientResult};
 use liftoff_types::api::{AckRequest, AckResponse, ItemAck, RunReport, MAX_BATCH};
 use liftoff_types::{AgentId, ItemId, Run, RunId, RunUpdate};
 use std::future::Future;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+
+/// How long reports wait for more to send with them.
+const REPORT_LINGER: Duration = Duration::from_millis(5);
 
 enum Msg {
     Ack(ItemAck, oneshot::Sender<ClientResult<AckResponse>>),
@@ -63,6 +70,21 @@ async fn send_loop(client: Client, agent: AgentId, mut rx: mpsc::UnboundedReceiv
             match rx.try_recv() {
                 Ok(msg) => msgs.push(msg),
                 Err(_) => break,
+            }
+        }
+        if msgs.iter().all(|m| matches!(m, Msg::Report(..))) {
+            let until = tokio::time::Instant::now() + REPORT_LINGER;
+            while msgs.len() < MAX_BATCH {
+                match tokio::time::timeout_at(until, rx.recv()).await {
+                    Ok(Some(msg)) => {
+                        let ack = matches!(msg, Msg::Ack(..));
+                        msgs.push(msg);
+                        if ack {
+                            break;
+                        }
+                    }
+                    _ => break,
+                }
             }
         }
         let mut acks = Vec::new();

@@ -62,7 +62,15 @@ impl Slots {
             return cap as u32;
         }
         let held = (self.items.len() - self.count(Phase::Reporting) - self.schedulers()) as i64;
-        (self.max_jobs + self.ahead() - held).clamp(0, cap) as u32
+        let ahead = self.ahead();
+        // While at least half the items taken ahead still wait, the slots have work: lease
+        // again when half are used, in one batch, not one item each time a run ends (a
+        // lease per run was most of a short run's cost).
+        let waiting = held - self.running() as i64;
+        if ahead > 0 && waiting >= ahead / 2 {
+            return 0;
+        }
+        (self.max_jobs + ahead - held).clamp(0, cap) as u32
     }
 
     /// Items to take ahead of free slots: while runs are short, enough to keep every slot
@@ -181,6 +189,24 @@ mod tests {
             s.record_duration(Duration::from_secs(60));
         }
         assert_eq!(s.wanted(), 2);
+    }
+
+    #[test]
+    fn items_ahead_are_topped_up_in_batches() {
+        let mut s = Slots::new(2);
+        for _ in 0..8 {
+            s.record_duration(Duration::from_millis(1));
+        }
+        let mut rx = Vec::new();
+        for id in 0..2 {
+            rx.push(s.add(ItemId(id), Phase::Running));
+        }
+        for id in 2..22 {
+            rx.push(s.add(ItemId(id), Phase::Ready));
+        }
+        assert_eq!(s.wanted(), 0, "half of the 40 ahead still wait");
+        s.remove(ItemId(21));
+        assert_eq!(s.wanted(), 21, "below half: topped up in one lease");
     }
 
     #[test]

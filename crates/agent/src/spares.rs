@@ -5,10 +5,13 @@
 //! of short runs that was the biggest single cost of a run: ext4 searches its inode bitmaps
 //! for each, the longer the more files were deleted lately. So a run that ended `finished`,
 //! whose output the server has whole and which left nothing behind (an empty `work/`, no
-//! file but the two the agent's side writes), hands its directory on: the output is emptied,
-//! the exit record blanked, and the directory waits in `spare/` to be renamed into place
-//! for the next run.
-//! Anything a run writes is kept: a directory with more in it is left as it is.
+//! file but the two the agent's side writes), hands its directory on: the output is emptied
+//! and the directory waits in `spare/` to be renamed into place for the next run. Its exit
+//! file keeps the last run's record, which names that run: the supervisor overwrites it, and
+//! a reader never takes it for the new run's.
+//! Anything a run writes is kept: a directory with more in it is left as it is. The checks
+//! take one directory listing each (file types come with the listing) and a few `lstat`s:
+//! they are on every short run's path.
 //!
 //! The checks look at what the run could have changed: `work/` must still be a real
 //! directory and the two files plain files with one link (a symlink or hard link planted by
@@ -23,8 +26,6 @@ use std::sync::Mutex;
 
 /// Most directories kept waiting: enough for every slot of a busy agent several times over.
 const MAX_SPARES: usize = 256;
-/// The files of a run directory written by the agent's side, emptied for reuse.
-const OWN_FILES: [&str; 2] = ["output.log", "exit.json"];
 const WORK: &str = "work";
 
 pub struct Spares {
@@ -63,31 +64,45 @@ impl Spares {
     /// Puts a spare in place as `run_dir` (which must not exist yet). False when there is
     /// none: the caller makes the directory.
     pub fn take(&self, run_dir: &Path) -> bool {
-        if run_dir.exists() {
-            return false;
-        }
+        use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
         let Some(spare) = self.lock().pop() else {
             return false;
         };
-        // A spare gone from under us (the state directory cleaned by hand) is dropped.
-        fs::rename(&spare, run_dir).is_ok()
+        // One call, and never over a directory already there (a job's checkout).
+        match renameat2(
+            AT_FDCWD,
+            &spare,
+            AT_FDCWD,
+            run_dir,
+            RenameFlags::RENAME_NOREPLACE,
+        ) {
+            Ok(()) => true,
+            Err(nix::errno::Errno::EEXIST) => {
+                self.lock().push(spare);
+                false
+            }
+            // A spare gone from under us (the state directory cleaned by hand) is dropped.
+            Err(_) => false,
+        }
     }
 
     /// Keeps the directory of a run that ended `finished` for reuse, if the run left
     /// nothing of its own in it and the server has its output up to `shipped` bytes, which
     /// must be all of it.
     pub fn give(&self, run_dir: &Path, shipped: u64) {
-        if self.lock().len() >= MAX_SPARES || !reusable(run_dir, shipped) {
+        if self.lock().len() >= MAX_SPARES {
             return;
         }
-        let output = run_dir.join("output.log");
-        let emptied = OpenOptions::new()
-            .write(true)
-            .open(&output)
-            .and_then(|f| f.set_len(0));
-        let exit = run_dir.join("exit.json");
-        let blanked = liftoff_runner::local::blank_exit_file(&exit);
-        if (output.exists() && emptied.is_err()) || (exit.exists() && blanked.is_err()) {
+        let Some(output_len) = reusable(run_dir, shipped) else {
+            return;
+        };
+        if output_len > 0
+            && OpenOptions::new()
+                .write(true)
+                .open(run_dir.join("output.log"))
+                .and_then(|f| f.set_len(0))
+                .is_err()
+        {
             return;
         }
         let spare = self
@@ -104,33 +119,34 @@ impl Spares {
 }
 
 /// Whether `run_dir` holds only an empty `work/` and the agent's own files, as made, with
-/// the output shipped whole.
-fn reusable(run_dir: &Path, shipped: u64) -> bool {
-    let Ok(entries) = fs::read_dir(run_dir) else {
-        return false;
-    };
+/// the output shipped whole: then the output's length.
+fn reusable(run_dir: &Path, shipped: u64) -> Option<u64> {
     let mut has_work = false;
-    for entry in entries {
-        let Ok(entry) = entry else { return false };
-        let name = entry.file_name();
-        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
-            return false;
-        };
-        match name.to_str() {
-            Some(WORK) if meta.file_type().is_dir() => has_work = true,
-            Some(own) if OWN_FILES.contains(&own) => {
+    let mut output_len = 0;
+    for entry in fs::read_dir(run_dir).ok()? {
+        let entry = entry.ok()?;
+        // From the listing: no call, and a symlink is a symlink (not followed).
+        let kind = entry.file_type().ok()?;
+        match entry.file_name().to_str()? {
+            WORK if kind.is_dir() => has_work = true,
+            own @ ("output.log" | "exit.json") if kind.is_file() => {
+                let meta = entry.metadata().ok()?;
                 let whole = match own {
                     "output.log" => meta.len() == shipped,
                     _ => meta.len() <= liftoff_runner::local::EXIT_RECORD as u64,
                 };
-                if !meta.file_type().is_file() || meta.nlink() != 1 || !whole {
-                    return false;
+                if meta.nlink() != 1 || !whole {
+                    return None;
+                }
+                if own == "output.log" {
+                    output_len = meta.len();
                 }
             }
-            _ => return false,
+            _ => return None,
         }
     }
-    has_work && fs::read_dir(run_dir.join(WORK)).is_ok_and(|mut d| d.next().is_none())
+    let work_empty = fs::read_dir(run_dir.join(WORK)).ok()?.next().is_none();
+    (has_work && work_empty).then_some(output_len)
 }
 
 #[cfg(test)]
@@ -146,7 +162,7 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_finished_run_dir_is_reused_with_its_files_emptied() {
+    fn an_empty_finished_run_dir_is_reused_with_its_output_emptied() {
         let root = tempfile::tempdir().unwrap();
         let spares = Spares::open(root.path());
         let old = run_dir(root.path(), "a", "hello\n");
@@ -155,16 +171,20 @@ mod tests {
         let new = root.path().join("runs").join("b");
         assert!(spares.take(&new));
         assert_eq!(fs::read(new.join("output.log")).unwrap(), b"");
-        let exit = fs::read(new.join("exit.json")).unwrap();
-        assert!(
-            exit.iter().all(|b| *b == b' '),
-            "the exit record is blanked"
-        );
+        assert!(new.join("exit.json").is_file(), "kept, to be overwritten");
         assert!(new.join(WORK).is_dir());
         assert!(
             !spares.take(&root.path().join("runs").join("c")),
             "one spare only"
         );
+        // Never over a directory already there (a job's checkout): the spare stays.
+        spares.give(&new, 0);
+        let checkout = run_dir(root.path(), "checkout", "");
+        fs::write(checkout.join(WORK).join("train.py"), "print(1)").unwrap();
+        assert!(!spares.take(&checkout));
+        assert!(checkout.join(WORK).join("train.py").exists());
+        let new = root.path().join("runs").join("b2");
+        assert!(spares.take(&new), "the spare was kept");
         // A new agent on the same state directory finds what the last one left.
         spares.give(&new, 0);
         let again = Spares::open(root.path());

@@ -49,25 +49,38 @@ impl LocalHandle {
     }
 }
 
-/// The size of an exit file's record: the exit as JSON, padded with spaces (JSON allows
-/// them), so the record always overwrites the whole of an older or blank one.
-pub const EXIT_RECORD: usize = 64;
+/// The size of an exit file's record: the run's id and exit as JSON, padded with spaces
+/// (JSON allows them), so a record always overwrites the whole of an older one.
+pub const EXIT_RECORD: usize = 96;
 
-/// An exit as its exit file holds it.
-pub fn exit_record(exit: &Exit) -> Vec<u8> {
-    let mut record = serde_json::to_vec(exit).unwrap_or_default();
-    record.resize(record.len().max(EXIT_RECORD), b' ');
-    record
+/// What an exit file holds. The run's id tells a record from one a reused run directory
+/// still holds from its last run.
+#[derive(Serialize, Deserialize)]
+struct ExitRecord {
+    #[serde(default)]
+    run_id: Option<String>,
+    #[serde(flatten)]
+    exit: Exit,
 }
 
-/// Blanks an exit file for reuse (a record of spaces reads as no exit yet), without
-/// truncating it.
-pub fn blank_exit_file(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)?
-        .write_all(&[b' '; EXIT_RECORD])
+/// A run's exit as its exit file holds it.
+pub fn exit_record(run_id: &str, exit: &Exit) -> Vec<u8> {
+    let record = ExitRecord {
+        run_id: Some(run_id.to_string()),
+        exit: *exit,
+    };
+    let mut bytes = serde_json::to_vec(&record).unwrap_or_default();
+    bytes.resize(bytes.len().max(EXIT_RECORD), b' ');
+    bytes
+}
+
+/// The exit an exit file records for `run_id` (a record without an id is taken as its own).
+pub fn read_exit_record(bytes: &[u8], run_id: &str) -> Option<Exit> {
+    let record: ExitRecord = serde_json::from_slice(bytes).ok()?;
+    record
+        .run_id
+        .is_none_or(|id| id == run_id)
+        .then_some(record.exit)
 }
 
 /// How long the supervisor may take to answer a request that does not wait in line.
@@ -231,13 +244,13 @@ impl LocalRunner {
     }
 
     /// The exit recorded for a run, if it has ended.
-    fn recorded_exit(h: &LocalHandle) -> Option<Exit> {
+    fn recorded_exit(h: &LocalHandle, run_id: &str) -> Option<Exit> {
         let bytes = std::fs::read(&h.exit_file).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        read_exit_record(&bytes, run_id)
     }
 
-    fn status_of(h: &LocalHandle) -> RunStatus {
-        if let Some(exit) = Self::recorded_exit(h) {
+    fn status_of(h: &LocalHandle, run_id: &str) -> RunStatus {
+        if let Some(exit) = Self::recorded_exit(h, run_id) {
             return RunStatus::Exited(exit);
         }
         if procs::alive(h.pid, h.start_time) {
@@ -407,7 +420,7 @@ impl Runner for LocalRunner {
                         return Ok(RunStatus::Running);
                     }
                 }
-                LocalHandle::of(h).map(|l| Self::status_of(&l))
+                LocalHandle::of(h).map(|l| Self::status_of(&l, run))
             })
             .collect()
     }
@@ -432,7 +445,7 @@ impl Runner for LocalRunner {
             let status = if heard {
                 RunStatus::Running
             } else {
-                Self::status_of(&h)
+                Self::status_of(&h, &run)
             };
             match status {
                 RunStatus::Exited(exit) => return Ok(RunStatus::Exited(exit)),
@@ -527,5 +540,26 @@ impl Runner for LocalRunner {
                 "unexpected answer {other:?}"
             ))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_exit_record_is_read_for_its_own_run_only() {
+        let exit = Exit {
+            code: 3,
+            signal: None,
+        };
+        let record = exit_record("run1", &exit);
+        assert_eq!(record.len(), EXIT_RECORD, "padded to a fixed size");
+        assert_eq!(read_exit_record(&record, "run1"), Some(exit));
+        // A reused run directory still holds its last run's record.
+        assert_eq!(read_exit_record(&record, "run2"), None);
+        assert_eq!(read_exit_record(&[b' '; EXIT_RECORD], "run1"), None);
+        // Written by an older supervisor, without the id.
+        assert_eq!(read_exit_record(br#"{"code":3}"#, "run1"), Some(exit));
     }
 }

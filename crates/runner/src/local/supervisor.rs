@@ -316,7 +316,7 @@ fn reap(shared: &Arc<Shared>) {
         let Some(child) = lock(&shared.children).remove(&pid.as_raw()) else {
             continue;
         };
-        write_exit(&child.exit_file, &exit);
+        write_exit(&child.exit_file, &child.run_id, &exit);
         shared.broadcast(&Message::Exited {
             run_id: child.run_id,
             pid: child.pid,
@@ -327,17 +327,17 @@ fn reap(shared: &Arc<Shared>) {
 }
 
 /// Writes the exit in place: one write at the start of a file that may already be there (a
-/// run directory in reuse keeps one, blanked), not a temporary file and a rename, which cost
-/// a new inode per run. The record is padded to [`super::EXIT_RECORD`] bytes, so it never
+/// run directory in reuse keeps its last run's, which the run id in the record tells
+/// apart), not a temporary file and a rename, which cost a new inode per run. The record is padded to [`super::EXIT_RECORD`] bytes, so it never
 /// needs a truncation (on ext4 a file truncated to empty and written again is flushed to
 /// disk on close). A reader that catches it half-written finds no valid exit and looks again.
-fn write_exit(path: &Path, exit: &Exit) {
+fn write_exit(path: &Path, run_id: &str, exit: &Exit) {
     let ok = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(path)
-        .and_then(|mut f| f.write_all(&super::exit_record(exit)));
+        .and_then(|mut f| f.write_all(&super::exit_record(run_id, exit)));
     if let Err(e) = ok {
         eprintln!("liftoff supervisor: cannot write {}: {e}", path.display());
     }
