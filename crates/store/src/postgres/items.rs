@@ -126,10 +126,12 @@ async fn fill_positions(tx: &Tx<'_>, items: &mut [Item]) -> StoreResult<()> {
                 .push((r, item.id.0, index));
         }
     }
+    // Both kinds named: the pending index is by (queue, kind, rank, id), so each kind's
+    // range is walked, not every pending item of the queue.
     let between = tx
         .prepare_cached(
             "SELECT count(*) FROM items WHERE queue_id = $1 AND state = 'pending'
-             AND (rank, id) > ($2, $3) AND (rank, id) < ($4, $5)",
+             AND kind IN ('run', 'scheduler') AND (rank, id) > ($2, $3) AND (rank, id) < ($4, $5)",
         )
         .await?;
     for (queue, mut keys) in by_queue {

@@ -123,9 +123,11 @@ fn fill_positions(conn: &Connection, items: &mut [Item]) -> StoreResult<()> {
             by_queue.entry(item.queue.clone()).or_default().push(key);
         }
     }
+    // Both kinds named: the pending index is by (queue, kind, rank, id), so each kind's
+    // range is walked, not every pending item of the queue.
     let mut between = conn.prepare_cached(
         "SELECT count(*) FROM items WHERE queue_id = ?1 AND state = 'pending'
-         AND (rank, id) > (?2, ?3) AND (rank, id) < (?4, ?5)",
+         AND kind IN ('run', 'scheduler') AND (rank, id) > (?2, ?3) AND (rank, id) < (?4, ?5)",
     )?;
     for (queue, mut keys) in by_queue {
         let queue_id = rows::queue_id(conn, &queue)?;
