@@ -67,7 +67,7 @@ impl Slots {
         // again when half are used, in one batch, not one item each time a run ends (a
         // lease per run was most of a short run's cost).
         let waiting = held - self.running() as i64;
-        if ahead > 0 && waiting >= ahead / 2 {
+        if ahead > 0 && waiting > 0 && waiting * 2 >= ahead {
             return 0;
         }
         (self.max_jobs + ahead - held).clamp(0, cap) as u32
@@ -207,6 +207,16 @@ mod tests {
         assert_eq!(s.wanted(), 0, "half of the 40 ahead still wait");
         s.remove(ItemId(21));
         assert_eq!(s.wanted(), 21, "below half: topped up in one lease");
+        // One item ahead: nothing waiting means lease (half of one is not zero).
+        let mut one = Slots::new(1);
+        for _ in 0..8 {
+            one.record_duration(Duration::from_millis(40));
+        }
+        assert_eq!(one.wanted(), 2);
+        let _running = one.add(ItemId(1), Phase::Running);
+        assert_eq!(one.wanted(), 1);
+        let _ready = one.add(ItemId(2), Phase::Ready);
+        assert_eq!(one.wanted(), 0);
     }
 
     #[test]
