@@ -551,3 +551,53 @@ async fn a_run_stopped_while_waiting_for_a_slot_never_starts() {
     wait_state(&client, long, ItemState::Stopped).await;
     kill_group(pid);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_runs_one_after_another_keep_flowing_and_reuse_their_directories() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let state = server.dir.path().join("agent");
+    let _agent = server.agent(&state, &["--queue", "q", "--max-jobs", "1"]);
+    // Short enough to make the agent take items ahead, each enqueued once the last ended:
+    // an idle agent must keep leasing however few it takes ahead.
+    let mut runs = Vec::new();
+    for n in 0..10 {
+        let id = client.enqueue("q", &sh("sleep 0.05")).await.unwrap().id;
+        wait_state(&client, id, ItemState::Finished).await;
+        let run = client.get_item(id).await.unwrap().run_id.unwrap();
+        let run = client.get_run(&run).await.unwrap();
+        // A run this short reports its end only: its start and handle come with it.
+        let started = run
+            .started_at_ms
+            .unwrap_or_else(|| panic!("run {n} has no start"));
+        assert!(started <= run.ended_at_ms.unwrap());
+        assert!(run.handle["pid"].as_i64().is_some());
+        runs.push(run.id);
+    }
+    let count = |dir: &str| std::fs::read_dir(state.join(dir)).map_or(0, |d| d.count());
+    assert_eq!(
+        count("runs"),
+        0,
+        "every finished run's directory was handed on"
+    );
+    assert!(count("spare") >= 1);
+    // What a run leaves in its working directory stays where it was, with the directory.
+    let id = client
+        .enqueue("q", &sh("echo weights > model.pt"))
+        .await
+        .unwrap()
+        .id;
+    wait_state(&client, id, ItemState::Finished).await;
+    let run = client.get_item(id).await.unwrap().run_id.unwrap();
+    let kept = state.join("runs").join(run.as_str()).join("work/model.pt");
+    assert_eq!(std::fs::read_to_string(kept).unwrap(), "weights\n");
+    // And a reused directory shows the next run nothing of the last one's output.
+    let id = client.enqueue("q", &sh("echo first")).await.unwrap().id;
+    wait_state(&client, id, ItemState::Finished).await;
+    let id = client.enqueue("q", &sh("echo second")).await.unwrap().id;
+    wait_state(&client, id, ItemState::Finished).await;
+    let run = client.get_item(id).await.unwrap().run_id.unwrap();
+    let logs = client.read_log(&run, 0).await.unwrap();
+    assert_eq!(String::from_utf8_lossy(&logs), "second\n");
+}
