@@ -6,9 +6,11 @@
 //! runs, writes each exit to the run's exit file, and tells whichever agent is connected. A
 //! restarted agent reconnects and re-adopts its runs with their real exit codes.
 //!
-//! It is plain threads and blocking I/O (one thread per connection, small stacks, and one
-//! reaper that waits for every run: a thread per run cost short runs more than the run
-//! itself): it does almost nothing, and it must not depend on the agent's runtime. It exits
+//! It is plain threads and blocking I/O (one thread per connection, small stacks; one
+//! reaper that waits for every run, since a thread per run cost short runs more than the run
+//! itself; and a starter per core that starts runs waiting in line, so that starts, which
+//! wait for the new process to exec, overlap and never hold up reaping): it does almost
+//! nothing, and it must not depend on the agent's runtime. It exits
 //! once it has had no run and no agent for [`IDLE_EXIT`].
 
 use super::proto::{Child, Message, Request};
@@ -32,15 +34,29 @@ struct Waiting {
     request: Request,
 }
 
+/// The runs by pid. Every child of this process is a run: the reaper waits for any.
+#[derive(Default)]
+struct Table {
+    live: HashMap<i32, Child>,
+    /// Ends the reaper saw before the run's starter put it in `live` (a run that ended
+    /// during its own start): the starter finds its end here.
+    early: HashMap<i32, Exit>,
+    /// Runs being started (taken out of the line, not yet in `live`): they count against
+    /// the limit already.
+    starting: usize,
+}
+
 #[derive(Default)]
 struct Shared {
-    /// Live runs by pid. Every child of this process is a run: the reaper waits for any.
-    children: Mutex<HashMap<i32, Child>>,
+    children: Mutex<Table>,
     /// Signalled when `children` gains a run, for the reaper waiting for one.
     has_children: Condvar,
+    /// Signalled when a run may start from the line (a run ended, or one joined the line).
+    may_start: Condvar,
     conns: Mutex<Vec<(u64, UnixStream)>>,
     next_conn: Mutex<u64>,
     /// Runs waiting for a slot, oldest first. Lock order: `queue`, then `children`.
+    /// `may_start` waits with this lock.
     queue: Mutex<VecDeque<Waiting>>,
 }
 
@@ -90,6 +106,13 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
             .stack_size(THREAD_STACK)
             .spawn(move || reap(&shared))?;
     }
+    let starters = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    for _ in 0..starters {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || starter(&shared))?;
+    }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let shared = shared.clone();
@@ -104,8 +127,10 @@ fn idle_exit(shared: &Shared, socket: &Path) {
     let mut idle_since = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let busy = !lock(&shared.children).is_empty()
-            || !lock(&shared.conns).is_empty()
+        let busy = {
+            let table = lock(&shared.children);
+            !table.live.is_empty() || table.starting > 0
+        } || !lock(&shared.conns).is_empty()
             || !lock(&shared.queue).is_empty();
         if busy {
             idle_since = Instant::now();
@@ -130,13 +155,12 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
         let Ok(line) = line else { break };
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(request @ Request::Spawn { .. }) => {
-                let mut queue = lock(&shared.queue);
-                if queue.is_empty() && has_room(&shared, &request) {
-                    Some(start(&shared, request))
-                } else {
-                    queue.push_back(Waiting { conn, request });
-                    None
-                }
+                // Into the line, always: a start waits for the new process to exec, and
+                // starting here would make every next request of this agent wait for it
+                // (the starters, one per core, start runs side by side).
+                lock(&shared.queue).push_back(Waiting { conn, request });
+                shared.may_start.notify_one();
+                None
             }
             Ok(Request::Withdraw { id, run_id }) => {
                 let mut queue = lock(&shared.queue);
@@ -151,7 +175,7 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
             }
             Ok(Request::List { id }) => Some(Message::Running {
                 id,
-                runs: lock(&shared.children).values().cloned().collect(),
+                runs: lock(&shared.children).live.values().cloned().collect(),
             }),
             Err(e) => Some(Message::Refused {
                 id: 0,
@@ -167,18 +191,35 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
     lock(&shared.conns).retain(|(c, _)| *c != conn);
 }
 
-/// Whether a spawn request may start now.
-fn has_room(shared: &Shared, request: &Request) -> bool {
-    match request {
+/// Whether a spawn request may start now; if so, counts it as starting (the caller holds
+/// the line, so two callers cannot both take the last slot).
+fn reserve(shared: &Shared, request: &Request) -> bool {
+    let mut table = lock(&shared.children);
+    let room = match request {
         Request::Spawn {
             limit: Some(limit), ..
-        } => lock(&shared.children).len() < *limit as usize,
+        } => table.live.len() + table.starting < *limit as usize,
         _ => true,
+    };
+    if room {
+        table.starting += 1;
     }
+    room
 }
 
-/// Starts a spawn request; the answer for its asker.
+/// Starts a spawn request counted as starting by [`reserve`]; the answer for its asker.
 fn start(shared: &Arc<Shared>, request: Request) -> Message {
+    let answer = start_reserved(shared, request);
+    if matches!(answer, Message::Refused { .. }) {
+        // Never started: its place goes back.
+        lock(&shared.children).starting -= 1;
+        let _line = lock(&shared.queue);
+        shared.may_start.notify_one();
+    }
+    answer
+}
+
+fn start_reserved(shared: &Arc<Shared>, request: Request) -> Message {
     let Request::Spawn {
         id,
         run_id,
@@ -201,13 +242,27 @@ fn start(shared: &Arc<Shared>, request: Request) -> Message {
     )
 }
 
-/// A run ended: start what waits in line while there is room, and answer each asker.
-fn start_waiting(shared: &Arc<Shared>) {
-    let mut queue = lock(&shared.queue);
-    while queue.front().is_some_and(|w| has_room(shared, &w.request)) {
-        let Some(waiting) = queue.pop_front() else {
-            break;
+/// Starts runs from the line whenever there is room, answering each asker; one per core,
+/// so that one waiting for its new process to exec does not hold up the next.
+fn starter(shared: &Arc<Shared>) {
+    loop {
+        let waiting = {
+            let mut queue = lock(&shared.queue);
+            loop {
+                if let Some(front) = queue.front() {
+                    if reserve(shared, &front.request) {
+                        break queue.pop_front();
+                    }
+                }
+                queue = shared
+                    .may_start
+                    .wait(queue)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
         };
+        let Some(waiting) = waiting else { continue };
+        // More may fit (several ended at once): let another starter look.
+        shared.may_start.notify_one();
         let answer = start(shared, waiting.request);
         shared.send_to(waiting.conn, &answer);
     }
@@ -252,26 +307,35 @@ fn spawn(
         .stderr(err)
         // Its own process group, so a stop reaches every process the run starts.
         .process_group(0);
-    // Hold the table while spawning, so the waiter cannot report an end before the run is
-    // in the table.
-    let mut children = lock(&shared.children);
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return refuse(format!("cannot start {name:?}: {e}")),
     };
     let pid = child.id() as i32;
+    // 0 if it has already ended and been reaped: its end is recorded, nobody needs to
+    // tell it from another process by that pid.
     let start_time = procs::stat(pid).map_or(0, |s| s.start_time);
-    children.insert(
+    let child = Child {
+        run_id,
         pid,
-        Child {
-            run_id,
-            pid,
-            start_time,
-            exit_file,
-        },
-    );
-    drop(children);
+        start_time,
+        exit_file,
+    };
+    let early = {
+        let mut table = lock(&shared.children);
+        table.starting -= 1;
+        match table.early.remove(&pid) {
+            Some(exit) => Some((child, exit)),
+            None => {
+                table.live.insert(pid, child);
+                None
+            }
+        }
+    };
     shared.has_children.notify_one();
+    if let Some((child, exit)) = early {
+        ended(shared, child, exit);
+    }
     Message::Spawned {
         id,
         pid,
@@ -287,11 +351,13 @@ fn reap(shared: &Arc<Shared>) {
     use nix::sys::wait::{waitpid, WaitStatus};
     loop {
         {
-            let mut children = lock(&shared.children);
-            while children.is_empty() {
-                children = shared
+            // Nothing live: wait (a run that ends before its starter puts it in the table
+            // stays a zombie until then, and is reaped after).
+            let mut table = lock(&shared.children);
+            while table.live.is_empty() {
+                table = shared
                     .has_children
-                    .wait(children)
+                    .wait(table)
                     .unwrap_or_else(|p| p.into_inner());
             }
         }
@@ -313,17 +379,34 @@ fn reap(shared: &Arc<Shared>) {
                 continue;
             }
         };
-        let Some(child) = lock(&shared.children).remove(&pid.as_raw()) else {
-            continue;
+        let child = {
+            let mut table = lock(&shared.children);
+            match table.live.remove(&pid.as_raw()) {
+                Some(child) => child,
+                None => {
+                    // Its starter has not put it in the table yet: it will find this.
+                    table.early.insert(pid.as_raw(), exit);
+                    continue;
+                }
+            }
         };
-        write_exit(&child.exit_file, &child.run_id, &exit);
-        shared.broadcast(&Message::Exited {
-            run_id: child.run_id,
-            pid: child.pid,
-            exit,
-        });
-        start_waiting(shared);
+        ended(shared, child, exit);
     }
+}
+
+/// A run ended: its slot goes to the line first (the next run starts while this one's exit
+/// is written and told), then its exit is written and told.
+fn ended(shared: &Shared, child: Child, exit: Exit) {
+    {
+        let _line = lock(&shared.queue);
+        shared.may_start.notify_one();
+    }
+    write_exit(&child.exit_file, &child.run_id, &exit);
+    shared.broadcast(&Message::Exited {
+        run_id: child.run_id,
+        pid: child.pid,
+        exit,
+    });
 }
 
 /// Writes the exit in place: one write at the start of a file that may already be there (a

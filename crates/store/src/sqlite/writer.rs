@@ -1,12 +1,12 @@
-//! The write path: group commit by flat combining, and a checkpointer thread.
+//! The write path: group commit on a writer thread, and a checkpointer thread.
 //!
 //! SQLite has one writer at a time, and a commit costs more than the statements in it. A
-//! write is queued; then its caller tries to take the connection. Whoever holds it (the
-//! *combiner*) takes every queued write, runs each inside a savepoint (so one failing write
-//! does not undo its neighbours), commits them together, and answers them all. A caller that
-//! finds the connection taken simply waits for its answer: the combiner will see its write.
-//! A lone writer thus runs its own write at once, with no thread hand-off, and many writers
-//! share commits.
+//! write is queued for the writer thread, which takes every queued write, runs each inside a
+//! savepoint (so one failing write does not undo its neighbours), commits them together, and
+//! answers them all. Writes used to run on whichever async task found the connection free
+//! (no thread hand-off for a lone write), but a group's commit then held up every other task
+//! of that runtime thread: with the agent in the same process (`liftoff up`), runs waited to
+//! be told their start while the thread committed. The hand-off costs a few microseconds.
 //!
 //! Callers hear back only after the commit, so an answered write survives a crash of the
 //! process (WAL with `synchronous=NORMAL`: the commit is in the WAL file before we answer;
@@ -18,15 +18,12 @@
 use crate::{StoreError, StoreResult};
 use rusqlite::Connection;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// Most writes committed together: bounds the latency one commit adds to the first caller.
 const MAX_GROUP: usize = 256;
-/// Groups one combiner commits before it hands the rest to the blocking pool, so that a
-/// caller under constant load gets back to its own task.
-const MAX_ROUNDS: usize = 4;
 /// WAL size (in pages) past which the checkpointer copies it back into the database.
 const CHECKPOINT_PAGES: i64 = 4000;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
@@ -37,6 +34,8 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 pub struct Writer {
     conn: Mutex<Connection>,
     queue: Mutex<Vec<Job>>,
+    /// Signalled when a write is queued, for the writer thread.
+    queued: Condvar,
 }
 
 impl Writer {
@@ -46,12 +45,18 @@ impl Writer {
         let writer = Arc::new(Writer {
             conn: Mutex::new(conn),
             queue: Mutex::new(Vec::new()),
+            queued: Condvar::new(),
         });
         let checkpoint_conn = super::open_connection(path, false)?;
         let weak = Arc::downgrade(&writer);
         std::thread::Builder::new()
             .name("liftoff-sqlite-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpoint_conn, weak))
+            .map_err(|e| StoreError::Backend(Box::new(e)))?;
+        let weak = Arc::downgrade(&writer);
+        std::thread::Builder::new()
+            .name("liftoff-sqlite-writer".into())
+            .spawn(move || write_loop(weak))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         Ok(writer)
     }
@@ -72,42 +77,37 @@ impl Writer {
             (ok, reply)
         });
         lock(&self.queue).push(job);
-        self.drive();
+        self.queued.notify_one();
         rx.await.map_err(|_| StoreError::Closed)?
     }
+}
 
-    /// Commits queued writes while this thread can hold the connection.
-    fn drive(self: &Arc<Self>) {
-        for _ in 0..MAX_ROUNDS {
-            let conn = match self.conn.try_lock() {
-                Ok(conn) => conn,
-                Err(TryLockError::Poisoned(p)) => p.into_inner(),
-                // The holder checks the queue again after it lets go, so it will take ours.
-                Err(TryLockError::WouldBlock) => return,
-            };
-            let group: Vec<Job> = {
-                let mut queue = lock(&self.queue);
-                let n = queue.len().min(MAX_GROUP);
-                queue.drain(..n).collect()
-            };
-            if group.is_empty() {
-                drop(conn);
-                // A write queued after our drain whose caller found the connection taken:
-                // nobody else will run it, so go round again.
-                if lock(&self.queue).is_empty() {
-                    return;
-                }
-                continue;
+/// The writer thread: takes every queued write, commits them as one group, answers them,
+/// and again, until the writer is gone. Writes never run on the async runtime's threads: a
+/// group's commit there held up every task of that thread (the agent's too, in `up`).
+fn write_loop(writer: Weak<Writer>) {
+    loop {
+        let Some(w) = writer.upgrade() else { return };
+        let group: Vec<Job> = {
+            let mut queue = lock(&w.queue);
+            if queue.is_empty() {
+                // Woken by a write, or now and then to see whether the writer is gone.
+                queue = w
+                    .queued
+                    .wait_timeout(queue, Duration::from_millis(500))
+                    .map_or_else(|p| p.into_inner().0, |(q, _)| q);
             }
-            let replies = commit_group(&conn, group);
-            drop(conn);
-            for (reply, result) in replies {
-                reply(result);
-            }
+            let n = queue.len().min(MAX_GROUP);
+            queue.drain(..n).collect()
+        };
+        if group.is_empty() {
+            continue;
         }
-        if !lock(&self.queue).is_empty() {
-            let me = self.clone();
-            tokio::task::spawn_blocking(move || me.drive());
+        let conn = lock(&w.conn);
+        let replies = commit_group(&conn, group);
+        drop(conn);
+        for (reply, result) in replies {
+            reply(result);
         }
     }
 }
