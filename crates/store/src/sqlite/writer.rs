@@ -3,10 +3,12 @@
 //! SQLite has one writer at a time, and a commit costs more than the statements in it. A
 //! write is queued for the writer thread, which takes every queued write, runs each inside a
 //! savepoint (so one failing write does not undo its neighbours), commits them together, and
-//! answers them all. Writes used to run on whichever async task found the connection free
-//! (no thread hand-off for a lone write), but a group's commit then held up every other task
-//! of that runtime thread: with the agent in the same process (`liftoff up`), runs waited to
-//! be told their start while the thread committed. The hand-off costs a few microseconds.
+//! answers them all. Writes used to run on whichever async task found the connection free,
+//! but a group's commit then held up every other task of that runtime thread: with the agent
+//! in the same process (`liftoff up`), runs waited to be told their start while the thread
+//! committed, and a batch of acks made as many commits as acks. Only a write alone in flight
+//! still runs where it is (one commit of one write is short, and the hand-off to the thread
+//! and back tripled a lone client's latency).
 //!
 //! Callers hear back only after the commit, so an answered write survives a crash of the
 //! process (WAL with `synchronous=NORMAL`: the commit is in the WAL file before we answer;
@@ -18,6 +20,7 @@
 use crate::{StoreError, StoreResult};
 use rusqlite::Connection;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -36,6 +39,8 @@ pub struct Writer {
     queue: Mutex<Vec<Job>>,
     /// Signalled when a write is queued, for the writer thread.
     queued: Condvar,
+    /// Writes in flight (queued, running or waiting for their answer).
+    writers: AtomicUsize,
 }
 
 impl Writer {
@@ -46,6 +51,7 @@ impl Writer {
             conn: Mutex::new(conn),
             queue: Mutex::new(Vec::new()),
             queued: Condvar::new(),
+            writers: AtomicUsize::new(0),
         });
         let checkpoint_conn = super::open_connection(path, false)?;
         let weak = Arc::downgrade(&writer);
@@ -76,9 +82,52 @@ impl Writer {
             });
             (ok, reply)
         });
-        lock(&self.queue).push(job);
-        self.queued.notify_one();
+        let _writing = Writing::start(&self.writers);
+        // A write with no other in flight runs here, at once: no hand-off to the writer
+        // thread and back (which tripled a lone client's write latency). It first lets the
+        // writes started alongside it show up (a batch of acks starts them all together):
+        // those go to the writer thread as one group.
+        let mut job = Some(job);
+        if self.writers.load(Ordering::Acquire) == 1 {
+            tokio::task::yield_now().await;
+            if self.writers.load(Ordering::Acquire) == 1 && lock(&self.queue).is_empty() {
+                self.run_here(&mut job);
+            }
+        }
+        if let Some(job) = job {
+            lock(&self.queue).push(job);
+            self.queued.notify_one();
+        }
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Commits `job` on this thread if the connection is free (then takes it).
+    fn run_here(&self, job: &mut Option<Job>) {
+        let Ok(conn) = self.conn.try_lock() else {
+            return;
+        };
+        let Some(job) = job.take() else { return };
+        let replies = commit_group(&conn, vec![job]);
+        drop(conn);
+        for (reply, result) in replies {
+            reply(result);
+        }
+    }
+}
+
+/// Counts a write in flight for as long as it lives (also when its caller drops it).
+struct Writing<'a>(&'a AtomicUsize);
+
+impl<'a> Writing<'a> {
+    fn start(count: &'a AtomicUsize) -> Writing<'a> {
+        count.fetch_add(1, Ordering::AcqRel);
+        Writing(count)
+    }
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
