@@ -194,40 +194,16 @@ async fn start(
     } else {
         RunState::Starting
     };
-    let (ended, ended_rx) = tokio::sync::oneshot::channel::<()>();
-    let started_at_ms = liftoff_types::now_ms();
-    let task = {
-        let agent = agent.clone();
-        let run_id = run_id.clone();
-        let running = RunUpdate {
+    let report = RunningReport {
+        update: RunUpdate {
             started_at_ms: None,
             fence,
             state: first_state,
             exit_code: None,
             message: None,
             handle: Some(handle.data.clone()),
-        };
-        tokio::spawn(async move {
-            // A run that ends within a moment says it all in its end report (its start time
-            // and handle go with it): one write to the server per short run instead of two.
-            // A queueing backend's `starting` goes at once: it carries the job's id.
-            if first_state == RunState::Running {
-                tokio::select! {
-                    () = tokio::time::sleep(RUNNING_AFTER) => {}
-                    _ = ended_rx => return false,
-                }
-            }
-            let sent = agent.outbox.report(&run_id, running).await;
-            if sent.as_ref().is_err_and(moved_on) {
-                agent.stop_item(item, StopWhy::Asked);
-            }
-            true
-        })
-    };
-    let report = RunningReport {
-        task,
-        ended,
-        started_at_ms,
+        },
+        started_at_ms: liftoff_types::now_ms(),
     };
     watch_run(agent, entry, stop, Some(report), started).await;
 }
@@ -235,11 +211,9 @@ async fn start(
 /// How long a local run must live before its `running` is reported on its own.
 const RUNNING_AFTER: Duration = Duration::from_millis(20);
 
-/// The task reporting a run's first state, and how to tell it the run has ended.
+/// A run's first state, to report beside its watch.
 struct RunningReport {
-    /// Returns whether it reported (false: the run ended first).
-    task: tokio::task::JoinHandle<bool>,
-    ended: tokio::sync::oneshot::Sender<()>,
+    update: RunUpdate,
     started_at_ms: liftoff_types::Millis,
 }
 
@@ -508,40 +482,58 @@ async fn watch_run(
         run: entry.run_id.clone(),
         path: agent.journal.run_dir(&entry.run_id).join("metrics.jsonl"),
     };
-    // One task per run ships both files (a task spawned per run is a cost every short run
-    // pays).
+    // The watch, the shipping of both files and the first report are three futures of this
+    // one task (a task, or a timer, more per run is a cost every short run pays).
     let metrics_done = done_rx.clone();
-    let shipping = tokio::spawn(async move {
+    let shipping = async move {
         let (shipped, ()) = tokio::join!(shipper.run(from, done_rx), metrics.run(metrics_done));
         shipped
-    });
-    let mut stopped = None;
-    let status = tokio::select! {
-        status = wait_started_then_ended(agent, &entry, &handle) => status,
-        why = asked_to_stop(&mut stop) => {
-            stopped = Some(why);
-            let grace = match why {
-                StopWhy::Asked => agent.config.stopped_run_timeout,
-                StopWhy::AgentStopping => AGENT_STOP_GRACE,
-                StopWhy::Now | StopWhy::No => Duration::ZERO,
-            };
-            if let Err(e) = agent.runner.cancel(&handle, grace).await {
-                tracing::warn!(run = %entry.run_id, error = %e, "stopping the run failed");
-            }
-            agent.runner.wait(&handle).await
-        }
     };
-    tracing::debug!(item = %entry.item_id, "exited");
-    agent.process_ended(entry.item_id, launched.elapsed());
-    let _ = done.send(true);
-    let shipped = shipping.await.unwrap_or(entry.shipped);
-    let mut unreported: Unreported = None;
-    if let Some(report) = running_report {
-        let _ = report.ended.send(());
-        if !report.task.await.unwrap_or(true) {
-            unreported = Some((handle.data.clone(), report.started_at_ms));
+    let mut ended = done.subscribe();
+    let first_report = async {
+        let report = running_report.as_ref()?;
+        // A run that ends within a moment says it all in its end report (its start time and
+        // handle go with it): one write to the server per short run instead of two. A
+        // queueing backend's `starting` goes at once: it carries the job's id.
+        if report.update.state == RunState::Running {
+            tokio::select! {
+                () = tokio::time::sleep(RUNNING_AFTER) => {}
+                _ = ended.changed() => return Some((handle.data.clone(), report.started_at_ms)),
+            }
         }
-    }
+        let sent = agent
+            .outbox
+            .report(&entry.run_id, report.update.clone())
+            .await;
+        if sent.as_ref().is_err_and(moved_on) {
+            agent.stop_item(entry.item_id, StopWhy::Asked);
+        }
+        None
+    };
+    let mut stopped = None;
+    let watch = async {
+        let status = tokio::select! {
+            status = wait_started_then_ended(agent, &entry, &handle) => status,
+            why = asked_to_stop(&mut stop) => {
+                stopped = Some(why);
+                let grace = match why {
+                    StopWhy::Asked => agent.config.stopped_run_timeout,
+                    StopWhy::AgentStopping => AGENT_STOP_GRACE,
+                    StopWhy::Now | StopWhy::No => Duration::ZERO,
+                };
+                if let Err(e) = agent.runner.cancel(&handle, grace).await {
+                    tracing::warn!(run = %entry.run_id, error = %e, "stopping the run failed");
+                }
+                agent.runner.wait(&handle).await
+            }
+        };
+        tracing::debug!(item = %entry.item_id, "exited");
+        agent.process_ended(entry.item_id, launched.elapsed());
+        let _ = done.send(true);
+        status
+    };
+    let (status, shipped, mut unreported): (_, _, Unreported) =
+        tokio::join!(watch, shipping, first_report);
     // A failure goes by its own call, which carries no start: report the start first.
     let goes_as_failure = match (&status, stopped) {
         (Ok(RunStatus::Exited(exit)), None) => !exit.success(),
