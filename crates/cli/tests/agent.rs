@@ -601,3 +601,50 @@ async fn short_runs_one_after_another_keep_flowing_and_reuse_their_directories()
     let logs = client.read_log(&run, 0).await.unwrap();
     assert_eq!(String::from_utf8_lossy(&logs), "second\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_followed_log_streams_as_it_comes_and_ends_with_a_failed_run() {
+    let up = ServerProcess::start_with(&["up", "--bind", "127.0.0.1:0"]);
+    let client = up.client();
+    let item = client
+        .enqueue(
+            "default",
+            &sh("echo one; sleep 1; echo two; sleep 0.3; exit 4"),
+        )
+        .await
+        .unwrap();
+    wait_async("the run to start", Duration::from_secs(20), || async {
+        client.get_item(item.id).await.unwrap().run_id.is_some()
+    })
+    .await;
+    let run = client.get_item(item.id).await.unwrap().run_id.unwrap();
+    let mut follower = client.follow_log(&run, 0).await.unwrap();
+    let mut seen = Vec::new();
+    // The first line arrives while the run still sleeps: streamed, not read at the end.
+    while !seen.ends_with(b"one\n") {
+        let piece = tokio::time::timeout(Duration::from_secs(10), follower.next())
+            .await
+            .expect("the first line within 10 s")
+            .unwrap()
+            .expect("more output");
+        seen.extend(piece);
+    }
+    assert!(!item_state(&client, item.id).await.is_terminal());
+    let ended = async {
+        while let Some(piece) = follower.next().await.unwrap() {
+            seen.extend(piece);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), ended)
+        .await
+        .expect("the follow ends");
+    assert_eq!(String::from_utf8_lossy(&seen), "one\ntwo\n");
+    assert_eq!(item_state(&client, item.id).await, ItemState::Failed);
+    // It ended with the failure, not at the server's periodic recheck (5 s) after it.
+    let failed_at = client.get_item(item.id).await.unwrap().updated_at_ms;
+    let lag = liftoff_types::now_ms() - failed_at;
+    assert!(
+        lag < 3_000,
+        "the follow ended {lag} ms after the run failed"
+    );
+}

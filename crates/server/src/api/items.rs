@@ -133,7 +133,12 @@ pub async fn fail(
 ) -> Result<Json<Item>, ApiError> {
     caller.require(Access::Work)?;
     ApiError::check(check_failure(&req))?;
-    Ok(Json(state.store.fail(id, req, now_ms()).await?))
+    let item = state.store.fail(id, req, now_ms()).await?;
+    // A follower of the run's log ends with the run (it waited up to its recheck, 5 s).
+    if let Some(run) = &item.run_id {
+        state.wakers.wake(&crate::wake::run_key(run));
+    }
+    Ok(Json(item))
 }
 
 fn check_failure(req: &FailRequest) -> Vec<(String, String)> {
