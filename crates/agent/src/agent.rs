@@ -175,21 +175,6 @@ impl Agent {
         lock(&self.slots).wanted()
     }
 
-    /// Waits up to `limit` for a job slot to free (or a stop). Other changes (an item moving
-    /// from ready to running, say) do not end the wait: with every job slot busy and no
-    /// scheduler waiting, asking again at each of them would only load the server.
-    async fn wait_for_job_slot(&self, limit: Duration) {
-        let deadline = tokio::time::Instant::now() + limit;
-        while self.free_slots() == 0 && !self.is_stopping() {
-            if tokio::time::timeout_at(deadline, self.changed.notified())
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-
     fn set_status(&self, status: AgentStatus) {
         *lock(&self.status) = status;
     }
@@ -231,7 +216,7 @@ impl Agent {
             }
             // Every job slot busy but room for a scheduler: look for one without waiting
             // on the server (a long-poll here would hold up the next run when a slot
-            // frees), then wait for a slot for up to a second and look again.
+            // frees); the wait above spaces these looks a second apart.
             let schedulers_only = free == 0;
             if schedulers_only {
                 probed = Some(tokio::time::Instant::now());
@@ -256,12 +241,8 @@ impl Agent {
                 leased = self.client.lease(self.id, &request) => match leased {
                     Ok(resp) => {
                         tracing::debug!(n = resp.leases.len(), "leased");
-                        let none = resp.leases.is_empty();
                         for lease in resp.leases {
                             self.spawn_item(lease);
-                        }
-                        if schedulers_only && none {
-                            self.wait_for_job_slot(Duration::from_secs(1)).await;
                         }
                     }
                     Err(e) => {

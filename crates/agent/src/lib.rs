@@ -13,6 +13,7 @@ mod job;
 pub mod journal;
 mod outbox;
 mod report;
+mod run;
 mod scheduler;
 mod shipper;
 mod slots;

@@ -49,7 +49,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
         let message = "a scheduler item without a sweep id".to_string();
         return crate::job::fail_item(agent, item.id, lease.fence, message, Phase::Scheduler).await;
     };
-    let Ok(run_id) = crate::job::run_id_for(item) else {
+    let Ok(run_id) = crate::run::run_id_for(item) else {
         return;
     };
     let entry = Entry {

@@ -86,7 +86,7 @@ pub fn read_exit_record(bytes: &[u8], run_id: &str) -> Option<Exit> {
 /// How long the supervisor may take to answer a request that does not wait in line.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
-type Waiters = Arc<Mutex<Ends>>;
+type SharedEnds = Arc<Mutex<Ends>>;
 
 /// What this runner heard of its runs' ends, so that watching a run it started costs no
 /// look at the disk or `/proc` (each short run paid four).
@@ -111,7 +111,7 @@ pub struct LocalRunner {
     log: PathBuf,
     writer: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
     pending: Pending,
-    waiters: Waiters,
+    ends: SharedEnds,
     next_id: AtomicU64,
 }
 
@@ -128,7 +128,7 @@ impl LocalRunner {
             supervisor,
             writer: tokio::sync::Mutex::new(None),
             pending: Arc::default(),
-            waiters: Arc::default(),
+            ends: Arc::default(),
             next_id: AtomicU64::new(1),
         }
     }
@@ -189,11 +189,7 @@ impl LocalRunner {
             }
         };
         let (read, write) = stream.into_split();
-        tokio::spawn(read_messages(
-            read,
-            self.pending.clone(),
-            self.waiters.clone(),
-        ));
+        tokio::spawn(read_messages(read, self.pending.clone(), self.ends.clone()));
         Ok(write)
     }
 
@@ -262,10 +258,10 @@ impl LocalRunner {
 }
 
 /// Reads the supervisor's messages: replies go to their askers, ends to their waiters.
-async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, waiters: Waiters) {
-    read_until_closed(read, &pending, &waiters).await;
+async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, ends: SharedEnds) {
+    read_until_closed(read, &pending, &ends).await;
     // Ends may now go unheard: runs are looked at by hand again.
-    lock(&waiters).live.clear();
+    lock(&ends).live.clear();
     // The supervisor is gone: whoever waits for an answer hears so now.
     lock(&pending).clear();
 }
@@ -273,7 +269,7 @@ async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, 
 async fn read_until_closed(
     read: tokio::net::unix::OwnedReadHalf,
     pending: &Pending,
-    waiters: &Waiters,
+    shared_ends: &SharedEnds,
 ) {
     let mut lines = BufReader::new(read).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -282,7 +278,7 @@ async fn read_until_closed(
         };
         match msg {
             Message::Exited { run_id, exit, .. } => {
-                let mut ends = lock(waiters);
+                let mut ends = lock(shared_ends);
                 ends.live.remove(&run_id);
                 match ends.waiters.remove(&run_id) {
                     Some(txs) => {
@@ -383,7 +379,7 @@ impl Runner for LocalRunner {
                 pid, start_time, ..
             } => {
                 let run = spec.run_id.to_string();
-                let mut ends = lock(&self.waiters);
+                let mut ends = lock(&self.ends);
                 // Its end may already have been heard (then it is in `ended`).
                 if !ends.ended.contains_key(&run) {
                     ends.live.insert(run);
@@ -412,7 +408,7 @@ impl Runner for LocalRunner {
             .map(|h| {
                 let run = h.run_id.as_str();
                 {
-                    let ends = lock(&self.waiters);
+                    let ends = lock(&self.ends);
                     if let Some(exit) = ends.ended.get(run) {
                         return Ok(RunStatus::Exited(*exit));
                     }
@@ -431,7 +427,7 @@ impl Runner for LocalRunner {
         // Listen first, then look: an end between the two is in the exit file.
         let run = handle.run_id.to_string();
         {
-            let mut ends = lock(&self.waiters);
+            let mut ends = lock(&self.ends);
             if let Some(exit) = ends.ended.remove(&run) {
                 ends.live.remove(&run);
                 return Ok(RunStatus::Exited(exit));
@@ -441,7 +437,7 @@ impl Runner for LocalRunner {
         let mut gone_checks = 0;
         loop {
             // A run started over the live connection is told to end: nothing to look at.
-            let heard = lock(&self.waiters).live.contains(&run);
+            let heard = lock(&self.ends).live.contains(&run);
             let status = if heard {
                 RunStatus::Running
             } else {
@@ -464,7 +460,7 @@ impl Runner for LocalRunner {
                 Ok(Err(_)) => {
                     // The supervisor connection closed: keep checking by hand.
                     let (tx, new_rx) = oneshot::channel();
-                    lock(&self.waiters)
+                    lock(&self.ends)
                         .waiters
                         .entry(run.clone())
                         .or_default()

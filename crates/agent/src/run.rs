@@ -1,0 +1,180 @@
+//! What a run is made of before it starts: its command (the spec's entrypoint or its job's),
+//! its id, its directory (a reused one when there is a spare), its config file and
+//! environment, and its resource args with W&B's agent-side macros expanded.
+
+use crate::agent::Agent;
+use liftoff_runner::RunSpec;
+use liftoff_types::{Item, JobVersion, LaunchSpec, RunId};
+use rand::Rng;
+
+/// The argv of an item: the entrypoint (the spec's override, else the job's) and its extra
+/// args.
+pub(crate) fn command(spec: &LaunchSpec, job: Option<&JobVersion>) -> Result<Vec<String>, String> {
+    if let Some(job) = job {
+        let mut argv = spec
+            .overrides
+            .entry_point
+            .clone()
+            .filter(|e| !e.is_empty())
+            .unwrap_or_else(|| job.spec.entrypoint.clone());
+        argv.extend(spec.overrides.args.iter().cloned());
+        return Ok(argv);
+    }
+    if spec
+        .docker
+        .as_ref()
+        .is_some_and(|d| d.docker_image.is_some())
+    {
+        return Err(
+            "an image needs a container runner; this agent has the local-process runner only"
+                .into(),
+        );
+    }
+    let mut argv = spec.overrides.entry_point.clone().unwrap_or_default();
+    if argv.first().is_none_or(|p| p.is_empty()) {
+        return Err("the launch spec has no command (overrides.entry_point)".into());
+    }
+    argv.extend(spec.overrides.args.iter().cloned());
+    Ok(argv)
+}
+
+pub(crate) fn run_id_for(item: &Item) -> Result<RunId, String> {
+    match &item.spec.run_id {
+        Some(id) => id.parse(),
+        None => {
+            const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+            let mut rng = rand::rng();
+            let id: String = (0..8)
+                .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+                .collect();
+            id.parse()
+        }
+    }
+}
+
+/// The run's directory, files and environment; `python`: the job's virtual environment.
+pub(crate) fn prepare(
+    agent: &Agent,
+    item: &Item,
+    run_id: &RunId,
+    token: &str,
+    argv: Vec<String>,
+    python: Option<&std::path::Path>,
+) -> Result<RunSpec, String> {
+    let dir = agent.journal.run_dir(run_id);
+    let work = dir.join("work");
+    if !agent.spares.take(&dir) {
+        std::fs::create_dir_all(&work)
+            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+    }
+    let config = serde_json::Value::Object(item.spec.overrides.run_config.clone()).to_string();
+    let metrics_file = dir.join("metrics.jsonl");
+    let output = dir.join("output.log");
+    // Most runs of a busy agent have no config; they share one read-only `{}` file instead of
+    // costing a file each (file creation dominates short runs on a journaling file system).
+    let config_file = if item.spec.overrides.run_config.is_empty() {
+        agent.journal.empty_config()
+    } else {
+        let file = dir.join("config.json");
+        std::fs::write(&file, &config)
+            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        file
+    };
+    let vars = crate::env::RunVars {
+        run_id: run_id.as_str(),
+        run_name: item.spec.name.as_deref(),
+        item_id: item.id.0,
+        queue: &item.queue,
+        api_url: &agent.api_url,
+        run_token: token,
+        config_json: &config,
+        config_file: &config_file.to_string_lossy(),
+        metrics_file: &metrics_file.to_string_lossy(),
+        sweep_id: item.spec.sweep_id.as_deref(),
+        project: item.spec.project.as_deref(),
+    };
+    let resource_args = expand_macros(&item.resource_args, &macros(item, run_id));
+    let mut env = crate::env::run_env(&agent.base_env, &agent.config.env, &vars);
+    // The resource args as the runner got them (templates substituted, macros expanded), for
+    // runs on backends that have none of their own to read them from.
+    env.insert("LIFTOFF_RESOURCE_ARGS".into(), resource_args.to_string());
+    if let Some(venv) = python {
+        let path = env.get("PATH").cloned().unwrap_or_default();
+        let bin = venv.join("bin").to_string_lossy().into_owned();
+        env.insert("PATH".into(), format!("{bin}:{path}"));
+        env.insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
+    }
+    Ok(RunSpec {
+        run_id: run_id.clone(),
+        argv,
+        env,
+        workdir: work,
+        output,
+        resource_args,
+        // The runner holds runs in line so that a slot that frees starts the next at once.
+        concurrency: u32::try_from(agent.config.max_jobs).ok(),
+    })
+}
+
+/// The values of W&B's agent-side macros for one run.
+fn macros(item: &Item, run_id: &RunId) -> Vec<(&'static str, String)> {
+    let spec = &item.spec;
+    vec![
+        ("${run_id}", run_id.to_string()),
+        (
+            "${run_name}",
+            spec.name.clone().unwrap_or_else(|| run_id.to_string()),
+        ),
+        ("${project_name}", spec.project.clone().unwrap_or_default()),
+        (
+            "${image_uri}",
+            spec.docker
+                .as_ref()
+                .and_then(|d| d.docker_image.clone())
+                .unwrap_or_default(),
+        ),
+        ("${author}", spec.author.clone().unwrap_or_default()),
+    ]
+}
+
+/// Expands the macros in every string of the resource args (keys stay as they are).
+fn expand_macros(value: &serde_json::Value, macros: &[(&str, String)]) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(s) if s.contains("${") => {
+            let mut out = s.clone();
+            for (name, v) in macros {
+                out = out.replace(name, v);
+            }
+            Value::String(out)
+        }
+        Value::Array(a) => Value::Array(a.iter().map(|v| expand_macros(v, macros)).collect()),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| (k.clone(), expand_macros(v, macros)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_macros;
+    use serde_json::json;
+
+    #[test]
+    fn macros_expand_in_every_string() {
+        let args = json!({"job-name": "lo-${run_id}", "labels": ["${author}", 3], "x": {"n": "${run_name}/${project_name}"}});
+        let m = vec![
+            ("${run_id}", "r1".to_string()),
+            ("${run_name}", "try".to_string()),
+            ("${project_name}", "p".to_string()),
+            ("${author}", "ann".to_string()),
+        ];
+        assert_eq!(
+            expand_macros(&args, &m),
+            json!({"job-name": "lo-r1", "labels": ["ann", 3], "x": {"n": "try/p"}})
+        );
+    }
+}
