@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -113,6 +113,7 @@ pub struct LocalRunner {
     pending: Pending,
     ends: SharedEnds,
     next_id: AtomicU64,
+    found: Found,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -130,6 +131,7 @@ impl LocalRunner {
             pending: Arc::default(),
             ends: Arc::default(),
             next_id: AtomicU64::new(1),
+            found: Found::default(),
         }
     }
 
@@ -306,14 +308,51 @@ async fn read_until_closed(
     }
 }
 
+/// Programs found in a `PATH` lately: a search costs a failed `stat` per directory before
+/// the one that has it (eight for `true` on a typical machine), on every run's start.
+#[derive(Default)]
+struct Found {
+    recent: Mutex<HashMap<(String, String), (PathBuf, Instant)>>,
+}
+
+/// How long a program found in a `PATH` is taken as found there: a new program of the same
+/// name installed earlier in the `PATH` is used from the next search on.
+const FOUND_FOR: Duration = Duration::from_secs(1);
+
+impl Found {
+    /// [`resolve`], remembering what a `PATH` search found for [`FOUND_FOR`] (checked to
+    /// still be an executable file each time).
+    fn resolve(&self, program: &str, path: Option<&String>, cwd: &Path) -> RunnerResult<PathBuf> {
+        if program.contains('/') {
+            return resolve(program, path, cwd);
+        }
+        let key = (program.to_string(), path.cloned().unwrap_or_default());
+        let hit = lock(&self.recent)
+            .get(&key)
+            .filter(|(_, at)| at.elapsed() < FOUND_FOR)
+            .map(|(p, _)| p.clone());
+        if let Some(found) = hit.filter(|p| executable(p)) {
+            return Ok(found);
+        }
+        let found = resolve(program, path, cwd)?;
+        let mut recent = lock(&self.recent);
+        if recent.len() >= 64 {
+            recent.retain(|_, (_, at)| at.elapsed() < FOUND_FOR);
+        }
+        recent.insert(key, (found.clone(), Instant::now()));
+        Ok(found)
+    }
+}
+
+fn executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
 /// Finds `program` the way exec would, so that a missing executable is a clear refusal.
 /// A relative path with a slash is taken from the run's working directory, as exec would.
 fn resolve(program: &str, path: Option<&String>, cwd: &Path) -> RunnerResult<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| {
-        p.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-    };
     if program.contains('/') {
         let full = cwd.join(program);
         if executable(&full) {
@@ -356,7 +395,9 @@ impl Runner for LocalRunner {
             .argv
             .first()
             .ok_or_else(|| RunnerError::Permanent("the command is empty".into()))?;
-        let program = resolve(name, spec.env.get("PATH"), &spec.workdir)?;
+        let program = self
+            .found
+            .resolve(name, spec.env.get("PATH"), &spec.workdir)?;
         let exit_file = spec.output.with_file_name("exit.json");
         let reply = self
             .ask(
@@ -476,7 +517,8 @@ impl Runner for LocalRunner {
     async fn cancel(&self, handle: &Handle, grace: Duration) -> RunnerResult<()> {
         let h = LocalHandle::of(handle)?;
         let group = Pid::from_raw(h.pid);
-        let leader_reused = procs::stat(h.pid).is_some_and(|s| s.start_time != h.start_time);
+        let leader_reused =
+            procs::stat(h.pid).is_some_and(|s| !procs::same_start(s.start_time, h.start_time));
         if leader_reused || procs::group_members(h.pid).is_empty() {
             return Ok(());
         }

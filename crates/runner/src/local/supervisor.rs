@@ -6,12 +6,14 @@
 //! runs, writes each exit to the run's exit file, and tells whichever agent is connected. A
 //! restarted agent reconnects and re-adopts its runs with their real exit codes.
 //!
-//! It is plain threads and blocking I/O (one thread per connection, small stacks; one
-//! reaper that waits for every run, since a thread per run cost short runs more than the run
-//! itself; and a starter per core that starts runs waiting in line, so that starts, which
-//! wait for the new process to exec, overlap and never hold up reaping): it does almost
-//! nothing, and it must not depend on the agent's runtime. It exits
-//! once it has had no run and no agent for [`IDLE_EXIT`].
+//! It is plain threads and blocking I/O: one thread per connection, and a pool of workers
+//! (small stacks), each of which starts a run from the line, waits for that run, writes its
+//! exit, and starts the next: the shape of the plainest spawn-and-wait loop, with no hand-off
+//! between threads on a run's path (a single reaper handing slots to starter threads put a
+//! thread switch, and a wait for the one reaper, on every run). Workers are made as runs
+//! need them and end after [`WORKER_IDLE`] without one, so a thread is made per run only
+//! while the number of runs at once grows. It does almost nothing, and it must not depend on
+//! the agent's runtime. It exits once it has had no run and no agent for [`IDLE_EXIT`].
 
 use super::proto::{Child, Message, Request};
 use crate::{procs, Exit};
@@ -26,6 +28,8 @@ use std::time::{Duration, Instant};
 
 /// How long the supervisor stays with nothing to do (covers an agent's restart).
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+/// How long a worker waits for a run to start before it ends.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
 const THREAD_STACK: usize = 128 * 1024;
 
 /// A spawn request waiting for a free slot, with the connection that asked.
@@ -34,13 +38,10 @@ struct Waiting {
     request: Request,
 }
 
-/// The runs by pid. Every child of this process is a run: the reaper waits for any.
+/// The runs by pid, each waited for by the worker that started it.
 #[derive(Default)]
 struct Table {
     live: HashMap<i32, Child>,
-    /// Ends the reaper saw before the run's starter put it in `live` (a run that ended
-    /// during its own start): the starter finds its end here.
-    early: HashMap<i32, Exit>,
     /// Runs being started (taken out of the line, not yet in `live`): they count against
     /// the limit already.
     starting: usize,
@@ -49,15 +50,22 @@ struct Table {
 #[derive(Default)]
 struct Shared {
     children: Mutex<Table>,
-    /// Signalled when `children` gains a run, for the reaper waiting for one.
-    has_children: Condvar,
-    /// Signalled when a run may start from the line (a run ended, or one joined the line).
+    /// Signalled when a run may start from the line (a run ended, or one joined the line),
+    /// for the idle workers.
     may_start: Condvar,
     conns: Mutex<Vec<(u64, UnixStream)>>,
     next_conn: Mutex<u64>,
-    /// Runs waiting for a slot, oldest first. Lock order: `queue`, then `children`.
+    /// Runs waiting for a slot, and the idle workers. Lock order: `line`, then `children`.
     /// `may_start` waits with this lock.
-    queue: Mutex<VecDeque<Waiting>>,
+    line: Mutex<Line>,
+}
+
+#[derive(Default)]
+struct Line {
+    /// Oldest first.
+    waiting: VecDeque<Waiting>,
+    /// Workers waiting for a run to start.
+    idle: usize,
 }
 
 impl Shared {
@@ -100,19 +108,6 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
             .stack_size(THREAD_STACK)
             .spawn(move || idle_exit(&shared, &socket))?;
     }
-    {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .stack_size(THREAD_STACK)
-            .spawn(move || reap(&shared))?;
-    }
-    let starters = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    for _ in 0..starters {
-        let shared = shared.clone();
-        std::thread::Builder::new()
-            .stack_size(THREAD_STACK)
-            .spawn(move || starter(&shared))?;
-    }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let shared = shared.clone();
@@ -131,7 +126,7 @@ fn idle_exit(shared: &Shared, socket: &Path) {
             let table = lock(&shared.children);
             !table.live.is_empty() || table.starting > 0
         } || !lock(&shared.conns).is_empty()
-            || !lock(&shared.queue).is_empty();
+            || !lock(&shared.line).waiting.is_empty();
         if busy {
             idle_since = Instant::now();
         } else if idle_since.elapsed() >= IDLE_EXIT {
@@ -156,21 +151,19 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
         let reply = match serde_json::from_str::<Request>(&line) {
             Ok(request @ Request::Spawn { .. }) => {
                 // Into the line, always: a start waits for the new process to exec, and
-                // starting here would make every next request of this agent wait for it
-                // (the starters, one per core, start runs side by side).
-                lock(&shared.queue).push_back(Waiting { conn, request });
-                shared.may_start.notify_one();
+                // starting here would make every next request of this agent wait for it.
+                join_line(&shared, Waiting { conn, request });
                 None
             }
             Ok(Request::Withdraw { id, run_id }) => {
-                let mut queue = lock(&shared.queue);
-                let before = queue.len();
-                queue.retain(
+                let mut line = lock(&shared.line);
+                let before = line.waiting.len();
+                line.waiting.retain(
                     |w| !matches!(&w.request, Request::Spawn { run_id: r, .. } if *r == run_id),
                 );
                 Some(Message::Withdrawn {
                     id,
-                    withdrawn: queue.len() < before,
+                    withdrawn: line.waiting.len() < before,
                 })
             }
             Ok(Request::List { id }) => Some(Message::Running {
@@ -187,7 +180,7 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
         }
     }
     // Runs this agent left waiting are not started for nobody.
-    lock(&shared.queue).retain(|w| w.conn != conn);
+    lock(&shared.line).waiting.retain(|w| w.conn != conn);
     lock(&shared.conns).retain(|(c, _)| *c != conn);
 }
 
@@ -195,26 +188,151 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
 /// the line, so two callers cannot both take the last slot).
 fn reserve(shared: &Shared, request: &Request) -> bool {
     let mut table = lock(&shared.children);
-    let room = match request {
-        Request::Spawn {
-            limit: Some(limit), ..
-        } => table.live.len() + table.starting < *limit as usize,
-        _ => true,
-    };
+    let room = has_room(&table, request);
     if room {
         table.starting += 1;
     }
     room
 }
 
+/// Whether `request` would fit under its limit now.
+fn has_room(table: &Table, request: &Request) -> bool {
+    match request {
+        Request::Spawn {
+            limit: Some(limit), ..
+        } => table.live.len() + table.starting < *limit as usize,
+        _ => true,
+    }
+}
+
+/// Puts a spawn request in line, and makes sure a worker will look at it.
+fn join_line(shared: &Arc<Shared>, waiting: Waiting) {
+    let mut line = lock(&shared.line);
+    line.waiting.push_back(waiting);
+    call_worker(shared, &mut line);
+}
+
+/// When the first run in line has room: wakes an idle worker for it, or makes one when all
+/// are busy with runs. A worker that takes a run calls this again for the next, so a burst
+/// of requests gets as many workers as have room.
+fn call_worker(shared: &Arc<Shared>, line: &mut Line) {
+    let fits = line
+        .waiting
+        .front()
+        .is_some_and(|front| has_room(&lock(&shared.children), &front.request));
+    if !fits {
+        return;
+    }
+    if line.idle > 0 {
+        shared.may_start.notify_one();
+        return;
+    }
+    // Counted idle from now, so the next request does not make another.
+    line.idle += 1;
+    let worker = {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || work(&shared))
+    };
+    if let Err(e) = worker {
+        eprintln!("liftoff supervisor: cannot make a worker: {e}");
+        line.idle -= 1;
+    }
+}
+
+/// A worker: takes the first run in line that has room, starts it, waits for it, and takes
+/// the next, until none has come for [`WORKER_IDLE`]. It starts with itself counted idle.
+fn work(shared: &Arc<Shared>) {
+    let mut line = lock(&shared.line);
+    loop {
+        let front_fits = line
+            .waiting
+            .front()
+            .is_some_and(|front| reserve(shared, &front.request));
+        let Some(waiting) = front_fits.then(|| line.waiting.pop_front()).flatten() else {
+            let (back, timeout) = shared
+                .may_start
+                .wait_timeout(line, WORKER_IDLE)
+                .unwrap_or_else(|p| p.into_inner());
+            line = back;
+            if timeout.timed_out() && line.waiting.is_empty() {
+                line.idle -= 1;
+                return;
+            }
+            continue;
+        };
+        line.idle -= 1;
+        // More may fit after it (several ended at once, or no limit): another worker.
+        call_worker(shared, &mut line);
+        drop(line);
+        let mut next = Some(waiting);
+        // Start, wait, and go on with the next in line while there is one with room.
+        while let Some(waiting) = next.take() {
+            let answer = start(shared, waiting.request);
+            shared.send_to(waiting.conn, &answer);
+            let Message::Spawned { pid, .. } = answer else {
+                break;
+            };
+            let exit = wait_for(pid);
+            let child = lock(&shared.children).live.remove(&pid);
+            // The slot goes to the next run before this one's exit is written and told.
+            next = next_in_line(shared);
+            if let Some(child) = child {
+                ended(shared, child, exit);
+            }
+        }
+        line = lock(&shared.line);
+        line.idle += 1;
+    }
+}
+
+/// Takes the first run in line if there is room for it.
+fn next_in_line(shared: &Arc<Shared>) -> Option<Waiting> {
+    let mut line = lock(&shared.line);
+    let front = line.waiting.front()?;
+    if !reserve(shared, &front.request) {
+        return None;
+    }
+    let next = line.waiting.pop_front();
+    call_worker(shared, &mut line);
+    next
+}
+
+/// Waits for the run `pid` to end.
+fn wait_for(pid: i32) -> Exit {
+    use nix::errno::Errno;
+    use nix::sys::wait::{waitpid, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(pid);
+    loop {
+        match waitpid(pid, None) {
+            Ok(WaitStatus::Exited(_, code)) => return Exit { code, signal: None },
+            Ok(WaitStatus::Signaled(_, sig, _)) => {
+                return Exit {
+                    code: 128 + sig as i32,
+                    signal: Some(sig as i32),
+                }
+            }
+            Ok(_) | Err(Errno::EINTR) => continue,
+            Err(e) => {
+                // Only this worker waits for this pid: this cannot happen. Its end is
+                // unknown; it is told as killed rather than never.
+                eprintln!("liftoff supervisor: waitpid {pid}: {e}");
+                return Exit {
+                    code: 128 + 9,
+                    signal: Some(9),
+                };
+            }
+        }
+    }
+}
+
 /// Starts a spawn request counted as starting by [`reserve`]; the answer for its asker.
 fn start(shared: &Arc<Shared>, request: Request) -> Message {
     let answer = start_reserved(shared, request);
     if matches!(answer, Message::Refused { .. }) {
-        // Never started: its place goes back.
+        // Never started: its place goes back (its worker takes the next in line).
         lock(&shared.children).starting -= 1;
-        let _line = lock(&shared.queue);
-        shared.may_start.notify_one();
     }
     answer
 }
@@ -240,32 +358,6 @@ fn start_reserved(shared: &Arc<Shared>, request: Request) -> Message {
     spawn(
         shared, id, run_id, &program, argv, env, &cwd, &output, exit_file,
     )
-}
-
-/// Starts runs from the line whenever there is room, answering each asker; one per core,
-/// so that one waiting for its new process to exec does not hold up the next.
-fn starter(shared: &Arc<Shared>) {
-    loop {
-        let waiting = {
-            let mut queue = lock(&shared.queue);
-            loop {
-                if let Some(front) = queue.front() {
-                    if reserve(shared, &front.request) {
-                        break queue.pop_front();
-                    }
-                }
-                queue = shared
-                    .may_start
-                    .wait(queue)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-        };
-        let Some(waiting) = waiting else { continue };
-        // More may fit (several ended at once): let another starter look.
-        shared.may_start.notify_one();
-        let answer = start(shared, waiting.request);
-        shared.send_to(waiting.conn, &answer);
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -307,34 +399,31 @@ fn spawn(
         .stderr(err)
         // Its own process group, so a stop reaches every process the run starts.
         .process_group(0);
+    let before = procs::start_time_now();
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => return refuse(format!("cannot start {name:?}: {e}")),
     };
     let pid = child.id() as i32;
-    // 0 if it has already ended and been reaped: its end is recorded, nobody needs to
-    // tell it from another process by that pid.
-    let start_time = procs::stat(pid).map_or(0, |s| s.start_time);
+    let after = procs::start_time_now();
+    // The child started between the two readings. Only a spawn held up for over a tick
+    // (a loaded machine) needs `/proc`: 0 if the child has already ended and been reaped,
+    // when its end is recorded and nobody needs to tell it from another process by its pid.
+    let start_time = if before > 0 && after.saturating_sub(before) <= 1 {
+        before
+    } else {
+        procs::stat(pid).map_or(0, |s| s.start_time)
+    };
     let child = Child {
         run_id,
         pid,
         start_time,
         exit_file,
     };
-    let early = {
+    {
         let mut table = lock(&shared.children);
         table.starting -= 1;
-        match table.early.remove(&pid) {
-            Some(exit) => Some((child, exit)),
-            None => {
-                table.live.insert(pid, child);
-                None
-            }
-        }
-    };
-    shared.has_children.notify_one();
-    if let Some((child, exit)) = early {
-        ended(shared, child, exit);
+        table.live.insert(pid, child);
     }
     Message::Spawned {
         id,
@@ -343,64 +432,8 @@ fn spawn(
     }
 }
 
-/// Waits for every run: any child that ends is looked up in the table (its spawner held the
-/// table from fork to insert, so the entry is there), its exit written and told, and the
-/// runs waiting in line get its slot.
-fn reap(shared: &Arc<Shared>) {
-    use nix::errno::Errno;
-    use nix::sys::wait::{waitpid, WaitStatus};
-    loop {
-        {
-            // Nothing live: wait (a run that ends before its starter puts it in the table
-            // stays a zombie until then, and is reaped after).
-            let mut table = lock(&shared.children);
-            while table.live.is_empty() {
-                table = shared
-                    .has_children
-                    .wait(table)
-                    .unwrap_or_else(|p| p.into_inner());
-            }
-        }
-        let (pid, exit) = match waitpid(None, None) {
-            Ok(WaitStatus::Exited(pid, code)) => (pid, Exit { code, signal: None }),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => (
-                pid,
-                Exit {
-                    code: 128 + sig as i32,
-                    signal: Some(sig as i32),
-                },
-            ),
-            Ok(_) | Err(Errno::EINTR) => continue,
-            Err(e) => {
-                // ECHILD with runs in the table cannot happen while this is the only reaper;
-                // wait a little rather than spin if it ever does.
-                eprintln!("liftoff supervisor: waitpid: {e}");
-                std::thread::sleep(Duration::from_millis(10));
-                continue;
-            }
-        };
-        let child = {
-            let mut table = lock(&shared.children);
-            match table.live.remove(&pid.as_raw()) {
-                Some(child) => child,
-                None => {
-                    // Its starter has not put it in the table yet: it will find this.
-                    table.early.insert(pid.as_raw(), exit);
-                    continue;
-                }
-            }
-        };
-        ended(shared, child, exit);
-    }
-}
-
-/// A run ended: its slot goes to the line first (the next run starts while this one's exit
-/// is written and told), then its exit is written and told.
+/// A run ended: its exit is written and told.
 fn ended(shared: &Shared, child: Child, exit: Exit) {
-    {
-        let _line = lock(&shared.queue);
-        shared.may_start.notify_one();
-    }
     write_exit(&child.exit_file, &child.run_id, &exit);
     shared.broadcast(&Message::Exited {
         run_id: child.run_id,
