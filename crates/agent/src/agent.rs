@@ -186,6 +186,11 @@ impl Agent {
         let beat = tokio::spawn(self.clone().heartbeat_loop(beats_done_rx));
         let printer = tokio::spawn(self.clone().status_loop());
         crate::job::readopt(&self).await;
+        // Directories for the first runs, made while there is nothing else to do.
+        let me = self.clone();
+        let spares_made = tokio::task::spawn_blocking(move || {
+            me.spares.fill(Slots::most_held(me.config.max_jobs));
+        });
         let mut stop_now = false;
         // A stop asked by the server arrives through the heartbeat, not through `control`.
         let mut asked = self.stopping.subscribe();
@@ -255,6 +260,9 @@ impl Agent {
             }
         }
         self.finish(control, stop_now).await;
+        let _ = spares_made.await;
+        let me = self.clone();
+        let _ = tokio::task::spawn_blocking(move || me.spares.put_away()).await;
         let _ = beats_done.send(true);
         let _ = beat.await;
         printer.abort();

@@ -86,7 +86,16 @@ impl Slots {
             return 0;
         }
         let per_slot = (AHEAD_FOR.as_secs_f64() / median.as_secs_f64()).ceil() as i64;
-        (self.max_jobs * per_slot).clamp(self.max_jobs, MAX_AHEAD)
+        // One per slot at least, but never over the cap (an agent with more slots than
+        // that takes the cap).
+        (self.max_jobs * per_slot).clamp(self.max_jobs.min(MAX_AHEAD), MAX_AHEAD)
+    }
+
+    /// The most run items this agent holds at once, its directories in use: every slot,
+    /// every item taken ahead, and a few ends on their way to the server.
+    pub fn most_held(max_jobs: i64) -> usize {
+        let slots = usize::try_from(max_jobs).unwrap_or(0);
+        slots + MAX_AHEAD as usize + slots.min(16)
     }
 
     pub fn schedulers(&self) -> usize {
@@ -189,6 +198,13 @@ mod tests {
             s.record_duration(Duration::from_secs(60));
         }
         assert_eq!(s.wanted(), 2);
+        // More slots than the cap on items ahead: the cap (this panicked before).
+        let mut wide = Slots::new(100);
+        for _ in 0..8 {
+            wide.record_duration(Duration::from_millis(1));
+        }
+        assert_eq!(wide.wanted(), 100 + MAX_AHEAD as u32);
+        assert!(Slots::most_held(100) >= 100 + MAX_AHEAD as usize);
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! for each, the longer the more files were deleted lately. So a run that ended `finished`,
 //! whose output the server has whole and which left nothing behind (an empty `work/`, no
 //! file but the two the agent's side writes), hands its directory on: the output is emptied
-//! and the directory waits in `spare/` to be renamed into place for the next run. Its exit
-//! file keeps the last run's record, which names that run: the supervisor overwrites it, and
-//! a reader never takes it for the new run's.
+//! and the directory stays where it is until the next run's is renamed from it (one rename
+//! per run: a directory moved to another parent and back cost two, each a fifth of a short
+//! run's own cost). Its exit file keeps the last run's record, which names that run: the
+//! supervisor overwrites it, and a reader never takes it for the new run's.
 //! Anything a run writes is kept: a directory with more in it is left as it is. The checks
 //! take one directory listing each (file types come with the listing) and a few `lstat`s:
 //! they are on every short run's path.
@@ -17,6 +18,11 @@
 //! directory and the two files plain files with one link (a symlink or hard link planted by
 //! the run would otherwise make the next run write, or the emptying truncate, someone
 //! else's file).
+//!
+//! A fresh agent has no finished runs to take from, and its first runs would each pay for
+//! new inodes: [`Spares::fill`] makes directories ahead, off the runs' path, in `spare/`
+//! (where [`Spares::put_away`] also moves the finished ones when the agent stops, so the next
+//! agent on this state directory finds them).
 
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::MetadataExt;
@@ -88,7 +94,7 @@ impl Spares {
 
     /// Keeps the directory of a run that ended `finished` for reuse, if the run left
     /// nothing of its own in it and the server has its output up to `shipped` bytes, which
-    /// must be all of it.
+    /// must be all of it. It stays where it is until taken.
     pub fn give(&self, run_dir: &Path, shipped: u64) {
         if self.lock().len() >= MAX_SPARES {
             return;
@@ -105,11 +111,43 @@ impl Spares {
         {
             return;
         }
-        let spare = self
-            .dir
-            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
-        if fs::rename(run_dir, &spare).is_ok() {
+        self.lock().push(run_dir.to_path_buf());
+    }
+
+    /// Makes the spares missing for `wanted` (at most [`MAX_SPARES`]) in `spare/`, each as a
+    /// run leaves it: `work/`, an empty `output.log` and `exit.json`. Blocking: for a
+    /// blocking thread, while the agent waits for work.
+    pub fn fill(&self, wanted: usize) {
+        let missing = wanted.min(MAX_SPARES).saturating_sub(self.lock().len());
+        for _ in 0..missing {
+            let spare = self
+                .dir
+                .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+            let made = fs::create_dir_all(spare.join(WORK))
+                .and_then(|()| fs::File::create(spare.join("output.log")))
+                .and_then(|_| fs::File::create(spare.join("exit.json")));
+            if made.is_err() {
+                let _ = fs::remove_dir_all(&spare);
+                return;
+            }
             self.lock().push(spare);
+        }
+    }
+
+    /// Moves the spares still under `runs/` (finished runs' directories) to `spare/`, for
+    /// the next agent on this state directory: an agent stopping.
+    pub fn put_away(&self) {
+        let mut pool = self.lock();
+        for spare in pool.iter_mut() {
+            if spare.parent() == Some(self.dir.as_path()) {
+                continue;
+            }
+            let moved = self
+                .dir
+                .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+            if fs::rename(&*spare, &moved).is_ok() {
+                *spare = moved;
+            }
         }
     }
 
@@ -167,9 +205,9 @@ mod tests {
         let spares = Spares::open(root.path());
         let old = run_dir(root.path(), "a", "hello\n");
         spares.give(&old, 6);
-        assert!(!old.exists());
         let new = root.path().join("runs").join("b");
         assert!(spares.take(&new));
+        assert!(!old.exists(), "renamed into place");
         assert_eq!(fs::read(new.join("output.log")).unwrap(), b"");
         assert!(new.join("exit.json").is_file(), "kept, to be overwritten");
         assert!(new.join(WORK).is_dir());
@@ -185,10 +223,30 @@ mod tests {
         assert!(checkout.join(WORK).join("train.py").exists());
         let new = root.path().join("runs").join("b2");
         assert!(spares.take(&new), "the spare was kept");
-        // A new agent on the same state directory finds what the last one left.
+        // A new agent on the same state directory finds what the last one put away.
         spares.give(&new, 0);
+        spares.put_away();
+        assert!(!new.exists());
         let again = Spares::open(root.path());
         assert!(again.take(&root.path().join("runs").join("d")));
+    }
+
+    #[test]
+    fn spares_made_ahead_are_run_directories_as_a_run_leaves_them() {
+        let root = tempfile::tempdir().unwrap();
+        let spares = Spares::open(root.path());
+        spares.fill(3);
+        spares.fill(2);
+        assert_eq!(fs::read_dir(root.path().join("spare")).unwrap().count(), 3);
+        for name in ["a", "b", "c"] {
+            let dir = root.path().join("runs").join(name);
+            fs::create_dir_all(dir.parent().unwrap()).unwrap();
+            assert!(spares.take(&dir), "{name}");
+            assert!(dir.join(WORK).is_dir());
+            assert_eq!(fs::read(dir.join("output.log")).unwrap(), b"");
+            assert_eq!(reusable(&dir, 0), Some(0), "and reusable after a run");
+        }
+        assert!(!spares.take(&root.path().join("runs").join("d")));
     }
 
     #[test]

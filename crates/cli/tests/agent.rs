@@ -332,7 +332,16 @@ async fn a_killed_agent_readopts_its_runs_on_restart() {
         );
         ids.push(client.enqueue("q", &sh(&script)).await.unwrap().id);
     }
-    wait_async("3 runs alive", Duration::from_secs(20), || async {
+    // All three at once (the supervisor starts each as soon as it has room).
+    wait_async("3 runs alive at once", Duration::from_secs(20), || async {
+        for id in &ids {
+            let Some(run) = client.get_item(*id).await.unwrap().run_id else {
+                return false;
+            };
+            if client.get_run(&run).await.unwrap().state != RunState::Running {
+                return false;
+            }
+        }
         std::fs::read_to_string(&starts)
             .map(|s| s.lines().count())
             .unwrap_or(0)
@@ -575,13 +584,23 @@ async fn short_runs_one_after_another_keep_flowing_and_reuse_their_directories()
         assert!(run.handle["pid"].as_i64().is_some());
         runs.push(run.id);
     }
-    let count = |dir: &str| std::fs::read_dir(state.join(dir)).map_or(0, |d| d.count());
-    assert_eq!(
-        count("runs"),
-        0,
-        "every finished run's directory was handed on"
+    // A finished run's directory waits in place for the next run to be renamed from it;
+    // a run's end and the next one's start may cross (the next then takes a spare made
+    // ahead), so one more may still wait: never the ten of them.
+    let runs_dir = state.join("runs");
+    let waiting: Vec<_> = runs
+        .iter()
+        .filter(|run| runs_dir.join(run.as_str()).exists())
+        .collect();
+    assert!(
+        !waiting.is_empty() && waiting.len() <= 2,
+        "finished runs' directories were handed on: {waiting:?} still there"
     );
-    assert!(count("spare") >= 1);
+    assert_eq!(std::fs::read_dir(&runs_dir).unwrap().count(), waiting.len());
+    assert!(
+        std::fs::read_dir(state.join("spare")).unwrap().count() >= 1,
+        "spares made ahead"
+    );
     // What a run leaves in its working directory stays where it was, with the directory.
     let id = client
         .enqueue("q", &sh("echo weights > model.pt"))
