@@ -81,6 +81,7 @@ pub enum StartError {
 pub struct Server {
     pub addr: SocketAddr,
     pub state: AppState,
+    router: axum::Router,
     stop: oneshot::Sender<()>,
     serve: JoinHandle<std::io::Result<()>>,
     reaper: JoinHandle<()>,
@@ -113,6 +114,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
     let relays = wake_relays(&state);
     let app = api::router(state.clone(), config.body_limit, config.artifact_limit);
+    let router = app.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     // Responses must leave at once: with Nagle's algorithm on, a small response written in
     // two pieces waits for the client's delayed ACK, adding milliseconds to every request.
@@ -129,6 +131,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
     tracing::info!(%addr, auth = config.auth, "liftoff server listening");
     Ok(Server {
         addr,
+        router,
         state,
         stop,
         serve,
@@ -174,6 +177,45 @@ fn wake_relays(state: &AppState) -> Vec<JoinHandle<()>> {
 impl Server {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// Answers API requests in this process, through the same router (routes, limits,
+    /// auth) as the socket: for an agent in the server's process (`liftoff up`), which then
+    /// pays for neither a socket nor HTTP framing. Bodies are whole (no streaming: not for
+    /// following a log). The type is `liftoff_client::InProcess`.
+    #[allow(clippy::type_complexity)]
+    pub fn in_process(
+        &self,
+    ) -> std::sync::Arc<
+        dyn Fn(
+                http::Request<bytes::Bytes>,
+            ) -> std::pin::Pin<
+                Box<dyn std::future::Future<Output = http::Response<bytes::Bytes>> + Send>,
+            > + Send
+            + Sync,
+    > {
+        let router = self.router.clone();
+        std::sync::Arc::new(move |request: http::Request<bytes::Bytes>| {
+            use tower::ServiceExt;
+            let router = router.clone();
+            Box::pin(async move {
+                let request = request.map(axum::body::Body::from);
+                let response = match router.oneshot(request).await {
+                    Ok(response) => response,
+                    Err(never) => match never {},
+                };
+                let (parts, body) = response.into_parts();
+                let body = match axum::body::to_bytes(body, usize::MAX).await {
+                    Ok(body) => body,
+                    Err(e) => {
+                        let mut failed = http::Response::new(bytes::Bytes::from(e.to_string()));
+                        *failed.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                        return failed;
+                    }
+                };
+                http::Response::from_parts(parts, body)
+            })
+        })
     }
 
     /// Stops accepting, lets in-flight requests finish for up to 2 s (then cuts off what is

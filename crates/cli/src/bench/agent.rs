@@ -46,6 +46,10 @@ pub struct AgentBench {
     /// Where to put databases and agent state (default: the system temp dir).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// Keep the databases and agent state afterwards (their directory is printed on stderr),
+    /// to look at when each run was leased, started and ended.
+    #[arg(long)]
+    pub keep: bool,
 }
 
 /// A server on a loopback port over a fresh SQLite file, with a `bench` queue.
@@ -96,12 +100,18 @@ impl Rig {
         }
     }
 
-    /// An agent in this process; send it `Control::StopNow` to end it.
+    /// An agent in this process, as `liftoff up` runs one: it reaches the server in
+    /// process (`http`: over loopback HTTP instead, as a `liftoff agent` of its own does).
+    /// Send it `Control::StopNow` to end it.
     async fn agent(
         &self,
         max_jobs: i64,
+        http: bool,
     ) -> anyhow::Result<(mpsc::Sender<Control>, tokio::task::JoinHandle<()>)> {
-        let client = Client::new(&self.server.url(), Some(self.agent_token.clone()))?;
+        let mut client = Client::new(&self.server.url(), Some(self.agent_token.clone()))?;
+        if !http {
+            client = client.in_process(self.server.in_process());
+        }
         let agent = start_agent(client, self.config(max_jobs)).await?;
         let (tx, rx) = mpsc::channel(2);
         let task = tokio::spawn(agent.run(rx));
@@ -158,7 +168,11 @@ pub async fn run(b: AgentBench) -> anyhow::Result<()> {
     for &c in &b.concurrency {
         throughput.insert(
             format!("max_jobs_{c}"),
-            throughput_vs_bare(tmp.path(), b.throughput_runs, c).await?,
+            throughput_vs_bare(tmp.path(), b.throughput_runs, c, false).await?,
+        );
+        throughput.insert(
+            format!("max_jobs_{c}_http"),
+            throughput_vs_bare(tmp.path(), b.throughput_runs, c, true).await?,
         );
     }
     let stops = stop_latency(tmp.path(), b.stops).await?;
@@ -172,6 +186,9 @@ pub async fn run(b: AgentBench) -> anyhow::Result<()> {
         "targets": {"dispatch_p50_ms": 5, "dispatch_p99_ms": 20, "throughput_ratio_max": 1.5, "agent_idle_rss_kib_max": 10240, "stop_ms_max": 1000},
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
+    if b.keep {
+        eprintln!("bench databases kept in {}", tmp.keep().display());
+    }
     Ok(())
 }
 
@@ -192,7 +209,7 @@ async fn dispatch_latency(
     runs: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let rig = Rig::new(base, "dispatch").await?;
-    let (control, task) = rig.agent(1).await?;
+    let (control, task) = rig.agent(1, false).await?;
     let exe_s = exe.to_string_lossy().to_string();
     let mut through_liftoff = Vec::new();
     let mut floor = Vec::new();
@@ -247,11 +264,16 @@ async fn throughput_vs_bare(
     base: &Path,
     runs: usize,
     concurrency: usize,
+    http: bool,
 ) -> anyhow::Result<serde_json::Value> {
-    let rig = Rig::new(base, &format!("throughput-{concurrency}")).await?;
+    let name = format!(
+        "throughput-{concurrency}{}",
+        if http { "-http" } else { "" }
+    );
+    let rig = Rig::new(base, &name).await?;
     // An agent already up and idle, as users run one: its start-up (registration, the
     // supervisor process) is not part of the work, so one run goes through first.
-    let (control, task) = rig.agent(concurrency as i64).await?;
+    let (control, task) = rig.agent(concurrency as i64, http).await?;
     rig.enqueue_many(&["true"], 1).await?;
     rig.wake();
     wait_until(Duration::from_secs(30), || async {
@@ -336,7 +358,7 @@ fn bare_loop(runs: usize, concurrency: usize) -> anyhow::Result<f64> {
 
 async fn stop_latency(base: &Path, stops: usize) -> anyhow::Result<serde_json::Value> {
     let rig = Rig::new(base, "stop").await?;
-    let (control, task) = rig.agent(1).await?;
+    let (control, task) = rig.agent(1, false).await?;
     let mut times = Vec::new();
     for _ in 0..stops {
         let item = rig

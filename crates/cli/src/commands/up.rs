@@ -35,7 +35,8 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     }
     let token = agent_token(&data_dir, store.as_ref()).await?;
     let cfg = args.agent.load(data_dir.join("agent"))?;
-    let client = Client::new(&server.url(), Some(token))?;
+    // The agent reaches the server in this process: the same API, without a socket.
+    let client = Client::new(&server.url(), Some(token))?.in_process(server.in_process());
     eprintln!(
         "liftoff is up at {} · data in {} · launch with: liftoff launch --wait -- CMD",
         server.url(),
