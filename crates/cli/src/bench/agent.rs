@@ -18,7 +18,7 @@ use liftoff_client::Client;
 use liftoff_server::{Server, ServerConfig};
 use liftoff_store::{NewItem, SqliteStore, Store};
 use liftoff_types::api::ItemFilter;
-use liftoff_types::{now_ms, ItemState, LaunchSpec, NewQueue, Priority, RunState, Scope};
+use liftoff_types::{now_ms, ItemId, ItemState, LaunchSpec, NewQueue, Priority, RunState, Scope};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -118,8 +118,10 @@ impl Rig {
         Ok((tx, task))
     }
 
-    async fn enqueue_many(&self, argv: &[&str], n: usize) -> anyhow::Result<()> {
+    /// Enqueues `n` items; returns the last one's id.
+    async fn enqueue_many(&self, argv: &[&str], n: usize) -> anyhow::Result<ItemId> {
         let spec = LaunchSpec::command(argv.iter().map(|s| s.to_string()).collect());
+        let mut last = ItemId(0);
         for _ in 0..n {
             let item = NewItem {
                 queue: "bench".into(),
@@ -128,9 +130,9 @@ impl Rig {
                 resource_args: json!({}),
                 kind: liftoff_types::ItemKind::Run,
             };
-            self.store.enqueue(item, now_ms()).await?;
+            last = self.store.enqueue(item, now_ms()).await?.id;
         }
-        Ok(())
+        Ok(last)
     }
 
     /// Wakes long-polls on the bench queue, as an enqueue through the API does (the bench
@@ -285,13 +287,26 @@ async fn throughput_vs_bare(
     // store directly), so this times the agent working a full queue. Enqueueing is timed
     // apart.
     let enqueue_start = Instant::now();
-    rig.enqueue_many(&["true"], runs).await?;
+    let last = rig.enqueue_many(&["true"], runs).await?;
     let enqueue_s = enqueue_start.elapsed().as_secs_f64();
     let start = now_ms();
     rig.wake();
     let runs_total = runs + 1;
-    // Looked at rarely, so the looking costs the agent nothing; the time taken is read from
-    // the items' own timestamps, exact to the millisecond whatever the polling.
+    // Looked at rarely and cheaply, so the looking costs the agent next to nothing (counting
+    // the queue's items by state, every time, took 2% of the process's time at 12,000
+    // runs): the last item first (items go in order), then the count. The time taken is
+    // read from the items' own timestamps, exact to the millisecond whatever the polling.
+    wait_until_every(
+        Duration::from_secs(600),
+        Duration::from_millis(50),
+        || async {
+            rig.store
+                .get_item(last)
+                .await
+                .is_ok_and(|i| i.state.is_terminal())
+        },
+    )
+    .await?;
     wait_until_every(
         Duration::from_secs(600),
         Duration::from_millis(50),

@@ -138,10 +138,10 @@ impl LocalRunner {
     /// Sends a request and waits for its reply, connecting (and starting a supervisor) first
     /// when needed.
     /// `patience`: how long to wait for the answer (`None` for a spawn that may wait in line).
-    async fn ask(
+    async fn ask<R: Serialize>(
         &self,
         patience: Option<Duration>,
-        make: impl FnOnce(u64) -> Request,
+        make: impl FnOnce(u64) -> R,
     ) -> RunnerResult<Message> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
@@ -402,15 +402,15 @@ impl Runner for LocalRunner {
         let reply = self
             .ask(
                 spec.concurrency.map_or(Some(ANSWER_WITHIN), |_| None),
-                |id| Request::Spawn {
+                |id| proto::SpawnRef {
                     id,
-                    run_id: spec.run_id.to_string(),
-                    program: program.clone(),
-                    argv: spec.argv.clone(),
-                    env: spec.env.clone().into_iter().collect(),
-                    cwd: spec.workdir.clone(),
-                    output: spec.output.clone(),
-                    exit_file: exit_file.clone(),
+                    run_id: spec.run_id.as_str(),
+                    program: &program,
+                    argv: &spec.argv,
+                    env: &spec.env,
+                    cwd: &spec.workdir,
+                    output: &spec.output,
+                    exit_file: &exit_file,
                     limit: spec.concurrency,
                 },
             )

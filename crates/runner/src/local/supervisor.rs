@@ -148,7 +148,7 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
     lock(&shared.conns).push((conn, writer));
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
-        let reply = match serde_json::from_str::<Request>(&line) {
+        let reply = match Request::parse(&line) {
             Ok(request @ Request::Spawn { .. }) => {
                 // Into the line, always: a start waits for the new process to exec, and
                 // starting here would make every next request of this agent wait for it.
