@@ -288,6 +288,9 @@ async fn throughput_vs_bare(
     // apart.
     let enqueue_start = Instant::now();
     let last = rig.enqueue_many(&["true"], runs).await?;
+    // A bulk load's WAL is written back now, as part of the enqueueing: left to the
+    // background checkpointer, its flush landed in the timed work about once a run.
+    rig.store.checkpoint().await?;
     let enqueue_s = enqueue_start.elapsed().as_secs_f64();
     let start = now_ms();
     rig.wake();
