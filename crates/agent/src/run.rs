@@ -139,23 +139,15 @@ fn macros(item: &Item, run_id: &RunId) -> Vec<(&'static str, String)> {
 
 /// Expands the macros in every string of the resource args (keys stay as they are).
 fn expand_macros(value: &serde_json::Value, macros: &[(&str, String)]) -> serde_json::Value {
-    use serde_json::Value;
-    match value {
-        Value::String(s) if s.contains("${") => {
-            let mut out = s.clone();
+    liftoff_types::template::map_strings(value, &|s| {
+        let mut out = s.to_string();
+        if s.contains("${") {
             for (name, v) in macros {
                 out = out.replace(name, v);
             }
-            Value::String(out)
         }
-        Value::Array(a) => Value::Array(a.iter().map(|v| expand_macros(v, macros)).collect()),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, v)| (k.clone(), expand_macros(v, macros)))
-                .collect(),
-        ),
-        other => other.clone(),
-    }
+        serde_json::Value::String(out)
+    })
 }
 
 #[cfg(test)]

@@ -120,9 +120,7 @@ impl Spares {
     pub fn fill(&self, wanted: usize) {
         let missing = wanted.min(MAX_SPARES).saturating_sub(self.lock().len());
         for _ in 0..missing {
-            let spare = self
-                .dir
-                .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+            let spare = self.new_path();
             let made = fs::create_dir_all(spare.join(WORK))
                 .and_then(|()| fs::File::create(spare.join("output.log")))
                 .and_then(|_| fs::File::create(spare.join("exit.json")));
@@ -142,13 +140,17 @@ impl Spares {
             if spare.parent() == Some(self.dir.as_path()) {
                 continue;
             }
-            let moved = self
-                .dir
-                .join(self.next.fetch_add(1, Ordering::Relaxed).to_string());
+            let moved = self.new_path();
             if fs::rename(&*spare, &moved).is_ok() {
                 *spare = moved;
             }
         }
+    }
+
+    /// A name in `spare/` no spare has.
+    fn new_path(&self) -> PathBuf {
+        self.dir
+            .join(self.next.fetch_add(1, Ordering::Relaxed).to_string())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {

@@ -17,13 +17,18 @@ async fn item_state(client: &Client, id: ItemId) -> ItemState {
     client.get_item(id).await.unwrap().state
 }
 
+/// Whether an item's run is running now.
+async fn is_running(client: &Client, id: ItemId) -> bool {
+    let Some(run) = client.get_item(id).await.unwrap().run_id else {
+        return false;
+    };
+    client.get_run(&run).await.unwrap().state == RunState::Running
+}
+
 /// Waits for an item's run to be running; returns the run and its process group.
 async fn running(client: &Client, id: ItemId) -> (liftoff_types::RunId, i32) {
-    wait_async("the run to be running", Duration::from_secs(20), || async {
-        let Some(run) = client.get_item(id).await.unwrap().run_id else {
-            return false;
-        };
-        client.get_run(&run).await.unwrap().state == RunState::Running
+    wait_async("the run to be running", Duration::from_secs(20), || {
+        is_running(client, id)
     })
     .await;
     let run = client.get_item(id).await.unwrap().run_id.unwrap();
@@ -335,10 +340,7 @@ async fn a_killed_agent_readopts_its_runs_on_restart() {
     // All three at once (the supervisor starts each as soon as it has room).
     wait_async("3 runs alive at once", Duration::from_secs(20), || async {
         for id in &ids {
-            let Some(run) = client.get_item(*id).await.unwrap().run_id else {
-                return false;
-            };
-            if client.get_run(&run).await.unwrap().state != RunState::Running {
+            if !is_running(&client, *id).await {
                 return false;
             }
         }
@@ -387,15 +389,7 @@ async fn an_agent_that_vanishes_is_lost_and_its_runs_handled() {
     let failing = client.enqueue("fail", &sh("sleep 1000")).await.unwrap().id;
     let requeued = client.enqueue("again", &sh("sleep 1000")).await.unwrap().id;
     wait_async("both runs running", Duration::from_secs(20), || async {
-        for id in [failing, requeued] {
-            let Some(run) = client.get_item(id).await.unwrap().run_id else {
-                return false;
-            };
-            if client.get_run(&run).await.unwrap().state != RunState::Running {
-                return false;
-            }
-        }
-        true
+        is_running(&client, failing).await && is_running(&client, requeued).await
     })
     .await;
     let mut pids = Vec::new();

@@ -153,45 +153,9 @@ impl Client {
     }
 
     async fn check(&self, req: RequestBuilder) -> ClientResult<reqwest::Response> {
-        let transport = |source| ClientError::Transport {
-            url: self.base.clone(),
-            source,
-        };
         let resp = match &self.in_process {
-            Some(answer) => {
-                let req = req.build().map_err(transport)?;
-                let timeout = req.timeout().copied().unwrap_or(REQUEST_TIMEOUT);
-                let path = match req.url().query() {
-                    Some(q) => format!("{}?{q}", req.url().path()),
-                    None => req.url().path().to_string(),
-                };
-                let body = req
-                    .body()
-                    .and_then(|b| b.as_bytes())
-                    .map(bytes::Bytes::copy_from_slice)
-                    .unwrap_or_default();
-                let mut call = http::Request::new(body);
-                *call.method_mut() = req.method().clone();
-                *call.uri_mut() = path.parse().map_err(|_| ClientError::BadUrl(path))?;
-                *call.headers_mut() = req.headers().clone();
-                match tokio::time::timeout(timeout, answer(call)).await {
-                    Ok(answer) => reqwest::Response::from(answer),
-                    Err(_) => {
-                        let status = reqwest::StatusCode::GATEWAY_TIMEOUT;
-                        return Err(ClientError::Api {
-                            status,
-                            body: ErrorBody {
-                                error: liftoff_types::api::ErrorDetail {
-                                    code: "timeout".into(),
-                                    message: format!("no answer within {timeout:?}"),
-                                    fields: Vec::new(),
-                                },
-                            },
-                        });
-                    }
-                }
-            }
-            None => req.send().await.map_err(transport)?,
+            Some(answer) => self.answer_in_process(answer, req).await?,
+            None => req.send().await.map_err(|e| self.transport(e))?,
         };
         let status = resp.status();
         if status.is_success() {
@@ -210,6 +174,50 @@ impl Client {
             },
         });
         Err(ClientError::Api { status, body })
+    }
+
+    fn transport(&self, source: reqwest::Error) -> ClientError {
+        ClientError::Transport {
+            url: self.base.clone(),
+            source,
+        }
+    }
+
+    /// Sends `req` to the in-process answerer as the socket would carry it (method, path
+    /// and query, headers, body), within the request's timeout.
+    async fn answer_in_process(
+        &self,
+        answer: &InProcess,
+        req: RequestBuilder,
+    ) -> ClientResult<reqwest::Response> {
+        let mut req = req.build().map_err(|e| self.transport(e))?;
+        let timeout = req.timeout().copied().unwrap_or(REQUEST_TIMEOUT);
+        let path = match req.url().query() {
+            Some(q) => format!("{}?{q}", req.url().path()),
+            None => req.url().path().to_string(),
+        };
+        let body = req
+            .body()
+            .and_then(|b| b.as_bytes())
+            .map(bytes::Bytes::copy_from_slice)
+            .unwrap_or_default();
+        let mut call = http::Request::new(body);
+        *call.method_mut() = req.method().clone();
+        *call.uri_mut() = path.parse().map_err(|_| ClientError::BadUrl(path))?;
+        *call.headers_mut() = std::mem::take(req.headers_mut());
+        match tokio::time::timeout(timeout, answer(call)).await {
+            Ok(answered) => Ok(reqwest::Response::from(answered)),
+            Err(_) => Err(ClientError::Api {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                body: ErrorBody {
+                    error: liftoff_types::api::ErrorDetail {
+                        code: "timeout".into(),
+                        message: format!("no answer within {timeout:?}"),
+                        fields: Vec::new(),
+                    },
+                },
+            }),
+        }
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(

@@ -179,43 +179,10 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
-    /// Answers API requests in this process, through the same router (routes, limits,
-    /// auth) as the socket: for an agent in the server's process (`liftoff up`), which then
-    /// pays for neither a socket nor HTTP framing. Bodies are whole (no streaming: not for
-    /// following a log). The type is `liftoff_client::InProcess`.
-    #[allow(clippy::type_complexity)]
-    pub fn in_process(
-        &self,
-    ) -> std::sync::Arc<
-        dyn Fn(
-                http::Request<bytes::Bytes>,
-            ) -> std::pin::Pin<
-                Box<dyn std::future::Future<Output = http::Response<bytes::Bytes>> + Send>,
-            > + Send
-            + Sync,
-    > {
-        let router = self.router.clone();
-        std::sync::Arc::new(move |request: http::Request<bytes::Bytes>| {
-            use tower::ServiceExt;
-            let router = router.clone();
-            Box::pin(async move {
-                let request = request.map(axum::body::Body::from);
-                let response = match router.oneshot(request).await {
-                    Ok(response) => response,
-                    Err(never) => match never {},
-                };
-                let (parts, body) = response.into_parts();
-                let body = match axum::body::to_bytes(body, usize::MAX).await {
-                    Ok(body) => body,
-                    Err(e) => {
-                        let mut failed = http::Response::new(bytes::Bytes::from(e.to_string()));
-                        *failed.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
-                        return failed;
-                    }
-                };
-                http::Response::from_parts(parts, body)
-            })
-        })
+    /// The API's router, to answer requests in this process (the in-process client of
+    /// `liftoff up`'s agent): the same routes, limits and auth as the socket.
+    pub fn router(&self) -> axum::Router {
+        self.router.clone()
     }
 
     /// Stops accepting, lets in-flight requests finish for up to 2 s (then cuts off what is

@@ -193,12 +193,17 @@ pub fn resolve(
 /// Replaces `{{name}}` in every string of `template`. A string that is exactly one
 /// placeholder takes the value with its type (so `"{{gpus}}"` becomes the number 2).
 pub fn substitute(template: &Value, values: &Map<String, Value>) -> Value {
-    match template {
-        Value::String(s) => substitute_str(s, values),
-        Value::Array(items) => Value::Array(items.iter().map(|v| substitute(v, values)).collect()),
+    map_strings(template, &|s| substitute_str(s, values))
+}
+
+/// `value` with every string in it (not the keys) replaced by what `f` makes of it.
+pub fn map_strings(value: &Value, f: &impl Fn(&str) -> Value) -> Value {
+    match value {
+        Value::String(s) => f(s),
+        Value::Array(items) => Value::Array(items.iter().map(|v| map_strings(v, f)).collect()),
         Value::Object(map) => Value::Object(
             map.iter()
-                .map(|(k, v)| (k.clone(), substitute(v, values)))
+                .map(|(k, v)| (k.clone(), map_strings(v, f)))
                 .collect(),
         ),
         other => other.clone(),

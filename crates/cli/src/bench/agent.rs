@@ -110,7 +110,7 @@ impl Rig {
     ) -> anyhow::Result<(mpsc::Sender<Control>, tokio::task::JoinHandle<()>)> {
         let mut client = Client::new(&self.server.url(), Some(self.agent_token.clone()))?;
         if !http {
-            client = client.in_process(self.server.in_process());
+            client = client.in_process(crate::commands::up::in_process(&self.server));
         }
         let agent = start_agent(client, self.config(max_jobs)).await?;
         let (tx, rx) = mpsc::channel(2);

@@ -36,7 +36,7 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     let token = agent_token(&data_dir, store.as_ref()).await?;
     let cfg = args.agent.load(data_dir.join("agent"))?;
     // The agent reaches the server in this process: the same API, without a socket.
-    let client = Client::new(&server.url(), Some(token))?.in_process(server.in_process());
+    let client = Client::new(&server.url(), Some(token))?.in_process(in_process(&server));
     eprintln!(
         "liftoff is up at {} · data in {} · launch with: liftoff launch --wait -- CMD",
         server.url(),
@@ -46,6 +46,32 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     agent.run(super::agent::signals()).await;
     server.stop().await;
     Ok(())
+}
+
+/// Answers the client's requests with `server`'s own router, in this process (same routes,
+/// limits and auth as its socket). Bodies come whole: not for following a log.
+pub(crate) fn in_process(server: &liftoff_server::Server) -> liftoff_client::InProcess {
+    let router = server.router();
+    std::sync::Arc::new(move |request: http::Request<bytes::Bytes>| {
+        use tower::ServiceExt;
+        let router = router.clone();
+        Box::pin(async move {
+            let request = request.map(axum::body::Body::from);
+            let response = match router.oneshot(request).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            };
+            let (parts, body) = response.into_parts();
+            match axum::body::to_bytes(body, usize::MAX).await {
+                Ok(body) => http::Response::from_parts(parts, body),
+                Err(e) => {
+                    let mut failed = http::Response::new(bytes::Bytes::from(e.to_string()));
+                    *failed.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+                    failed
+                }
+            }
+        })
+    })
 }
 
 /// The in-process agent's own token (scope `agent`), kept in the data directory (0600).

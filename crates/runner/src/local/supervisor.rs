@@ -246,11 +246,7 @@ fn call_worker(shared: &Arc<Shared>, line: &mut Line) {
 fn work(shared: &Arc<Shared>) {
     let mut line = lock(&shared.line);
     loop {
-        let front_fits = line
-            .waiting
-            .front()
-            .is_some_and(|front| reserve(shared, &front.request));
-        let Some(waiting) = front_fits.then(|| line.waiting.pop_front()).flatten() else {
+        let Some(first) = take_first(shared, &mut line) else {
             let (back, timeout) = shared
                 .may_start
                 .wait_timeout(line, WORKER_IDLE)
@@ -266,7 +262,7 @@ fn work(shared: &Arc<Shared>) {
         // More may fit after it (several ended at once, or no limit): another worker.
         call_worker(shared, &mut line);
         drop(line);
-        let mut next = Some(waiting);
+        let mut next = Some(first);
         // Start, wait, and go on with the next in line while there is one with room.
         while let Some(waiting) = next.take() {
             let answer = start(shared, waiting.request);
@@ -277,7 +273,14 @@ fn work(shared: &Arc<Shared>) {
             let exit = wait_for(pid);
             let child = lock(&shared.children).live.remove(&pid);
             // The slot goes to the next run before this one's exit is written and told.
-            next = next_in_line(shared);
+            next = {
+                let mut line = lock(&shared.line);
+                let next = take_first(shared, &mut line);
+                if next.is_some() {
+                    call_worker(shared, &mut line);
+                }
+                next
+            };
             if let Some(child) = child {
                 ended(shared, child, exit);
             }
@@ -287,16 +290,13 @@ fn work(shared: &Arc<Shared>) {
     }
 }
 
-/// Takes the first run in line if there is room for it.
-fn next_in_line(shared: &Arc<Shared>) -> Option<Waiting> {
-    let mut line = lock(&shared.line);
+/// Takes the first run in line if there is room for it (counted as starting from now).
+fn take_first(shared: &Shared, line: &mut Line) -> Option<Waiting> {
     let front = line.waiting.front()?;
     if !reserve(shared, &front.request) {
         return None;
     }
-    let next = line.waiting.pop_front();
-    call_worker(shared, &mut line);
-    next
+    line.waiting.pop_front()
 }
 
 /// Waits for the run `pid` to end.
@@ -407,8 +407,8 @@ fn spawn(
     let pid = child.id() as i32;
     let after = procs::start_time_now();
     // The child started between the two readings. Only a spawn held up for over a tick
-    // (a loaded machine) needs `/proc`: 0 if the child has already ended and been reaped,
-    // when its end is recorded and nobody needs to tell it from another process by its pid.
+    // (a loaded machine) needs `/proc`, where the child still is (a zombie at worst: only
+    // this worker reaps it).
     let start_time = if before > 0 && after.saturating_sub(before) <= 1 {
         before
     } else {
