@@ -132,8 +132,9 @@ impl Drop for Writing<'_> {
 }
 
 /// The writer thread: takes every queued write, commits them as one group, answers them,
-/// and again, until the writer is gone. Writes never run on the async runtime's threads: a
-/// group's commit there held up every task of that thread (the agent's too, in `up`).
+/// and again, until the writer is gone. Groups never commit on the async runtime's threads
+/// (only a write alone in flight does): a group's commit there held up every task of that
+/// thread (the agent's too, in `up`).
 fn write_loop(writer: Weak<Writer>) {
     loop {
         let Some(w) = writer.upgrade() else { return };
