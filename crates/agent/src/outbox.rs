@@ -10,8 +10,8 @@
 //! goes back to its task.
 
 use liftoff_client::{Client, ClientError, ClientResult};
-use liftoff_types::api::{AckRequest, AckResponse, ItemAck, RunReport, MAX_BATCH};
-use liftoff_types::{AgentId, ItemId, Run, RunId, RunUpdate};
+use liftoff_types::api::{AckRequest, AckedRun, ItemAck, ReportedRun, RunReport, MAX_BATCH};
+use liftoff_types::{AgentId, ItemId, RunId, RunUpdate};
 use std::future::Future;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -20,8 +20,8 @@ use tokio::sync::{mpsc, oneshot};
 const REPORT_LINGER: Duration = Duration::from_millis(5);
 
 enum Msg {
-    Ack(ItemAck, oneshot::Sender<ClientResult<AckResponse>>),
-    Report(RunReport, oneshot::Sender<ClientResult<Run>>),
+    Ack(ItemAck, oneshot::Sender<ClientResult<AckedRun>>),
+    Report(RunReport, oneshot::Sender<ClientResult<ReportedRun>>),
 }
 
 #[derive(Clone)]
@@ -36,7 +36,7 @@ impl Outbox {
         Outbox { tx }
     }
 
-    pub async fn ack(&self, item_id: ItemId, ack: AckRequest) -> ClientResult<AckResponse> {
+    pub async fn ack(&self, item_id: ItemId, ack: AckRequest) -> ClientResult<AckedRun> {
         let (tx, rx) = oneshot::channel();
         self.tx
             .send(Msg::Ack(ItemAck { item_id, ack }, tx))
@@ -44,7 +44,7 @@ impl Outbox {
         rx.await.map_err(|_| closed())?
     }
 
-    pub async fn report(&self, run_id: &RunId, update: RunUpdate) -> ClientResult<Run> {
+    pub async fn report(&self, run_id: &RunId, update: RunUpdate) -> ClientResult<ReportedRun> {
         let (tx, rx) = oneshot::channel();
         let report = RunReport {
             run_id: run_id.clone(),

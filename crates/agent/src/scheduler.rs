@@ -236,9 +236,17 @@ async fn next_step(
         .collect();
     let mut rng =
         rand::rngs::StdRng::seed_from_u64(seed ^ total.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let Some(params) = propose(config, &seen, &mut rng) else {
-        *exhausted = true;
-        return Step::Again;
+    // On a blocking thread: `bayes` fits a model to every run seen so far, which takes a
+    // while for a long sweep, and the agent's loop and its runs' watches must not wait.
+    let search = config.clone();
+    let proposed = tokio::task::spawn_blocking(move || propose(&search, &seen, &mut rng)).await;
+    let params = match proposed {
+        Ok(Some(params)) => params,
+        Ok(None) => {
+            *exhausted = true;
+            return Step::Again;
+        }
+        Err(e) => return Step::Crash(format!("its search failed: {e}")),
     };
     let job = view.sweep.config.get("job").and_then(|j| j.as_str());
     let spec = match spec_for(agent, sweep, total, config, job, params) {

@@ -95,16 +95,28 @@ fn main() -> ExitCode {
     }
     let verbose = matches!(cli.command, Command::Server(_) | Command::Up(_));
     init_logging(verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_for(&cli.command).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::Error::new(e).context("cannot start the async runtime")),
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => fail(&e),
+    }
+}
+
+/// The server (and the queue bench, which measures it) gets a worker thread per core: it
+/// answers many agents and clients at once. Everything else, the agent and `up` above all,
+/// runs on one thread: an agent's work is short steps that wait on something (the server,
+/// the supervisor, a file), with whatever blocks or computes at length on blocking threads.
+/// On two workers those steps went back and forth between the threads (`perf sched` on
+/// `bench agent`: the two workers waking each other several times per short run).
+fn runtime_for(command: &Command) -> tokio::runtime::Builder {
+    match command {
+        Command::Server(_) | Command::Bench(bench::BenchCommand::Queue(_)) => {
+            tokio::runtime::Builder::new_multi_thread()
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
     }
 }
 

@@ -5,9 +5,10 @@
 //! server unreachable: retry).
 
 use liftoff_types::api::{
-    AckBatch, AckOutcome, AckRequest, AckResponse, CreateTokenRequest, CreatedToken, EntryError,
-    ErrorBody, FailRequest, ItemAck, ItemFilter, LeaseRequest, LeaseResponse, LogAppend, LogQuery,
-    ReleaseRequest, ReportBatch, ReportOutcome, RunFilter, RunReport, WarnRequest,
+    AckBatch, AckOutcome, AckRequest, AckResponse, AckedRun, CreateTokenRequest, CreatedToken,
+    EntryError, ErrorBody, FailRequest, ItemAck, ItemFilter, LeaseRequest, LeaseResponse,
+    LogAppend, LogQuery, ReleaseRequest, ReportBatch, ReportOutcome, ReportedRun, RunFilter,
+    RunReport, WarnRequest,
 };
 use liftoff_types::job::JobVersionCreated;
 use liftoff_types::sweep::{
@@ -396,7 +397,7 @@ impl Client {
         &self,
         agent: AgentId,
         acks: Vec<ItemAck>,
-    ) -> ClientResult<Vec<ClientResult<AckResponse>>> {
+    ) -> ClientResult<Vec<ClientResult<AckedRun>>> {
         let answers: Vec<AckOutcome> = self
             .post(&format!("/api/v1/agents/{agent}/acks"), &AckBatch { acks })
             .await?;
@@ -414,7 +415,7 @@ impl Client {
         &self,
         agent: AgentId,
         reports: Vec<RunReport>,
-    ) -> ClientResult<Vec<ClientResult<Run>>> {
+    ) -> ClientResult<Vec<ClientResult<ReportedRun>>> {
         let answers: Vec<ReportOutcome> = self
             .post(
                 &format!("/api/v1/agents/{agent}/reports"),

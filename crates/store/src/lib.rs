@@ -144,6 +144,11 @@ pub trait Store: Send + Sync + 'static {
     async fn lease(&self, params: LeaseParams, now: Millis) -> StoreResult<Vec<Lease>>;
     /// Binds a run to a leased item: the item becomes `claimed` and the run is created.
     async fn ack(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<Run>;
+    /// [`Store::ack`] for a caller that has the run already (an agent's batch): an engine
+    /// may skip reading it back.
+    async fn ack_quietly(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<()> {
+        self.ack(id, ack, now).await.map(|_| ())
+    }
     /// Fails a leased or claimed item (and its run, if any).
     async fn fail(&self, id: ItemId, report: FailRequest, now: Millis) -> StoreResult<Item>;
     async fn warn(&self, id: ItemId, fence: i64, message: &str, now: Millis) -> StoreResult<()>;
@@ -155,6 +160,16 @@ pub trait Store: Send + Sync + 'static {
     // Runs.
     /// An agent's report on a run; a terminal state ends the item too.
     async fn update_run(&self, id: &RunId, update: RunUpdate, now: Millis) -> StoreResult<Run>;
+    /// [`Store::update_run`] for a caller that needs only to know it was stored (an agent's
+    /// batch): an engine may skip reading the run back.
+    async fn update_run_quietly(
+        &self,
+        id: &RunId,
+        update: RunUpdate,
+        now: Millis,
+    ) -> StoreResult<()> {
+        self.update_run(id, update, now).await.map(|_| ())
+    }
     async fn get_run(&self, id: &RunId) -> StoreResult<Run>;
     async fn list_runs(&self, filter: &RunFilter) -> StoreResult<Vec<Run>>;
     /// A stop: marks the run (and its item) so that the agent stops it. A `reason` becomes

@@ -117,19 +117,36 @@ pub struct EntryError {
     pub error: ErrorDetail,
 }
 
+/// An ack of a batch, stored: the run's token. The agent that sent the ack has the rest of
+/// the run, so a batch does not carry each run back (reading and encoding every run was a
+/// good part of an ack's cost to a busy agent of short runs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AckedRun {
+    pub run_id: RunId,
+    pub run_token: String,
+}
+
 /// The answer to one ack of a batch, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AckOutcome {
-    Ok(AckResponse),
+    Ok(AckedRun),
     Error(EntryError),
+}
+
+/// A report of a batch, stored: the run's state now (the reported one). The whole run is
+/// `GET /api/v1/runs/{id}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ReportedRun {
+    pub run_id: RunId,
+    pub state: RunState,
 }
 
 /// The answer to one report of a batch, in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportOutcome {
-    Ok(crate::Run),
+    Ok(ReportedRun),
     Error(EntryError),
 }
 

@@ -70,20 +70,19 @@ struct Line {
 
 impl Shared {
     fn send_to(&self, conn: u64, msg: &Message) {
-        let mut line = serde_json::to_vec(msg).unwrap_or_default();
-        line.push(b'\n');
+        let line = line_of(msg);
         let mut conns = lock(&self.conns);
         if let Some((_, w)) = conns.iter_mut().find(|(c, _)| *c == conn) {
             let _ = w.write_all(&line);
         }
     }
+}
 
-    fn broadcast(&self, msg: &Message) {
-        let mut line = serde_json::to_vec(msg).unwrap_or_default();
-        line.push(b'\n');
-        let mut conns = lock(&self.conns);
-        conns.retain_mut(|(_, stream)| stream.write_all(&line).is_ok());
-    }
+/// A message as the line that carries it.
+fn line_of(msg: &Message) -> Vec<u8> {
+    let mut line = serde_json::to_vec(msg).unwrap_or_default();
+    line.push(b'\n');
+    line
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -263,10 +262,17 @@ fn work(shared: &Arc<Shared>) {
         call_worker(shared, &mut line);
         drop(line);
         let mut next = Some(first);
+        // The run that ended last, when its slot went straight to the next in line: its end
+        // is written and told with the next one's start, in one message to the agent (a
+        // wakeup of the agent per run, not two).
+        let mut just_ended: Option<(Child, Exit)> = None;
         // Start, wait, and go on with the next in line while there is one with room.
         while let Some(waiting) = next.take() {
             let answer = start(shared, waiting.request);
-            shared.send_to(waiting.conn, &answer);
+            match just_ended.take() {
+                Some((child, exit)) => ended(shared, child, exit, Some((waiting.conn, &answer))),
+                None => shared.send_to(waiting.conn, &answer),
+            }
             let Message::Spawned { pid, .. } = answer else {
                 break;
             };
@@ -282,8 +288,15 @@ fn work(shared: &Arc<Shared>) {
                 next
             };
             if let Some(child) = child {
-                ended(shared, child, exit);
+                if next.is_some() {
+                    just_ended = Some((child, exit));
+                } else {
+                    ended(shared, child, exit, None);
+                }
             }
+        }
+        if let Some((child, exit)) = just_ended {
+            ended(shared, child, exit, None);
         }
         line = lock(&shared.line);
         line.idle += 1;
@@ -432,13 +445,21 @@ fn spawn(
     }
 }
 
-/// A run ended: its exit is written and told.
-fn ended(shared: &Shared, child: Child, exit: Exit) {
+/// A run ended: its exit is written and told, with `then` (the next run's start, for the
+/// connection that asked for it) in the same write.
+fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)>) {
     write_exit(&child.exit_file, &child.run_id, &exit);
-    shared.broadcast(&Message::Exited {
+    let exited = line_of(&Message::Exited {
         run_id: child.run_id,
         pid: child.pid,
         exit,
+    });
+    let mut conns = lock(&shared.conns);
+    conns.retain_mut(|(conn, stream)| match then {
+        Some((to, next)) if *conn == to => stream
+            .write_all(&[&exited[..], &line_of(next)].concat())
+            .is_ok(),
+        _ => stream.write_all(&exited).is_ok(),
     });
 }
 

@@ -2,8 +2,8 @@
 //! request. Each entry is checked and stored as it would be alone (the store commits them
 //! together) and answered in order, with its own status.
 
-use super::items::apply_ack;
-use super::runs::apply_update;
+use super::items::apply_ack_quietly;
+use super::runs::apply_update_quietly;
 use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, Path};
@@ -39,7 +39,7 @@ pub async fn acks(
         batch
             .acks
             .into_iter()
-            .map(|a| apply_ack(&state, a.item_id, a.ack)),
+            .map(|a| apply_ack_quietly(&state, a.item_id, a.ack)),
     )
     .await;
     Ok(Json(
@@ -69,7 +69,7 @@ pub async fn reports(
         batch
             .reports
             .into_iter()
-            .map(|r| async move { apply_update(state, &r.run_id, r.update).await }),
+            .map(|r| async move { apply_update_quietly(state, &r.run_id, r.update).await }),
     )
     .await;
     Ok(Json(

@@ -11,7 +11,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use liftoff_store::Ack;
 use liftoff_types::api::{
-    AckRequest, AckResponse, ErrorBody, FailRequest, ItemFilter, ReleaseRequest, WarnRequest,
+    AckRequest, AckResponse, AckedRun, ErrorBody, FailRequest, ItemFilter, ReleaseRequest,
+    WarnRequest,
 };
 use liftoff_types::{now_ms, Item, ItemId, RunState};
 
@@ -96,6 +97,26 @@ pub async fn apply_ack(
     id: ItemId,
     req: AckRequest,
 ) -> Result<AckResponse, ApiError> {
+    let (ack, run_token) = checked_ack(req)?;
+    let run = state.store.ack(id, ack, now_ms()).await?;
+    Ok(AckResponse { run, run_token })
+}
+
+/// An ack of an agent's batch: stored as [`apply_ack`] stores it, answered with the token
+/// only (the agent has the rest of the run).
+pub async fn apply_ack_quietly(
+    state: &AppState,
+    id: ItemId,
+    req: AckRequest,
+) -> Result<AckedRun, ApiError> {
+    let (ack, run_token) = checked_ack(req)?;
+    let run_id = ack.run_id.clone();
+    state.store.ack_quietly(id, ack, now_ms()).await?;
+    Ok(AckedRun { run_id, run_token })
+}
+
+/// An ack request checked, as the store takes it, with a new token for the run.
+fn checked_ack(req: AckRequest) -> Result<(Ack, String), ApiError> {
     ApiError::check(check_handle(&req.handle))?;
     let (run_token, hash) = new_token();
     let ack = Ack {
@@ -105,8 +126,7 @@ pub async fn apply_ack(
         state: req.state.unwrap_or(RunState::Starting),
         run_token_hash: Some(hash),
     };
-    let run = state.store.ack(id, ack, now_ms()).await?;
-    Ok(AckResponse { run, run_token })
+    Ok((ack, run_token))
 }
 
 pub fn check_handle(handle: &serde_json::Value) -> Vec<(String, String)> {

@@ -12,7 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use liftoff_store::LogChunk;
-use liftoff_types::api::{ErrorBody, LogAppend, LogQuery, RunFilter, MAX_LOG_CHUNK};
+use liftoff_types::api::{ErrorBody, LogAppend, LogQuery, ReportedRun, RunFilter, MAX_LOG_CHUNK};
 use liftoff_types::sweep::{
     MetricsAppend, RunMetrics, StopRequest, MAX_METRICS_BATCH, MAX_METRIC_RECORD,
 };
@@ -132,12 +132,36 @@ pub async fn update(
     Ok(Json(apply_update(&state, &id, update).await?))
 }
 
-/// A run report, checked and stored (shared by the single and batch routes).
+/// A run report, checked and stored (the single route).
 pub async fn apply_update(
     state: &AppState,
     id: &RunId,
     update: RunUpdate,
 ) -> Result<Run, ApiError> {
+    check_update(&update)?;
+    let run = state.store.update_run(id, update, now_ms()).await?;
+    state.wakers.wake(&run_key(id));
+    Ok(run)
+}
+
+/// A run report of an agent's batch: stored as [`apply_update`] stores it, answered with the
+/// reported state only.
+pub async fn apply_update_quietly(
+    state: &AppState,
+    id: &RunId,
+    update: RunUpdate,
+) -> Result<ReportedRun, ApiError> {
+    check_update(&update)?;
+    let reported = update.state;
+    state.store.update_run_quietly(id, update, now_ms()).await?;
+    state.wakers.wake(&run_key(id));
+    Ok(ReportedRun {
+        run_id: id.clone(),
+        state: reported,
+    })
+}
+
+fn check_update(update: &RunUpdate) -> Result<(), ApiError> {
     let mut problems = update
         .handle
         .as_ref()
@@ -146,10 +170,7 @@ pub async fn apply_update(
     if update.message.as_ref().is_some_and(|m| m.len() > 4096) {
         problems.push(("message".into(), "is longer than 4096 bytes".into()));
     }
-    ApiError::check(problems)?;
-    let run = state.store.update_run(id, update, now_ms()).await?;
-    state.wakers.wake(&run_key(id));
-    Ok(run)
+    ApiError::check(problems)
 }
 
 /// Append output at a byte offset (the body is the raw bytes). Bytes the server already has

@@ -7,7 +7,7 @@
 use super::rows;
 use crate::{Ack, Expired, LeaseParams, StoreError, StoreResult};
 use liftoff_types::api::FailRequest;
-use liftoff_types::{ItemId, ItemState, Lease, Millis, Phase, Run};
+use liftoff_types::{ItemId, ItemState, Lease, Millis, Phase};
 use rusqlite::{params, Connection, OptionalExtension};
 use std::str::FromStr;
 
@@ -128,7 +128,8 @@ pub fn lease(
     Ok(leases)
 }
 
-pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult<Run> {
+/// Stores an ack (the caller reads the run back if it wants it).
+pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult<()> {
     let cur = current(conn, id)?;
     // The same ack again (its answer was lost on the way): answer it again, so the agent
     // does not drop a run the server already counts as started.
@@ -139,7 +140,7 @@ pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
         if let Some(hash) = &ack.run_token_hash {
             super::tokens::create_run(conn, &ack.run_id, hash, now)?;
         }
-        return rows::load_run(conn, &ack.run_id);
+        return Ok(());
     }
     guard(id, &cur, ack.fence, &[ItemState::Leased])?;
     let (queue, agent) = (&cur.queue, cur.agent_id);
@@ -183,9 +184,9 @@ pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
     )?
     .execute(params![id.0, ack.run_id.as_str(), now])?;
     if let Some(hash) = &ack.run_token_hash {
-        super::tokens::create_run(conn, &ack.run_id, hash, now)?;
+        super::tokens::insert_run(conn, &ack.run_id, hash, now)?;
     }
-    rows::load_run(conn, &ack.run_id)
+    Ok(())
 }
 
 pub fn fail(

@@ -203,6 +203,14 @@ impl Store for SqliteStore {
     }
 
     async fn ack(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<Run> {
+        self.write(move |c| {
+            lease::ack(c, id, &ack, now)?;
+            rows::load_run(c, &ack.run_id)
+        })
+        .await
+    }
+
+    async fn ack_quietly(&self, id: ItemId, ack: Ack, now: Millis) -> StoreResult<()> {
         self.write(move |c| lease::ack(c, id, &ack, now)).await
     }
 
@@ -225,6 +233,20 @@ impl Store for SqliteStore {
     }
 
     async fn update_run(&self, id: &RunId, update: RunUpdate, now: Millis) -> StoreResult<Run> {
+        let id = id.clone();
+        self.write(move |c| {
+            runs::update(c, &id, &update, now)?;
+            rows::load_run(c, &id)
+        })
+        .await
+    }
+
+    async fn update_run_quietly(
+        &self,
+        id: &RunId,
+        update: RunUpdate,
+        now: Millis,
+    ) -> StoreResult<()> {
         let id = id.clone();
         self.write(move |c| runs::update(c, &id, &update, now))
             .await

@@ -59,7 +59,8 @@ fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
     )
 }
 
-pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> StoreResult<Run> {
+/// Stores an agent's report (the caller reads the run back if it wants it).
+pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> StoreResult<()> {
     let ctx = context(conn, id)?;
     if ctx.fence != up.fence {
         return Err(StoreError::Conflict(format!(
@@ -81,7 +82,7 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
     }
     let ended = up.state.is_terminal().then_some(now);
     let handle = up.handle.as_ref().map(|h| h.to_string());
-    let sql = format!(
+    conn.prepare_cached(
         "UPDATE runs SET state = ?2, exit_code = coalesce(?3, exit_code),
              message = CASE WHEN ?2 = 'stopped' AND stop_reason IS NOT NULL THEN stop_reason
                             ELSE coalesce(?4, message) END,
@@ -89,26 +90,23 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
              started_at_ms = CASE WHEN ?2 = 'running' THEN coalesce(started_at_ms, ?6)
                                   ELSE coalesce(started_at_ms, ?8) END,
              ended_at_ms = ?7, updated_at_ms = ?6
-         WHERE id = ?1 RETURNING {RUN_COLUMNS}"
-    );
-    let run = conn.prepare_cached(&sql)?.query_row(
-        params![
-            id.as_str(),
-            up.state.as_str(),
-            up.exit_code,
-            up.message,
-            handle,
-            now,
-            ended,
-            crate::rules::reported_start(up, now)
-        ],
-        rows::run,
-    )?;
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        id.as_str(),
+        up.state.as_str(),
+        up.exit_code,
+        up.message,
+        handle,
+        now,
+        ended,
+        crate::rules::reported_start(up, now)
+    ])?;
     if up.state.is_terminal() {
         end_item(conn, &ctx, up, now)?;
         super::tokens::revoke_run(conn, id)?;
     }
-    Ok(run)
+    Ok(())
 }
 
 /// A run's end decides its item's: finished, failed (phase `run`), stopped, back to pending

@@ -21,24 +21,21 @@ pub fn create(
         .query_row(params![name, scope.as_str(), hash, now], rows::token)?)
 }
 
-pub fn create_run(
-    conn: &Connection,
-    run: &RunId,
-    hash: &str,
-    now: Millis,
-) -> StoreResult<TokenInfo> {
+pub fn create_run(conn: &Connection, run: &RunId, hash: &str, now: Millis) -> StoreResult<()> {
     let live = rows::load_run(conn, run)?;
     if live.state.is_terminal() {
         return Err(StoreError::Conflict(format!("run {run} has already ended")));
     }
-    let sql = format!(
-        "INSERT INTO tokens (name, scope, hash, created_at_ms, run_id) VALUES (?1, 'run', ?2, ?3, ?4)
-         RETURNING {TOKEN_COLUMNS}"
-    );
-    Ok(conn.prepare_cached(&sql)?.query_row(
-        params![format!("run {run}"), hash, now, run.as_str()],
-        rows::token,
-    )?)
+    insert_run(conn, run, hash, now)
+}
+
+/// A run token for a run just created in the same transaction (so not ended).
+pub fn insert_run(conn: &Connection, run: &RunId, hash: &str, now: Millis) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT INTO tokens (name, scope, hash, created_at_ms, run_id) VALUES (?1, 'run', ?2, ?3, ?4)",
+    )?
+    .execute(params![format!("run {run}"), hash, now, run.as_str()])?;
+    Ok(())
 }
 
 /// Revokes the tokens of a run that has ended.
