@@ -4,7 +4,8 @@
 //!   writes the time it started), on an idle agent; beside it, the floor: this process
 //!   spawning the same child directly;
 //! - throughput: N runs of `true` at each concurrency, against a bare loop that spawns the
-//!   same processes with the same concurrency, in the same run;
+//!   same processes with the same concurrency, right after; in rounds (3 by default), of
+//!   which the median ratio is reported with every round's;
 //! - stop latency: `stop` asked → every process of the run gone;
 //! - the agent's resident memory, idle and with runs in flight (a separate `liftoff agent`
 //!   process, as users run it).
@@ -37,6 +38,11 @@ pub struct AgentBench {
     /// Concurrencies (max_jobs) for throughput.
     #[arg(long, value_delimiter = ',', default_value = "2,16")]
     pub concurrency: Vec<usize>,
+    /// Throughput rounds per concurrency and mode, each liftoff then the bare loop; the
+    /// median ratio is reported with every round's (a shared machine's speed drifts from
+    /// one second to the next, and one pair is as likely to catch a slow moment as not).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=25))]
+    pub rounds: u32,
     /// Runs in flight for the memory figure.
     #[arg(long, default_value_t = 100)]
     pub in_flight: usize,
@@ -168,14 +174,15 @@ pub async fn run(b: AgentBench) -> anyhow::Result<()> {
     let dispatch = dispatch_latency(tmp.path(), &exe, b.dispatch_runs).await?;
     let mut throughput = serde_json::Map::new();
     for &c in &b.concurrency {
-        throughput.insert(
-            format!("max_jobs_{c}"),
-            throughput_vs_bare(tmp.path(), b.throughput_runs, c, false).await?,
-        );
-        throughput.insert(
-            format!("max_jobs_{c}_http"),
-            throughput_vs_bare(tmp.path(), b.throughput_runs, c, true).await?,
-        );
+        for http in [false, true] {
+            let mut rounds = Vec::new();
+            for round in 0..b.rounds {
+                rounds
+                    .push(throughput_vs_bare(tmp.path(), b.throughput_runs, c, http, round).await?);
+            }
+            let mode = if http { "_http" } else { "" };
+            throughput.insert(format!("max_jobs_{c}{mode}"), median_round(rounds));
+        }
     }
     let stops = stop_latency(tmp.path(), b.stops).await?;
     let memory = memory(tmp.path(), &exe, b.in_flight).await?;
@@ -262,14 +269,25 @@ async fn dispatch_latency(
     }))
 }
 
+/// The round with the median ratio, with every round's ratio beside it.
+fn median_round(mut rounds: Vec<serde_json::Value>) -> serde_json::Value {
+    let ratio = |r: &serde_json::Value| r["ratio"].as_f64().unwrap_or(f64::MAX);
+    let ratios: Vec<f64> = rounds.iter().map(ratio).collect();
+    rounds.sort_by(|a, b| ratio(a).total_cmp(&ratio(b)));
+    let mut median = rounds.swap_remove(rounds.len() / 2);
+    median["ratios"] = json!(ratios);
+    median
+}
+
 async fn throughput_vs_bare(
     base: &Path,
     runs: usize,
     concurrency: usize,
     http: bool,
+    round: u32,
 ) -> anyhow::Result<serde_json::Value> {
     let name = format!(
-        "throughput-{concurrency}{}",
+        "throughput-{concurrency}{}-{round}",
         if http { "-http" } else { "" }
     );
     let rig = Rig::new(base, &name).await?;
