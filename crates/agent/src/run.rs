@@ -53,6 +53,38 @@ pub(crate) fn run_id_for(item: &Item) -> Result<RunId, String> {
 }
 
 /// The run's directory, files and environment; `python`: the job's virtual environment.
+/// Makes the run's directory (with `work/`, and `config.json` when the run has a config), to
+/// be filled by [`prepare`]: a spare renamed into place when there is one (one call), or else
+/// made on a blocking thread. New files can take a long while on a busy file system (ext4
+/// just after many deletions: ~100 ms for the 64 runs an agent takes ahead at once) and the
+/// agent's one runtime thread, which `liftoff up`'s server shares, must not wait for them.
+pub(crate) async fn make_dir(agent: &Agent, item: &Item, run_id: &RunId) -> Result<(), String> {
+    let dir = agent.journal.run_dir(run_id);
+    let taken = agent.spares.take(&dir);
+    let config = &item.spec.overrides.run_config;
+    if taken && config.is_empty() {
+        return Ok(());
+    }
+    let config =
+        (!config.is_empty()).then(|| serde_json::Value::Object(config.clone()).to_string());
+    let made = tokio::task::spawn_blocking(move || {
+        let work = dir.join("work");
+        if !taken {
+            std::fs::create_dir_all(&work)
+                .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        }
+        if let Some(config) = config {
+            let file = dir.join("config.json");
+            std::fs::write(&file, config)
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        }
+        Ok(())
+    })
+    .await;
+    made.unwrap_or_else(|e| Err(format!("making the run's directory failed: {e}")))
+}
+
+/// The run's spec, its directory made by [`make_dir`].
 pub(crate) fn prepare(
     agent: &Agent,
     item: &Item,
@@ -62,23 +94,16 @@ pub(crate) fn prepare(
     python: Option<&std::path::Path>,
 ) -> Result<RunSpec, String> {
     let dir = agent.journal.run_dir(run_id);
-    let work = dir.join("work");
-    if !agent.spares.take(&dir) {
-        std::fs::create_dir_all(&work)
-            .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-    }
     let config = serde_json::Value::Object(item.spec.overrides.run_config.clone()).to_string();
     let metrics_file = dir.join("metrics.jsonl");
     let output = dir.join("output.log");
     // Most runs of a busy agent have no config; they share one read-only `{}` file instead of
     // costing a file each (file creation dominates short runs on a journaling file system).
+    // The run's own is written by `make_dir`.
     let config_file = if item.spec.overrides.run_config.is_empty() {
         agent.journal.empty_config()
     } else {
-        let file = dir.join("config.json");
-        std::fs::write(&file, &config)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        file
+        dir.join("config.json")
     };
     let vars = crate::env::RunVars {
         run_id: run_id.as_str(),
@@ -108,7 +133,7 @@ pub(crate) fn prepare(
         run_id: run_id.clone(),
         argv,
         env,
-        workdir: work,
+        workdir: dir.join("work"),
         output,
         resource_args,
         // The runner holds runs in line so that a slot that frees starts the next at once.
