@@ -55,6 +55,8 @@ pub struct Agent {
     pub(crate) cache: crate::source::Cache,
     /// Run directories to reuse.
     pub(crate) spares: crate::spares::Spares,
+    /// Set once the directories made ahead at start are made.
+    made_ahead: std::sync::atomic::AtomicBool,
     id: AgentId,
     name: String,
     /// Every item held, by phase, and the ready queue.
@@ -106,6 +108,7 @@ impl Agent {
                 base_env.clone(),
             ),
             spares: crate::spares::Spares::open(&config.state_dir),
+            made_ahead: std::sync::atomic::AtomicBool::new(false),
             client,
             base_env,
             runner,
@@ -179,6 +182,12 @@ impl Agent {
         *lock(&self.status) = status;
     }
 
+    /// Whether the run directories a starting agent makes ahead, while it has nothing else to
+    /// do, are made (the agent bench waits for them, as an agent up for a moment has them).
+    pub fn made_ahead(&self) -> bool {
+        self.made_ahead.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The main loop (the seed's `loop()`): re-adopt, then lease within capacity and start a
     /// task per item, until told to stop; then stop cleanly.
     pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
@@ -190,6 +199,8 @@ impl Agent {
         let me = self.clone();
         let spares_made = tokio::task::spawn_blocking(move || {
             me.spares.fill(Slots::most_held(me.config.max_jobs));
+            me.made_ahead
+                .store(true, std::sync::atomic::Ordering::Release);
         });
         let mut stop_now = false;
         // A stop asked by the server arrives through the heartbeat, not through `control`.

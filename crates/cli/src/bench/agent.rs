@@ -113,15 +113,19 @@ impl Rig {
         &self,
         max_jobs: i64,
         http: bool,
-    ) -> anyhow::Result<(mpsc::Sender<Control>, tokio::task::JoinHandle<()>)> {
+    ) -> anyhow::Result<(
+        mpsc::Sender<Control>,
+        tokio::task::JoinHandle<()>,
+        Arc<liftoff_agent::Agent>,
+    )> {
         let mut client = Client::new(&self.server.url(), Some(self.agent_token.clone()))?;
         if !http {
             client = client.in_process(crate::commands::up::in_process(&self.server));
         }
         let agent = start_agent(client, self.config(max_jobs)).await?;
         let (tx, rx) = mpsc::channel(2);
-        let task = tokio::spawn(agent.run(rx));
-        Ok((tx, task))
+        let task = tokio::spawn(agent.clone().run(rx));
+        Ok((tx, task, agent))
     }
 
     /// Enqueues `n` items; returns the last one's id.
@@ -218,7 +222,7 @@ async fn dispatch_latency(
     runs: usize,
 ) -> anyhow::Result<serde_json::Value> {
     let rig = Rig::new(base, "dispatch").await?;
-    let (control, task) = rig.agent(1, false).await?;
+    let (control, task, _) = rig.agent(1, false).await?;
     let exe_s = exe.to_string_lossy().to_string();
     let mut through_liftoff = Vec::new();
     let mut floor = Vec::new();
@@ -293,13 +297,16 @@ async fn throughput_vs_bare(
     let rig = Rig::new(base, &name).await?;
     // An agent already up and idle, as users run one: its start-up (registration, the
     // supervisor process) is not part of the work, so one run goes through first.
-    let (control, task) = rig.agent(concurrency as i64, http).await?;
+    let (control, task, agent) = rig.agent(concurrency as i64, http).await?;
     rig.enqueue_many(&["true"], 1).await?;
     rig.wake();
     wait_until(Duration::from_secs(30), || async {
         rig.ended().await.unwrap_or(0) >= 1
     })
     .await?;
+    // An idle agent has made the directories for its first runs (it does so right after it
+    // starts); they are part of starting up, not of the work.
+    wait_until(Duration::from_secs(60), || async { agent.made_ahead() }).await?;
     // The work is in the queue before the clock starts, as the bare loop has its list before
     // its clock starts: the agent does not see it until the wake (the bench writes to the
     // store directly), so this times the agent working a full queue. Enqueueing is timed
@@ -394,7 +401,7 @@ fn bare_loop(runs: usize, concurrency: usize) -> anyhow::Result<f64> {
 
 async fn stop_latency(base: &Path, stops: usize) -> anyhow::Result<serde_json::Value> {
     let rig = Rig::new(base, "stop").await?;
-    let (control, task) = rig.agent(1, false).await?;
+    let (control, task, _) = rig.agent(1, false).await?;
     let mut times = Vec::new();
     for _ in 0..stops {
         let item = rig
