@@ -10,7 +10,7 @@
 use crate::agent::{Agent, StopWhy};
 use crate::journal::Entry;
 use crate::report::{moved_on, retry};
-use crate::run::{command, make_dir, prepare, run_id_for};
+use crate::run::{command, prepare, run_id_for};
 use crate::shipper::{tail, Shipper};
 use crate::slots::Phase as SlotPhase;
 use liftoff_runner::{Exit, Handle, RunSpec, RunStatus, RunnerError, RunnerResult};
@@ -78,11 +78,7 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
             Err(e) => return fail_build(agent, &entry, e).await,
         }
     }
-    let made = match make_dir(agent, item, &run_id).await {
-        Ok(()) => prepare(agent, item, &run_id, &run_token, argv, python.as_deref()),
-        Err(message) => Err(message),
-    };
-    let spec = match made {
+    let spec = match prepare(agent, item, &run_id, &run_token, argv, python.as_deref()).await {
         Ok(spec) => spec,
         Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
     };

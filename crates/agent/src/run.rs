@@ -53,39 +53,7 @@ pub(crate) fn run_id_for(item: &Item) -> Result<RunId, String> {
 }
 
 /// The run's directory, files and environment; `python`: the job's virtual environment.
-/// Makes the run's directory (with `work/`, and `config.json` when the run has a config), to
-/// be filled by [`prepare`]: a spare renamed into place when there is one (one call), or else
-/// made on a blocking thread. New files can take a long while on a busy file system (ext4
-/// just after many deletions: ~100 ms for the 64 runs an agent takes ahead at once) and the
-/// agent's one runtime thread, which `liftoff up`'s server shares, must not wait for them.
-pub(crate) async fn make_dir(agent: &Agent, item: &Item, run_id: &RunId) -> Result<(), String> {
-    let dir = agent.journal.run_dir(run_id);
-    let taken = agent.spares.take(&dir);
-    let config = &item.spec.overrides.run_config;
-    if taken && config.is_empty() {
-        return Ok(());
-    }
-    let config =
-        (!config.is_empty()).then(|| serde_json::Value::Object(config.clone()).to_string());
-    let made = tokio::task::spawn_blocking(move || {
-        let work = dir.join("work");
-        if !taken {
-            std::fs::create_dir_all(&work)
-                .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
-        }
-        if let Some(config) = config {
-            let file = dir.join("config.json");
-            std::fs::write(&file, config)
-                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-        }
-        Ok(())
-    })
-    .await;
-    made.unwrap_or_else(|e| Err(format!("making the run's directory failed: {e}")))
-}
-
-/// The run's spec, its directory made by [`make_dir`].
-pub(crate) fn prepare(
+pub(crate) async fn prepare(
     agent: &Agent,
     item: &Item,
     run_id: &RunId,
@@ -95,16 +63,17 @@ pub(crate) fn prepare(
 ) -> Result<RunSpec, String> {
     let dir = agent.journal.run_dir(run_id);
     let config = serde_json::Value::Object(item.spec.overrides.run_config.clone()).to_string();
-    let metrics_file = dir.join("metrics.jsonl");
-    let output = dir.join("output.log");
     // Most runs of a busy agent have no config; they share one read-only `{}` file instead of
     // costing a file each (file creation dominates short runs on a journaling file system).
-    // The run's own is written by `make_dir`.
-    let config_file = if item.spec.overrides.run_config.is_empty() {
-        agent.journal.empty_config()
-    } else {
+    let own_config = !item.spec.overrides.run_config.is_empty();
+    make_dir(agent, &dir, own_config.then(|| config.clone())).await?;
+    let config_file = if own_config {
         dir.join("config.json")
+    } else {
+        agent.journal.empty_config()
     };
+    let metrics_file = dir.join("metrics.jsonl");
+    let output = dir.join("output.log");
     let vars = crate::env::RunVars {
         run_id: run_id.as_str(),
         run_name: item.spec.name.as_deref(),
@@ -139,6 +108,38 @@ pub(crate) fn prepare(
         // The runner holds runs in line so that a slot that frees starts the next at once.
         concurrency: u32::try_from(agent.config.max_jobs).ok(),
     })
+}
+
+/// Makes the run's directory `dir` (with `work/`, and `config.json` when the run has a
+/// config of its own): a spare renamed into place when there is one (one call), or else made
+/// on a blocking thread. New files can take a long while on a busy file system (ext4 just
+/// after many deletions: ~100 ms for the 64 runs an agent takes ahead at once) and the agent's
+/// one runtime thread, which `liftoff up`'s server shares, must not wait for them.
+async fn make_dir(
+    agent: &Agent,
+    dir: &std::path::Path,
+    config: Option<String>,
+) -> Result<(), String> {
+    let taken = agent.spares.take(dir);
+    if taken && config.is_none() {
+        return Ok(());
+    }
+    let dir = dir.to_path_buf();
+    let made = tokio::task::spawn_blocking(move || {
+        let work = dir.join("work");
+        if !taken {
+            std::fs::create_dir_all(&work)
+                .map_err(|e| format!("cannot create {}: {e}", work.display()))?;
+        }
+        if let Some(config) = config {
+            let file = dir.join("config.json");
+            std::fs::write(&file, config)
+                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        }
+        Ok(())
+    })
+    .await;
+    made.unwrap_or_else(|e| Err(format!("making the run's directory failed: {e}")))
 }
 
 /// The values of W&B's agent-side macros for one run.

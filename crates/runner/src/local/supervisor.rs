@@ -295,9 +295,6 @@ fn work(shared: &Arc<Shared>) {
                 }
             }
         }
-        if let Some((child, exit)) = just_ended {
-            ended(shared, child, exit, None);
-        }
         line = lock(&shared.line);
         line.idle += 1;
     }
