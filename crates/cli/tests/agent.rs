@@ -158,7 +158,7 @@ async fn a_run_sees_its_config_and_ids_but_no_secrets() {
         format!("WANDB_RUN_ID={run}"),
         "WANDB_CONFIG={\"lr\":0.1}".to_string(),
         "LIFTOFF_QUEUE=q".to_string(),
-        "LIFTOFF_RUN_TOKEN=lft_".to_string(),
+        format!("LIFTOFF_RUN_TOKEN=lfr_{run}."),
         "{\"lr\":0.1}".to_string(),
     ] {
         assert!(out.contains(&expected), "{expected} missing from:\n{out}");

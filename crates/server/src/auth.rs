@@ -4,13 +4,22 @@
 //! random 160-bit secret needs no slow hash). Recently seen tokens are cached for a few
 //! seconds so the hot path (lease, ack) does not read the token table on every request; a
 //! deleted token therefore stops working within [`CACHE_TTL`].
+//!
+//! Run tokens (scope `run`, one per run, handed to the run in its environment) are signed
+//! rather than stored: `lfr_{run}.{item}.{mac}`, the MAC being the first 20 bytes of
+//! HMAC-SHA256 over the run and item ids under a key all servers of a store share (kept in
+//! the store as the secret [`RUN_KEY`]). Why: a stored token cost every run an insert at its
+//! start and a delete at its end, with their index pages, on the path of every short run. A
+//! signed one is checked against its run at each use, so it still stops working the moment
+//! its run ends. Run tokens stored by earlier versions are still looked up by hash.
 
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use liftoff_store::Store;
-use liftoff_types::{RunId, Scope, TokenInfo};
+use hmac::{Hmac, KeyInit, Mac};
+use liftoff_store::{Store, StoreError};
+use liftoff_types::{ItemId, RunId, Scope, TokenInfo};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -19,6 +28,11 @@ use std::time::{Duration, Instant};
 
 pub const CACHE_TTL: Duration = Duration::from_secs(5);
 const CACHE_MAX: usize = 10_000;
+/// The store secret run tokens are signed with.
+pub const RUN_KEY: &str = "run_token_key";
+const RUN_PREFIX: &str = "lfr_";
+/// Bytes of the MAC a run token carries (160 bits, as a stored token's randomness).
+const RUN_MAC_LEN: usize = 20;
 
 /// What a route needs from the caller's scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,17 +68,22 @@ impl Access {
     }
 }
 
-/// Checks tokens against the store.
+/// Checks tokens against the store, and signs run tokens.
 pub struct Auth {
     enabled: bool,
     cache: Mutex<HashMap<String, (TokenInfo, Instant)>>,
+    run_tokens: RunTokens,
 }
 
 impl Auth {
-    pub fn new(enabled: bool) -> Auth {
+    /// `run_key`: the store's [`RUN_KEY`] secret.
+    pub fn new(enabled: bool, run_key: &str) -> Auth {
         Auth {
             enabled,
             cache: Mutex::new(HashMap::new()),
+            run_tokens: RunTokens {
+                key: run_key.as_bytes().to_vec(),
+            },
         }
     }
 
@@ -72,22 +91,61 @@ impl Auth {
         self.enabled
     }
 
-    async fn lookup(&self, store: &dyn Store, token: &str) -> Result<TokenInfo, ApiError> {
+    /// The token of the run `run` of item `item`.
+    pub fn run_token(&self, run: &RunId, item: ItemId) -> String {
+        self.run_tokens.mint(run, item)
+    }
+
+    async fn lookup(&self, store: &dyn Store, token: &str) -> Result<Caller, ApiError> {
+        if let Some(signed) = token.strip_prefix(RUN_PREFIX) {
+            return self.run_caller(store, signed).await;
+        }
         let hash = hash_token(token);
-        if let Some(info) = self.cached(&hash) {
-            return Ok(info);
-        }
-        let info = store
-            .token_by_hash(&hash)
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_MAX {
-                cache.clear();
+        let info = match self.cached(&hash) {
+            Some(info) => info,
+            None => {
+                let info = store
+                    .token_by_hash(&hash)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+                if let Ok(mut cache) = self.cache.lock() {
+                    if cache.len() >= CACHE_MAX {
+                        cache.clear();
+                    }
+                    cache.insert(hash, (info.clone(), Instant::now()));
+                }
+                info
             }
-            cache.insert(hash, (info.clone(), Instant::now()));
+        };
+        Ok(Caller {
+            scope: info.scope,
+            run_id: info.run_id,
+        })
+    }
+
+    /// A run token's caller: its signature checks (before any read), and its run is the one
+    /// it was made for and has not ended.
+    async fn run_caller(&self, store: &dyn Store, signed: &str) -> Result<Caller, ApiError> {
+        let (run, item) = self
+            .run_tokens
+            .verify(signed)
+            .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))?;
+        let live = match store.get_run(&run).await {
+            Ok(live) => live,
+            Err(StoreError::NotFound { .. }) => {
+                return Err(ApiError::unauthorized("unknown or revoked token"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if live.item_id != item || live.state.is_terminal() {
+            return Err(ApiError::unauthorized(format!(
+                "run {run} has ended: its token no longer works"
+            )));
         }
-        Ok(info)
+        Ok(Caller {
+            scope: Scope::Run,
+            run_id: Some(run),
+        })
     }
 
     fn cached(&self, hash: &str) -> Option<TokenInfo> {
@@ -95,6 +153,42 @@ impl Auth {
         let (info, at) = cache.get(hash)?;
         // A run token is revoked when its run ends: never trust a cached one.
         (at.elapsed() < CACHE_TTL && info.scope != Scope::Run).then(|| info.clone())
+    }
+}
+
+/// Signs and checks run tokens (see the module's doc).
+struct RunTokens {
+    key: Vec<u8>,
+}
+
+impl RunTokens {
+    fn mac(&self, run: &str, item: &str) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key");
+        // Lengths first, so no two (run, item) pairs sign the same bytes.
+        mac.update(b"liftoff run token v1\0");
+        mac.update(&(run.len() as u64).to_le_bytes());
+        mac.update(run.as_bytes());
+        mac.update(item.as_bytes());
+        mac
+    }
+
+    fn mint(&self, run: &RunId, item: ItemId) -> String {
+        let item = item.to_string();
+        let tag = self.mac(run.as_str(), &item).finalize().into_bytes();
+        format!(
+            "{RUN_PREFIX}{run}.{item}.{}",
+            hex::encode(&tag[..RUN_MAC_LEN])
+        )
+    }
+
+    /// The run and item a token (without its prefix) names, when its MAC checks (in
+    /// constant time).
+    fn verify(&self, signed: &str) -> Option<(RunId, ItemId)> {
+        let mut parts = signed.splitn(3, '.');
+        let (run, item, tag) = (parts.next()?, parts.next()?, parts.next()?);
+        let tag = hex::decode(tag).ok().filter(|t| t.len() == RUN_MAC_LEN)?;
+        self.mac(run, item).verify_truncated_left(&tag).ok()?;
+        Some((run.parse().ok()?, item.parse().ok()?))
     }
 }
 
@@ -179,10 +273,6 @@ impl FromRequestParts<AppState> for Caller {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| ApiError::unauthorized("Authorization must be 'Bearer <token>'"))?;
-        let info = state.auth.lookup(state.store.as_ref(), token).await?;
-        Ok(Caller {
-            scope: info.scope,
-            run_id: info.run_id,
-        })
+        state.auth.lookup(state.store.as_ref(), token).await
     }
 }

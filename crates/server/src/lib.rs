@@ -75,6 +75,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot read the run token key from the store")]
+    RunKey(#[source] liftoff_store::StoreError),
 }
 
 /// A running server.
@@ -101,11 +103,17 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
         addr: config.bind,
         source,
     })?;
+    // Every server of a store signs run tokens with the same key: the first one makes it.
+    let fresh = hex::encode(rand::random::<[u8; 32]>());
+    let run_key = store
+        .secret(auth::RUN_KEY, &fresh)
+        .await
+        .map_err(StartError::RunKey)?;
     let state = AppState {
         store,
         agent_timeout: config.agent_timeout,
         wakers: Arc::default(),
-        auth: Arc::new(auth::Auth::new(config.auth)),
+        auth: Arc::new(auth::Auth::new(config.auth, &run_key)),
         artifacts: config.artifacts.as_deref().map(|dir| {
             Arc::new(liftoff_artifacts::LocalStore::new(dir))
                 as Arc<dyn liftoff_artifacts::ArtifactStore>

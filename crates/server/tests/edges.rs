@@ -4,6 +4,7 @@
 mod common;
 
 use common::TestServer;
+use liftoff_store::Store as _;
 use liftoff_types::api::ErrorBody;
 use liftoff_types::{NewAgent, NewQueue, Scope};
 use reqwest::{Method, StatusCode};
@@ -207,6 +208,114 @@ async fn every_route_by_every_scope() {
         "scope matrix broken:\n{}",
         failures.join("\n")
     );
+}
+
+/// A run token is signed, not stored: it works for its run while the run is live, on any
+/// server of the store (one restarted, or a replica), and a forged or re-aimed one does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_tokens_are_signed_for_their_run_and_end_with_it() {
+    let t = TestServer::start().await;
+    t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
+    let agent = t.agent.register_agent(&NewAgent::default()).await.unwrap();
+    let spec = liftoff_types::LaunchSpec::command(vec!["true".into()]);
+    for _ in 0..2 {
+        t.user.enqueue("q", &spec).await.unwrap();
+    }
+    let lease_req = liftoff_types::api::LeaseRequest {
+        queues: vec!["q".into()],
+        max: 2,
+        wait_ms: 0,
+        lease_ms: 60_000,
+        runs: true,
+        schedulers: false,
+    };
+    let leases = t.agent.lease(agent.id, &lease_req).await.unwrap().leases;
+    let mut tokens = Vec::new();
+    for (lease, run) in leases.iter().zip(["r1", "r2"]) {
+        let ack = liftoff_types::api::AckRequest {
+            fence: lease.fence,
+            run_id: run.parse().unwrap(),
+            handle: json!({}),
+            state: None,
+        };
+        let first = t.agent.ack(lease.item.id, &ack).await.unwrap().run_token;
+        let again = t.agent.ack(lease.item.id, &ack).await.unwrap().run_token;
+        assert_eq!(first, again, "an ack sent again gets the same token");
+        tokens.push(first);
+    }
+    let r1: liftoff_types::RunId = "r1".parse().unwrap();
+    let as_run = |token: &str| liftoff_client::Client::new(&t.server.url(), Some(token.into()));
+    assert_eq!(
+        as_run(&tokens[0]).unwrap().get_run(&r1).await.unwrap().id,
+        r1
+    );
+    assert_eq!(
+        t.store
+            .list_tokens()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|i| i.scope == Scope::Run)
+            .count(),
+        0,
+        "no run token is stored"
+    );
+    // Forged: a changed MAC, r1's MAC on r2, a token cut short, one of another key.
+    let mut changed = tokens[0].clone();
+    let last = if changed.ends_with('0') { "1" } else { "0" };
+    changed.replace_range(changed.len() - 1.., last);
+    let mac = tokens[0].rsplit('.').next().unwrap();
+    let item2 = tokens[1].split('.').nth(1).unwrap();
+    let aimed = format!("lfr_r2.{item2}.{mac}");
+    let short = tokens[0][..tokens[0].len() - 2].to_string();
+    let other = TestServer::start().await;
+    let foreign = other.server.state.auth.run_token(&r1, leases[0].item.id);
+    for forged in [
+        changed,
+        aimed,
+        short,
+        foreign,
+        "lfr_r1".into(),
+        "lfr_..".into(),
+    ] {
+        let err = call(
+            &t,
+            "GET",
+            "/api/v1/runs/r1",
+            Some(&format!("Bearer {forged}")),
+            None,
+        )
+        .await;
+        assert_eq!(err, StatusCode::UNAUTHORIZED, "{forged} was taken");
+    }
+    // A second server of the same store (a restart, a replica) takes it.
+    let second = liftoff_server::start(
+        liftoff_server::ServerConfig::local("127.0.0.1:0".parse().unwrap()),
+        t.store.clone(),
+    )
+    .await
+    .unwrap();
+    let on_second = liftoff_client::Client::new(&second.url(), Some(tokens[0].clone())).unwrap();
+    assert_eq!(on_second.get_run(&r1).await.unwrap().id, r1);
+    // The run ends: its token stops working at once, on every server.
+    let end = liftoff_types::RunUpdate {
+        fence: leases[0].fence,
+        state: liftoff_types::RunState::Finished,
+        exit_code: Some(0),
+        message: None,
+        handle: None,
+        started_at_ms: None,
+    };
+    t.agent.update_run(&r1, &end).await.unwrap();
+    let err = as_run(&tokens[0]).unwrap().get_run(&r1).await.unwrap_err();
+    assert!(err.to_string().contains("run r1 has ended"), "{err}");
+    assert!(on_second.get_run(&r1).await.is_err());
+    let r2: liftoff_types::RunId = "r2".parse().unwrap();
+    assert!(
+        as_run(&tokens[1]).unwrap().get_run(&r2).await.is_ok(),
+        "the other run's token still works"
+    );
+    second.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

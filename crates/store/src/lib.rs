@@ -80,8 +80,6 @@ pub struct Ack {
     pub run_id: RunId,
     pub handle: Value,
     pub state: RunState,
-    /// The hash of a token scoped to the new run, stored in the same write.
-    pub run_token_hash: Option<String>,
 }
 
 /// What a pass of the lease reaper changed.
@@ -273,6 +271,9 @@ pub trait Store: Send + Sync + 'static {
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenInfo>>;
     async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>>;
     async fn delete_token(&self, id: i64) -> StoreResult<()>;
+    /// The secret named `name` that every server of this store shares (the key run tokens
+    /// are signed with): `fresh` becomes it if none is stored yet, else the stored one wins.
+    async fn secret(&self, name: &str, fresh: &str) -> StoreResult<String>;
 
     // Wake-ups across servers sharing this store. A store used by one process only needs
     // neither: the defaults do nothing.

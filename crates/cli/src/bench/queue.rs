@@ -233,7 +233,6 @@ async fn store_cycles(store: DynStore, n: usize, clients: usize) -> anyhow::Resu
                     run_id,
                     handle: json!({"pid": 1}),
                     state: RunState::Running,
-                    run_token_hash: None,
                 };
                 let run = store.ack(lease.item.id, ack, now_ms()).await?;
                 store

@@ -1,7 +1,7 @@
 //! Item routes: listings and cancel (users), and the agent's side of the lease protocol
 //! about one item (ack, fail, warn, release).
 
-use crate::auth::{new_token, Access, Caller};
+use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, Path, Query};
 use crate::state::AppState;
@@ -97,7 +97,7 @@ pub async fn apply_ack(
     id: ItemId,
     req: AckRequest,
 ) -> Result<AckResponse, ApiError> {
-    let (ack, run_token) = checked_ack(req)?;
+    let (ack, run_token) = checked_ack(state, id, req)?;
     let run = state.store.ack(id, ack, now_ms()).await?;
     Ok(AckResponse { run, run_token })
 }
@@ -109,22 +109,22 @@ pub async fn apply_ack_quietly(
     id: ItemId,
     req: AckRequest,
 ) -> Result<AckedRun, ApiError> {
-    let (ack, run_token) = checked_ack(req)?;
+    let (ack, run_token) = checked_ack(state, id, req)?;
     let run_id = ack.run_id.clone();
     state.store.ack_quietly(id, ack, now_ms()).await?;
     Ok(AckedRun { run_id, run_token })
 }
 
-/// An ack request checked, as the store takes it, with a new token for the run.
-fn checked_ack(req: AckRequest) -> Result<(Ack, String), ApiError> {
+/// An ack request checked, as the store takes it, with the run's token (signed, not
+/// stored: the same ack again gets the same token).
+fn checked_ack(state: &AppState, id: ItemId, req: AckRequest) -> Result<(Ack, String), ApiError> {
     ApiError::check(check_handle(&req.handle))?;
-    let (run_token, hash) = new_token();
+    let run_token = state.auth.run_token(&req.run_id, id);
     let ack = Ack {
         fence: req.fence,
         run_id: req.run_id,
         handle: req.handle,
         state: req.state.unwrap_or(RunState::Starting),
-        run_token_hash: Some(hash),
     };
     Ok((ack, run_token))
 }

@@ -36,7 +36,7 @@ macro_rules! conformance_tests {
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,
             logs_append_in_order_and_retries_are_harmless, silent_agents_are_lost_with_their_work,
-            heartbeats_name_items_that_are_no_longer_the_agents, run_tokens_end_with_their_run,
+            heartbeats_name_items_that_are_no_longer_the_agents, secrets_are_made_once_and_kept,
             sweep_runs_keep_to_their_cap_and_index, paused_sweeps_hold_their_runs,
             cancelling_a_sweep_cancels_its_items, lost_schedulers_go_back_to_their_queue,
             metrics_are_kept_once_per_line_and_stop_reasons_stick, job_versions_are_one_per_content);
@@ -108,7 +108,6 @@ pub(crate) fn ack(fence: i64, run: &str) -> Ack {
         run_id: run.parse().unwrap(),
         handle: json!({"pid": 42}),
         state: RunState::Starting,
-        run_token_hash: None,
     }
 }
 
@@ -737,29 +736,14 @@ pub async fn heartbeats_name_items_that_are_no_longer_the_agents(store: DynStore
     );
 }
 
-pub async fn run_tokens_end_with_their_run(store: DynStore) {
-    queue(&store, "q").await;
-    let a = agent(&store).await;
-    let id = enqueue(&store, "q", Priority::Medium, "x").await;
-    let l = lease(&store, a, &["q"], 1, T0).await.remove(0);
-    let mut with_token = ack(l.fence, "r1");
-    with_token.run_token_hash = Some("runhash".into());
-    store.ack(id, with_token, T0).await.unwrap();
-    let rid: RunId = "r1".parse().unwrap();
-    let info = store.token_by_hash("runhash").await.unwrap().unwrap();
+pub async fn secrets_are_made_once_and_kept(store: DynStore) {
+    assert_eq!(store.secret("key", "first").await.unwrap(), "first");
     assert_eq!(
-        (info.scope, info.run_id.clone()),
-        (Scope::Run, Some(rid.clone())),
-        "minted with the ack"
+        store.secret("key", "second").await.unwrap(),
+        "first",
+        "the stored secret wins over a later server's fresh one"
     );
-    store
-        .update_run(&rid, update(l.fence, RunState::Finished, Some(0)), T0)
-        .await
-        .unwrap();
-    assert!(
-        store.token_by_hash("runhash").await.unwrap().is_none(),
-        "revoked at the run's end"
-    );
+    assert_eq!(store.secret("other", "third").await.unwrap(), "third");
 }
 
 pub mod postgres;

@@ -239,9 +239,6 @@ pub async fn ack(tx: &Tx<'_>, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
         && cur.fence == ack.fence
         && cur.run_id.as_deref() == Some(ack.run_id.as_str())
     {
-        if let Some(hash) = &ack.run_token_hash {
-            super::tokens::create_run(tx, &ack.run_id, hash, now).await?;
-        }
         return rows::load_run(tx, &ack.run_id).await;
     }
     guard(id, &cur, ack.fence, &[ItemState::Leased])?;
@@ -294,9 +291,6 @@ pub async fn ack(tx: &Tx<'_>, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
         .await?;
     tx.execute(&claim, &[&id.0, &ack.run_id.as_str(), &now])
         .await?;
-    if let Some(hash) = &ack.run_token_hash {
-        super::tokens::insert_run(tx, &ack.run_id, hash, now).await?;
-    }
     rows::run(&row)
 }
 

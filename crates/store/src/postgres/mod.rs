@@ -355,6 +355,11 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| tokens::delete(&tx, id).await)
     }
 
+    async fn secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        let (name, fresh) = (name.to_string(), fresh.to_string());
+        in_tx!(self, |tx| tokens::secret(&tx, &name, &fresh).await)
+    }
+
     async fn publish(&self, keys: Vec<String>) -> StoreResult<()> {
         notify::publish(&self.pool, &self.replica, keys).await
     }

@@ -154,6 +154,14 @@ CREATE TABLE job_versions (
 DROP INDEX items_pending;
 CREATE INDEX items_pending ON items (queue_id, kind, rank, id) WHERE state = 'pending';
 "#,
+    r#"
+-- secrets every server of this store shares: the key run tokens are signed with (run
+-- tokens are no longer rows of `tokens`; rows made by earlier versions still work)
+CREATE TABLE secrets (
+    name  TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
 ];
 
 /// Brings the database up to the newest schema.

@@ -23,39 +23,8 @@ pub async fn create(
     rows::token(&row)
 }
 
-/// A run token for a run that must still be live.
-pub async fn create_run(
-    tx: &Tx<'_>,
-    run: &RunId,
-    hash: &str,
-    now: Millis,
-) -> StoreResult<TokenInfo> {
-    let live = rows::load_run(tx, run).await?;
-    if live.state.is_terminal() {
-        return Err(StoreError::Conflict(format!("run {run} has already ended")));
-    }
-    insert_run(tx, run, hash, now).await
-}
-
-/// A run token for a run just created in the same transaction.
-pub async fn insert_run(
-    tx: &Tx<'_>,
-    run: &RunId,
-    hash: &str,
-    now: Millis,
-) -> StoreResult<TokenInfo> {
-    let sql = format!(
-        "INSERT INTO tokens (name, scope, hash, created_at_ms, run_id)
-         VALUES ($1, 'run', $2, $3, $4) RETURNING {TOKEN_COLUMNS}"
-    );
-    let stmt = tx.prepare_cached(&sql).await?;
-    let row = tx
-        .query_one(&stmt, &[&format!("run {run}"), &hash, &now, &run.as_str()])
-        .await?;
-    rows::token(&row)
-}
-
-/// Revokes the tokens of a run that has ended.
+/// Revokes the stored tokens of a run that has ended: only earlier versions stored run
+/// tokens (they are signed now, and end with their run), so this finds none but theirs.
 pub async fn revoke_run(tx: &Tx<'_>, run: &RunId) -> StoreResult<()> {
     let stmt = tx
         .prepare_cached("DELETE FROM tokens WHERE run_id = $1")
@@ -82,6 +51,20 @@ pub async fn list(tx: &Tx<'_>) -> StoreResult<Vec<TokenInfo>> {
         .iter()
         .map(rows::token)
         .collect()
+}
+
+/// The secret `name`, stored as `fresh` when there is none yet.
+pub async fn secret(tx: &Tx<'_>, name: &str, fresh: &str) -> StoreResult<String> {
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+        )
+        .await?;
+    tx.execute(&insert, &[&name, &fresh]).await?;
+    let select = tx
+        .prepare_cached("SELECT value FROM secrets WHERE name = $1")
+        .await?;
+    Ok(tx.query_one(&select, &[&name]).await?.get(0))
 }
 
 pub async fn delete(tx: &Tx<'_>, id: i64) -> StoreResult<()> {

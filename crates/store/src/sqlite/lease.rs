@@ -137,9 +137,6 @@ pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
         && cur.fence == ack.fence
         && cur.run_id.as_deref() == Some(ack.run_id.as_str())
     {
-        if let Some(hash) = &ack.run_token_hash {
-            super::tokens::create_run(conn, &ack.run_id, hash, now)?;
-        }
         return Ok(());
     }
     guard(id, &cur, ack.fence, &[ItemState::Leased])?;
@@ -183,9 +180,6 @@ pub fn ack(conn: &Connection, id: ItemId, ack: &Ack, now: Millis) -> StoreResult
              updated_at_ms = ?3 WHERE id = ?1",
     )?
     .execute(params![id.0, ack.run_id.as_str(), now])?;
-    if let Some(hash) = &ack.run_token_hash {
-        super::tokens::insert_run(conn, &ack.run_id, hash, now)?;
-    }
     Ok(())
 }
 

@@ -418,4 +418,9 @@ impl Store for SqliteStore {
     async fn delete_token(&self, id: i64) -> StoreResult<()> {
         self.write(move |c| tokens::delete(c, id)).await
     }
+
+    async fn secret(&self, name: &str, fresh: &str) -> StoreResult<String> {
+        let (name, fresh) = (name.to_string(), fresh.to_string());
+        self.write(move |c| tokens::secret(c, &name, &fresh)).await
+    }
 }

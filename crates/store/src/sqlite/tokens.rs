@@ -21,24 +21,8 @@ pub fn create(
         .query_row(params![name, scope.as_str(), hash, now], rows::token)?)
 }
 
-pub fn create_run(conn: &Connection, run: &RunId, hash: &str, now: Millis) -> StoreResult<()> {
-    let live = rows::load_run(conn, run)?;
-    if live.state.is_terminal() {
-        return Err(StoreError::Conflict(format!("run {run} has already ended")));
-    }
-    insert_run(conn, run, hash, now)
-}
-
-/// A run token for a run just created in the same transaction (so not ended).
-pub fn insert_run(conn: &Connection, run: &RunId, hash: &str, now: Millis) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT INTO tokens (name, scope, hash, created_at_ms, run_id) VALUES (?1, 'run', ?2, ?3, ?4)",
-    )?
-    .execute(params![format!("run {run}"), hash, now, run.as_str()])?;
-    Ok(())
-}
-
-/// Revokes the tokens of a run that has ended.
+/// Revokes the stored tokens of a run that has ended: only earlier versions stored run
+/// tokens (they are signed now, and end with their run), so this finds none but theirs.
 pub fn revoke_run(conn: &Connection, run: &RunId) -> StoreResult<()> {
     conn.prepare_cached("DELETE FROM tokens WHERE run_id = ?1")?
         .execute([run.as_str()])?;
@@ -58,6 +42,17 @@ pub fn list(conn: &Connection) -> StoreResult<Vec<TokenInfo>> {
     let mut stmt = conn.prepare_cached(&sql)?;
     let tokens = stmt.query_map([], rows::token)?;
     Ok(tokens.collect::<Result<_, _>>()?)
+}
+
+/// The secret `name`, stored as `fresh` when there is none yet.
+pub fn secret(conn: &Connection, name: &str, fresh: &str) -> StoreResult<String> {
+    conn.prepare_cached(
+        "INSERT INTO secrets (name, value) VALUES (?1, ?2) ON CONFLICT (name) DO NOTHING",
+    )?
+    .execute([name, fresh])?;
+    Ok(conn
+        .prepare_cached("SELECT value FROM secrets WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))?)
 }
 
 pub fn delete(conn: &Connection, id: i64) -> StoreResult<()> {
