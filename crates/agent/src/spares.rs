@@ -24,6 +24,7 @@
 //! (where [`Spares::put_away`] also moves the finished ones when the agent stops, so the next
 //! agent on this state directory finds them).
 
+use std::collections::VecDeque;
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -36,7 +37,10 @@ const WORK: &str = "work";
 
 pub struct Spares {
     dir: PathBuf,
-    pool: Mutex<Vec<PathBuf>>,
+    /// Taken from the back. Finished runs' directories go in at the back, so the next run
+    /// takes the one the last run left (it waits under `runs/`); directories made ahead go
+    /// in at the front, so a fill still going on beside the first runs does not bury them.
+    pool: Mutex<VecDeque<PathBuf>>,
     next: AtomicU64,
 }
 
@@ -45,7 +49,7 @@ impl Spares {
     pub fn open(state_dir: &Path) -> Spares {
         let dir = state_dir.join("spare");
         let _ = fs::create_dir_all(&dir);
-        let mut pool = Vec::new();
+        let mut pool = VecDeque::new();
         let mut next = 0;
         if let Ok(entries) = fs::read_dir(&dir) {
             for entry in entries.flatten() {
@@ -55,7 +59,7 @@ impl Spares {
                     .and_then(|s| s.parse::<u64>().ok())
                 {
                     next = next.max(n + 1);
-                    pool.push(entry.path());
+                    pool.push_back(entry.path());
                 }
             }
         }
@@ -71,7 +75,7 @@ impl Spares {
     /// none: the caller makes the directory.
     pub fn take(&self, run_dir: &Path) -> bool {
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        let Some(spare) = self.lock().pop() else {
+        let Some(spare) = self.lock().pop_back() else {
             return false;
         };
         // One call, and never over a directory already there (a job's checkout).
@@ -84,7 +88,7 @@ impl Spares {
         ) {
             Ok(()) => true,
             Err(nix::errno::Errno::EEXIST) => {
-                self.lock().push(spare);
+                self.lock().push_back(spare);
                 false
             }
             // A spare gone from under us (the state directory cleaned by hand) is dropped.
@@ -111,7 +115,7 @@ impl Spares {
         {
             return;
         }
-        self.lock().push(run_dir.to_path_buf());
+        self.lock().push_back(run_dir.to_path_buf());
     }
 
     /// Makes the spares missing for `wanted` (at most [`MAX_SPARES`]) in `spare/`, each as a
@@ -128,7 +132,7 @@ impl Spares {
                 let _ = fs::remove_dir_all(&spare);
                 return;
             }
-            self.lock().push(spare);
+            self.lock().push_front(spare);
         }
     }
 
@@ -153,7 +157,7 @@ impl Spares {
             .join(self.next.fetch_add(1, Ordering::Relaxed).to_string())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PathBuf>> {
         self.pool.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -249,6 +253,23 @@ mod tests {
             assert_eq!(reusable(&dir, 0), Some(0), "and reusable after a run");
         }
         assert!(!spares.take(&root.path().join("runs").join("d")));
+    }
+
+    #[test]
+    fn a_finished_runs_directory_is_taken_before_those_made_ahead() {
+        let root = tempfile::tempdir().unwrap();
+        let spares = Spares::open(root.path());
+        spares.fill(1);
+        let finished = run_dir(root.path(), "finished", "");
+        spares.give(&finished, 0);
+        // A fill still going on when the first runs end (a fresh agent) must not bury the
+        // directory the last run left under `runs/`: it would stay there.
+        spares.fill(3);
+        assert!(spares.take(&root.path().join("runs").join("next")));
+        assert!(
+            !finished.exists(),
+            "the finished run's directory went on to the next run"
+        );
     }
 
     #[test]
