@@ -398,13 +398,24 @@ fn spawn(
         Ok(f) => f,
         Err(e) => return refuse(format!("cannot open {}: {e}", output.display())),
     };
+    // `/dev/null`, opened once: each run gets a copy of the descriptor, not a path lookup.
+    static NULL: std::sync::OnceLock<std::io::Result<std::fs::File>> = std::sync::OnceLock::new();
+    let null = match NULL
+        .get_or_init(|| std::fs::File::open("/dev/null"))
+        .as_ref()
+        .map_err(|e| e.kind().into())
+        .and_then(|f: &std::fs::File| f.try_clone())
+    {
+        Ok(f) => Stdio::from(f),
+        Err(e) => return refuse(format!("cannot open /dev/null: {e}")),
+    };
     let mut cmd = Command::new(program);
     cmd.arg0(name)
         .args(args)
         .env_clear()
         .envs(env)
         .current_dir(cwd)
-        .stdin(Stdio::null())
+        .stdin(null)
         .stdout(out)
         .stderr(err)
         // Its own process group, so a stop reaches every process the run starts.

@@ -166,9 +166,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Runs a statement without arguments, prepared once per connection (a group's `BEGIN` and
+/// `COMMIT` were parsed again for every commit).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
 /// Runs a group in one transaction; returns each reply with what to tell its caller.
 fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<()>)> {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
         // Another process holds the file's write lock past busy_timeout: fail the group
         // without running it rather than run it outside a transaction.
         let message = format!("the database is locked by another process: {e}");
@@ -185,9 +191,8 @@ fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<(
         let job = group.into_iter().next().expect("one job");
         let (ok, reply) = job(conn);
         let end = if ok { "COMMIT" } else { "ROLLBACK" };
-        let result = conn
-            .execute_batch(end)
-            .map_err(|e| StoreError::Conflict(format!("commit failed: {e}")));
+        let result =
+            run(conn, end).map_err(|e| StoreError::Conflict(format!("commit failed: {e}")));
         if result.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -211,7 +216,7 @@ fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<(
             reply
         })
         .collect();
-    let commit = conn.execute_batch("COMMIT");
+    let commit = run(conn, "COMMIT");
     if commit.is_err() {
         let _ = conn.execute_batch("ROLLBACK");
     }
