@@ -97,6 +97,18 @@ fn body_for(path: &str) -> Value {
     }
 }
 
+/// A lease of up to `max` items of queue `q`, at once.
+fn lease_of_q(max: u32) -> liftoff_types::api::LeaseRequest {
+    liftoff_types::api::LeaseRequest {
+        queues: vec!["q".into()],
+        max,
+        wait_ms: 0,
+        lease_ms: 60_000,
+        runs: true,
+        schedulers: true,
+    }
+}
+
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -138,17 +150,9 @@ async fn every_route_by_every_scope() {
         )
         .await
         .unwrap();
-    let lease_req = liftoff_types::api::LeaseRequest {
-        queues: vec!["q".into()],
-        max: 1,
-        wait_ms: 0,
-        lease_ms: 60_000,
-        runs: true,
-        schedulers: true,
-    };
     let lease = t
         .agent
-        .lease(agent.id, &lease_req)
+        .lease(agent.id, &lease_of_q(1))
         .await
         .unwrap()
         .leases
@@ -221,15 +225,12 @@ async fn run_tokens_are_signed_for_their_run_and_end_with_it() {
     for _ in 0..2 {
         t.user.enqueue("q", &spec).await.unwrap();
     }
-    let lease_req = liftoff_types::api::LeaseRequest {
-        queues: vec!["q".into()],
-        max: 2,
-        wait_ms: 0,
-        lease_ms: 60_000,
-        runs: true,
-        schedulers: false,
-    };
-    let leases = t.agent.lease(agent.id, &lease_req).await.unwrap().leases;
+    let leases = t
+        .agent
+        .lease(agent.id, &lease_of_q(2))
+        .await
+        .unwrap()
+        .leases;
     let mut tokens = Vec::new();
     for (lease, run) in leases.iter().zip(["r1", "r2"]) {
         let ack = liftoff_types::api::AckRequest {
