@@ -137,7 +137,11 @@ impl Auth {
             }
             Err(e) => return Err(e.into()),
         };
-        if live.item_id != item || live.state.is_terminal() {
+        if live.item_id != item {
+            // The run id was taken again by another item's run (user-given ids).
+            return Err(ApiError::unauthorized("unknown or revoked token"));
+        }
+        if live.state.is_terminal() {
             return Err(ApiError::unauthorized(format!(
                 "run {run} has ended: its token no longer works"
             )));

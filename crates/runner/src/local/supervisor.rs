@@ -403,8 +403,8 @@ fn spawn(
     let null = match NULL
         .get_or_init(|| std::fs::File::open("/dev/null"))
         .as_ref()
-        .map_err(|e| e.kind().into())
-        .and_then(|f: &std::fs::File| f.try_clone())
+        .map_err(|e| std::io::Error::new(e.kind(), e.to_string()))
+        .and_then(|f| f.try_clone())
     {
         Ok(f) => Stdio::from(f),
         Err(e) => return refuse(format!("cannot open /dev/null: {e}")),

@@ -166,8 +166,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs a statement without arguments, prepared once per connection (a group's `BEGIN` and
-/// `COMMIT` were parsed again for every commit).
+/// Runs a statement without arguments, prepared once per connection (`BEGIN` and `COMMIT`
+/// were parsed again for every commit).
 fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
@@ -201,18 +201,12 @@ fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<(
     let replies: Vec<Reply> = group
         .into_iter()
         .map(|job| {
-            let _ = conn
-                .prepare_cached("SAVEPOINT job")
-                .and_then(|mut s| s.execute([]));
+            let _ = run(conn, "SAVEPOINT job");
             let (ok, reply) = job(conn);
             if !ok {
-                let _ = conn
-                    .prepare_cached("ROLLBACK TO job")
-                    .and_then(|mut s| s.execute([]));
+                let _ = run(conn, "ROLLBACK TO job");
             }
-            let _ = conn
-                .prepare_cached("RELEASE job")
-                .and_then(|mut s| s.execute([]));
+            let _ = run(conn, "RELEASE job");
             reply
         })
         .collect();
