@@ -10,9 +10,16 @@
 //! per run: a directory moved to another parent and back cost two, each a fifth of a short
 //! run's own cost). Its exit file keeps the last run's record, which names that run: the
 //! supervisor overwrites it, and a reader never takes it for the new run's.
-//! Anything a run writes is kept: a directory with more in it is left as it is. The checks
-//! take one directory listing each (file types come with the listing) and a few `lstat`s:
-//! they are on every short run's path.
+//! Anything a run writes is kept: a directory with more in it is left as it is.
+//!
+//! The checks are on every short run's path, so they are made cheap: a directory kept here
+//! gets a modification time of its own choosing (two seconds in the past, read back as the
+//! file system stores it), for itself and its `work/`, and remembers it. Creating, removing
+//! or renaming anything in a directory sets its modification time to the present, so when
+//! both still read as set, nothing in them changed: four `lstat`s, no listing (two
+//! listings, each an `opendir` with its 32 KiB buffer and a few `getdents`, were a tenth of
+//! the agent's work on a run of `true`). Otherwise, or for a directory without a time of its
+//! own (one left by an earlier agent), the directories are listed.
 //!
 //! The checks look at what the run could have changed: `work/` must still be a real
 //! directory and the two files plain files with one link (a symlink or hard link planted by
@@ -24,24 +31,46 @@
 //! (where [`Spares::put_away`] also moves the finished ones when the agent stops, so the next
 //! agent on this state directory finds them).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 /// Most directories kept waiting: enough for every slot of a busy agent several times over.
 const MAX_SPARES: usize = 256;
 const WORK: &str = "work";
+/// How far in the past a kept directory's modification time is set: further than any file
+/// system's timestamp granularity (FAT's is two seconds) and than the lag of the coarse
+/// clock the kernel stamps changes with, so a change made after it was set always shows.
+const STAMP_AGE: Duration = Duration::from_secs(2);
+
+/// The modification times a kept directory and its `work/` were given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    dir: SystemTime,
+    work: SystemTime,
+}
+
+/// A directory waiting to be taken, with its stamp if it has one.
+type Spare = (PathBuf, Option<Stamp>);
 
 pub struct Spares {
     dir: PathBuf,
+    inner: Mutex<Inner>,
+    next: AtomicU64,
+}
+
+#[derive(Default)]
+struct Inner {
     /// Taken from the back. Finished runs' directories go in at the back, so the next run
     /// takes the one the last run left (it waits under `runs/`); directories made ahead go
     /// in at the front, so a fill still going on beside the first runs does not bury them.
-    pool: Mutex<VecDeque<PathBuf>>,
-    next: AtomicU64,
+    pool: VecDeque<Spare>,
+    /// The stamps of directories runs have now, by run directory, until given back.
+    lent: HashMap<PathBuf, Stamp>,
 }
 
 impl Spares {
@@ -59,14 +88,17 @@ impl Spares {
                     .and_then(|s| s.parse::<u64>().ok())
                 {
                     next = next.max(n + 1);
-                    pool.push_back(entry.path());
+                    pool.push_back((entry.path(), None));
                 }
             }
         }
         pool.truncate(MAX_SPARES);
         Spares {
             dir,
-            pool: Mutex::new(pool),
+            inner: Mutex::new(Inner {
+                pool,
+                lent: HashMap::new(),
+            }),
             next: AtomicU64::new(next),
         }
     }
@@ -75,7 +107,7 @@ impl Spares {
     /// none: the caller makes the directory.
     pub fn take(&self, run_dir: &Path) -> bool {
         use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-        let Some(spare) = self.lock().pop_back() else {
+        let Some((spare, stamp)) = self.lock().pool.pop_back() else {
             return false;
         };
         // One call, and never over a directory already there (a job's checkout).
@@ -86,9 +118,14 @@ impl Spares {
             run_dir,
             RenameFlags::RENAME_NOREPLACE,
         ) {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Some(stamp) = stamp {
+                    self.lock().lent.insert(run_dir.to_path_buf(), stamp);
+                }
+                true
+            }
             Err(nix::errno::Errno::EEXIST) => {
-                self.lock().push_back(spare);
+                self.lock().pool.push_back((spare, stamp));
                 false
             }
             // A spare gone from under us (the state directory cleaned by hand) is dropped.
@@ -100,11 +137,23 @@ impl Spares {
     /// nothing of its own in it and the server has its output up to `shipped` bytes, which
     /// must be all of it. It stays where it is until taken.
     pub fn give(&self, run_dir: &Path, shipped: u64) {
-        if self.lock().len() >= MAX_SPARES {
-            return;
-        }
-        let Some(output_len) = reusable(run_dir, shipped) else {
-            return;
+        let stamp = {
+            let mut inner = self.lock();
+            let stamp = inner.lent.remove(run_dir);
+            if inner.pool.len() >= MAX_SPARES {
+                return;
+            }
+            stamp
+        };
+        let unchanged = stamp.and_then(|stamp| Some((unchanged(run_dir, stamp, shipped)?, stamp)));
+        let (output_len, stamp) = match unchanged {
+            Some((output_len, stamp)) => (output_len, Some(stamp)),
+            None => {
+                let Some(output_len) = reusable(run_dir, shipped) else {
+                    return;
+                };
+                (output_len, restamp(run_dir))
+            }
         };
         if output_len > 0
             && OpenOptions::new()
@@ -115,14 +164,16 @@ impl Spares {
         {
             return;
         }
-        self.lock().push_back(run_dir.to_path_buf());
+        self.lock().pool.push_back((run_dir.to_path_buf(), stamp));
     }
 
     /// Makes the spares missing for `wanted` (at most [`MAX_SPARES`]) in `spare/`, each as a
     /// run leaves it: `work/`, an empty `output.log` and `exit.json`. Blocking: for a
     /// blocking thread, while the agent waits for work.
     pub fn fill(&self, wanted: usize) {
-        let missing = wanted.min(MAX_SPARES).saturating_sub(self.lock().len());
+        let missing = wanted
+            .min(MAX_SPARES)
+            .saturating_sub(self.lock().pool.len());
         for _ in 0..missing {
             let spare = self.new_path();
             let made = fs::create_dir_all(spare.join(WORK))
@@ -132,15 +183,16 @@ impl Spares {
                 let _ = fs::remove_dir_all(&spare);
                 return;
             }
-            self.lock().push_front(spare);
+            let stamp = restamp(&spare);
+            self.lock().pool.push_front((spare, stamp));
         }
     }
 
     /// Moves the spares still under `runs/` (finished runs' directories) to `spare/`, for
     /// the next agent on this state directory: an agent stopping.
     pub fn put_away(&self) {
-        let mut pool = self.lock();
-        for spare in pool.iter_mut() {
+        let mut inner = self.lock();
+        for (spare, _) in inner.pool.iter_mut() {
             if spare.parent() == Some(self.dir.as_path()) {
                 continue;
             }
@@ -157,9 +209,70 @@ impl Spares {
             .join(self.next.fetch_add(1, Ordering::Relaxed).to_string())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PathBuf>> {
-        self.pool.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// Gives `run_dir` and its `work/` a modification time [`STAMP_AGE`] in the past; returns
+/// them as the file system keeps them (it may round), or `None` if they cannot be set.
+fn restamp(run_dir: &Path) -> Option<Stamp> {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let at = SystemTime::now()
+        .checked_sub(STAMP_AGE)?
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()?;
+    let work = run_dir.join(WORK);
+    for path in [run_dir, work.as_path()] {
+        utimensat(
+            nix::fcntl::AT_FDCWD,
+            path,
+            &TimeSpec::UTIME_OMIT,
+            &TimeSpec::from_duration(at),
+            UtimensatFlags::NoFollowSymlink,
+        )
+        .ok()?;
+    }
+    Some(Stamp {
+        dir: fs::symlink_metadata(run_dir).ok()?.modified().ok()?,
+        work: fs::symlink_metadata(&work).ok()?.modified().ok()?,
+    })
+}
+
+/// The fast check: nothing was created, removed or renamed in `run_dir` or its `work/`
+/// since they were stamped (both still have their stamped times), and the agent's two files
+/// are as they must be. Then the output's length.
+fn unchanged(run_dir: &Path, stamp: Stamp, shipped: u64) -> Option<u64> {
+    let same = |path: &Path, at: SystemTime| {
+        fs::symlink_metadata(path).is_ok_and(|m| m.is_dir() && m.modified().is_ok_and(|t| t == at))
+    };
+    if !same(run_dir, stamp.dir) || !same(&run_dir.join(WORK), stamp.work) {
+        return None;
+    }
+    // The same files as before (the directory did not change), but what the run may have
+    // done to them (written to them, linked them elsewhere) still counts.
+    own_file(
+        "exit.json",
+        &fs::symlink_metadata(run_dir.join("exit.json")).ok()?,
+        shipped,
+    )?;
+    own_file(
+        "output.log",
+        &fs::symlink_metadata(run_dir.join("output.log")).ok()?,
+        shipped,
+    )
+}
+
+/// Whether one of the agent's own files in a run directory is as a reusable directory's
+/// must be: a plain file with one link; `output.log` shipped whole (then its length), the
+/// exit file no longer than a record.
+fn own_file(name: &str, meta: &fs::Metadata, shipped: u64) -> Option<u64> {
+    let whole = match name {
+        "output.log" => meta.len() == shipped,
+        _ => meta.len() <= liftoff_runner::local::EXIT_RECORD as u64,
+    };
+    (meta.file_type().is_file() && meta.nlink() == 1 && whole).then_some(meta.len())
 }
 
 /// Whether `run_dir` holds only an empty `work/` and the agent's own files, as made, with
@@ -174,16 +287,9 @@ fn reusable(run_dir: &Path, shipped: u64) -> Option<u64> {
         match entry.file_name().to_str()? {
             WORK if kind.is_dir() => has_work = true,
             own @ ("output.log" | "exit.json") if kind.is_file() => {
-                let meta = entry.metadata().ok()?;
-                let whole = match own {
-                    "output.log" => meta.len() == shipped,
-                    _ => meta.len() <= liftoff_runner::local::EXIT_RECORD as u64,
-                };
-                if meta.nlink() != 1 || !whole {
-                    return None;
-                }
+                let len = own_file(own, &entry.metadata().ok()?, shipped)?;
                 if own == "output.log" {
-                    output_len = meta.len();
+                    output_len = len;
                 }
             }
             _ => return None,
@@ -269,6 +375,75 @@ mod tests {
         assert!(
             !finished.exists(),
             "the finished run's directory went on to the next run"
+        );
+    }
+
+    /// The stamp of the spare the next run would take.
+    fn next_stamp(spares: &Spares) -> Option<Stamp> {
+        spares.lock().pool.back().and_then(|(_, stamp)| *stamp)
+    }
+
+    #[test]
+    fn a_stamped_directory_shows_whatever_a_run_changed_in_it() {
+        let root = tempfile::tempdir().unwrap();
+        let runs = root.path().join("runs");
+        fs::create_dir_all(&runs).unwrap();
+        let spares = Spares::open(root.path());
+        spares.fill(1);
+        let made = next_stamp(&spares).expect("a spare made ahead is stamped");
+        assert!(made.dir <= SystemTime::now() - STAMP_AGE + Duration::from_millis(1));
+
+        // A run that leaves nothing hands its directory on by the stamp alone (kept as is:
+        // a listing would have stamped it again).
+        let a = runs.join("a");
+        assert!(spares.take(&a));
+        spares.give(&a, 0);
+        assert_eq!(next_stamp(&spares), Some(made));
+
+        // Files written at once, within the clock tick the directory was taken in, show.
+        let b = runs.join("b");
+        assert!(spares.take(&b));
+        fs::write(b.join(WORK).join("model.pt"), "weights").unwrap();
+        spares.give(&b, 0);
+        assert!(b.join(WORK).join("model.pt").exists());
+        assert!(!spares.take(&runs.join("x")), "kept, not handed on");
+
+        // So do files beside `work/`, and a file of the agent's replaced by a link.
+        for (name, change) in [
+            ("c", "metrics"),
+            ("d", "hard link"),
+            ("e", "created and removed"),
+        ] {
+            spares.fill(1);
+            let dir = runs.join(name);
+            assert!(spares.take(&dir));
+            match change {
+                "metrics" => fs::write(dir.join("metrics.jsonl"), "{}\n").unwrap(),
+                "hard link" => {
+                    let victim = root.path().join("victim");
+                    fs::write(&victim, "precious").unwrap();
+                    fs::remove_file(dir.join("exit.json")).unwrap();
+                    fs::hard_link(&victim, dir.join("exit.json")).unwrap();
+                }
+                _ => {
+                    fs::write(dir.join(WORK).join("tmp"), "").unwrap();
+                    fs::remove_file(dir.join(WORK).join("tmp")).unwrap();
+                }
+            }
+            spares.give(&dir, 0);
+            if change == "created and removed" {
+                // Listed, found empty, handed on with a new stamp.
+                let stamp = next_stamp(&spares).expect("stamped again");
+                assert_ne!(stamp, made);
+                assert!(spares.take(&runs.join("f")));
+            } else {
+                assert!(dir.exists(), "{change}: kept");
+                assert!(!spares.take(&runs.join("x")), "{change}: not handed on");
+            }
+        }
+        assert_eq!(
+            fs::read_to_string(root.path().join("victim")).unwrap(),
+            "precious"
         );
     }
 
