@@ -47,8 +47,8 @@ pub struct Agent {
     pub(crate) config: AgentConfig,
     pub(crate) runner: Arc<dyn Runner>,
     pub(crate) journal: Journal,
-    /// The environment a run inherits (the agent's, less its secrets).
-    pub(crate) base_env: BTreeMap<String, String>,
+    /// The agent's environment as runs inherit it (secrets taken out), shared by them all.
+    pub(crate) base_env: Arc<BTreeMap<String, String>>,
     /// The server address as runs should use it.
     pub(crate) api_url: String,
     /// Jobs' sources and Python environments.
@@ -97,15 +97,16 @@ impl Agent {
         let (id, name) = identity(&client, &config, &journal).await?;
         let (stopping, _) = watch::channel(false);
         let max_jobs = config.max_jobs;
-        let base_env = crate::env::inherited(agent_env);
+        let base_env = Arc::new(crate::env::inherited(agent_env));
+        let slots = Slots::new(max_jobs);
         Ok(Arc::new(Agent {
-            outbox: crate::outbox::Outbox::start(client.clone(), id),
+            outbox: crate::outbox::Outbox::start(client.clone(), id, slots.ends_to_come()),
             api_url: client.url().to_string(),
             // Builds and fetches run with what runs get: no secret of the agent's.
             cache: crate::source::Cache::new(
                 &config.state_dir,
                 config.build_envs,
-                base_env.clone(),
+                (*base_env).clone(),
             ),
             spares: crate::spares::Spares::open(&config.state_dir),
             made_ahead: std::sync::atomic::AtomicBool::new(false),
@@ -116,7 +117,7 @@ impl Agent {
             id,
             name,
             config,
-            slots: Mutex::new(Slots::new(max_jobs)),
+            slots: Mutex::new(slots),
             changed: Notify::new(),
             status: Mutex::new(AgentStatus::Starting),
             stopping,

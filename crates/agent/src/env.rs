@@ -49,13 +49,10 @@ pub struct RunVars<'a> {
     pub project: Option<&'a str>,
 }
 
-pub fn run_env(
-    base: &BTreeMap<String, String>,
-    extra: &BTreeMap<String, String>,
-    v: &RunVars,
-) -> BTreeMap<String, String> {
-    let mut env = base.clone();
-    env.extend(extra.clone());
+/// The run's own variables (over the agent's inherited environment): the config's `env`,
+/// then liftoff's and W&B's names for the run.
+pub fn run_env(extra: &BTreeMap<String, String>, v: &RunVars) -> BTreeMap<String, String> {
+    let mut env = extra.clone();
     let mut set = |k: &str, val: &str| {
         env.insert(k.to_string(), val.to_string());
     };

@@ -4,7 +4,9 @@
 //! next one, so an agent running many short runs makes a few requests instead of one per ack
 //! and per report. An ack goes out at once (a run waits for it); reports alone wait up to
 //! [`REPORT_LINGER`] for company, since nothing waits on them but the server's view (and
-//! without it, batches of one were the rule: each send ended before the next report came).
+//! without it, batches of one were the rule: each send ended before the next report came),
+//! but only while another run held by the agent has its end still to come: the last run of
+//! a burst, or a lone run, is told at once.
 //! A batch that cannot reach the server is
 //! retried as a whole (acks and reports are idempotent on the server); each entry's own answer
 //! goes back to its task.
@@ -13,6 +15,8 @@ use liftoff_client::{Client, ClientError, ClientResult};
 use liftoff_types::api::{AckRequest, AckedRun, ItemAck, ReportedRun, RunReport, MAX_BATCH};
 use liftoff_types::{AgentId, ItemId, RunId, RunUpdate};
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,9 +34,11 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn start(client: Client, agent: AgentId) -> Outbox {
+    /// `ends_to_come`: how many of the agent's runs have an end still to report (see
+    /// [`crate::slots::Slots::ends_to_come`]).
+    pub fn start(client: Client, agent: AgentId, ends_to_come: Arc<AtomicUsize>) -> Outbox {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(send_loop(client, agent, rx));
+        tokio::spawn(send_loop(client, agent, rx, ends_to_come));
         Outbox { tx }
     }
 
@@ -63,7 +69,14 @@ fn closed() -> ClientError {
     ClientError::Unsent("the agent's outbox has stopped".into())
 }
 
-async fn send_loop(client: Client, agent: AgentId, mut rx: mpsc::UnboundedReceiver<Msg>) {
+async fn send_loop(
+    client: Client,
+    agent: AgentId,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    ends_to_come: Arc<AtomicUsize>,
+) {
+    // Another report may come soon only while some run's end is still to come.
+    let company_may_come = || ends_to_come.load(Ordering::Relaxed) > 0;
     while let Some(first) = rx.recv().await {
         let mut msgs = vec![first];
         while msgs.len() < MAX_BATCH {
@@ -74,7 +87,7 @@ async fn send_loop(client: Client, agent: AgentId, mut rx: mpsc::UnboundedReceiv
         }
         if msgs.iter().all(|m| matches!(m, Msg::Report(..))) {
             let until = tokio::time::Instant::now() + REPORT_LINGER;
-            while msgs.len() < MAX_BATCH {
+            while msgs.len() < MAX_BATCH && company_may_come() {
                 match tokio::time::timeout_at(until, rx.recv()).await {
                     Ok(Some(msg)) => {
                         let ack = matches!(msg, Msg::Ack(..));
@@ -124,5 +137,84 @@ where
                 let _ = tx.send(Err(ClientError::Unsent(message.clone())));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use liftoff_types::api::{ReportBatch, ReportOutcome};
+    use liftoff_types::RunState;
+    use std::sync::Mutex;
+
+    /// An outbox whose server answers every report `ok` and records each batch's size.
+    fn outbox(ends_to_come: Arc<AtomicUsize>) -> (Outbox, Arc<Mutex<Vec<usize>>>) {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let answer: liftoff_client::InProcess =
+            Arc::new(move |req: http::Request<bytes::Bytes>| {
+                let batch: ReportBatch =
+                    serde_json::from_slice(req.body()).expect("a report batch");
+                seen.lock().unwrap().push(batch.reports.len());
+                let answers: Vec<ReportOutcome> = batch
+                    .reports
+                    .iter()
+                    .map(|r| {
+                        ReportOutcome::Ok(ReportedRun {
+                            run_id: r.run_id.clone(),
+                            state: r.update.state,
+                        })
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&answers).unwrap();
+                Box::pin(async move { http::Response::new(bytes::Bytes::from(body)) })
+            });
+        let client = Client::new("http://127.0.0.1:9", None)
+            .unwrap()
+            .in_process(answer);
+        (Outbox::start(client, AgentId(1), ends_to_come), batches)
+    }
+
+    fn finished() -> RunUpdate {
+        RunUpdate {
+            started_at_ms: None,
+            fence: 1,
+            state: RunState::Finished,
+            exit_code: Some(0),
+            message: None,
+            handle: None,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_report_waits_for_company_only_while_another_end_is_to_come() {
+        let ends = Arc::new(AtomicUsize::new(0));
+        let (outbox, batches) = outbox(ends.clone());
+        let run: RunId = "r1".parse().unwrap();
+        let start = tokio::time::Instant::now();
+        outbox.report(&run, finished()).await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the last end is told at once"
+        );
+
+        // Another run is still going: the report waits for its end, and both go together.
+        ends.store(1, Ordering::Relaxed);
+        let (first, second) = tokio::join!(outbox.report(&run, finished()), async {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            ends.store(0, Ordering::Relaxed);
+            let other: RunId = "r2".parse().unwrap();
+            outbox.report(&other, finished()).await
+        });
+        first.unwrap();
+        second.unwrap();
+        assert_eq!(*batches.lock().unwrap(), vec![1, 2]);
+
+        // No company comes (a run that runs on): the report goes after the linger.
+        ends.store(1, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        outbox.report(&run, finished()).await.unwrap();
+        assert_eq!(start.elapsed(), REPORT_LINGER);
     }
 }

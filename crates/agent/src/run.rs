@@ -3,7 +3,7 @@
 //! environment, and its resource args with W&B's agent-side macros expanded.
 
 use crate::agent::Agent;
-use liftoff_runner::RunSpec;
+use liftoff_runner::{RunEnv, RunSpec};
 use liftoff_types::{Item, JobVersion, LaunchSpec, RunId};
 use rand::Rng;
 
@@ -88,15 +88,20 @@ pub(crate) async fn prepare(
         project: item.spec.project.as_deref(),
     };
     let resource_args = expand_macros(&item.resource_args, &macros(item, run_id));
-    let mut env = crate::env::run_env(&agent.base_env, &agent.config.env, &vars);
+    let mut env = RunEnv {
+        base: agent.base_env.clone(),
+        own: crate::env::run_env(&agent.config.env, &vars),
+    };
     // The resource args as the runner got them (templates substituted, macros expanded), for
     // runs on backends that have none of their own to read them from.
-    env.insert("LIFTOFF_RESOURCE_ARGS".into(), resource_args.to_string());
+    env.own
+        .insert("LIFTOFF_RESOURCE_ARGS".into(), resource_args.to_string());
     if let Some(venv) = python {
         let path = env.get("PATH").cloned().unwrap_or_default();
         let bin = venv.join("bin").to_string_lossy().into_owned();
-        env.insert("PATH".into(), format!("{bin}:{path}"));
-        env.insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
+        env.own.insert("PATH".into(), format!("{bin}:{path}"));
+        env.own
+            .insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
     }
     Ok(RunSpec {
         run_id: run_id.clone(),

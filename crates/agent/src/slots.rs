@@ -11,6 +11,8 @@
 use crate::agent::StopWhy;
 use liftoff_types::ItemId;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -36,6 +38,14 @@ pub struct Slots {
     items: HashMap<ItemId, (Phase, watch::Sender<StopWhy>)>,
     max_jobs: i64,
     recent: VecDeque<Duration>,
+    /// How many runs held here have an end still to come (preparing, ready or running),
+    /// shared with the outbox: a report waits for company only while one may come.
+    ends_to_come: Arc<AtomicUsize>,
+}
+
+/// Whether an item in `phase` is a run whose end is still to come.
+fn end_to_come(phase: Phase) -> bool {
+    matches!(phase, Phase::Preparing | Phase::Ready | Phase::Running)
 }
 
 impl Slots {
@@ -44,6 +54,25 @@ impl Slots {
             items: HashMap::new(),
             max_jobs,
             recent: VecDeque::new(),
+            ends_to_come: Arc::default(),
+        }
+    }
+
+    /// The count of runs whose end is still to come, kept up to date by this.
+    pub fn ends_to_come(&self) -> Arc<AtomicUsize> {
+        self.ends_to_come.clone()
+    }
+
+    /// Keeps [`Slots::ends_to_come`] right across an item's change from `from` to `to`.
+    fn counted(&self, from: Option<Phase>, to: Option<Phase>) {
+        match (from.is_some_and(end_to_come), to.is_some_and(end_to_come)) {
+            (false, true) => {
+                self.ends_to_come.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.ends_to_come.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
         }
     }
 
@@ -112,13 +141,15 @@ impl Slots {
     /// A new item in `phase`; returns how to tell it to stop.
     pub fn add(&mut self, item: ItemId, phase: Phase) -> watch::Receiver<StopWhy> {
         let (stop, rx) = watch::channel(StopWhy::No);
-        self.items.insert(item, (phase, stop));
+        let before = self.items.insert(item, (phase, stop)).map(|(p, _)| p);
+        self.counted(before, Some(phase));
         rx
     }
 
     pub fn mark(&mut self, item: ItemId, phase: Phase) {
         if let Some(entry) = self.items.get_mut(&item) {
-            entry.0 = phase;
+            let before = std::mem::replace(&mut entry.0, phase);
+            self.counted(Some(before), Some(phase));
         }
     }
 
@@ -139,7 +170,8 @@ impl Slots {
     }
 
     pub fn remove(&mut self, item: ItemId) {
-        self.items.remove(&item);
+        let before = self.items.remove(&item).map(|(p, _)| p);
+        self.counted(before, None);
     }
 
     pub fn in_flight(&self) -> Vec<ItemId> {
@@ -175,12 +207,25 @@ mod tests {
         assert_eq!((s.running(), s.wanted(), s.reporting()), (0, 1, 1));
         s.remove(ItemId(1));
         assert_eq!(s.in_flight(), vec![ItemId(2)]);
+        let ends = s.ends_to_come();
+        assert_eq!(ends.load(Ordering::Relaxed), 1, "item 2, ready");
         let _c = s.add(ItemId(3), Phase::Scheduling);
         assert_eq!(
             (s.schedulers(), s.wanted()),
             (1, 1),
             "schedulers count apart"
         );
+        assert_eq!(
+            ends.load(Ordering::Relaxed),
+            1,
+            "a scheduler reports no run's end"
+        );
+        s.mark(ItemId(2), Phase::Running);
+        s.mark(ItemId(2), Phase::Reporting);
+        assert_eq!(ends.load(Ordering::Relaxed), 0, "its end is on its way");
+        let _d = s.add(ItemId(4), Phase::Preparing);
+        s.remove(ItemId(4));
+        assert_eq!(ends.load(Ordering::Relaxed), 0, "gone without a report");
     }
 
     #[test]

@@ -14,7 +14,38 @@ use liftoff_types::RunId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A run's environment: what every run of the agent inherits (made once, shared) and the
+/// run's own variables over it. Kept apart so that a runner can pass the shared part once
+/// (the local runner sends it to its supervisor once per connection, not with every run:
+/// a copy and a few KiB of JSON per short run).
+#[derive(Clone, Debug, Default)]
+pub struct RunEnv {
+    pub base: Arc<BTreeMap<String, String>>,
+    /// Wins over `base` where both have a name.
+    pub own: BTreeMap<String, String>,
+}
+
+impl RunEnv {
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.own.get(name).or_else(|| self.base.get(name))
+    }
+
+    /// Every variable the run gets, once each, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.base
+            .iter()
+            .filter(|(name, _)| !self.own.contains_key(*name))
+            .chain(self.own.iter())
+    }
+
+    /// The whole environment as one map.
+    pub fn whole(&self) -> BTreeMap<String, String> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
 
 /// Everything a runner needs to start one run.
 #[derive(Clone, Debug)]
@@ -23,7 +54,7 @@ pub struct RunSpec {
     /// The command, as an argv (a string entrypoint arrives as `["bash", "-c", ...]`).
     pub argv: Vec<String>,
     /// The run's whole environment (runners start from an empty one).
-    pub env: BTreeMap<String, String>,
+    pub env: RunEnv,
     /// The run's own working directory, created by the agent.
     pub workdir: PathBuf,
     /// Where stdout and stderr go, interleaved as written.

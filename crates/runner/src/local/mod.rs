@@ -16,6 +16,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use proto::{Message, Request};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -105,11 +106,30 @@ struct Ends {
 const ENDED_MAX: usize = 10_000;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
 
+/// A connection to the supervisor, as far as writing to it goes.
+struct Conn {
+    write: OwnedWriteHalf,
+    base: Base,
+}
+
+/// Where a connection stands with the base environment (see [`proto`]).
+enum Base {
+    Unsent,
+    /// This map (the same `Arc`) is the connection's base.
+    Sent(Arc<BTreeMap<String, String>>),
+    /// The supervisor is of an earlier version: whole environments go with every spawn.
+    Refused,
+}
+
+/// The id of a base request: one at a time (under the writer's lock), and the id a
+/// supervisor of an earlier version gives its refusal of a request it cannot read.
+const BASE_ID: u64 = 0;
+
 pub struct LocalRunner {
     socket: PathBuf,
     supervisor: SupervisorCommand,
     log: PathBuf,
-    writer: tokio::sync::Mutex<Option<OwnedWriteHalf>>,
+    writer: tokio::sync::Mutex<Option<Conn>>,
     pending: Pending,
     ends: SharedEnds,
     next_id: AtomicU64,
@@ -130,7 +150,7 @@ impl LocalRunner {
             writer: tokio::sync::Mutex::new(None),
             pending: Arc::default(),
             ends: Arc::default(),
-            next_id: AtomicU64::new(1),
+            next_id: AtomicU64::new(BASE_ID + 1),
             found: Found::default(),
         }
     }
@@ -138,32 +158,24 @@ impl LocalRunner {
     /// Sends a request and waits for its reply, connecting (and starting a supervisor) first
     /// when needed.
     /// `patience`: how long to wait for the answer (`None` for a spawn that may wait in line).
+    /// `base`: the request's environment is over this base: the connection gets it first
+    /// if it has not; `make` is told whether the connection has it.
     async fn ask<R: Serialize>(
         &self,
         patience: Option<Duration>,
-        make: impl FnOnce(u64) -> R,
+        base: Option<&Arc<BTreeMap<String, String>>>,
+        make: impl FnOnce(u64, bool) -> R,
     ) -> RunnerResult<Message> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(id, tx);
-        let mut line =
-            serde_json::to_vec(&make(id)).map_err(|e| RunnerError::Permanent(e.to_string()))?;
-        line.push(b'\n');
         {
             let mut writer = self.writer.lock().await;
-            if writer.is_none() {
-                *writer = Some(self.connect().await?);
-            }
-            let sent = match writer.as_mut() {
-                Some(w) => w.write_all(&line).await,
-                None => Ok(()),
-            };
+            let sent = self.write_request(&mut writer, id, base, make).await;
             if let Err(e) = sent {
                 *writer = None;
                 lock(&self.pending).remove(&id);
-                return Err(RunnerError::Transient(format!(
-                    "the supervisor went away: {e}"
-                )));
+                return Err(e);
             }
         }
         let answer = match patience {
@@ -175,6 +187,63 @@ impl LocalRunner {
             _ => {
                 lock(&self.pending).remove(&id);
                 *self.writer.lock().await = None;
+                Err(RunnerError::Transient(
+                    "the supervisor did not answer".into(),
+                ))
+            }
+        }
+    }
+
+    /// Writes a request on the connection (made first when there is none), after the base
+    /// environment when the request needs it and the connection has not had it.
+    async fn write_request<R: Serialize>(
+        &self,
+        writer: &mut Option<Conn>,
+        id: u64,
+        base: Option<&Arc<BTreeMap<String, String>>>,
+        make: impl FnOnce(u64, bool) -> R,
+    ) -> RunnerResult<()> {
+        if writer.is_none() {
+            *writer = Some(Conn {
+                write: self.connect().await?,
+                base: Base::Unsent,
+            });
+        }
+        let Some(conn) = writer.as_mut() else {
+            return Ok(());
+        };
+        let mut over_base = false;
+        if let Some(want) = base {
+            let has = |conn: &Conn| matches!(&conn.base, Base::Sent(b) if Arc::ptr_eq(b, want));
+            if !has(conn) && !matches!(conn.base, Base::Refused) {
+                conn.base = self.send_base(&mut conn.write, want).await?;
+            }
+            over_base = has(conn);
+        }
+        let mut line = serde_json::to_vec(&make(id, over_base))
+            .map_err(|e| RunnerError::Permanent(e.to_string()))?;
+        line.push(b'\n');
+        conn.write.write_all(&line).await.map_err(gone)
+    }
+
+    /// Gives the connection its base environment; a supervisor of an earlier version
+    /// refuses it (it cannot read the request).
+    async fn send_base(
+        &self,
+        write: &mut OwnedWriteHalf,
+        env: &Arc<BTreeMap<String, String>>,
+    ) -> RunnerResult<Base> {
+        let (tx, rx) = oneshot::channel();
+        lock(&self.pending).insert(BASE_ID, tx);
+        let mut line = serde_json::to_vec(&proto::BaseRef { id: BASE_ID, env })
+            .map_err(|e| RunnerError::Permanent(e.to_string()))?;
+        line.push(b'\n');
+        write.write_all(&line).await.map_err(gone)?;
+        match tokio::time::timeout(ANSWER_WITHIN, rx).await {
+            Ok(Ok(Message::BaseTaken { .. })) => Ok(Base::Sent(env.clone())),
+            Ok(Ok(_)) => Ok(Base::Refused),
+            _ => {
+                lock(&self.pending).remove(&BASE_ID);
                 Err(RunnerError::Transient(
                     "the supervisor did not answer".into(),
                 ))
@@ -259,6 +328,10 @@ impl LocalRunner {
     }
 }
 
+fn gone(e: std::io::Error) -> RunnerError {
+    RunnerError::Transient(format!("the supervisor went away: {e}"))
+}
+
 /// Reads the supervisor's messages: replies go to their askers, ends to their waiters.
 async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, ends: SharedEnds) {
     read_until_closed(read, &pending, &ends).await;
@@ -299,7 +372,8 @@ async fn read_until_closed(
             Message::Spawned { id, .. }
             | Message::Refused { id, .. }
             | Message::Running { id, .. }
-            | Message::Withdrawn { id, .. } => {
+            | Message::Withdrawn { id, .. }
+            | Message::BaseTaken { id } => {
                 if let Some(tx) = lock(pending).remove(&id) {
                     let _ = tx.send(msg);
                 }
@@ -402,16 +476,22 @@ impl Runner for LocalRunner {
         let reply = self
             .ask(
                 spec.concurrency.map_or(Some(ANSWER_WITHIN), |_| None),
-                |id| proto::SpawnRef {
+                Some(&spec.env.base),
+                |id, over_base| proto::SpawnRef {
                     id,
                     run_id: spec.run_id.as_str(),
                     program: &program,
                     argv: &spec.argv,
-                    env: &spec.env,
+                    env: if over_base {
+                        proto::EnvPairs::Own(&spec.env.own)
+                    } else {
+                        proto::EnvPairs::Whole(&spec.env)
+                    },
                     cwd: &spec.workdir,
                     output: &spec.output,
                     exit_file: &exit_file,
                     limit: spec.concurrency,
+                    base: over_base,
                 },
             )
             .await?;
@@ -546,7 +626,10 @@ impl Runner for LocalRunner {
     async fn withdraw(&self, run: &RunId) -> RunnerResult<bool> {
         let run_id = run.to_string();
         match self
-            .ask(Some(ANSWER_WITHIN), |id| Request::Withdraw { id, run_id })
+            .ask(Some(ANSWER_WITHIN), None, |id, _| Request::Withdraw {
+                id,
+                run_id,
+            })
             .await?
         {
             Message::Withdrawn { withdrawn, .. } => Ok(withdrawn),
@@ -558,7 +641,7 @@ impl Runner for LocalRunner {
 
     async fn owned(&self) -> RunnerResult<Vec<Handle>> {
         match self
-            .ask(Some(ANSWER_WITHIN), |id| Request::List { id })
+            .ask(Some(ANSWER_WITHIN), None, |id, _| Request::List { id })
             .await?
         {
             Message::Running { runs, .. } => runs
@@ -584,6 +667,101 @@ impl Runner for LocalRunner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A supervisor that answers as scripted: takes the base environment (or, as one of an
+    /// earlier version, refuses it), answers every spawn `spawned`, and keeps every request
+    /// it read.
+    fn scripted_supervisor(socket: &Path, takes_base: bool) -> Arc<Mutex<Vec<serde_json::Value>>> {
+        use std::io::{BufRead, Write};
+        let listener = std::os::unix::net::UnixListener::bind(socket).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kept = seen.clone();
+        std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut out = stream.try_clone().unwrap();
+            for line in std::io::BufReader::new(stream).lines() {
+                let request: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+                let id = request["id"].clone();
+                let answer = match (request["op"].as_str(), takes_base) {
+                    (Some("base"), true) => serde_json::json!({"kind": "base_taken", "id": id}),
+                    (Some("base"), false) => serde_json::json!({
+                        "kind": "refused", "id": 0,
+                        "error": "bad request: unknown variant `base`"
+                    }),
+                    _ => {
+                        serde_json::json!({"kind": "spawned", "id": id, "pid": 1, "start_time": 0})
+                    }
+                };
+                lock(&kept).push(request);
+                writeln!(out, "{answer}").unwrap();
+            }
+        });
+        seen
+    }
+
+    fn spec(dir: &Path, run: &str, base: &Arc<BTreeMap<String, String>>) -> RunSpec {
+        RunSpec {
+            run_id: run.parse().unwrap(),
+            argv: vec!["true".into()],
+            env: crate::RunEnv {
+                base: base.clone(),
+                own: BTreeMap::from([
+                    ("LIFTOFF_RUN_ID".to_string(), run.to_string()),
+                    ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+                ]),
+            },
+            workdir: dir.to_path_buf(),
+            output: dir.join("output.log"),
+            resource_args: serde_json::json!({}),
+            concurrency: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_base_environment_goes_once_per_connection_and_whole_to_an_older_supervisor() {
+        let base = Arc::new(BTreeMap::from([
+            ("HOME".to_string(), "/home/u".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ]));
+        for takes_base in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let seen = scripted_supervisor(&dir.path().join("supervisor.sock"), takes_base);
+            let runner = LocalRunner::new(
+                dir.path(),
+                SupervisorCommand {
+                    program: "/nonexistent".into(),
+                    args: vec![],
+                },
+            );
+            for run in ["r1", "r2"] {
+                runner.launch(&spec(dir.path(), run, &base)).await.unwrap();
+            }
+            let seen = lock(&seen).clone();
+            let ops: Vec<&str> = seen.iter().map(|r| r["op"].as_str().unwrap()).collect();
+            assert_eq!(ops, ["base", "spawn", "spawn"], "the base once: {seen:?}");
+            assert_eq!(
+                seen[0]["env"],
+                serde_json::json!([["HOME", "/home/u"], ["PATH", "/bin"]])
+            );
+            for (spawn, run) in seen[1..].iter().zip(["r1", "r2"]) {
+                assert_eq!(spawn["base"], serde_json::json!(takes_base));
+                let env: BTreeMap<String, String> =
+                    serde_json::from_value::<Vec<(String, String)>>(spawn["env"].clone())
+                        .unwrap()
+                        .into_iter()
+                        .collect();
+                let mut expected = BTreeMap::from([
+                    ("LIFTOFF_RUN_ID".to_string(), run.to_string()),
+                    ("PATH".to_string(), "/usr/bin:/bin".to_string()),
+                ]);
+                if !takes_base {
+                    // Whole, the run's own PATH over the base's.
+                    expected.insert("HOME".into(), "/home/u".into());
+                }
+                assert_eq!(env, expected, "takes_base: {takes_base}");
+            }
+        }
+    }
 
     #[test]
     fn an_exit_record_is_read_for_its_own_run_only() {

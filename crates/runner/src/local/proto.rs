@@ -1,8 +1,14 @@
 //! The supervisor's wire protocol: JSON lines over a Unix socket. The agent sends requests
 //! with an id and gets a reply with the same id; every connection also hears `exited` for
 //! every run that ends.
+//!
+//! The environment every run of an agent inherits is sent once per connection (`base`),
+//! and each spawn request then carries only the run's own variables (`base: true`). A
+//! supervisor of an earlier version answers `base` with a refusal: the agent then sends
+//! whole environments, as before.
 
 use crate::Exit;
+use crate::RunEnv;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +32,12 @@ pub enum Request {
         /// the moment one ends (no round trip to the agent). `None`: start now.
         #[serde(default)]
         limit: Option<u32>,
+        /// `env` goes over the connection's base environment (else it is the whole of it).
+        #[serde(default)]
+        base: bool,
     },
+    /// The environment later spawn requests of this connection with `base` start from.
+    Base { id: u64, env: Vec<(String, String)> },
     /// Takes a run that is still waiting in line out of it.
     Withdraw { id: u64, run_id: String },
     /// The runs still alive.
@@ -54,6 +65,10 @@ pub enum Message {
         id: u64,
         withdrawn: bool,
     },
+    /// The base environment is taken.
+    BaseTaken {
+        id: u64,
+    },
     Exited {
         run_id: String,
         pid: i32,
@@ -79,15 +94,40 @@ pub struct SpawnRef<'a> {
     pub run_id: &'a str,
     pub program: &'a Path,
     pub argv: &'a [String],
-    #[serde(serialize_with = "pairs")]
-    pub env: &'a BTreeMap<String, String>,
+    pub env: EnvPairs<'a>,
     pub cwd: &'a Path,
     pub output: &'a Path,
     pub exit_file: &'a Path,
     pub limit: Option<u32>,
+    /// Whether `env` is the run's own variables over the connection's base.
+    pub base: bool,
 }
 
-/// A map as `[[key, value], ...]`, the shape of `Vec<(String, String)>`.
+/// A run's environment as a spawn request carries it, as `[[name, value], ...]` (the shape
+/// of `Vec<(String, String)>`): the whole of it, or only the run's own variables.
+pub enum EnvPairs<'a> {
+    Whole(&'a RunEnv),
+    Own(&'a BTreeMap<String, String>),
+}
+
+impl Serialize for EnvPairs<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            EnvPairs::Whole(env) => s.collect_seq(env.iter()),
+            EnvPairs::Own(env) => s.collect_seq(env.iter()),
+        }
+    }
+}
+
+/// The base request, made from the shared map where it is.
+#[derive(Serialize)]
+#[serde(tag = "op", rename = "base")]
+pub struct BaseRef<'a> {
+    pub id: u64,
+    #[serde(serialize_with = "pairs")]
+    pub env: &'a BTreeMap<String, String>,
+}
+
 fn pairs<S: serde::Serializer>(env: &&BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(env.iter())
 }
@@ -108,6 +148,8 @@ pub struct SpawnWire {
     exit_file: PathBuf,
     #[serde(default)]
     limit: Option<u32>,
+    #[serde(default)]
+    base: bool,
 }
 
 impl Request {
@@ -125,6 +167,7 @@ impl Request {
                     output: spawn.output,
                     exit_file: spawn.exit_file,
                     limit: spawn.limit,
+                    base: spawn.base,
                 });
             }
         }
@@ -138,23 +181,33 @@ mod tests {
 
     #[test]
     fn a_spawn_request_reads_back_as_written() {
-        let env = BTreeMap::from([
-            ("PATH".to_string(), "/bin".to_string()),
-            ("X".to_string(), "a \"quoted\" value".to_string()),
-        ]);
+        let env = RunEnv {
+            base: std::sync::Arc::new(BTreeMap::from([
+                ("PATH".to_string(), "/bin".to_string()),
+                ("HOME".to_string(), "/root".to_string()),
+            ])),
+            own: BTreeMap::from([
+                ("PATH".to_string(), "/venv/bin:/bin".to_string()),
+                ("X".to_string(), "a \"quoted\" value".to_string()),
+            ]),
+        };
         let argv = vec!["echo".to_string(), "hi".to_string()];
-        let line = serde_json::to_string(&SpawnRef {
-            id: 7,
-            run_id: "r1",
-            program: Path::new("/bin/echo"),
-            argv: &argv,
-            env: &env,
-            cwd: Path::new("/w"),
-            output: Path::new("/w/out"),
-            exit_file: Path::new("/w/exit"),
-            limit: Some(2),
-        })
-        .unwrap();
+        let spawn = |env: EnvPairs, base: bool| {
+            serde_json::to_string(&SpawnRef {
+                id: 7,
+                run_id: "r1",
+                program: Path::new("/bin/echo"),
+                argv: &argv,
+                env,
+                cwd: Path::new("/w"),
+                output: Path::new("/w/out"),
+                exit_file: Path::new("/w/exit"),
+                limit: Some(2),
+                base,
+            })
+            .unwrap()
+        };
+        let line = spawn(EnvPairs::Whole(&env), false);
         let Request::Spawn {
             id,
             run_id,
@@ -162,15 +215,42 @@ mod tests {
             argv: read_argv,
             env: read_env,
             limit,
+            base,
             ..
         } = Request::parse(&line).unwrap()
         else {
             panic!("not a spawn: {line}");
         };
-        assert_eq!((id, run_id.as_str(), limit), (7, "r1", Some(2)));
+        assert_eq!(
+            (id, run_id.as_str(), limit, base),
+            (7, "r1", Some(2), false)
+        );
         assert_eq!(program, Path::new("/bin/echo"));
         assert_eq!(read_argv, argv);
-        assert_eq!(read_env, env.into_iter().collect::<Vec<_>>());
+        let whole: BTreeMap<_, _> = read_env.into_iter().collect();
+        assert_eq!(whole, env.whole());
+        assert_eq!(whole["PATH"], "/venv/bin:/bin", "the run's own wins");
+        assert_eq!(whole.len(), 3, "once each");
+        // Over the connection's base: the run's own variables only.
+        let Request::Spawn {
+            env: read_env,
+            base,
+            ..
+        } = Request::parse(&spawn(EnvPairs::Own(&env.own), true)).unwrap()
+        else {
+            panic!("not a spawn");
+        };
+        assert!(base);
+        assert_eq!(read_env, env.own.clone().into_iter().collect::<Vec<_>>());
+        let base_line = serde_json::to_string(&BaseRef {
+            id: 0,
+            env: &env.base,
+        })
+        .unwrap();
+        assert!(matches!(
+            Request::parse(&base_line).unwrap(),
+            Request::Base { id: 0, env } if env.len() == 2
+        ));
         // The same line through the enum, as before: one format.
         assert!(matches!(
             serde_json::from_str::<Request>(&line).unwrap(),

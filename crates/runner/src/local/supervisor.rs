@@ -36,6 +36,9 @@ const THREAD_STACK: usize = 128 * 1024;
 struct Waiting {
     conn: u64,
     request: Request,
+    /// The connection's base environment when the request was read, for a request that
+    /// carries only the run's own variables over it.
+    base: Option<Arc<Vec<(String, String)>>>,
 }
 
 /// The runs by pid, each waited for by the worker that started it.
@@ -145,14 +148,28 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
         *next
     };
     lock(&shared.conns).push((conn, writer));
+    let mut base: Option<Arc<Vec<(String, String)>>> = None;
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         let reply = match Request::parse(&line) {
             Ok(request @ Request::Spawn { .. }) => {
+                let over_base = matches!(request, Request::Spawn { base: true, .. });
                 // Into the line, always: a start waits for the new process to exec, and
                 // starting here would make every next request of this agent wait for it.
-                join_line(&shared, Waiting { conn, request });
+                let base = over_base.then(|| base.clone().unwrap_or_default());
+                join_line(
+                    &shared,
+                    Waiting {
+                        conn,
+                        request,
+                        base,
+                    },
+                );
                 None
+            }
+            Ok(Request::Base { id, env }) => {
+                base = Some(Arc::new(env));
+                Some(Message::BaseTaken { id })
             }
             Ok(Request::Withdraw { id, run_id }) => {
                 let mut line = lock(&shared.line);
@@ -268,7 +285,7 @@ fn work(shared: &Arc<Shared>) {
         let mut just_ended: Option<(Child, Exit)> = None;
         // Start, wait, and go on with the next in line while there is one with room.
         while let Some(waiting) = next.take() {
-            let answer = start(shared, waiting.request);
+            let answer = start(shared, waiting.request, waiting.base.as_deref());
             match just_ended.take() {
                 Some((child, exit)) => ended(shared, child, exit, Some((waiting.conn, &answer))),
                 None => shared.send_to(waiting.conn, &answer),
@@ -337,9 +354,10 @@ fn wait_for(pid: i32) -> Exit {
     }
 }
 
-/// Starts a spawn request counted as starting by [`reserve`]; the answer for its asker.
-fn start(shared: &Arc<Shared>, request: Request) -> Message {
-    let answer = start_reserved(shared, request);
+/// Starts a spawn request counted as starting by [`reserve`] (its environment over `base`,
+/// when it has one); the answer for its asker.
+fn start(shared: &Arc<Shared>, request: Request, base: Option<&Vec<(String, String)>>) -> Message {
+    let answer = start_reserved(shared, request, base);
     if matches!(answer, Message::Refused { .. }) {
         // Never started: its place goes back (its worker takes the next in line).
         lock(&shared.children).starting -= 1;
@@ -347,7 +365,11 @@ fn start(shared: &Arc<Shared>, request: Request) -> Message {
     answer
 }
 
-fn start_reserved(shared: &Arc<Shared>, request: Request) -> Message {
+fn start_reserved(
+    shared: &Arc<Shared>,
+    request: Request,
+    base: Option<&Vec<(String, String)>>,
+) -> Message {
     let Request::Spawn {
         id,
         run_id,
@@ -366,7 +388,7 @@ fn start_reserved(shared: &Arc<Shared>, request: Request) -> Message {
         };
     };
     spawn(
-        shared, id, run_id, &program, argv, env, &cwd, &output, exit_file,
+        shared, id, run_id, &program, argv, base, env, &cwd, &output, exit_file,
     )
 }
 
@@ -377,6 +399,7 @@ fn spawn(
     run_id: String,
     program: &Path,
     argv: Vec<String>,
+    base: Option<&Vec<(String, String)>>,
     env: Vec<(String, String)>,
     cwd: &Path,
     output: &Path,
@@ -413,6 +436,8 @@ fn spawn(
     cmd.arg0(name)
         .args(args)
         .env_clear()
+        // The run's own variables go in last: they win over the base's of the same name.
+        .envs(base.into_iter().flatten().map(|(k, v)| (k, v)))
         .envs(env)
         .current_dir(cwd)
         .stdin(null)

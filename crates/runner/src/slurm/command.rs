@@ -354,10 +354,13 @@ mod tests {
         RunSpec {
             run_id: "r1".parse().unwrap(),
             argv: vec!["python3".into(), "it's.py".into()],
-            env: BTreeMap::from([
-                ("A".to_string(), "x y".to_string()),
-                ("bad name".to_string(), "z".to_string()),
-            ]),
+            env: crate::RunEnv {
+                base: Default::default(),
+                own: BTreeMap::from([
+                    ("A".to_string(), "x y".to_string()),
+                    ("bad name".to_string(), "z".to_string()),
+                ]),
+            },
             workdir: PathBuf::from("/w/r1/work"),
             output: PathBuf::from("/w/r1/output.log"),
             resource_args: args,

@@ -124,7 +124,7 @@ impl SlurmRunner {
         &self,
         name: &str,
         args: &[String],
-        env: Option<&std::collections::BTreeMap<String, String>>,
+        env: Option<&crate::RunEnv>,
     ) -> RunnerResult<String> {
         self.commands.fetch_add(1, Ordering::Relaxed);
         let mut cmd = Command::new(self.program(name));
