@@ -152,11 +152,19 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
     for line in BufReader::new(stream).lines() {
         let Ok(line) = line else { break };
         let reply = match Request::parse(&line) {
+            Ok(Request::Spawn { id, base: true, .. }) if base.is_none() => {
+                // A run without the environment it counts on would start all the same and
+                // fail in some puzzling way: refused instead.
+                Some(Message::Refused {
+                    id,
+                    error: "a spawn over a base environment this connection never sent".into(),
+                })
+            }
             Ok(request @ Request::Spawn { .. }) => {
                 let over_base = matches!(request, Request::Spawn { base: true, .. });
                 // Into the line, always: a start waits for the new process to exec, and
                 // starting here would make every next request of this agent wait for it.
-                let base = over_base.then(|| base.clone().unwrap_or_default());
+                let base = if over_base { base.clone() } else { None };
                 join_line(
                     &shared,
                     Waiting {
@@ -510,5 +518,73 @@ fn write_exit(path: &Path, run_id: &str, exit: &Exit) {
         .and_then(|mut f| f.write_all(&super::exit_record(run_id, exit)));
     if let Err(e) = ok {
         eprintln!("liftoff supervisor: cannot write {}: {e}", path.display());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn spawn_request(id: u64, dir: &Path, env: &[(&str, &str)], base: bool) -> Request {
+        Request::Spawn {
+            id,
+            run_id: format!("r{id}"),
+            program: PathBuf::from("/bin/sh"),
+            argv: vec!["sh".into(), "-c".into(), "echo \"$A $B\" > seen".into()],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: dir.to_path_buf(),
+            output: dir.join("output.log"),
+            exit_file: dir.join("exit.json"),
+            limit: None,
+            base,
+        }
+    }
+
+    #[test]
+    fn a_run_gets_the_base_under_its_own_variables_and_never_runs_without_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, supervisor) = UnixStream::pair().unwrap();
+        std::thread::spawn(move || serve(Arc::new(Shared::default()), supervisor));
+        let mut to = agent.try_clone().unwrap();
+        let mut from = BufReader::new(agent).lines();
+        let mut ask = |request: &Request| {
+            let mut line = serde_json::to_vec(request).unwrap();
+            line.push(b'\n');
+            to.write_all(&line).unwrap();
+        };
+        let mut next =
+            || -> Message { serde_json::from_str(&from.next().unwrap().unwrap()).unwrap() };
+
+        // Over a base this connection never sent: refused, nothing started.
+        ask(&spawn_request(1, dir.path(), &[("B", "own")], true));
+        assert!(matches!(next(), Message::Refused { id: 1, ref error } if error.contains("base")),);
+        assert!(!dir.path().join("seen").exists());
+
+        ask(&Request::Base {
+            id: 0,
+            env: vec![("A".into(), "base".into()), ("B".into(), "base".into())],
+        });
+        assert!(matches!(next(), Message::BaseTaken { id: 0 }));
+        ask(&spawn_request(2, dir.path(), &[("B", "own")], true));
+        assert!(matches!(next(), Message::Spawned { id: 2, .. }));
+        assert!(matches!(next(), Message::Exited { exit, .. } if exit.code == 0));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("seen")).unwrap(),
+            "base own\n",
+            "the base's A, the run's own B over the base's"
+        );
+
+        // A whole environment, as an agent of an earlier version sends: no base under it.
+        ask(&spawn_request(3, dir.path(), &[("B", "whole")], false));
+        assert!(matches!(next(), Message::Spawned { id: 3, .. }));
+        assert!(matches!(next(), Message::Exited { .. }));
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("seen")).unwrap(),
+            " whole\n"
+        );
     }
 }
