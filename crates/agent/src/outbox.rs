@@ -77,8 +77,11 @@ async fn send_loop(
 ) {
     // Another report may come soon only while some run's end is still to come.
     let company_may_come = || ends_to_come.load(Ordering::Relaxed) > 0;
+    // Kept from batch to batch: grown once, not again for every batch (a vector of these
+    // grown to a few KiB made the allocator merge its free chunks, each time).
+    let mut msgs = Vec::new();
     while let Some(first) = rx.recv().await {
-        let mut msgs = vec![first];
+        msgs.push(first);
         while msgs.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(msg) => msgs.push(msg),
@@ -102,7 +105,7 @@ async fn send_loop(
         }
         let mut acks = Vec::new();
         let mut reports = Vec::new();
-        for msg in msgs {
+        for msg in msgs.drain(..) {
             match msg {
                 Msg::Ack(a, tx) => acks.push((a, tx)),
                 Msg::Report(r, tx) => reports.push((r, tx)),

@@ -170,13 +170,15 @@ impl MetricsShipper {
 async fn read_from(path: &std::path::Path, offset: u64, max: usize) -> Vec<u8> {
     use std::io::{Read, Seek};
     const INLINE: u64 = 64 * 1024;
-    let Ok(file) = std::fs::File::open(path) else {
-        return Vec::new();
-    };
-    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // Looked at before it is opened: most looks find nothing new (a short run's one look at
+    // its empty output), and then one `stat` is all they cost.
+    let len = std::fs::metadata(path).map_or(0, |m| m.len());
     if len <= offset {
         return Vec::new();
     }
+    let Ok(file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
     let want = (len - offset).min(max as u64);
     let read = move || {
         let mut file = file;
