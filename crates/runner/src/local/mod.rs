@@ -110,6 +110,26 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Message>>>>;
 struct Conn {
     write: OwnedWriteHalf,
     base: Base,
+    /// Request lines not yet written: the requests made in one turn of the agent's runtime
+    /// (a lease's worth of runs prepared together) go in one write, which wakes the
+    /// supervisor's reader once, not once per run.
+    queued: Vec<u8>,
+    /// Whether a task to write `queued` is on its way.
+    flushing: bool,
+}
+
+type Writer = Arc<tokio::sync::Mutex<Option<Conn>>>;
+
+/// Writes what is queued on the connection. A failed write drops the connection: the
+/// supervisor is gone, its side closes, and the reader tells every asker.
+async fn flush(writer: Writer) {
+    let mut guard = writer.lock().await;
+    let Some(conn) = guard.as_mut() else { return };
+    conn.flushing = false;
+    let lines = std::mem::take(&mut conn.queued);
+    if !lines.is_empty() && conn.write.write_all(&lines).await.is_err() {
+        *guard = None;
+    }
 }
 
 /// Where a connection stands with the base environment (see [`proto`]).
@@ -129,7 +149,7 @@ pub struct LocalRunner {
     socket: PathBuf,
     supervisor: SupervisorCommand,
     log: PathBuf,
-    writer: tokio::sync::Mutex<Option<Conn>>,
+    writer: Writer,
     pending: Pending,
     ends: SharedEnds,
     next_id: AtomicU64,
@@ -147,7 +167,7 @@ impl LocalRunner {
             socket: state_dir.join("supervisor.sock"),
             log: state_dir.join("supervisor.log"),
             supervisor,
-            writer: tokio::sync::Mutex::new(None),
+            writer: Arc::default(),
             pending: Arc::default(),
             ends: Arc::default(),
             next_id: AtomicU64::new(BASE_ID + 1),
@@ -207,6 +227,8 @@ impl LocalRunner {
             *writer = Some(Conn {
                 write: self.connect().await?,
                 base: Base::Unsent,
+                queued: Vec::new(),
+                flushing: false,
             });
         }
         let Some(conn) = writer.as_mut() else {
@@ -216,29 +238,35 @@ impl LocalRunner {
         if let Some(want) = base {
             let has = |conn: &Conn| matches!(&conn.base, Base::Sent(b) if Arc::ptr_eq(b, want));
             if !has(conn) && !matches!(conn.base, Base::Refused) {
-                conn.base = self.send_base(&mut conn.write, want).await?;
+                conn.base = self.send_base(conn, want).await?;
             }
             over_base = has(conn);
         }
-        let mut line = serde_json::to_vec(&make(id, over_base))
+        serde_json::to_writer(&mut conn.queued, &make(id, over_base))
             .map_err(|e| RunnerError::Permanent(e.to_string()))?;
-        line.push(b'\n');
-        conn.write.write_all(&line).await.map_err(gone)
+        conn.queued.push(b'\n');
+        if !conn.flushing {
+            conn.flushing = true;
+            tokio::spawn(flush(self.writer.clone()));
+        }
+        Ok(())
     }
 
     /// Gives the connection its base environment; a supervisor of an earlier version
     /// refuses it (it cannot read the request).
+    /// Whatever is queued goes first, in the same write.
     async fn send_base(
         &self,
-        write: &mut OwnedWriteHalf,
+        conn: &mut Conn,
         env: &Arc<BTreeMap<String, String>>,
     ) -> RunnerResult<Base> {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(BASE_ID, tx);
-        let mut line = serde_json::to_vec(&proto::BaseRef { id: BASE_ID, env })
+        let mut lines = std::mem::take(&mut conn.queued);
+        serde_json::to_writer(&mut lines, &proto::BaseRef { id: BASE_ID, env })
             .map_err(|e| RunnerError::Permanent(e.to_string()))?;
-        line.push(b'\n');
-        write.write_all(&line).await.map_err(gone)?;
+        lines.push(b'\n');
+        conn.write.write_all(&lines).await.map_err(gone)?;
         match tokio::time::timeout(ANSWER_WITHIN, rx).await {
             Ok(Ok(Message::BaseTaken { .. })) => Ok(Base::Sent(env.clone())),
             Ok(Ok(_)) => Ok(Base::Refused),
