@@ -6,8 +6,13 @@
 //! agent dies, the supervisor keeps the runs and their exit codes; the next agent on the same
 //! state directory reconnects to it.
 
+mod exit;
+mod program;
 pub mod proto;
 pub mod supervisor;
+
+pub use exit::{exit_record, read_exit_record, EXIT_RECORD};
+use program::{resolve, Found};
 
 use crate::{procs, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult};
 use async_trait::async_trait;
@@ -21,7 +26,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::UnixStream;
@@ -48,40 +53,6 @@ impl LocalHandle {
         serde_json::from_value(handle.data.clone())
             .map_err(|e| RunnerError::Permanent(format!("not a local-process handle: {e}")))
     }
-}
-
-/// The size of an exit file's record: the run's id and exit as JSON, padded with spaces
-/// (JSON allows them), so a record always overwrites the whole of an older one.
-pub const EXIT_RECORD: usize = 96;
-
-/// What an exit file holds. The run's id tells a record from one a reused run directory
-/// still holds from its last run.
-#[derive(Serialize, Deserialize)]
-struct ExitRecord {
-    #[serde(default)]
-    run_id: Option<String>,
-    #[serde(flatten)]
-    exit: Exit,
-}
-
-/// A run's exit as its exit file holds it.
-pub fn exit_record(run_id: &str, exit: &Exit) -> Vec<u8> {
-    let record = ExitRecord {
-        run_id: Some(run_id.to_string()),
-        exit: *exit,
-    };
-    let mut bytes = serde_json::to_vec(&record).unwrap_or_default();
-    bytes.resize(bytes.len().max(EXIT_RECORD), b' ');
-    bytes
-}
-
-/// The exit an exit file records for `run_id` (a record without an id is taken as its own).
-pub fn read_exit_record(bytes: &[u8], run_id: &str) -> Option<Exit> {
-    let record: ExitRecord = serde_json::from_slice(bytes).ok()?;
-    record
-        .run_id
-        .is_none_or(|id| id == run_id)
-        .then_some(record.exit)
 }
 
 /// How long the supervisor may take to answer a request that does not wait in line.
@@ -410,74 +381,6 @@ async fn read_until_closed(
     }
 }
 
-/// Programs found in a `PATH` lately: a search costs a failed `stat` per directory before
-/// the one that has it (eight for `true` on a typical machine), on every run's start.
-#[derive(Default)]
-struct Found {
-    recent: Mutex<HashMap<(String, String), (PathBuf, Instant)>>,
-}
-
-/// How long a program found in a `PATH` is taken as found there: a new program of the same
-/// name installed earlier in the `PATH` is used from the next search on.
-const FOUND_FOR: Duration = Duration::from_secs(1);
-
-impl Found {
-    /// [`resolve`], remembering what a `PATH` search found for [`FOUND_FOR`] (checked to
-    /// still be an executable file each time).
-    fn resolve(&self, program: &str, path: Option<&String>, cwd: &Path) -> RunnerResult<PathBuf> {
-        if program.contains('/') {
-            return resolve(program, path, cwd);
-        }
-        let key = (program.to_string(), path.cloned().unwrap_or_default());
-        let hit = lock(&self.recent)
-            .get(&key)
-            .filter(|(_, at)| at.elapsed() < FOUND_FOR)
-            .map(|(p, _)| p.clone());
-        if let Some(found) = hit.filter(|p| executable(p)) {
-            return Ok(found);
-        }
-        let found = resolve(program, path, cwd)?;
-        let mut recent = lock(&self.recent);
-        if recent.len() >= 64 {
-            recent.retain(|_, (_, at)| at.elapsed() < FOUND_FOR);
-        }
-        recent.insert(key, (found.clone(), Instant::now()));
-        Ok(found)
-    }
-}
-
-fn executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-/// Finds `program` the way exec would, so that a missing executable is a clear refusal.
-/// A relative path with a slash is taken from the run's working directory, as exec would.
-fn resolve(program: &str, path: Option<&String>, cwd: &Path) -> RunnerResult<PathBuf> {
-    if program.contains('/') {
-        let full = cwd.join(program);
-        if executable(&full) {
-            return Ok(full);
-        }
-        return Err(RunnerError::Permanent(format!(
-            "cannot start {program:?}: no such executable file"
-        )));
-    }
-    let path = path
-        .map(String::as_str)
-        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
-    if let Some(found) = std::env::split_paths(path)
-        .map(|dir| dir.join(program))
-        .find(|candidate| executable(candidate))
-    {
-        return Ok(found);
-    }
-    Err(RunnerError::Permanent(format!(
-        "cannot start {program:?}: not found in PATH ({path})"
-    )))
-}
-
 #[async_trait]
 impl Runner for LocalRunner {
     fn resource(&self) -> &'static str {
@@ -789,21 +692,5 @@ mod tests {
                 assert_eq!(env, expected, "takes_base: {takes_base}");
             }
         }
-    }
-
-    #[test]
-    fn an_exit_record_is_read_for_its_own_run_only() {
-        let exit = Exit {
-            code: 3,
-            signal: None,
-        };
-        let record = exit_record("run1", &exit);
-        assert_eq!(record.len(), EXIT_RECORD, "padded to a fixed size");
-        assert_eq!(read_exit_record(&record, "run1"), Some(exit));
-        // A reused run directory still holds its last run's record.
-        assert_eq!(read_exit_record(&record, "run2"), None);
-        assert_eq!(read_exit_record(&[b' '; EXIT_RECORD], "run1"), None);
-        // Written by an older supervisor, without the id.
-        assert_eq!(read_exit_record(br#"{"code":3}"#, "run1"), Some(exit));
     }
 }
