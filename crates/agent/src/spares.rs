@@ -145,15 +145,13 @@ impl Spares {
             }
             stamp
         };
-        let unchanged = stamp.and_then(|stamp| Some((unchanged(run_dir, stamp, shipped)?, stamp)));
-        let (output_len, stamp) = match unchanged {
-            Some((output_len, stamp)) => (output_len, Some(stamp)),
-            None => {
-                let Some(output_len) = reusable(run_dir, shipped) else {
-                    return;
-                };
-                (output_len, restamp(run_dir))
-            }
+        // By the stamp when the directory has one; else (or if it moved) by listing it, and
+        // then stamped for the next time.
+        let checked = stamp
+            .and_then(|stamp| Some((unchanged(run_dir, stamp, shipped)?, Some(stamp))))
+            .or_else(|| Some((reusable(run_dir, shipped)?, restamp(run_dir))));
+        let Some((output_len, stamp)) = checked else {
+            return;
         };
         if output_len > 0
             && OpenOptions::new()
