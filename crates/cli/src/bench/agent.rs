@@ -5,7 +5,8 @@
 //!   spawning the same child directly;
 //! - throughput: N runs of `true` at each concurrency, against a bare loop that spawns the
 //!   same processes with the same concurrency, right after; in rounds (3 by default), of
-//!   which the median ratio is reported with every round's;
+//!   which the median ratio is reported with every round's; beside it (in process), the
+//!   same runs through the local runner and its supervisor alone;
 //! - stop latency: `stop` asked → every process of the run gone;
 //! - the agent's resident memory, idle and with runs in flight (a separate `liftoff agent`
 //!   process, as users run it).
@@ -370,13 +371,69 @@ async fn throughput_vs_bare(
         .unwrap_or_default()
         .finished
         - 1;
+    let dir = rig.dir.clone();
     rig.stop().await;
     let bare = bare_loop(runs, concurrency)?;
-    Ok(json!({
+    let mut round = json!({
         "runs": runs, "finished": finished,
         "liftoff_s": round3(liftoff), "bare_loop_s": round3(bare), "ratio": round3(liftoff / bare),
         "enqueue_s": round3(enqueue_s),
-    }))
+    });
+    if !http {
+        let floor = runner_floor(&dir, runs, concurrency).await?;
+        round["runner_floor_s"] = json!(round3(floor));
+        round["runner_floor_ratio"] = json!(round3(floor / bare));
+    }
+    Ok(round)
+}
+
+/// The same runs through the local runner and its supervisor alone, as the agent hands them
+/// on (all in line at once, `concurrency` at a time), with no server, store, journal or run
+/// directories: how much of the ratio is the runner's, and how much is left for the rest.
+async fn runner_floor(dir: &Path, runs: usize, concurrency: usize) -> anyhow::Result<f64> {
+    use liftoff_runner::local::{LocalRunner, SupervisorCommand};
+    use liftoff_runner::{RunEnv, RunSpec, Runner};
+    let state = dir.join("runner-floor");
+    let work = state.join("work");
+    std::fs::create_dir_all(&work)?;
+    let runner = Arc::new(LocalRunner::new(
+        &state,
+        SupervisorCommand {
+            program: std::env::current_exe()?,
+            args: vec!["supervise".into()],
+        },
+    ));
+    let env = RunEnv {
+        base: Arc::new(liftoff_agent::env::inherited(std::env::vars())),
+        own: Default::default(),
+    };
+    let spec = |i: usize| -> anyhow::Result<RunSpec> {
+        Ok(RunSpec {
+            run_id: format!("floor-{i}").parse().map_err(anyhow::Error::msg)?,
+            argv: vec!["true".into()],
+            env: env.clone(),
+            workdir: work.clone(),
+            output: state.join("output.log"),
+            resource_args: json!({}),
+            concurrency: Some(concurrency as u32),
+        })
+    };
+    // The supervisor is up before the clock starts, as the agent's is.
+    let first = runner.launch(&spec(0)?).await?;
+    runner.wait(&first).await?;
+    let start = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 1..=runs {
+        let (runner, spec) = (runner.clone(), spec(i)?);
+        tasks.spawn(async move {
+            let handle = runner.launch(&spec).await?;
+            runner.wait(&handle).await
+        });
+    }
+    while let Some(ended) = tasks.join_next().await {
+        ended??;
+    }
+    Ok(start.elapsed().as_secs_f64())
 }
 
 /// `concurrency` threads spawning and waiting for `true` until `runs` have run.
