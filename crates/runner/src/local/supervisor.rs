@@ -61,6 +61,10 @@ struct Shared {
     /// Runs waiting for a slot, and the idle workers. Lock order: `line`, then `children`.
     /// `may_start` waits with this lock.
     line: Mutex<Line>,
+    /// Ends not yet told, for the teller (see [`ended`]). Lock order: `conns`, then this.
+    untold: Mutex<Vec<(u64, Vec<u8>)>>,
+    /// Signalled when the first end goes into `untold`.
+    to_tell: Condvar,
 }
 
 #[derive(Default)]
@@ -72,6 +76,23 @@ struct Line {
 }
 
 impl Shared {
+    /// Writes the ends not yet told, in the order they came, under the connections' lock
+    /// (so two tellers never swap their batches).
+    fn tell_untold(&self) {
+        let mut conns = lock(&self.conns);
+        let untold = std::mem::take(&mut *lock(&self.untold));
+        for (conn, stream) in conns.iter_mut() {
+            let lines: Vec<u8> = untold
+                .iter()
+                .filter(|(to, _)| to == conn)
+                .flat_map(|(_, line)| line.iter().copied())
+                .collect();
+            if !lines.is_empty() {
+                let _ = stream.write_all(&lines);
+            }
+        }
+    }
+
     fn send_to(&self, conn: u64, msg: &Message) {
         let line = line_of(msg);
         let mut conns = lock(&self.conns);
@@ -109,6 +130,12 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
         std::thread::Builder::new()
             .stack_size(THREAD_STACK)
             .spawn(move || idle_exit(&shared, &socket))?;
+    }
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || tell(&shared))?;
     }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -486,8 +513,18 @@ fn spawn(
     }
 }
 
-/// A run ended: its exit is written and told, with `then` (the next run's start, for the
-/// connection that asked for it) in the same write.
+/// How long an end waits for others to be told with it, while others may come.
+const TELL_LINGER: Duration = Duration::from_millis(1);
+
+/// A run ended: its exit is written, then told with `then` (the next run's start, for the
+/// connection that asked for it) in the same line.
+///
+/// Told at once when no other run of this supervisor is live or in line; otherwise it waits
+/// up to [`TELL_LINGER`] for the ends that come meanwhile, and they go in one write. Why: a
+/// message per end woke the agent once per run, which in a stream of short runs was a good
+/// part of its work, and an agent thread woken beside a child just started made the kernel
+/// move children between cores at `exec` and leave one idle. Nothing waits on an end while
+/// other runs go on (the next run starts from the line here); a lone run is told at once.
 fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)>) {
     write_exit(&child.exit_file, &child.run_id, &exit);
     let exited = line_of(&Message::Exited {
@@ -495,13 +532,52 @@ fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)
         pid: child.pid,
         exit,
     });
-    let mut conns = lock(&shared.conns);
-    conns.retain_mut(|(conn, stream)| match then {
-        Some((to, next)) if *conn == to => stream
-            .write_all(&[&exited[..], &line_of(next)].concat())
-            .is_ok(),
-        _ => stream.write_all(&exited).is_ok(),
-    });
+    let company_may_come = {
+        let line = lock(&shared.line);
+        let table = lock(&shared.children);
+        others_to_end(&table, &line)
+    };
+    {
+        let conns: Vec<u64> = lock(&shared.conns).iter().map(|(c, _)| *c).collect();
+        let mut untold = lock(&shared.untold);
+        let first = untold.is_empty();
+        for conn in conns {
+            let line = match then {
+                Some((to, next)) if to == conn => [&exited[..], &line_of(next)].concat(),
+                _ => exited.clone(),
+            };
+            untold.push((conn, line));
+        }
+        if company_may_come {
+            if first {
+                shared.to_tell.notify_one();
+            }
+            return;
+        }
+    }
+    shared.tell_untold();
+}
+
+/// Whether a run other than one just ended may end soon: one live, starting, or in line.
+fn others_to_end(table: &Table, line: &Line) -> bool {
+    !table.live.is_empty() || table.starting > 0 || !line.waiting.is_empty()
+}
+
+/// The teller: tells the ends [`ended`] left untold, [`TELL_LINGER`] after the first.
+fn tell(shared: &Shared) {
+    loop {
+        {
+            let mut untold = lock(&shared.untold);
+            while untold.is_empty() {
+                untold = shared
+                    .to_tell
+                    .wait(untold)
+                    .unwrap_or_else(|p| p.into_inner());
+            }
+        }
+        std::thread::sleep(TELL_LINGER);
+        shared.tell_untold();
+    }
 }
 
 /// Writes the exit in place: one write at the start of a file that may already be there (a
@@ -586,5 +662,100 @@ mod tests {
             std::fs::read_to_string(dir.path().join("seen")).unwrap(),
             " whole\n"
         );
+    }
+
+    fn run_request(id: u64, dir: &Path, script: &str) -> Request {
+        Request::Spawn {
+            id,
+            run_id: format!("r{id}"),
+            program: PathBuf::from("/bin/sh"),
+            argv: vec!["sh".into(), "-c".into(), script.into()],
+            env: vec![],
+            cwd: dir.to_path_buf(),
+            output: dir.join(format!("output{id}.log")),
+            exit_file: dir.join(format!("exit{id}.json")),
+            limit: None,
+            base: false,
+        }
+    }
+
+    #[test]
+    fn a_lone_end_is_told_at_once_and_ends_among_others_by_the_teller() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, supervisor) = UnixStream::pair().unwrap();
+        let shared = Arc::new(Shared::default());
+        // No teller yet: what is told now is told by the worker itself.
+        std::thread::spawn({
+            let shared = shared.clone();
+            move || serve(shared, supervisor)
+        });
+        let mut to = agent.try_clone().unwrap();
+        // One socket: a timeout set through this clone holds for the reads below.
+        let patience = agent.try_clone().unwrap();
+        let wait = |limit: Duration| patience.set_read_timeout(Some(limit)).unwrap();
+        wait(Duration::from_secs(10));
+        let mut from = BufReader::new(agent).lines();
+        let mut ask = |request: &Request| {
+            let mut line = serde_json::to_vec(request).unwrap();
+            line.push(b'\n');
+            to.write_all(&line).unwrap();
+        };
+        let mut next = || -> Option<Message> {
+            let line = from.next()?.ok()?;
+            Some(serde_json::from_str(&line).unwrap())
+        };
+
+        // Alone: its end is told at once.
+        ask(&run_request(1, dir.path(), "exit 3"));
+        assert!(matches!(next(), Some(Message::Spawned { id: 1, .. })));
+        assert!(
+            matches!(next(), Some(Message::Exited { ref run_id, exit, .. }) if run_id == "r1" && exit.code == 3)
+        );
+
+        // Beside a live run: it waits for the teller, then comes with its code.
+        ask(&run_request(2, dir.path(), "exec sleep 30"));
+        let Some(Message::Spawned { id: 2, pid, .. }) = next() else {
+            panic!("the long run did not start");
+        };
+        ask(&run_request(3, dir.path(), "exit 4"));
+        assert!(matches!(next(), Some(Message::Spawned { id: 3, .. })));
+        let exit_file = dir.path().join("exit3.json");
+        wait_for_file(&exit_file);
+        wait(Duration::from_millis(300));
+        assert!(
+            next().is_none(),
+            "told without the teller while another run lives"
+        );
+        wait(Duration::from_secs(10));
+        std::thread::spawn({
+            let shared = shared.clone();
+            move || tell(&shared)
+        });
+        assert!(
+            matches!(next(), Some(Message::Exited { ref run_id, exit, .. }) if run_id == "r3" && exit.code == 4)
+        );
+
+        // The last run's end, alone again, is told at once.
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+        assert!(
+            matches!(next(), Some(Message::Exited { ref run_id, exit, .. }) if run_id == "r2" && exit.signal == Some(9))
+        );
+    }
+
+    /// Waits (up to 10 s) until the supervisor has written a run's exit file.
+    fn wait_for_file(path: &Path) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+            assert!(
+                Instant::now() < deadline,
+                "{} never written",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
