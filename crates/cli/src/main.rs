@@ -150,15 +150,36 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// Logging to stderr: `warn` and up (`info` with `-v`), or what `LIFTOFF_LOG` says (a level,
+/// or `target=level` pairs such as `liftoff_agent=debug,warn`).
+///
+/// A plain target filter, not `EnvFilter`: that one compiles its directives with the `regex`
+/// crate, whose code and tables were a few hundred KiB of an idle agent's resident memory.
 fn init_logging(verbose: bool) {
-    use tracing_subscriber::EnvFilter;
-    let default = if verbose { "info" } else { "warn" };
-    let filter = EnvFilter::try_from_env("LIFTOFF_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
+    let default = if verbose {
+        LevelFilter::INFO
+    } else {
+        LevelFilter::WARN
+    };
+    let asked = std::env::var("LIFTOFF_LOG")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let filter = match asked.as_deref().map(str::parse::<Targets>) {
+        Some(Ok(targets)) => targets,
+        Some(Err(e)) => {
+            eprintln!("liftoff: LIFTOFF_LOG not understood ({e}); logging at {default}");
+            Targets::new().with_default(default)
+        }
+        None => Targets::new().with_default(default),
+    };
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
+        .with_target(false);
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
         .try_init();
 }
 
