@@ -150,8 +150,8 @@ fn fail(e: &anyhow::Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// Logging to stderr: `warn` and up (`info` with `-v`), or what `LIFTOFF_LOG` says (a level,
-/// or `target=level` pairs such as `liftoff_agent=debug,warn`).
+/// Logging to stderr: `warn` and up (`info` for the long-running `server` and `up`), or what
+/// `LIFTOFF_LOG` says (a level, or `target=level` pairs such as `liftoff_agent=debug,warn`).
 ///
 /// A plain target filter, not `EnvFilter`: that one compiles its directives with the `regex`
 /// crate, whose code and tables were a few hundred KiB of an idle agent's resident memory.
