@@ -514,7 +514,7 @@ fn spawn(
 }
 
 /// How long an end waits for others to be told with it, while others may come.
-const TELL_LINGER: Duration = Duration::from_millis(1);
+const TELL_LINGER: Duration = Duration::from_millis(2);
 
 /// A run ended: its exit is written, then told with `then` (the next run's start, for the
 /// connection that asked for it) in the same line.
