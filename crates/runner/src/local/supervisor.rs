@@ -12,7 +12,8 @@
 //! between threads on a run's path (a single reaper handing slots to starter threads put a
 //! thread switch, and a wait for the one reaper, on every run). Workers are made as runs
 //! need them and end after [`WORKER_IDLE`] without one, so a thread is made per run only
-//! while the number of runs at once grows. It does almost nothing, and it must not depend on
+//! while the number of runs at once grows. A teller thread tells ends in batches while other
+//! runs go on (see [`ended`]). It does almost nothing, and it must not depend on
 //! the agent's runtime. It exits once it has had no run and no agent for [`IDLE_EXIT`].
 
 use super::proto::{Child, Message, Request};
@@ -81,16 +82,15 @@ impl Shared {
     fn tell_untold(&self) {
         let mut conns = lock(&self.conns);
         let untold = std::mem::take(&mut *lock(&self.untold));
-        for (conn, stream) in conns.iter_mut() {
+        // A connection that cannot be written to is gone (its reader ends it too).
+        conns.retain_mut(|(conn, stream)| {
             let lines: Vec<u8> = untold
                 .iter()
                 .filter(|(to, _)| to == conn)
                 .flat_map(|(_, line)| line.iter().copied())
                 .collect();
-            if !lines.is_empty() {
-                let _ = stream.write_all(&lines);
-            }
-        }
+            lines.is_empty() || stream.write_all(&lines).is_ok()
+        });
     }
 
     fn send_to(&self, conn: u64, msg: &Message) {
