@@ -230,3 +230,27 @@ async fn the_server_stops_promptly_with_long_polls_open() {
         "the open long-poll was cut off"
     );
 }
+
+#[test]
+fn a_log_setting_it_cannot_read_is_said_once_and_the_command_still_works() {
+    let server = ServerProcess::start();
+    let out = server.run_with(&["runs", "-o", "json"], &[("LIFTOFF_LOG", "liftoff=loud")]);
+    ok(&out);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("LIFTOFF_LOG not understood").count(),
+        1,
+        "said once: {err}"
+    );
+    // A level per module is understood: nothing said.
+    let out = server.run_with(
+        &["runs", "-o", "json"],
+        &[("LIFTOFF_LOG", "liftoff_client=debug,warn")],
+    );
+    ok(&out);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not understood"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
