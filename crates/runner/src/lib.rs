@@ -40,11 +40,6 @@ impl RunEnv {
             .filter(|(name, _)| !self.own.contains_key(*name))
             .chain(self.own.iter())
     }
-
-    /// The whole environment as one map.
-    pub fn whole(&self) -> BTreeMap<String, String> {
-        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
-    }
 }
 
 /// Everything a runner needs to start one run.

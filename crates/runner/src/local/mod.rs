@@ -234,8 +234,14 @@ impl LocalRunner {
         let (tx, rx) = oneshot::channel();
         lock(&self.pending).insert(BASE_ID, tx);
         let mut lines = std::mem::take(&mut conn.queued);
-        serde_json::to_writer(&mut lines, &proto::BaseRef { id: BASE_ID, env })
-            .map_err(|e| RunnerError::Permanent(e.to_string()))?;
+        serde_json::to_writer(
+            &mut lines,
+            &proto::BaseRef {
+                id: BASE_ID,
+                env: proto::EnvPairs::Map(env),
+            },
+        )
+        .map_err(|e| RunnerError::Permanent(e.to_string()))?;
         lines.push(b'\n');
         conn.write.write_all(&lines).await.map_err(gone)?;
         match tokio::time::timeout(ANSWER_WITHIN, rx).await {
@@ -414,7 +420,7 @@ impl Runner for LocalRunner {
                     program: &program,
                     argv: &spec.argv,
                     env: if over_base {
-                        proto::EnvPairs::Own(&spec.env.own)
+                        proto::EnvPairs::Map(&spec.env.own)
                     } else {
                         proto::EnvPairs::Whole(&spec.env)
                     },

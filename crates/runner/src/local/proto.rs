@@ -103,18 +103,20 @@ pub struct SpawnRef<'a> {
     pub base: bool,
 }
 
-/// A run's environment as a spawn request carries it, as `[[name, value], ...]` (the shape
-/// of `Vec<(String, String)>`): the whole of it, or only the run's own variables.
+/// An environment as a request carries it, as `[[name, value], ...]` (the shape of
+/// `Vec<(String, String)>`), written from where it is.
 pub enum EnvPairs<'a> {
+    /// A run's whole environment (its own variables over the base).
     Whole(&'a RunEnv),
-    Own(&'a BTreeMap<String, String>),
+    /// One map: a run's own variables, or the base.
+    Map(&'a BTreeMap<String, String>),
 }
 
 impl Serialize for EnvPairs<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match self {
             EnvPairs::Whole(env) => s.collect_seq(env.iter()),
-            EnvPairs::Own(env) => s.collect_seq(env.iter()),
+            EnvPairs::Map(env) => s.collect_seq(env.iter()),
         }
     }
 }
@@ -124,12 +126,7 @@ impl Serialize for EnvPairs<'_> {
 #[serde(tag = "op", rename = "base")]
 pub struct BaseRef<'a> {
     pub id: u64,
-    #[serde(serialize_with = "pairs")]
-    pub env: &'a BTreeMap<String, String>,
-}
-
-fn pairs<S: serde::Serializer>(env: &&BTreeMap<String, String>, s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(env.iter())
+    pub env: EnvPairs<'a>,
 }
 
 /// [`Request::Spawn`] read as a plain struct, the way the supervisor reads a request first:
@@ -227,16 +224,24 @@ mod tests {
         );
         assert_eq!(program, Path::new("/bin/echo"));
         assert_eq!(read_argv, argv);
-        let whole: BTreeMap<_, _> = read_env.into_iter().collect();
-        assert_eq!(whole, env.whole());
-        assert_eq!(whole["PATH"], "/venv/bin:/bin", "the run's own wins");
-        assert_eq!(whole.len(), 3, "once each");
+        // Each name once, the run's own PATH over the base's.
+        let mut whole = read_env;
+        whole.sort();
+        let pair = |k: &str, v: &str| (k.to_string(), v.to_string());
+        assert_eq!(
+            whole,
+            vec![
+                pair("HOME", "/root"),
+                pair("PATH", "/venv/bin:/bin"),
+                pair("X", "a \"quoted\" value"),
+            ]
+        );
         // Over the connection's base: the run's own variables only.
         let Request::Spawn {
             env: read_env,
             base,
             ..
-        } = Request::parse(&spawn(EnvPairs::Own(&env.own), true)).unwrap()
+        } = Request::parse(&spawn(EnvPairs::Map(&env.own), true)).unwrap()
         else {
             panic!("not a spawn");
         };
@@ -244,7 +249,7 @@ mod tests {
         assert_eq!(read_env, env.own.clone().into_iter().collect::<Vec<_>>());
         let base_line = serde_json::to_string(&BaseRef {
             id: 0,
-            env: &env.base,
+            env: EnvPairs::Map(&env.base),
         })
         .unwrap();
         assert!(matches!(
