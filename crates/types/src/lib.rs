@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod container;
 pub mod ids;
 pub mod item;
 pub mod job;

@@ -29,6 +29,11 @@ impl ResourceType {
         ResourceType::Ray,
     ];
 
+    /// Whether runs on this resource are container images (image jobs may go there).
+    pub fn runs_images(self) -> bool {
+        matches!(self, ResourceType::Container | ResourceType::Kubernetes)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ResourceType::LocalProcess => "local-process",
@@ -37,6 +42,13 @@ impl ResourceType {
             ResourceType::Kubernetes => "kubernetes",
             ResourceType::Ray => "ray",
         }
+    }
+}
+
+/// Handles and configs written before there was a choice were local processes.
+impl Default for ResourceType {
+    fn default() -> ResourceType {
+        ResourceType::LocalProcess
     }
 }
 
