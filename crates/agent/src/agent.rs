@@ -10,10 +10,10 @@ use crate::journal::{Identity, Journal};
 use crate::slots::{Phase, Slots};
 use crate::status::Snapshot;
 use liftoff_client::Client;
-use liftoff_runner::Runner;
+use liftoff_runner::{Runner, Runners};
 use liftoff_types::api::LeaseRequest;
-use liftoff_types::{AgentId, AgentStatus, Heartbeat, ItemId, Lease, NewAgent};
-use std::collections::BTreeMap;
+use liftoff_types::{AgentId, AgentStatus, Heartbeat, ItemId, Lease, NewAgent, ResourceType};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch, Notify};
@@ -45,7 +45,10 @@ pub struct Agent {
     /// Acks and run reports, batched.
     pub(crate) outbox: crate::outbox::Outbox,
     pub(crate) config: AgentConfig,
-    pub(crate) runner: Arc<dyn Runner>,
+    /// One runner per resource type the agent's queues run.
+    pub(crate) runners: Runners,
+    /// Each queue's resource type, learned at start.
+    resources: HashMap<String, ResourceType>,
     pub(crate) journal: Journal,
     /// The agent's environment as runs inherit it (secrets taken out), shared by them all.
     pub(crate) base_env: Arc<BTreeMap<String, String>>,
@@ -73,26 +76,24 @@ impl Agent {
     pub async fn start(
         client: Client,
         config: AgentConfig,
-        runner: Arc<dyn Runner>,
+        runners: Runners,
         agent_env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Arc<Agent>, StartError> {
         let journal = Journal::open(&config.state_dir)
             .map_err(|e| StartError::State(config.state_dir.display().to_string(), e))?;
-        for queue in &config.queues {
-            let q = client
-                .get_queue(queue)
-                .await
-                .map_err(|e| StartError::Queue(queue.clone(), e.to_string()))?;
-            if q.resource.as_str() != runner.resource() {
+        let mut resources = HashMap::new();
+        for (queue, resource) in queue_resources(&client, &config.queues).await? {
+            if runners.get(resource).is_none() {
+                let have: Vec<String> = runners.resources().iter().map(|r| r.to_string()).collect();
                 return Err(StartError::Queue(
-                    queue.clone(),
+                    queue,
                     format!(
-                        "it runs {}, and this agent has a runner for {} only",
-                        q.resource,
-                        runner.resource()
+                        "it runs {resource}, and this agent has runners for {} only",
+                        have.join(", ")
                     ),
                 ));
             }
+            resources.insert(queue, resource);
         }
         let (id, name) = identity(&client, &config, &journal).await?;
         let (stopping, _) = watch::channel(false);
@@ -112,7 +113,8 @@ impl Agent {
             made_ahead: std::sync::atomic::AtomicBool::new(false),
             client,
             base_env,
-            runner,
+            runners,
+            resources,
             journal,
             id,
             name,
@@ -122,6 +124,37 @@ impl Agent {
             status: Mutex::new(AgentStatus::Starting),
             stopping,
         }))
+    }
+
+    /// The runner of a queue's items.
+    pub(crate) fn runner_for(&self, queue: &str) -> Option<Arc<dyn Runner>> {
+        let resource = self.resources.get(queue)?;
+        self.runners.get(*resource).cloned()
+    }
+
+    /// The queues to lease from now: those whose runner has room under its own limit.
+    fn queues_with_room(&self) -> Vec<String> {
+        let slots = lock(&self.slots);
+        self.config
+            .queues
+            .iter()
+            .filter(|q| {
+                let Some(resource) = self.resources.get(*q) else {
+                    return true;
+                };
+                let Some(limit) = self.runners.limit(*resource) else {
+                    return true;
+                };
+                let held = self
+                    .resources
+                    .iter()
+                    .filter(|(_, r)| *r == resource)
+                    .map(|(queue, _)| slots.held_from(queue))
+                    .sum::<usize>();
+                held < limit as usize
+            })
+            .cloned()
+            .collect()
     }
 
     /// The server-assigned name (the seed's `name()`).
@@ -238,8 +271,17 @@ impl Agent {
             if schedulers_only {
                 probed = Some(tokio::time::Instant::now());
             }
+            let queues = self.queues_with_room();
+            if queues.is_empty() {
+                // Every runner is at its own limit: wait for a slot to free.
+                tokio::select! {
+                    _ = self.changed.notified() => continue,
+                    c = control.recv() => { stop_now = self.on_control(c); continue }
+                    _ = stop_asked(&mut asked) => continue,
+                }
+            }
             let request = LeaseRequest {
-                queues: self.config.queues.clone(),
+                queues,
                 max: if schedulers_only {
                     free_schedulers.min(liftoff_types::api::MAX_LEASE_BATCH)
                 } else {
@@ -352,7 +394,7 @@ impl Agent {
             });
             return;
         }
-        let stop = lock(&self.slots).add(item, phase);
+        let stop = lock(&self.slots).add(item, phase, &lease.item.queue);
         let me = self.clone();
         tokio::spawn(async move {
             crate::job::take_item(&me, lease, stop).await;
@@ -367,8 +409,12 @@ impl Agent {
     }
 
     /// Re-adopted runs occupy a slot like any other.
-    pub(crate) fn adopt_slot(self: &Arc<Self>, item: ItemId) -> watch::Receiver<StopWhy> {
-        lock(&self.slots).add(item, Phase::Running)
+    pub(crate) fn adopt_slot(
+        self: &Arc<Self>,
+        item: ItemId,
+        queue: &str,
+    ) -> watch::Receiver<StopWhy> {
+        lock(&self.slots).add(item, Phase::Running, queue)
     }
 
     /// A run's process ended after `took`: its slot is free (the runner starts the next run
@@ -490,6 +536,22 @@ async fn stop_asked(asked: &mut watch::Receiver<bool>) {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Each queue's resource type, as the server has it.
+async fn queue_resources(
+    client: &Client,
+    queues: &[String],
+) -> Result<Vec<(String, ResourceType)>, StartError> {
+    let mut out = Vec::new();
+    for queue in queues {
+        let q = client
+            .get_queue(queue)
+            .await
+            .map_err(|e| StartError::Queue(queue.clone(), e.to_string()))?;
+        out.push((queue.clone(), q.resource));
+    }
+    Ok(out)
 }
 
 /// The identity in the journal when the server still knows it, else a new registration.

@@ -40,6 +40,12 @@ pub struct AgentConfig {
     /// Build a Python virtual environment for jobs with requirements (`builder: noop`
     /// turns it off: runs use the machine's interpreter).
     pub build_envs: bool,
+    /// Each backend's settings (`runners:`, keyed by resource type).
+    pub runners: Vec<liftoff_runner::Section>,
+    /// The image code jobs are built on for container runs (W&B's `builder.base_image`).
+    pub base_image: Option<String>,
+    /// Where built images are pushed (W&B's `registry.uri`).
+    pub registry: Option<String>,
 }
 
 /// Defaults, each with its reason.
@@ -66,6 +72,9 @@ impl Default for AgentConfig {
             // at the cost of two squeue calls a second, whatever the number of jobs.
             slurm_poll_interval: Duration::from_millis(500),
             build_envs: true,
+            runners: Vec::new(),
+            base_image: None,
+            registry: None,
         }
     }
 }
@@ -118,6 +127,7 @@ const KNOWN: &[&str] = &[
     "env",
     "name",
     "slurm_poll_interval",
+    "runners",
 ];
 
 /// Loads and validates over `defaults`: the file, then env, then flags. `notices` are for
@@ -212,25 +222,35 @@ fn apply_file(
             },
             "max_jobs" | "max_schedulers" => match value.as_i64() {
                 Some(n) if n >= -1 => {
-                    if key == "max_jobs" { cfg.max_jobs = n } else { cfg.max_schedulers = n }
+                    if key == "max_jobs" {
+                        cfg.max_jobs = n
+                    } else {
+                        cfg.max_schedulers = n
+                    }
                 }
-                Some(n) => bad(&format!("{n} is not allowed; use -1 for unlimited or a count ≥ 0")),
+                Some(n) => bad(&format!(
+                    "{n} is not allowed; use -1 for unlimited or a count ≥ 0"
+                )),
                 None => bad(&format!("must be a whole number, not {}", describe(&value))),
             },
             "verbosity" => match value.as_u64() {
                 Some(v) if v <= 2 => cfg.verbosity = v as u8,
                 _ => bad("must be 0, 1 or 2"),
             },
-            "stopped_run_timeout" | "start_timeout" | "heartbeat_interval" => match seconds(&value) {
+            "stopped_run_timeout" | "start_timeout" | "heartbeat_interval" => match seconds(&value)
+            {
                 Some(d) => match key.as_str() {
                     "stopped_run_timeout" => cfg.stopped_run_timeout = d,
                     "start_timeout" => cfg.start_timeout = d,
-                    _ if d < Duration::from_secs(1) || d > Duration::from_secs(20) => {
-                        bad("must be from 1 to 20 seconds (the server declares an agent lost after 30)")
-                    }
+                    _ if d < Duration::from_secs(1) || d > Duration::from_secs(20) => bad(
+                        "must be from 1 to 20 seconds (the server declares an agent lost after 30)",
+                    ),
                     _ => cfg.heartbeat_every = d,
                 },
-                None => bad(&format!("must be a number of seconds ≥ 0, not {}", describe(&value))),
+                None => bad(&format!(
+                    "must be a number of seconds ≥ 0, not {}",
+                    describe(&value)
+                )),
             },
             "slurm_poll_interval" => match seconds(&value) {
                 Some(d) if d >= Duration::from_millis(100) && d <= Duration::from_secs(60) => {
@@ -254,16 +274,45 @@ fn apply_file(
                 Some(m) => cfg.env = m,
                 None => bad("must be a mapping of variable names to strings"),
             },
-            "builder" => match value.get("type").and_then(Value::as_str) {
-                Some("noop") => cfg.build_envs = false,
-                None | Some("venv") => cfg.build_envs = true,
-                Some(other) => notices.push(format!(
-                    "builder type {other:?} is not available here: local jobs get Python virtual environments (venv), or the machine's interpreter with noop"
-                )),
-            },
-            "entity" | "registry" | "environment" => {
-                notices.push(format!("{key} is W&B-specific and means nothing to liftoff; ignored"))
+            "builder" => {
+                match value.get("type").and_then(Value::as_str) {
+                    Some("noop") => cfg.build_envs = false,
+                    None | Some("venv") | Some("docker") => cfg.build_envs = true,
+                    Some(other) => notices.push(format!(
+                        "builder type {other:?} is not available here: container runs get images built by the engine (docker), local runs Python virtual environments (venv), or the machine's interpreter with noop"
+                    )),
+                }
+                match value.get("base_image") {
+                    None => {}
+                    Some(Value::String(image)) if !image.trim().is_empty() => {
+                        cfg.base_image = Some(image.clone())
+                    }
+                    Some(_) => bad("base_image: must be an image reference"),
+                }
             }
+            "registry" => match value.get("uri") {
+                Some(Value::String(uri)) if !uri.trim().is_empty() => {
+                    cfg.registry = Some(uri.trim_end_matches('/').to_string())
+                }
+                None => notices.push(format!(
+                    "{key} without a uri means nothing to liftoff; ignored"
+                )),
+                Some(_) => bad("uri: must be a registry address such as registry.example:5000"),
+            },
+            "runners" => match serde_json::to_value(&value)
+                .map_err(|e| vec![format!("runners: {e}")])
+                .and_then(liftoff_runner::Section::parse_map)
+            {
+                Ok(sections) => cfg.runners = sections,
+                Err(problems) => {
+                    for p in problems {
+                        errors.push(format!("{at}: {p}"));
+                    }
+                }
+            },
+            "entity" | "environment" => notices.push(format!(
+                "{key} is W&B-specific and means nothing to liftoff; ignored"
+            )),
             _ => bad(&format!("unknown key (known keys: {})", KNOWN.join(", "))),
         }
     }
@@ -367,7 +416,11 @@ mod tests {
             (4, -1, 1)
         );
         assert_eq!(cfg.stopped_run_timeout, Duration::from_secs(30));
-        assert_eq!(notices.len(), 2, "{notices:?}");
+        assert_eq!(
+            notices.len(),
+            1,
+            "only entity means nothing here: {notices:?}"
+        );
     }
 
     #[test]

@@ -13,7 +13,9 @@ use crate::report::{moved_on, retry};
 use crate::run::{command, prepare, run_id_for};
 use crate::shipper::{tail, Shipper};
 use crate::slots::Phase as SlotPhase;
-use liftoff_runner::{Exit, Handle, RunSpec, RunStatus, RunnerError, RunnerResult};
+use liftoff_runner::{
+    BuildRequest, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult,
+};
 use liftoff_types::api::{AckRequest, FailRequest};
 use liftoff_types::job::{JobKind, JobRef};
 use liftoff_types::{
@@ -41,7 +43,11 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
     if item.kind == ItemKind::Scheduler {
         return crate::scheduler::run(agent, &lease, stop).await;
     }
-    let (job, argv, entry) = match before_ack(agent, item, fence).await {
+    let Some(runner) = agent.runner_for(&item.queue) else {
+        let message = format!("this agent has no runner for queue {}", item.queue);
+        return fail_item(agent, item.id, fence, message, Phase::Agent).await;
+    };
+    let (job, argv, entry) = match before_ack(agent, &runner, item, fence).await {
         Ok(ready) => ready,
         Err(NotNow::Release) => {
             let _ = agent.client.release(item.id, fence).await;
@@ -66,28 +72,63 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
             return;
         }
     };
-    let mut python = None;
-    if let Some(job) = &job {
-        let work = agent.journal.run_dir(&run_id).join("work");
-        let ready = match agent.cache.checkout(&agent.client, job, &work).await {
-            Ok(()) => agent.cache.python_env(&work).await,
-            Err(e) => Err(e),
-        };
-        match ready {
-            Ok(env) => python = env,
-            Err(e) => return fail_build(agent, &entry, e).await,
-        }
-    }
-    let spec = match prepare(agent, item, &run_id, &run_token, argv, python.as_deref()).await {
+    let (python, image) = match source_ready(agent, &runner, item, job.as_ref(), &run_id).await {
+        Ok(ready) => ready,
+        Err(e) => return fail_build(agent, &entry, e).await,
+    };
+    let mut spec = match prepare(agent, item, &run_id, &run_token, argv, python.as_deref()).await {
         Ok(spec) => spec,
         Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
     };
+    spec.image = image;
     if agent.is_stopping() {
         let message = "the agent stopped before the run started";
         return never_started(agent, &entry, RunState::Preempted, message).await;
     }
     agent.mark(item.id, SlotPhase::Ready);
-    start(agent, entry, spec, stop).await;
+    start(agent, &runner, entry, spec, stop).await;
+}
+
+/// The run's source and what it runs in: a job's source unpacked into the run's `work/`,
+/// then a Python environment for it (local runs) or an image built from it (runners that
+/// run images); an image job's or an inline spec's image as it is.
+async fn source_ready(
+    agent: &Agent,
+    runner: &Arc<dyn Runner>,
+    item: &Item,
+    job: Option<&JobVersion>,
+    run_id: &liftoff_types::RunId,
+) -> Result<(Option<std::path::PathBuf>, Option<String>), crate::source::NotReady> {
+    let inline_image = item
+        .spec
+        .docker
+        .as_ref()
+        .and_then(|d| d.docker_image.clone());
+    let Some(job) = job else {
+        return Ok((None, inline_image));
+    };
+    if job.spec.kind == JobKind::Image {
+        return Ok((None, job.spec.source.image.clone()));
+    }
+    let work = agent.journal.run_dir(run_id).join("work");
+    agent.cache.checkout(&agent.client, job, &work).await?;
+    if !runner.capabilities().images {
+        return Ok((agent.cache.python_env(&work).await?, None));
+    }
+    let request = BuildRequest {
+        job: job.name.clone(),
+        source: work,
+    };
+    match runner.build(&request).await {
+        Ok(built) => {
+            tracing::info!(image = %built.image, built = built.built, "the job's image is ready");
+            Ok((None, Some(built.image)))
+        }
+        Err(e) => Err(crate::source::NotReady {
+            message: e.message,
+            log: Some(e.log),
+        }),
+    }
 }
 
 /// Why an item is not acked.
@@ -102,6 +143,7 @@ enum NotNow {
 /// command, and the journal entry that makes the item this agent's across a crash.
 async fn before_ack(
     agent: &Agent,
+    runner: &Arc<dyn Runner>,
     item: &Item,
     fence: i64,
 ) -> Result<(Option<JobVersion>, Vec<String>, Entry), NotNow> {
@@ -110,12 +152,24 @@ async fn before_ack(
     }
     let job = match &item.spec.job {
         Some(reference) => Some(
-            job_version(agent, reference)
+            job_version(agent, runner, reference)
                 .await
                 .map_err(NotNow::Refuse)?,
         ),
         None => None,
     };
+    let inline_image = item
+        .spec
+        .docker
+        .as_ref()
+        .is_some_and(|d| d.docker_image.is_some());
+    if inline_image && job.is_none() && !runner.capabilities().images {
+        return Err(NotNow::Refuse(format!(
+            "the launch spec runs an image, and queue {} runs {}, which runs no images",
+            item.queue,
+            runner.resource()
+        )));
+    }
     let (argv, entry) = own(agent, item, job.as_ref(), fence).map_err(NotNow::Refuse)?;
     Ok((job, argv, entry))
 }
@@ -139,6 +193,7 @@ async fn check_sweep_state(agent: &Agent, sweep: &str) -> Result<(), NotNow> {
 /// its end. A stop that comes while it waits withdraws it, so it never starts.
 async fn start(
     agent: &Arc<Agent>,
+    runner: &Arc<dyn Runner>,
     mut entry: Entry,
     spec: RunSpec,
     mut stop: watch::Receiver<StopWhy>,
@@ -153,14 +208,14 @@ async fn start(
         )
         .await;
     }
-    let launch = agent.runner.launch(&spec);
+    let launch = runner.launch(&spec);
     tokio::pin!(launch);
     let launched = tokio::select! {
         // The launch is polled first, so its request is on its way before any withdrawal.
         biased;
         launched = &mut launch => launched,
         why = asked_to_stop(&mut stop) => {
-            if agent.runner.withdraw(&run_id).await.unwrap_or(false) {
+            if runner.withdraw(&run_id).await.unwrap_or(false) {
                 let (state, message) = match why {
                     StopWhy::Asked => (RunState::Stopped, "stopped before it started"),
                     _ => (RunState::Preempted, "the agent stopped before the run started"),
@@ -188,7 +243,7 @@ async fn start(
     // Reported beside the watch, not before it: a short run must not wait for this. A
     // local process runs from its launch; a backend that queues (Slurm) starts `starting`,
     // and the watch reports `running` when the backend says so.
-    let first_state = if agent.runner.resource() == "local-process" {
+    let first_state = if runner.capabilities().runs_at_launch {
         RunState::Running
     } else {
         RunState::Starting
@@ -204,7 +259,16 @@ async fn start(
         },
         started_at_ms: liftoff_types::now_ms(),
     };
-    watch_run(agent, entry, stop, Some(report), started).await;
+    watch_run(agent, runner, entry, stop, Some(report), started).await;
+}
+
+/// Marks the first report sent when dropped, whichever way its future ends.
+struct SendOnDrop<'a>(&'a watch::Sender<bool>);
+
+impl Drop for SendOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
 }
 
 /// How long a local run must live before its `running` is reported on its own.
@@ -234,7 +298,11 @@ async fn never_started(agent: &Arc<Agent>, entry: &Entry, state: RunState, messa
 }
 
 /// The job version a spec names (the server pinned it to `name:vN` at enqueue).
-async fn job_version(agent: &Agent, reference: &str) -> Result<JobVersion, String> {
+async fn job_version(
+    agent: &Agent,
+    runner: &Arc<dyn Runner>,
+    reference: &str,
+) -> Result<JobVersion, String> {
     let r: JobRef = reference.parse()?;
     let version = r.version.map_or("latest".to_string(), |v| format!("v{v}"));
     let job = retry("reading the job", || {
@@ -242,18 +310,27 @@ async fn job_version(agent: &Agent, reference: &str) -> Result<JobVersion, Strin
     })
     .await
     .map_err(|e| format!("job {reference}: {e}"))?;
-    if job.spec.kind == JobKind::Image && agent.runner.resource() == "local-process" {
+    if job.spec.kind == JobKind::Image && !runner.capabilities().images {
         return Err(format!(
-            "job {reference} runs the image {}: that needs a container runner, and this agent has the local-process runner only",
-            job.spec.source.image.as_deref().unwrap_or("?")
+            "job {reference} runs the image {}, and the {} runner runs no images",
+            job.spec.source.image.as_deref().unwrap_or("?"),
+            runner.resource()
         ));
     }
     Ok(job)
 }
 
 /// Fails an acked item whose source or environment could not be made ready (phase
-/// `build`), with the build's log attached.
+/// `build`), with the build's log attached and as the run's output (what `liftoff logs`
+/// shows for it).
 async fn fail_build(agent: &Arc<Agent>, entry: &Entry, e: crate::source::NotReady) {
+    if let Some(log) = e.log.as_ref().filter(|l| !l.is_empty()) {
+        let bytes = log.as_bytes().to_vec();
+        let _ = agent
+            .client
+            .append_log(&entry.run_id, entry.fence, 0, bytes)
+            .await;
+    }
     let files = e
         .log
         .map(|log| {
@@ -309,6 +386,7 @@ fn own(
 /// Watches a started run to its end while shipping its output, then reports the end.
 async fn watch_run(
     agent: &Arc<Agent>,
+    runner: &Arc<dyn Runner>,
     mut entry: Entry,
     mut stop: watch::Receiver<StopWhy>,
     running_report: Option<RunningReport>,
@@ -338,7 +416,11 @@ async fn watch_run(
         shipped
     };
     let mut ended = done.subscribe();
+    // Later state reports (`running` after `starting`) wait for the first to be sent, so
+    // the server never hears them out of order.
+    let (first_sent, first_sent_rx) = watch::channel(running_report.is_none());
     let first_report = async {
+        let _sent_on_every_way_out = SendOnDrop(&first_sent);
         let report = running_report.as_ref()?;
         // A run that ends within a moment says it all in its end report (its start time and
         // handle go with it): one write to the server per short run instead of two. A
@@ -361,7 +443,7 @@ async fn watch_run(
     let mut stopped = None;
     let watch = async {
         let status = tokio::select! {
-            status = wait_started_then_ended(agent, &entry, &handle) => status,
+            status = wait_started_then_ended(agent, runner, &entry, &handle, first_sent_rx) => status,
             why = asked_to_stop(&mut stop) => {
                 stopped = Some(why);
                 let grace = match why {
@@ -369,10 +451,10 @@ async fn watch_run(
                     StopWhy::AgentStopping => AGENT_STOP_GRACE,
                     StopWhy::Now | StopWhy::No => Duration::ZERO,
                 };
-                if let Err(e) = agent.runner.cancel(&handle, grace).await {
+                if let Err(e) = runner.cancel(&handle, grace).await {
                     tracing::warn!(run = %entry.run_id, error = %e, "stopping the run failed");
                 }
-                agent.runner.wait(&handle).await
+                runner.wait(&handle).await
             }
         };
         tracing::debug!(item = %entry.item_id, "exited");
@@ -406,9 +488,17 @@ async fn watch_run(
         entry.shipped = shipped;
         let _ = agent.journal.record(&entry);
     }
-    match status {
+    let reported = match status {
         Ok(status) => report_end(agent, &entry, status, stopped, unreported).await,
-        Err(e) => fail_run(agent, &entry, e.to_string(), Phase::Run, None).await,
+        Err(e) => {
+            fail_run(agent, &entry, e.to_string(), Phase::Run, None).await;
+            true
+        }
+    };
+    if reported {
+        if let Err(e) = runner.release(&handle).await {
+            tracing::warn!(run = %entry.run_id, error = %e, "cleaning up after the run failed");
+        }
     }
 }
 
@@ -418,13 +508,14 @@ async fn watch_run(
 /// `running` once it runs.
 async fn wait_started_then_ended(
     agent: &Arc<Agent>,
+    runner: &Arc<dyn Runner>,
     entry: &Entry,
     handle: &Handle,
+    first_sent: watch::Receiver<bool>,
 ) -> RunnerResult<RunStatus> {
     let deadline = Instant::now() + agent.config.start_timeout;
     // What was last said about its start: a queueing backend's launch said `starting`.
-    let mut shown: Option<Option<String>> =
-        (agent.runner.resource() != "local-process").then_some(None);
+    let mut shown: Option<Option<String>> = (!runner.capabilities().runs_at_launch).then_some(None);
     let report = |state: RunState, message: Option<String>| {
         let update = RunUpdate {
             started_at_ms: None,
@@ -435,12 +526,14 @@ async fn wait_started_then_ended(
             handle: None,
         };
         let (agent, run) = (agent.clone(), entry.run_id.clone());
+        let mut first_sent = first_sent.clone();
         tokio::spawn(async move {
+            let _ = first_sent.wait_for(|sent| *sent).await;
             let _ = agent.outbox.report(&run, update).await;
         });
     };
     loop {
-        let status = agent.runner.status(std::slice::from_ref(handle)).await?;
+        let status = runner.status(std::slice::from_ref(handle)).await?;
         match status.into_iter().next() {
             Some(RunStatus::Starting(reason))
                 if shown.as_ref() != Some(&reason) && Instant::now() < deadline =>
@@ -449,19 +542,19 @@ async fn wait_started_then_ended(
                 shown = Some(reason);
             }
             Some(RunStatus::Starting(reason)) if Instant::now() >= deadline => {
-                let _ = agent.runner.cancel(handle, Duration::ZERO).await;
+                let _ = runner.cancel(handle, Duration::ZERO).await;
                 let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
                 return Err(RunnerError::Permanent(format!(
                     "the run did not start within {:?}{why}",
                     agent.config.start_timeout
                 )));
             }
-            Some(RunStatus::Starting(_)) => tokio::time::sleep(agent.runner.poll_every()).await,
+            Some(RunStatus::Starting(_)) => tokio::time::sleep(runner.poll_every()).await,
             Some(RunStatus::Running) if shown.is_some() => {
                 report(RunState::Running, None);
-                return agent.runner.wait(handle).await;
+                return runner.wait(handle).await;
             }
-            _ => return agent.runner.wait(handle).await,
+            _ => return runner.wait(handle).await,
         }
     }
 }
@@ -478,13 +571,15 @@ async fn asked_to_stop(stop: &mut watch::Receiver<StopWhy>) -> StopWhy {
     }
 }
 
+/// Reports a run's end; true once the server has it (or had moved on), so what the backend
+/// keeps of the run may go.
 async fn report_end(
     agent: &Arc<Agent>,
     entry: &Entry,
     status: RunStatus,
     stopped: Option<StopWhy>,
     unreported: Unreported,
-) {
+) -> bool {
     let (handle, started_at_ms) = unreported.unzip();
     let update = |state, exit: Option<Exit>, message: Option<String>| RunUpdate {
         started_at_ms,
@@ -510,12 +605,23 @@ async fn report_end(
                 Some(sig) => format!("the run was killed by signal {sig}"),
                 None => format!("the run exited with code {}", exit.code),
             };
-            return fail_run(agent, entry, message, Phase::Run, Some(exit.code)).await;
+            fail_run(agent, entry, message, Phase::Run, Some(exit.code)).await;
+            return true;
         }
         (RunStatus::Preempted(message), _) => update(RunState::Preempted, None, Some(message)),
         (RunStatus::Failed { message, exit }, None) => {
-            return fail_run(agent, entry, message, Phase::Run, exit.map(|e| e.code)).await;
+            fail_run(agent, entry, message, Phase::Run, exit.map(|e| e.code)).await;
+            return true;
         }
+        (RunStatus::NotStarted(message), None) => {
+            fail_run(agent, entry, message, Phase::Build, None).await;
+            return true;
+        }
+        (RunStatus::NotStarted(_), Some(_)) => update(
+            RunState::Stopped,
+            None,
+            Some("stopped before it started".into()),
+        ),
         (RunStatus::Failed { exit, .. }, Some(_)) => {
             update(RunState::Stopped, exit, Some("stopped on request".into()))
         }
@@ -534,7 +640,7 @@ async fn report_end(
         Err(e) => {
             // Keep the journal entry: the next start of the agent reports it.
             tracing::warn!(run = %entry.run_id, error = %e, "could not report the run's end");
-            return;
+            return false;
         }
     }
     let _ = agent.journal.forget(&entry.run_id);
@@ -544,6 +650,7 @@ async fn report_end(
             .give(&agent.journal.run_dir(&entry.run_id), entry.shipped);
     }
     tracing::debug!(item = %entry.item_id, "reported");
+    true
 }
 
 /// Fails an acked item with the run's output tail attached.
@@ -609,15 +716,25 @@ pub(crate) async fn fail(
 /// was down → reported with their real exit code; never started → reported lost.
 pub(crate) async fn readopt(agent: &Arc<Agent>) {
     let entries = agent.journal.entries();
-    if entries.is_empty() {
-        return;
+    let mut owned = Vec::new();
+    for runner in agent.runners.iter() {
+        match runner.owned().await {
+            Ok(found) => owned.extend(found),
+            Err(e) => {
+                tracing::warn!(runner = %runner.resource(), error = %e, "listing what the runner has")
+            }
+        }
     }
-    let owned = agent.runner.owned().await.unwrap_or_default();
+    reconcile(agent, &entries, &owned).await;
     for mut entry in entries {
         if entry.handle.is_none() {
             entry.handle = owned.iter().find(|h| h.run_id == entry.run_id).cloned();
         }
-        if entry.handle.is_none() {
+        let runner = match &entry.handle {
+            Some(h) => agent.runners.get(h.runner).cloned(),
+            None => agent.runner_for(&entry.queue),
+        };
+        let Some(runner) = runner.filter(|_| entry.handle.is_some()) else {
             let lost = RunUpdate {
                 started_at_ms: None,
                 fence: entry.fence,
@@ -629,19 +746,37 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
             let _ = agent.outbox.report(&entry.run_id, lost).await;
             let _ = agent.journal.forget(&entry.run_id);
             continue;
-        }
+        };
         eprintln!(
             "agent {}: re-adopting run {} (item {})",
             agent.name(),
             entry.run_id,
             entry.item_id
         );
-        let stop = agent.adopt_slot(entry.item_id);
+        let stop = agent.adopt_slot(entry.item_id, &entry.queue);
         let me = agent.clone();
         tokio::spawn(async move {
             let item = entry.item_id;
-            watch_run(&me, entry, stop, None, Instant::now()).await;
+            watch_run(&me, &runner, entry, stop, None, Instant::now()).await;
             me.finish_item(item);
         });
+    }
+}
+
+/// The reconcile pass (buildomat's): what a runner has under this agent's label that no run
+/// in the journal claims is left from a run whose end the server already has (its clean-up
+/// cut short), or from one never acked: it goes.
+async fn reconcile(agent: &Arc<Agent>, entries: &[Entry], owned: &[Handle]) {
+    for handle in owned {
+        if entries.iter().any(|e| e.run_id == handle.run_id) {
+            continue;
+        }
+        let Some(runner) = agent.runners.get(handle.runner) else {
+            continue;
+        };
+        tracing::info!(run = %handle.run_id, runner = %handle.runner, "removing what no run of this agent claims");
+        if let Err(e) = runner.release(handle).await {
+            tracing::warn!(run = %handle.run_id, error = %e, "removing a leftover failed");
+        }
     }
 }

@@ -20,18 +20,13 @@ pub(crate) fn command(spec: &LaunchSpec, job: Option<&JobVersion>) -> Result<Vec
         argv.extend(spec.overrides.args.iter().cloned());
         return Ok(argv);
     }
-    if spec
+    let mut argv = spec.overrides.entry_point.clone().unwrap_or_default();
+    // An image runs its own command when the spec gives none.
+    let image = spec
         .docker
         .as_ref()
-        .is_some_and(|d| d.docker_image.is_some())
-    {
-        return Err(
-            "an image needs a container runner; this agent has the local-process runner only"
-                .into(),
-        );
-    }
-    let mut argv = spec.overrides.entry_point.clone().unwrap_or_default();
-    if argv.first().is_none_or(|p| p.is_empty()) {
+        .is_some_and(|d| d.docker_image.is_some());
+    if !image && argv.first().is_none_or(|p| p.is_empty()) {
         return Err("the launch spec has no command (overrides.entry_point)".into());
     }
     argv.extend(spec.overrides.args.iter().cloned());
@@ -112,6 +107,7 @@ pub(crate) async fn prepare(
         resource_args,
         // The runner holds runs in line so that a slot that frees starts the next at once.
         concurrency: u32::try_from(agent.config.max_jobs).ok(),
+        image: None,
     })
 }
 

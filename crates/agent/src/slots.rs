@@ -35,7 +35,8 @@ const MAX_AHEAD: i64 = 64;
 const AHEAD_FOR: Duration = Duration::from_millis(20);
 
 pub struct Slots {
-    items: HashMap<ItemId, (Phase, watch::Sender<StopWhy>)>,
+    /// Each item's phase, its stop, and its queue (for runners' own limits).
+    items: HashMap<ItemId, (Phase, watch::Sender<StopWhy>, String)>,
     max_jobs: i64,
     recent: VecDeque<Duration>,
     /// How many runs held here have an end still to come (preparing, ready or running),
@@ -77,7 +78,7 @@ impl Slots {
     }
 
     fn count(&self, phase: Phase) -> usize {
-        self.items.values().filter(|(p, _)| *p == phase).count()
+        self.items.values().filter(|(p, _, _)| *p == phase).count()
     }
 
     pub fn running(&self) -> usize {
@@ -139,9 +140,12 @@ impl Slots {
     }
 
     /// A new item in `phase`; returns how to tell it to stop.
-    pub fn add(&mut self, item: ItemId, phase: Phase) -> watch::Receiver<StopWhy> {
+    pub fn add(&mut self, item: ItemId, phase: Phase, queue: &str) -> watch::Receiver<StopWhy> {
         let (stop, rx) = watch::channel(StopWhy::No);
-        let before = self.items.insert(item, (phase, stop)).map(|(p, _)| p);
+        let before = self
+            .items
+            .insert(item, (phase, stop, queue.to_string()))
+            .map(|(p, _, _)| p);
         self.counted(before, Some(phase));
         rx
     }
@@ -155,14 +159,14 @@ impl Slots {
 
     /// Tells one item to stop.
     pub fn stop(&self, item: ItemId, why: StopWhy) {
-        if let Some((_, stop)) = self.items.get(&item) {
+        if let Some((_, stop, _)) = self.items.get(&item) {
             let _ = stop.send(why);
         }
     }
 
     /// Tells every item in `phase` (or in any phase) to stop.
     pub fn stop_all(&self, phase: Option<Phase>, why: StopWhy) {
-        for (p, stop) in self.items.values() {
+        for (p, stop, _) in self.items.values() {
             if phase.is_none_or(|want| want == *p) {
                 let _ = stop.send(why);
             }
@@ -170,8 +174,16 @@ impl Slots {
     }
 
     pub fn remove(&mut self, item: ItemId) {
-        let before = self.items.remove(&item).map(|(p, _)| p);
+        let before = self.items.remove(&item).map(|(p, _, _)| p);
         self.counted(before, None);
+    }
+
+    /// Runs from `queue` whose end is still to come.
+    pub fn held_from(&self, queue: &str) -> usize {
+        self.items
+            .values()
+            .filter(|(p, _, q)| end_to_come(*p) && q == queue)
+            .count()
     }
 
     pub fn in_flight(&self) -> Vec<ItemId> {
@@ -197,8 +209,8 @@ mod tests {
     fn only_running_items_count_against_max_jobs() {
         let mut s = Slots::new(2);
         assert_eq!(s.wanted(), 2);
-        let _a = s.add(ItemId(1), Phase::Preparing);
-        let _b = s.add(ItemId(2), Phase::Preparing);
+        let _a = s.add(ItemId(1), Phase::Preparing, "q");
+        let _b = s.add(ItemId(2), Phase::Preparing, "q");
         assert_eq!(s.wanted(), 0, "held items count for leasing");
         s.mark(ItemId(1), Phase::Running);
         s.mark(ItemId(2), Phase::Ready);
@@ -209,7 +221,7 @@ mod tests {
         assert_eq!(s.in_flight(), vec![ItemId(2)]);
         let ends = s.ends_to_come();
         assert_eq!(ends.load(Ordering::Relaxed), 1, "item 2, ready");
-        let _c = s.add(ItemId(3), Phase::Scheduling);
+        let _c = s.add(ItemId(3), Phase::Scheduling, "q");
         assert_eq!(
             (s.schedulers(), s.wanted()),
             (1, 1),
@@ -223,7 +235,7 @@ mod tests {
         s.mark(ItemId(2), Phase::Running);
         s.mark(ItemId(2), Phase::Reporting);
         assert_eq!(ends.load(Ordering::Relaxed), 0, "its end is on its way");
-        let _d = s.add(ItemId(4), Phase::Preparing);
+        let _d = s.add(ItemId(4), Phase::Preparing, "q");
         s.remove(ItemId(4));
         assert_eq!(ends.load(Ordering::Relaxed), 0, "gone without a report");
     }
@@ -260,10 +272,10 @@ mod tests {
         }
         let mut rx = Vec::new();
         for id in 0..2 {
-            rx.push(s.add(ItemId(id), Phase::Running));
+            rx.push(s.add(ItemId(id), Phase::Running, "q"));
         }
         for id in 2..22 {
-            rx.push(s.add(ItemId(id), Phase::Ready));
+            rx.push(s.add(ItemId(id), Phase::Ready, "q"));
         }
         assert_eq!(s.wanted(), 0, "half of the 40 ahead still wait");
         s.remove(ItemId(21));
@@ -274,17 +286,17 @@ mod tests {
             one.record_duration(Duration::from_millis(40));
         }
         assert_eq!(one.wanted(), 2);
-        let _running = one.add(ItemId(1), Phase::Running);
+        let _running = one.add(ItemId(1), Phase::Running, "q");
         assert_eq!(one.wanted(), 1);
-        let _ready = one.add(ItemId(2), Phase::Ready);
+        let _ready = one.add(ItemId(2), Phase::Ready, "q");
         assert_eq!(one.wanted(), 0);
     }
 
     #[test]
     fn stops_reach_the_phase_asked() {
         let mut s = Slots::new(2);
-        let mut ready = s.add(ItemId(1), Phase::Ready);
-        let mut running = s.add(ItemId(2), Phase::Running);
+        let mut ready = s.add(ItemId(1), Phase::Ready, "q");
+        let mut running = s.add(ItemId(2), Phase::Running, "q");
         s.stop_all(Some(Phase::Ready), StopWhy::AgentStopping);
         assert_eq!(*ready.borrow_and_update(), StopWhy::AgentStopping);
         assert_eq!(*running.borrow_and_update(), StopWhy::No);

@@ -75,14 +75,15 @@ impl Cache {
         job: &JobVersion,
         work: &Path,
     ) -> Result<(), NotReady> {
-        let archive =
-            match job.spec.kind {
-                JobKind::Code => self.code_archive(client, job).await?,
-                JobKind::Git => self.git_archive(job).await?,
-                JobKind::Image => return Err(NotReady::new(
-                    "an image job needs a container runner; this agent runs local processes only",
-                )),
-            };
+        let archive = match job.spec.kind {
+            JobKind::Code => self.code_archive(client, job).await?,
+            JobKind::Git => self.git_archive(job).await?,
+            JobKind::Image => {
+                return Err(NotReady::new(
+                    "an image job has no source to unpack: it runs its image",
+                ))
+            }
+        };
         let work = work.to_path_buf();
         tokio::task::spawn_blocking(move || {
             let file = std::fs::File::open(&archive)

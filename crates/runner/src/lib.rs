@@ -1,16 +1,22 @@
 //! Runners: an agent's adapter to one backend. The agent talks to every backend through
-//! [`Runner`]; each backend (the local process runner here; containers, Slurm, Kubernetes and
-//! Ray later) maps its own states onto [`RunStatus`].
+//! [`Runner`]; each backend (a folder here: `local`, `container`, `slurm`) maps its own
+//! states onto [`RunStatus`], and [`registry`] builds the runners an agent's queues need from
+//! its config sections. What the agent needs to know of a backend it asks the runner
+//! ([`Runner::capabilities`]), never its name.
 //!
 //! Every resource a runner creates carries the run id, so that a restarted agent can find
 //! what it owns ([`Runner::owned`]) and re-adopt it instead of losing or duplicating it.
 
+pub mod container;
 pub mod local;
 pub mod procs;
+pub mod registry;
 pub mod slurm;
 
+pub use registry::{Runners, Section};
+
 use async_trait::async_trait;
-use liftoff_types::RunId;
+use liftoff_types::{ResourceType, RunId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -59,11 +65,52 @@ pub struct RunSpec {
     /// Start only while fewer runs than this are live on this runner, waiting in line
     /// otherwise (`launch` then returns when the run starts). `None`: start now.
     pub concurrency: Option<u32>,
+    /// The container image to run, for runners that run images.
+    pub image: Option<String>,
+}
+
+/// What a runner can do, as the agent needs to know it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Runs container images: image jobs, and code jobs built into an image
+    /// ([`Runner::build`]).
+    pub images: bool,
+    /// A launched run is running at once (a local process). Otherwise it is `starting` until
+    /// [`Runner::status`] says it runs (a queued Slurm job, an image being pulled).
+    pub runs_at_launch: bool,
+}
+
+/// A code job's source to make into an image.
+#[derive(Clone, Debug)]
+pub struct BuildRequest {
+    /// The job's name, for the image's name.
+    pub job: String,
+    /// The unpacked source.
+    pub source: PathBuf,
+}
+
+/// Why a build failed, with its log.
+#[derive(Debug)]
+pub struct BuildFailure {
+    pub message: String,
+    pub log: String,
+}
+
+/// A built image: its reference, whether it was built now (false: found made), and the log.
+#[derive(Debug)]
+pub struct Built {
+    pub image: String,
+    pub built: bool,
+    pub log: String,
 }
 
 /// How to find a run on its backend again: stored in the agent's journal and on the server.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handle {
+    /// The runner that made it (journals written before runners were per queue hold local
+    /// runs only).
+    #[serde(default)]
+    pub runner: ResourceType,
     pub run_id: RunId,
     /// The backend's own fields: pid and start time, a Slurm job id, a pod name...
     pub data: serde_json::Value,
@@ -98,6 +145,9 @@ pub enum RunStatus {
         message: String,
         exit: Option<Exit>,
     },
+    /// The backend could not start it (a missing image, a failed pull): the item fails with
+    /// phase `build`.
+    NotStarted(String),
     /// The backend has no trace of it (it ended while nobody watched, or never started).
     Gone,
 }
@@ -123,8 +173,23 @@ pub type RunnerResult<T> = Result<T, RunnerError>;
 
 #[async_trait]
 pub trait Runner: Send + Sync {
-    /// The resource type this runner serves (`local-process`, ...).
-    fn resource(&self) -> &'static str;
+    /// The resource type this runner serves.
+    fn resource(&self) -> ResourceType;
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            images: false,
+            runs_at_launch: false,
+        }
+    }
+
+    /// Makes a code job's source into an image (runners that run images).
+    async fn build(&self, _request: &BuildRequest) -> Result<Built, BuildFailure> {
+        Err(BuildFailure {
+            message: format!("the {} runner builds no images", self.resource()),
+            log: String::new(),
+        })
+    }
 
     /// Refuses a spec this backend cannot run, before anything is started.
     async fn check(&self, spec: &RunSpec) -> RunnerResult<()>;
@@ -166,4 +231,11 @@ pub trait Runner: Send + Sync {
 
     /// The runs this runner finds on its backend, labelled as liftoff's.
     async fn owned(&self) -> RunnerResult<Vec<Handle>>;
+
+    /// Forgets a run whose end the server has: removes what the backend keeps of it (a
+    /// stopped container). Also for what [`Runner::owned`] finds that no run of the agent's
+    /// claims (the reconcile pass).
+    async fn release(&self, _handle: &Handle) -> RunnerResult<()> {
+        Ok(())
+    }
 }

@@ -416,6 +416,7 @@ async fn runner_floor(dir: &Path, runs: usize, concurrency: usize) -> anyhow::Re
             output: state.join("output.log"),
             resource_args: json!({}),
             concurrency: Some(concurrency as u32),
+            image: None,
         })
     };
     // The supervisor is up before the clock starts, as the agent's is.

@@ -141,7 +141,8 @@ async fn through_liftoff(dir: &Path, n: usize) -> anyhow::Result<(f64, u64)> {
     let runner = SlurmRunner::new(slurm);
     let commands = runner.command_counter();
     let client = Client::new(&server.url(), Some(token))?;
-    let agent = Agent::start(client, config, Arc::new(runner), std::env::vars()).await?;
+    let runners = liftoff_runner::Runners::of(vec![Arc::new(runner)]);
+    let agent = Agent::start(client, config, runners, std::env::vars()).await?;
     let (stop, rx) = tokio::sync::mpsc::channel(2);
     let task = tokio::spawn(agent.run(rx));
     let spec = LaunchSpec::command(vec!["/bin/true".into()]);

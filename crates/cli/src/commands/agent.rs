@@ -7,8 +7,8 @@ use anyhow::Context;
 use clap::Args;
 use liftoff_agent::{config, Agent, AgentConfig, Control};
 use liftoff_client::Client;
-use liftoff_runner::local::{LocalRunner, SupervisorCommand};
-use liftoff_runner::slurm::{SlurmConfig, SlurmRunner};
+use liftoff_runner::local::SupervisorCommand;
+use liftoff_runner::{registry, Runners};
 use liftoff_types::ResourceType;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -69,7 +69,8 @@ pub async fn run(g: &Global, args: AgentArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the runner its queues need (one resource type per agent) and starts the agent.
+/// Builds a runner for each resource type its queues run (from the config's `runners:`
+/// sections, or each type's defaults) and starts the agent.
 pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
@@ -83,39 +84,23 @@ pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent
             resources.push(q.resource);
         }
     }
-    if resources.len() > 1 {
-        let names: Vec<&str> = resources.iter().map(|r| r.as_str()).collect();
-        anyhow::bail!(
-            "the queues given run {}: run one agent per resource type",
-            names.join(" and ")
-        );
-    }
-    let runner: Arc<dyn liftoff_runner::Runner> = match resources.into_iter().next() {
-        Some(ResourceType::Slurm) => {
-            let mut config = SlurmConfig::new(slurm_label(&cfg.state_dir, &cfg.hostname));
-            config.poll_every = cfg.slurm_poll_interval;
-            Arc::new(SlurmRunner::new(config))
-        }
-        _ => {
-            let supervisor = SupervisorCommand {
-                program: std::env::current_exe().context("finding the liftoff binary")?,
-                args: vec!["supervise".into()],
-            };
-            Arc::new(LocalRunner::new(&cfg.state_dir, supervisor))
-        }
+    let context = registry::Context {
+        state_dir: cfg.state_dir.clone(),
+        hostname: cfg.hostname.clone(),
+        supervisor: SupervisorCommand {
+            program: std::env::current_exe().context("finding the liftoff binary")?,
+            args: vec!["supervise".into()],
+        },
+        env: std::env::vars().collect(),
+        slurm_poll_every: cfg.slurm_poll_interval,
+        base_image: cfg.base_image.clone(),
+        registry: cfg.registry.clone(),
     };
-    let agent = Agent::start(client, cfg, runner, std::env::vars()).await?;
+    let runners =
+        Runners::build(&resources, &cfg.runners, &context).map_err(|e| anyhow::anyhow!(e))?;
+    let agent = Agent::start(client, cfg, runners, std::env::vars()).await?;
     eprintln!("{}", agent.snapshot().line());
     Ok(agent)
-}
-
-/// The comment on this agent's Slurm jobs: stable for its state directory on this host, so
-/// the agent finds its jobs again after a restart, and short.
-fn slurm_label(state_dir: &std::path::Path, host: &str) -> String {
-    use sha2::Digest;
-    let path = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
-    let digest = sha2::Sha256::digest(format!("{host}:{}", path.display()));
-    format!("liftoff:{}", &hex::encode(digest)[..16])
 }
 
 /// SIGINT/SIGTERM as agent controls: the first stops cleanly, the next stops runs now.

@@ -14,9 +14,11 @@ pub mod supervisor;
 pub use exit::{exit_record, read_exit_record, EXIT_RECORD};
 use program::{resolve, Found};
 
-use crate::{procs, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult};
+use crate::{
+    procs, Capabilities, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult,
+};
 use async_trait::async_trait;
-use liftoff_types::RunId;
+use liftoff_types::{ResourceType, RunId};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use proto::{Message, Request};
@@ -389,8 +391,15 @@ async fn read_until_closed(
 
 #[async_trait]
 impl Runner for LocalRunner {
-    fn resource(&self) -> &'static str {
-        "local-process"
+    fn resource(&self) -> ResourceType {
+        ResourceType::LocalProcess
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            images: false,
+            runs_at_launch: true,
+        }
     }
 
     async fn check(&self, spec: &RunSpec) -> RunnerResult<()> {
@@ -444,6 +453,7 @@ impl Runner for LocalRunner {
                 }
                 drop(ends);
                 Ok(Handle {
+                    runner: ResourceType::LocalProcess,
                     run_id: spec.run_id.clone(),
                     data: serde_json::to_value(LocalHandle {
                         pid,
@@ -590,7 +600,11 @@ impl Runner for LocalRunner {
                         start_time: c.start_time,
                         exit_file: c.exit_file,
                     };
-                    Some(serde_json::to_value(data).map(|data| Handle { run_id, data }))
+                    Some(serde_json::to_value(data).map(|data| Handle {
+                        runner: ResourceType::LocalProcess,
+                        run_id,
+                        data,
+                    }))
                 })
                 .collect::<Result<_, _>>()
                 .map_err(|e| RunnerError::Permanent(e.to_string())),
@@ -651,6 +665,7 @@ mod tests {
             output: dir.join("output.log"),
             resource_args: serde_json::json!({}),
             concurrency: None,
+            image: None,
         }
     }
 

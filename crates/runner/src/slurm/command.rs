@@ -365,6 +365,7 @@ mod tests {
             output: PathBuf::from("/w/r1/output.log"),
             resource_args: args,
             concurrency: None,
+            image: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod command;
 use crate::{Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult};
 use async_trait::async_trait;
 use command::Job;
+use liftoff_types::ResourceType;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -279,8 +280,8 @@ fn ended(status: &RunStatus) -> bool {
 
 #[async_trait]
 impl Runner for SlurmRunner {
-    fn resource(&self) -> &'static str {
-        "slurm"
+    fn resource(&self) -> ResourceType {
+        ResourceType::Slurm
     }
 
     fn poll_every(&self) -> Duration {
@@ -308,6 +309,7 @@ impl Runner for SlurmRunner {
         let job_id = self.submit(spec, &args).await?;
         self.watch(&[job_id]);
         Ok(Handle {
+            runner: ResourceType::Slurm,
             run_id: spec.run_id.clone(),
             data: serde_json::json!({ "job_id": job_id }),
         })
@@ -370,6 +372,7 @@ impl Runner for SlurmRunner {
             .filter_map(|j| {
                 let run = command::run_of_job_name(&j.name)?.parse().ok()?;
                 Some(Handle {
+                    runner: ResourceType::Slurm,
                     run_id: run,
                     data: serde_json::json!({ "job_id": j.id }),
                 })
