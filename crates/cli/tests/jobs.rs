@@ -300,7 +300,7 @@ async fn a_git_job_runs_the_commit_it_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_job_is_refused_clearly_without_a_container_runner() {
+async fn an_image_job_is_refused_at_launch_on_a_queue_that_runs_no_images() {
     let up = ServerProcess::start_with(&["up", "--bind", "127.0.0.1:0"]);
     ok(&up.run(&[
         "job",
@@ -315,16 +315,18 @@ async fn an_image_job_is_refused_clearly_without_a_container_runner() {
         listed.contains("python:v0") && listed.contains("python:3.11-slim"),
         "{listed}"
     );
-    let id = item_id(&up.run(&["launch", "--job", "python"]));
-    let item = wait_ended(&up.client(), id).await;
-    assert_eq!(item.state, ItemState::Failed);
-    let failure = item.failure.unwrap();
-    assert_eq!(failure.phase, Phase::Agent);
+    // The default queue runs local processes: the launch is refused, nothing is queued.
+    let said = common::refused(&up.run(&["launch", "--job", "python"]));
     assert!(
-        failure.message.contains("container runner"),
-        "{}",
-        failure.message
+        said.contains("job") && said.contains("runs no images") && said.contains("container"),
+        "{said}"
     );
+    let items = up
+        .client()
+        .list_items(&liftoff_types::api::ItemFilter::default())
+        .await
+        .unwrap();
+    assert!(items.is_empty(), "{items:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

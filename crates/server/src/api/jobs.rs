@@ -181,9 +181,13 @@ pub async fn version(
 /// At enqueue: pins a spec's job reference to its version (`name:vN`), merges the run config
 /// over the job's defaults, and checks it against the job's input schema (422 naming every
 /// violation by path).
-pub async fn resolve(state: &AppState, spec: &mut LaunchSpec) -> Result<(), ApiError> {
+/// Returns the job's kind, when the spec names a job.
+pub async fn resolve(
+    state: &AppState,
+    spec: &mut LaunchSpec,
+) -> Result<Option<liftoff_types::JobKind>, ApiError> {
     let Some(reference) = spec.job.clone() else {
-        return Ok(());
+        return Ok(None);
     };
     let r: JobRef = reference
         .parse()
@@ -209,7 +213,7 @@ pub async fn resolve(state: &AppState, spec: &mut LaunchSpec) -> Result<(), ApiE
     }
     spec.overrides.run_config = config;
     spec.job = Some(job.reference());
-    Ok(())
+    Ok(Some(job.spec.kind))
 }
 
 fn field(name: &str, message: String) -> FieldError {

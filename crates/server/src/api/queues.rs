@@ -23,6 +23,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Queue>), ApiError> {
     caller.require(Access::Admin)?;
     ApiError::check(queue.validate())?;
+    ApiError::check(resource_problems(
+        queue.resource,
+        &queue.config,
+        "config",
+        true,
+    ))?;
     let queue = state.store.create_queue(queue, now_ms()).await?;
     Ok((StatusCode::CREATED, Json(queue)))
 }
@@ -100,9 +106,10 @@ pub async fn new_item(
     kind: ItemKind,
 ) -> Result<NewItem, ApiError> {
     ApiError::check(spec.validate())?;
-    super::jobs::resolve(state, &mut spec).await?;
+    let job_kind = super::jobs::resolve(state, &mut spec).await?;
     let queue = state.store.get_queue(name, false).await?;
     check_resource(&spec, &queue)?;
+    check_image(&spec, job_kind, &queue)?;
     let values = template::resolve(&queue.template_variables, &spec.template_variables).map_err(
         |errors| {
             ApiError::invalid(
@@ -117,13 +124,99 @@ pub async fn new_item(
             )
         },
     )?;
+    let mut resource_args = template::substitute(&queue.config, &values);
+    if let Some(own) = spec_resource_args(&spec, queue.resource) {
+        merge(&mut resource_args, own);
+    }
+    ApiError::check(resource_problems(
+        queue.resource,
+        &resource_args,
+        "resource_args",
+        false,
+    ))?;
     Ok(NewItem {
         queue: queue.name.clone(),
         priority: spec.priority.unwrap_or_default(),
-        resource_args: template::substitute(&queue.config, &values),
+        resource_args,
         spec,
         kind,
     })
+}
+
+/// The spec's own resource args for a resource, under its name or W&B's (`local-container`).
+fn spec_resource_args(spec: &LaunchSpec, resource: ResourceType) -> Option<&serde_json::Value> {
+    spec.resource_args
+        .iter()
+        .find(|(key, _)| key.parse::<ResourceType>().ok() == Some(resource))
+        .map(|(_, v)| v)
+}
+
+/// The spec's resource args under the queue's: they add what the queue's config leaves
+/// unset, never change what it sets (admins constrain users through the template).
+fn merge(base: &mut serde_json::Value, under: &serde_json::Value) {
+    if let (serde_json::Value::Object(b), serde_json::Value::Object(u)) = (base, under) {
+        for (k, v) in u {
+            match b.get_mut(k) {
+                Some(slot) => merge(slot, v),
+                None => {
+                    b.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+}
+
+/// What a backend would refuse in its resource args, checked where they enter: a queue's
+/// config (`templated`: placeholders still unfilled) and each enqueued item.
+fn resource_problems(
+    resource: ResourceType,
+    args: &serde_json::Value,
+    at: &str,
+    templated: bool,
+) -> Vec<(String, String)> {
+    match resource {
+        ResourceType::Container => liftoff_types::container::check(args, templated)
+            .into_iter()
+            .map(|p| {
+                let field = match p.field.strip_prefix("resource_args") {
+                    Some(rest) => format!("{at}{rest}"),
+                    None => p.field,
+                };
+                (field, p.message)
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An image (an image job, or `docker.docker_image`) runs only on a queue whose resource
+/// runs images: refused here, not by an agent later.
+fn check_image(
+    spec: &LaunchSpec,
+    job: Option<liftoff_types::JobKind>,
+    queue: &Queue,
+) -> Result<(), ApiError> {
+    if queue.resource.runs_images() {
+        return Ok(());
+    }
+    let field = if job == Some(liftoff_types::JobKind::Image) {
+        "job"
+    } else if spec
+        .docker
+        .as_ref()
+        .is_some_and(|d| d.docker_image.is_some())
+    {
+        "docker.docker_image"
+    } else {
+        return Ok(());
+    };
+    ApiError::check(vec![(
+        field.into(),
+        format!(
+            "runs an image, and queue {:?} runs {}, which runs no images: use a container or kubernetes queue",
+            queue.name, queue.resource
+        ),
+    )])
 }
 
 /// A spec that names a resource must name its queue's.
