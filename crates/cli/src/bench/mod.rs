@@ -2,6 +2,7 @@
 //! the floors and targets measured in the same run so that the figures compare as ratios.
 
 mod agent;
+mod container;
 mod env;
 mod queue;
 mod slurm;
@@ -15,6 +16,8 @@ pub enum BenchCommand {
     Queue(queue::QueueBench),
     /// Dispatch latency, throughput against a bare spawn loop, stop latency, agent memory.
     Agent(agent::AgentBench),
+    /// The container runner against the bare Engine API: start latency, throughput, memory.
+    Container(container::ContainerBench),
     /// N trivial runs through liftoff into Slurm against N bare sbatch submissions.
     Slurm(slurm::SlurmBench),
     /// The environment cache: a job's first run (builds) against later runs (reuse).
@@ -28,6 +31,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(b) => queue::run(b).await,
         BenchCommand::Agent(b) => agent::run(b).await,
         BenchCommand::Slurm(b) => slurm::run(b).await,
+        BenchCommand::Container(b) => container::run(b).await,
         BenchCommand::Sweep(b) => sweep::run(b).await,
         BenchCommand::Env(b) => env::run(b).await,
     }
