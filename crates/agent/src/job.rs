@@ -76,7 +76,17 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: watch::Rec
         Ok(ready) => ready,
         Err(e) => return fail_build(agent, &entry, e).await,
     };
-    let mut spec = match prepare(agent, item, &run_id, &run_token, argv, python.as_deref()).await {
+    let sandboxed = runner.capabilities().sandboxed;
+    let prepared = prepare(
+        agent,
+        item,
+        &run_id,
+        &run_token,
+        argv,
+        python.as_deref(),
+        sandboxed,
+    );
+    let mut spec = match prepared.await {
         Ok(spec) => spec,
         Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
     };
@@ -406,7 +416,10 @@ async fn watch_run(
     let metrics = crate::shipper::MetricsShipper {
         client: agent.client.clone(),
         run: entry.run_id.clone(),
-        path: agent.journal.run_dir(&entry.run_id).join("metrics.jsonl"),
+        path: liftoff_runner::metrics_file(
+            &agent.journal.run_dir(&entry.run_id),
+            runner.capabilities().sandboxed,
+        ),
     };
     // The watch, the shipping of both files and the first report are three futures of this
     // one task (a task, or a timer, more per run is a cost every short run pays).
@@ -533,7 +546,17 @@ async fn wait_started_then_ended(
         });
     };
     loop {
-        let status = runner.status(std::slice::from_ref(handle)).await?;
+        let status = match runner.status(std::slice::from_ref(handle)).await {
+            Ok(status) => status,
+            // A backend not answering for a moment does not end a run: ask again until the
+            // start timeout.
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                tracing::warn!(run = %entry.run_id, error = %e, "asking the run's state; again in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         match status.into_iter().next() {
             Some(RunStatus::Starting(reason))
                 if shown.as_ref() != Some(&reason) && Instant::now() < deadline =>
@@ -717,7 +740,13 @@ pub(crate) async fn fail(
 pub(crate) async fn readopt(agent: &Arc<Agent>) {
     let entries = agent.journal.entries();
     let mut owned = Vec::new();
-    for runner in agent.runners.iter() {
+    // With nothing journaled, only backends that keep ended runs' leftovers are asked (an
+    // idle local agent starts no supervisor for this).
+    let to_ask = agent
+        .runners
+        .iter()
+        .filter(|r| !entries.is_empty() || r.capabilities().keeps_ended);
+    for runner in to_ask {
         match runner.owned().await {
             Ok(found) => owned.extend(found),
             Err(e) => {

@@ -55,6 +55,7 @@ pub(crate) async fn prepare(
     token: &str,
     argv: Vec<String>,
     python: Option<&std::path::Path>,
+    sandboxed: bool,
 ) -> Result<RunSpec, String> {
     let dir = agent.journal.run_dir(run_id);
     let config = serde_json::Value::Object(item.spec.overrides.run_config.clone()).to_string();
@@ -67,7 +68,14 @@ pub(crate) async fn prepare(
     } else {
         agent.journal.empty_config()
     };
-    let metrics_file = dir.join("metrics.jsonl");
+    let metrics_file = liftoff_runner::metrics_file(&dir, sandboxed);
+    if sandboxed {
+        let shared = dir.join("box");
+        tokio::task::spawn_blocking(move || std::fs::create_dir_all(&shared))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("cannot create the run's box directory: {e}"))?;
+    }
     let output = dir.join("output.log");
     let vars = crate::env::RunVars {
         run_id: run_id.as_str(),

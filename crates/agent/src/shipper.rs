@@ -59,7 +59,7 @@ impl Shipper {
 /// The last `lines` lines of a file (read from its last 256 KiB), for failure reports.
 pub fn tail(path: &std::path::Path, lines: usize) -> String {
     use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = std::fs::File::open(path) else {
+    let Ok(mut file) = open_no_link(path) else {
         return String::new();
     };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -162,6 +162,17 @@ impl MetricsShipper {
     }
 }
 
+/// Opens a run's file for reading, refusing a symbolic link: a run (a container's root above
+/// all) may replace its own files, and a link would make the agent read and ship a file of
+/// its own choosing.
+fn open_no_link(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+}
+
 /// Reads up to `max` bytes of `path` from `offset` (nothing if the file is not there yet).
 ///
 /// The file is in the agent's own state directory, on a local disk: opening it and reading a
@@ -172,11 +183,11 @@ async fn read_from(path: &std::path::Path, offset: u64, max: usize) -> Vec<u8> {
     const INLINE: u64 = 64 * 1024;
     // Looked at before it is opened: most looks find nothing new (a short run's one look at
     // its empty output), and then one `stat` is all they cost.
-    let len = std::fs::metadata(path).map_or(0, |m| m.len());
+    let len = std::fs::symlink_metadata(path).map_or(0, |m| m.len());
     if len <= offset {
         return Vec::new();
     }
-    let Ok(file) = std::fs::File::open(path) else {
+    let Ok(file) = open_no_link(path) else {
         return Vec::new();
     };
     let want = (len - offset).min(max as u64);

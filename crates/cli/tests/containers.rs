@@ -133,7 +133,9 @@ async fn image_runs_finish_fail_and_stop(host: &str) {
     );
     let mut hello = in_image(
         BUSYBOX,
-        "echo hello from $LIFTOFF_RUN_ID; cat /liftoff/config.json; echo; echo oops >&2",
+        "echo hello from $LIFTOFF_RUN_ID; cat $LIFTOFF_CONFIG_FILE; echo; echo oops >&2; \
+         echo '{\"step\": 1, \"loss\": 0.25}' >> $LIFTOFF_METRICS_FILE; \
+         test -e /liftoff/output.log || echo none of the agent files; env | grep -c TOKEN=lft_ || true",
     );
     hello.overrides.run_config = serde_json::from_value(json!({"lr": 0.5})).unwrap();
     let hello = client.enqueue("box", &hello).await.unwrap().id;
@@ -155,6 +157,13 @@ async fn image_runs_finish_fail_and_stop(host: &str) {
     assert!(text.contains(&format!("hello from {run}")), "{text}");
     assert!(text.contains(r#""lr":0.5"#), "the config inside: {text}");
     assert!(text.contains("oops"), "stderr too: {text}");
+    assert!(text.contains("none of the agent files"), "{text}");
+    assert!(
+        text.trim_end().ends_with('0'),
+        "no agent token inside: {text}"
+    );
+    let metrics = client.run_metrics(&run).await.unwrap();
+    assert_eq!(metrics.summary["loss"].last, 0.25, "{metrics:?}");
 
     let item = wait_ended(&client, three, Duration::from_secs(60)).await;
     assert_eq!(item.state, ItemState::Failed);
@@ -332,8 +341,35 @@ async fn a_killed_agent_readopts_its_containers_without_losing_a_line() {
         runs.push(run);
     }
     agent.kill9();
+    // Left by a run whose end was reported just before a crash cut its clean-up short: the
+    // restarted agent's reconcile pass removes it.
+    let label = docker(
+        &host,
+        &[
+            "inspect",
+            "-f",
+            "{{index .Config.Labels \"liftoff.agent\"}}",
+            &format!("liftoff-{}", runs[0]),
+        ],
+    );
+    let orphan = format!("liftoff-orphan{}", std::process::id());
+    docker(
+        &host,
+        &[
+            "create",
+            "--name",
+            &orphan,
+            "--label",
+            &format!("liftoff.agent={}", label.trim()),
+            "--label",
+            "liftoff.run-id=orphan1",
+            BUSYBOX,
+            "true",
+        ],
+    );
     // One ends while no agent watches: its exit is reported after the restart.
-    let go = |run: &liftoff_types::RunId| state.join("runs").join(run.as_str()).join("go");
+    // The container sees its run's `box/` as /liftoff.
+    let go = |run: &liftoff_types::RunId| state.join("runs").join(run.as_str()).join("box/go");
     std::fs::write(go(&runs[0]), "").unwrap();
     wait_async(
         "the first container to exit",
@@ -359,6 +395,19 @@ async fn a_killed_agent_readopts_its_containers_without_losing_a_line() {
         runs.iter()
             .all(|r| log.contains(&format!("re-adopting run {r}")))
     });
+    wait_async(
+        "the leftover container removed",
+        Duration::from_secs(20),
+        || async {
+            docker(
+                &host,
+                &["ps", "-a", "-q", "--filter", &format!("name={orphan}")],
+            )
+            .trim()
+            .is_empty()
+        },
+    )
+    .await;
     for run in &runs[1..] {
         std::fs::write(go(run), "").unwrap();
     }

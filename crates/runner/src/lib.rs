@@ -78,6 +78,22 @@ pub struct Capabilities {
     /// A launched run is running at once (a local process). Otherwise it is `starting` until
     /// [`Runner::status`] says it runs (a queued Slurm job, an image being pulled).
     pub runs_at_launch: bool,
+    /// The backend keeps what a run leaves after it ends until [`Runner::release`] (a
+    /// stopped container), so a starting agent lists it even with an empty journal: a crash
+    /// between the report and the release leaves it behind.
+    pub keeps_ended: bool,
+    /// The run sees none of the agent's files: only its own `box/` directory (the metrics
+    /// file), and its config read-only. Its output file is the runner's to write.
+    pub sandboxed: bool,
+}
+
+/// Where a run's metrics file is, in its directory (a sandboxed run's in its `box/`).
+pub fn metrics_file(run_dir: &std::path::Path, sandboxed: bool) -> PathBuf {
+    if sandboxed {
+        run_dir.join("box").join("metrics.jsonl")
+    } else {
+        run_dir.join("metrics.jsonl")
+    }
 }
 
 /// A code job's source to make into an image.
@@ -180,6 +196,8 @@ pub trait Runner: Send + Sync {
         Capabilities {
             images: false,
             runs_at_launch: false,
+            keeps_ended: false,
+            sandboxed: false,
         }
     }
 

@@ -122,6 +122,12 @@ pub fn parse(args: &Value) -> Result<ContainerArgs, Vec<ArgProblem>> {
     }
 }
 
+/// Whether two keys name the same flag (`-m`, `--memory` and `memory`), so that one set by
+/// a queue is not set again under another spelling.
+pub fn same_flag(a: &str, b: &str) -> bool {
+    a == b || matches!((Flag::from_key(a), Flag::from_key(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 /// The allowed flags, after normalizing the key (no leading dashes, `_` as `-`, short forms).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Flag {

@@ -56,7 +56,7 @@ pub async fn build(
         return push(docker, config, tag, false, log).await;
     }
     let mut log = format!("building {tag} on {base}\n");
-    if docker.inspect_image(base).await.is_err() {
+    if docker.inspect_image(&super::with_tag(base)).await.is_err() {
         log.push_str(&format!("pulling {base}\n"));
         ContainerRunner::pull(docker, base)
             .await

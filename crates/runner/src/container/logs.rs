@@ -16,6 +16,8 @@ use std::time::Duration;
 /// Follows `container`'s log into `output` until the container has ended and its log is
 /// read to the end.
 pub async fn follow(docker: Docker, container: String, output: PathBuf) {
+    // Looks at an engine that does not answer, before giving up (a minute).
+    let mut unanswered = 0;
     loop {
         match follow_once(&docker, &container, &output).await {
             Ok(()) => {}
@@ -23,12 +25,13 @@ pub async fn follow(docker: Docker, container: String, output: PathBuf) {
         }
         // The stream ends when the container does, or when the connection breaks: only a
         // container that still runs is followed again.
-        match docker.inspect_container(&container, None).await {
-            Ok(info) if info.state.as_ref().and_then(|s| s.running) == Some(true) => {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            _ => return,
+        match super::still_running(&docker, &container).await {
+            Some(false) => return,
+            Some(true) => unanswered = 0,
+            None if unanswered >= 300 => return,
+            None => unanswered += 1,
         }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

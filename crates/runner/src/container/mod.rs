@@ -79,6 +79,9 @@ pub struct ContainerHandle {
     /// The image it runs (what a built code job became), for people reading the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The run's output file, for a restarted agent to follow the log into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<std::path::PathBuf>,
 }
 
 impl ContainerHandle {
@@ -141,7 +144,11 @@ impl ContainerRunner {
     }
 
     fn handle(&self, run_id: &RunId, container: String, image: Option<String>) -> Handle {
-        let data = ContainerHandle { container, image };
+        let data = ContainerHandle {
+            container,
+            image,
+            output: None,
+        };
         Handle {
             runner: ResourceType::Container,
             run_id: run_id.clone(),
@@ -182,8 +189,10 @@ impl ContainerRunner {
 
     /// Pulls an image, with the engine's reason on failure.
     async fn pull(docker: &Docker, image: &str) -> Result<(), String> {
+        // Without a tag the engine pulls every tag of the repository.
+        let reference = with_tag(image);
         let options = CreateImageOptions {
-            from_image: Some(image.to_string()),
+            from_image: Some(reference),
             ..Default::default()
         };
         let mut progress = docker.create_image(Some(options), None, None);
@@ -215,8 +224,27 @@ impl ContainerRunner {
             .await
         {
             Ok(_) => {}
-            // Made by an earlier try of this same launch (its answer lost): take it.
-            Err(e) if status(&e) == Some(409) => {}
+            // Made by an earlier try of this same launch (its answer lost): take it, but only
+            // if it is this run's, made by this agent.
+            Err(e) if status(&e) == Some(409) => {
+                let labels = docker
+                    .inspect_container(&spec.name, None)
+                    .await
+                    .ok()
+                    .and_then(|i| i.config)
+                    .and_then(|c| c.labels)
+                    .unwrap_or_default();
+                let wanted = spec.body.labels.clone().unwrap_or_default();
+                let ours = [RUN_LABEL, AGENT_LABEL]
+                    .iter()
+                    .all(|k| labels.contains_key(*k) && labels.get(*k) == wanted.get(*k));
+                if !ours {
+                    return Err(format!(
+                        "a container named {} already exists and is not this run's",
+                        spec.name
+                    ));
+                }
+            }
             Err(e) => return Err(format!("the engine refused the container: {}", reason(&e))),
         }
         if let Err(e) = docker.start_container(&spec.name, None).await {
@@ -312,7 +340,7 @@ impl ContainerRunner {
             .into_iter()
             .find(|m| m.destination.as_deref() == Some(spec::RUN_DIR))?
             .source?;
-        Some(std::path::Path::new(&run_dir).join("output.log"))
+        Some(std::path::Path::new(&run_dir).with_file_name("output.log"))
     }
 }
 
@@ -326,6 +354,8 @@ impl Runner for ContainerRunner {
         Capabilities {
             images: true,
             runs_at_launch: false,
+            keeps_ended: true,
+            sandboxed: true,
         }
     }
 
@@ -348,8 +378,16 @@ impl Runner for ContainerRunner {
             permit: Mutex::new(permit),
         });
         lock(&self.live).insert(spec.run_id.clone(), live.clone());
-        let handle = self.handle(&spec.run_id, made.name.clone(), Some(made.image.clone()));
-        let present = self.has_image(&made.image).await?;
+        let mut handle = self.handle(&spec.run_id, made.name.clone(), Some(made.image.clone()));
+        handle.data["output"] = serde_json::json!(made.output);
+        let present = match self.has_image(&made.image).await {
+            Ok(p) => p,
+            Err(e) => {
+                // Its place in the line goes with it.
+                lock(&self.live).remove(&spec.run_id);
+                return Err(e);
+            }
+        };
         if present && self.config.pull != Pull::Always {
             if let Err(message) = Self::create_and_start(&self.docker, &made, &live).await {
                 lock(&self.live).remove(&spec.run_id);
@@ -409,7 +447,10 @@ impl Runner for ContainerRunner {
             Some(live) => live,
             None => {
                 // Re-adopted: follow its log from where the output file ends.
-                let output = self.output_of(&container).await;
+                let output = match ContainerHandle::of(handle)?.output {
+                    Some(path) => Some(path),
+                    None => self.output_of(&container).await,
+                };
                 self.adopt(handle, &container, output);
                 self.live(&handle.run_id)
                     .ok_or_else(|| RunnerError::Permanent("the run vanished".into()))?
@@ -430,9 +471,19 @@ impl Runner for ContainerRunner {
         }
         let code = loop {
             let mut waited = self.docker.wait_container(&container, None);
+            let waited_at = std::time::Instant::now();
             match waited.next().await {
                 Some(Ok(answer)) => break Some(answer.status_code),
-                None => break None,
+                // The stream ended without an answer (the engine restarting): wait again
+                // while the container still runs.
+                None => match still_running(&self.docker, &container).await {
+                    Some(false) => break None,
+                    _ => {
+                        if waited_at.elapsed() < Duration::from_secs(1) {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                },
                 Some(Err(EngineError::DockerContainerWaitError { code, .. })) => break Some(code),
                 Some(Err(e)) if status(&e) == Some(404) => break None,
                 Some(Err(e)) => {
@@ -474,6 +525,11 @@ impl Runner for ContainerRunner {
                 if !pull.is_finished() {
                     pull.abort();
                     live.set(Phase::NotStarted("stopped before it started".into()));
+                    // The abort may have come after the create: nothing of it may run on.
+                    let _ = self
+                        .docker
+                        .remove_container(&container, Some(force_remove()))
+                        .await;
                     return Ok(());
                 }
             }
@@ -534,6 +590,29 @@ fn force_remove() -> RemoveContainerOptions {
         force: true,
         v: true,
         link: false,
+    }
+}
+
+/// Whether a container still runs: `None` when the engine does not say (not answering).
+/// A state podman names in words the API lacks (`stopped`) is past running.
+async fn still_running(docker: &Docker, container: &str) -> Option<bool> {
+    match docker.inspect_container(container, None).await {
+        Ok(info) => Some(info.state.and_then(|s| s.running) == Some(true)),
+        Err(e) if status(&e) == Some(404) => Some(false),
+        Err(EngineError::JsonDataError { .. }) | Err(EngineError::JsonSerdeError { .. }) => {
+            Some(false)
+        }
+        Err(_) => None,
+    }
+}
+
+/// An image reference with a tag (`:latest` when it names none, and no digest).
+fn with_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || image.contains('@') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
     }
 }
 

@@ -8,7 +8,8 @@ use liftoff_types::container::{ContainerArgs, Gpus};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-/// Where the run's directory is mounted inside its container.
+/// Where the run's `box/` directory (its metrics file) is mounted inside its container, with
+/// its config file read-only beside: the container sees nothing else of the agent's.
 pub const RUN_DIR: &str = "/liftoff";
 
 /// The host's variables that mean nothing inside an image (its own `PATH` wins).
@@ -42,7 +43,7 @@ impl Container {
             .output
             .parent()
             .unwrap_or_else(|| Path::new("/"))
-            .to_path_buf();
+            .join("box");
         let name = args
             .name
             .clone()
@@ -109,11 +110,8 @@ fn host_config(
     run_dir: &Path,
 ) -> HostConfig {
     let mut binds = vec![format!("{}:{RUN_DIR}", run_dir.display())];
-    // A run without a config of its own shares the agent's read-only `{}`, outside its dir.
     if let Some(file) = spec.env.own.get("LIFTOFF_CONFIG_FILE") {
-        if !Path::new(file).starts_with(run_dir) {
-            binds.push(format!("{file}:{RUN_DIR}/config.json:ro"));
-        }
+        binds.push(format!("{file}:{RUN_DIR}/config.json:ro"));
     }
     HostConfig {
         binds: Some(binds),
@@ -193,7 +191,7 @@ mod tests {
                     ("PATH".to_string(), "/host/venv/bin:/usr/bin".to_string()),
                     (
                         "LIFTOFF_METRICS_FILE".to_string(),
-                        "/state/runs/r1/metrics.jsonl".to_string(),
+                        "/state/runs/r1/box/metrics.jsonl".to_string(),
                     ),
                     (
                         "LIFTOFF_CONFIG_FILE".to_string(),
@@ -228,7 +226,7 @@ mod tests {
         assert_eq!(
             host.binds.unwrap(),
             [
-                "/state/runs/r1:/liftoff",
+                "/state/runs/r1/box:/liftoff",
                 "/state/empty-config.json:/liftoff/config.json:ro"
             ]
         );

@@ -399,6 +399,8 @@ impl Runner for LocalRunner {
         Capabilities {
             images: false,
             runs_at_launch: true,
+            keeps_ended: false,
+            sandboxed: false,
         }
     }
 

@@ -126,7 +126,7 @@ pub async fn new_item(
     )?;
     let mut resource_args = template::substitute(&queue.config, &values);
     if let Some(own) = spec_resource_args(&spec, queue.resource) {
-        merge(&mut resource_args, own);
+        merge(&mut resource_args, own, queue.resource);
     }
     ApiError::check(resource_problems(
         queue.resource,
@@ -153,14 +153,19 @@ fn spec_resource_args(spec: &LaunchSpec, resource: ResourceType) -> Option<&serd
 
 /// The spec's resource args under the queue's: they add what the queue's config leaves
 /// unset, never change what it sets (admins constrain users through the template).
-fn merge(base: &mut serde_json::Value, under: &serde_json::Value) {
+/// For containers a key counts as set under any of its spellings (`m`, `--memory`).
+fn merge(base: &mut serde_json::Value, under: &serde_json::Value, resource: ResourceType) {
     if let (serde_json::Value::Object(b), serde_json::Value::Object(u)) = (base, under) {
         for (k, v) in u {
-            match b.get_mut(k) {
-                Some(slot) => merge(slot, v),
-                None => {
-                    b.insert(k.clone(), v.clone());
-                }
+            if let Some(slot) = b.get_mut(k) {
+                merge(slot, v, resource);
+                continue;
+            }
+            let spelled_otherwise = resource == ResourceType::Container
+                && b.keys()
+                    .any(|set| liftoff_types::container::same_flag(set, k));
+            if !spelled_otherwise {
+                b.insert(k.clone(), v.clone());
             }
         }
     }
@@ -230,4 +235,23 @@ fn check_resource(spec: &LaunchSpec, queue: &Queue) -> Result<(), ApiError> {
         Err(e) => e,
     };
     ApiError::check(vec![("resource".into(), problem)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::merge;
+    use liftoff_types::ResourceType;
+    use serde_json::json;
+
+    #[test]
+    fn a_users_resource_args_add_to_the_queues_never_change_them() {
+        let mut args = json!({"gpus": false, "memory": "1g", "env": ["A=1"]});
+        let user =
+            json!({"--gpus": "all", "m": "8g", "memory": "9g", "shm-size": "1g", "env": ["B=2"]});
+        merge(&mut args, &user, ResourceType::Container);
+        assert_eq!(
+            args,
+            json!({"gpus": false, "memory": "1g", "env": ["A=1"], "shm-size": "1g"})
+        );
+    }
 }
