@@ -3,7 +3,8 @@
 //! `liftoff-test/python:3` and a registry on a loopback port), and on podman's
 //! Docker-compatible service (`LIFTOFF_TEST_PODMAN`): image runs finish, fail, stop and are
 //! refused as a user would see them; a killed agent re-adopts its containers; code jobs are
-//! built into images once; one agent serves a local, a container and a Slurm queue at once.
+//! built into images once; one agent serves a local, a container and a Slurm queue at once;
+//! a run past its memory limit fails as `OOMKilled`.
 
 mod common;
 
@@ -277,6 +278,33 @@ async fn refused_args_and_missing_images_are_named() {
         .await
         .unwrap()
         .id;
+    // An image the engine lacks is pulled from its registry, then runs.
+    let pulled = format!("{registry}/liftoff-test/busybox:latest");
+    let _ = Command::new("docker")
+        .env("DOCKER_HOST", &host)
+        .args(["rmi", "-f", &pulled])
+        .output();
+    let id_pulled = client
+        .enqueue("box", &in_image(&pulled, "echo pulled and ran"))
+        .await
+        .unwrap()
+        .id;
+    let item = wait_ended(&client, id_pulled, Duration::from_secs(60)).await;
+    assert_eq!(item.state, ItemState::Finished, "{:?}", item.failure);
+    assert!(output(&client, &item).await.contains("pulled and ran"));
+
+    // A run past its memory limit is killed by the kernel, and said to be.
+    let mut hungry = in_image(BUSYBOX, "exec dd if=/dev/zero of=/dev/null bs=100M count=1");
+    hungry.resource_args =
+        serde_json::from_value(json!({"local-container": {"memory": "32m", "memory-swap": "32m"}}))
+            .unwrap();
+    let hungry = client.enqueue("box", &hungry).await.unwrap().id;
+    let item = wait_ended(&client, hungry, Duration::from_secs(30)).await;
+    assert_eq!(item.state, ItemState::Failed);
+    let failure = item.failure.unwrap();
+    assert!(failure.message.contains("OOMKilled"), "{failure:?}");
+    assert_eq!(failure.phase, Phase::Run);
+
     let item = wait_ended(&client, id, Duration::from_secs(30)).await;
     assert_eq!(item.state, ItemState::Failed);
     let failure = item.failure.unwrap();
