@@ -9,16 +9,16 @@
 pub mod agent;
 pub mod config;
 pub mod env;
-mod job;
+mod item;
 pub mod journal;
 mod outbox;
 mod report;
-mod run;
 mod scheduler;
 mod shipper;
 mod slots;
 mod source;
 mod spares;
+mod state;
 pub mod status;
 
 pub use agent::{Agent, Control};

@@ -13,9 +13,10 @@
 //! metric's target are not reached, propose and enqueue the next run. When nothing is left
 //! to propose and no run is live, the sweep is `finished`.
 
-use crate::agent::{Agent, StopWhy};
 use crate::journal::Entry;
 use crate::report::moved_on;
+use crate::slots::StopWhy;
+use crate::state::Agent;
 use liftoff_client::ClientError;
 use liftoff_sweep::command::{self, Context};
 use liftoff_sweep::config::Method;
@@ -47,9 +48,10 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     let item = &lease.item;
     let Some(sweep) = item.spec.sweep_id.clone() else {
         let message = "a scheduler item without a sweep id".to_string();
-        return crate::job::fail_item(agent, item.id, lease.fence, message, Phase::Scheduler).await;
+        return crate::item::fail_item(agent, item.id, lease.fence, message, Phase::Scheduler)
+            .await;
     };
-    let Ok(run_id) = crate::run::run_id_for(item) else {
+    let Ok(run_id) = crate::item::prepare::run_id_for(item) else {
         return;
     };
     let entry = Entry {
@@ -64,7 +66,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     // hands a lost scheduler back to its queue.
     if let Err(e) = agent.journal.record(&entry) {
         let message = format!("the agent cannot write its journal: {e}");
-        return crate::job::fail_item(agent, item.id, lease.fence, message, Phase::Agent).await;
+        return crate::item::fail_item(agent, item.id, lease.fence, message, Phase::Agent).await;
     }
     let ack = AckRequest {
         fence: lease.fence,
@@ -100,7 +102,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
                 .client
                 .set_sweep_state(&sweep, SweepState::Crashed, Some(reason))
                 .await;
-            crate::job::fail_item(agent, item.id, lease.fence, message, Phase::Scheduler).await;
+            crate::item::fail_item(agent, item.id, lease.fence, message, Phase::Scheduler).await;
             let _ = agent.journal.forget(&run_id);
             return;
         }

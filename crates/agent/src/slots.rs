@@ -8,13 +8,25 @@
 //! them to the runner, which starts the next one the moment a run ends. When runs are long it
 //! takes none ahead: an item held here would wait while another agent sits idle.
 
-use crate::agent::StopWhy;
 use liftoff_types::ItemId;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// How a run's task is told to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopWhy {
+    /// Not asked to stop.
+    No,
+    /// A user asked (or the item is no longer ours): stop, with the grace period.
+    Asked,
+    /// The agent is stopping and its grace period ran out.
+    AgentStopping,
+    /// Stop now (a second signal).
+    Now,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {

@@ -1,11 +1,14 @@
 //! What a run is made of before it starts: its command (the spec's entrypoint or its job's),
-//! its id, its directory (a reused one when there is a spare), its config file and
+//! its id, its source and what it runs in (a Python environment, or an image the runner
+//! builds), its directory (a reused one when there is a spare), its config file and
 //! environment, and its resource args with W&B's agent-side macros expanded.
 
-use crate::agent::Agent;
-use liftoff_runner::{RunEnv, RunSpec};
+use crate::state::Agent;
+use liftoff_runner::{BuildRequest, RunEnv, RunSpec, Runner};
+use liftoff_types::job::JobKind;
 use liftoff_types::{Item, JobVersion, LaunchSpec, RunId};
 use rand::Rng;
+use std::sync::Arc;
 
 /// The argv of an item: the entrypoint (the spec's override, else the job's) and its extra
 /// args.
@@ -183,6 +186,48 @@ fn expand_macros(value: &serde_json::Value, macros: &[(&str, String)]) -> serde_
         }
         serde_json::Value::String(out)
     })
+}
+
+/// The run's source and what it runs in: a job's source unpacked into the run's `work/`,
+/// then a Python environment for it (local runs) or an image built from it (runners that
+/// run images); an image job's or an inline spec's image as it is.
+pub(super) async fn source_ready(
+    agent: &Agent,
+    runner: &Arc<dyn Runner>,
+    item: &Item,
+    job: Option<&JobVersion>,
+    run_id: &liftoff_types::RunId,
+) -> Result<(Option<std::path::PathBuf>, Option<String>), crate::source::NotReady> {
+    let inline_image = item
+        .spec
+        .docker
+        .as_ref()
+        .and_then(|d| d.docker_image.clone());
+    let Some(job) = job else {
+        return Ok((None, inline_image));
+    };
+    if job.spec.kind == JobKind::Image {
+        return Ok((None, job.spec.source.image.clone()));
+    }
+    let work = agent.journal.run_dir(run_id).join("work");
+    agent.cache.checkout(&agent.client, job, &work).await?;
+    if !runner.capabilities().images {
+        return Ok((agent.cache.python_env(&work).await?, None));
+    }
+    let request = BuildRequest {
+        job: job.name.clone(),
+        source: work,
+    };
+    match runner.build(&request).await {
+        Ok(built) => {
+            tracing::info!(image = %built.image, built = built.built, "the job's image is ready");
+            Ok((None, Some(built.image)))
+        }
+        Err(e) => Err(crate::source::NotReady {
+            message: e.message,
+            log: Some(e.log),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,94 @@
+//! One item's life on this agent (the seed's `run_job` and `task_run_job`), one step per
+//! module, each depending only on the steps after it: [`ack`] settles what is needed before
+//! the ack (sweep state, job version, command, journal entry); [`prepare`] makes the source
+//! and what it runs in (a Python environment, or an image built by the runner) and the run's
+//! directory and environment; [`start`] starts it on its queue's runner; [`watch`] follows it
+//! to its end while shipping its output; [`end`] reports the end or the failure. [`readopt`]
+//! takes back, at start, the runs the journal holds.
+//!
+//! Crash windows, in order: the journal entry is written before the ack, so a restarted
+//! agent knows the run id it may have started; the handle is journaled right after the
+//! start; the entry is removed only once the end has reached the server. A restarted agent
+//! asks the runner for a run it has no handle for, so nothing is started twice.
+
+mod ack;
+mod end;
+pub(crate) mod prepare;
+mod readopt;
+mod start;
+mod watch;
+
+pub(crate) use end::fail_item;
+pub(crate) use readopt::readopt;
+
+use crate::slots::{Phase as SlotPhase, StopWhy};
+use crate::state::Agent;
+use ack::{before_ack, NotNow};
+use end::{fail_build, fail_run};
+use liftoff_types::api::AckRequest;
+use liftoff_types::{Lease, Phase, RunState};
+use prepare::{prepare, source_ready};
+use start::{never_started, start};
+use std::sync::Arc;
+use tokio::sync::watch as channel;
+
+/// Takes a leased item and sees it through: ack, prepare, start (the runner may hold it in
+/// line until a slot frees), watch, report. Returns when the item is done with.
+pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: channel::Receiver<StopWhy>) {
+    let item = &lease.item;
+    let fence = lease.fence;
+    let Some(runner) = agent.runner_for(&item.queue) else {
+        let message = format!("this agent has no runner for queue {}", item.queue);
+        return fail_item(agent, item.id, fence, message, Phase::Agent).await;
+    };
+    let (job, argv, entry) = match before_ack(agent, &runner, item, fence).await {
+        Ok(ready) => ready,
+        Err(NotNow::Release) => {
+            let _ = agent.client.release(item.id, fence).await;
+            return;
+        }
+        Err(NotNow::Refuse(message)) => {
+            return fail_item(agent, item.id, fence, message, Phase::Agent).await
+        }
+    };
+    let run_id = entry.run_id.clone();
+    let ack = AckRequest {
+        fence,
+        run_id: run_id.clone(),
+        handle: serde_json::json!({}),
+        state: Some(RunState::Starting),
+    };
+    let run_token = match agent.outbox.ack(item.id, ack).await {
+        Ok(a) => a.run_token,
+        Err(e) => {
+            tracing::warn!(item = %item.id, error = %e, "ack refused; dropping the item");
+            let _ = agent.journal.forget(&run_id);
+            return;
+        }
+    };
+    let (python, image) = match source_ready(agent, &runner, item, job.as_ref(), &run_id).await {
+        Ok(ready) => ready,
+        Err(e) => return fail_build(agent, &entry, e).await,
+    };
+    let sandboxed = runner.capabilities().sandboxed;
+    let prepared = prepare(
+        agent,
+        item,
+        &run_id,
+        &run_token,
+        argv,
+        python.as_deref(),
+        sandboxed,
+    );
+    let mut spec = match prepared.await {
+        Ok(spec) => spec,
+        Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
+    };
+    spec.image = image;
+    if agent.is_stopping() {
+        let message = "the agent stopped before the run started";
+        return never_started(agent, &entry, RunState::Preempted, message).await;
+    }
+    agent.mark(item.id, SlotPhase::Ready);
+    start(agent, &runner, entry, spec, stop).await;
+}
