@@ -662,7 +662,7 @@ async fn one_agent_serves_a_local_a_container_and_a_slurm_queue_at_once() {
             config.to_str().unwrap(),
         ],
     );
-    let where_am_i = "echo slurm=${SLURM_JOB_ID:-none}; test -e /.dockerenv && echo in-container || echo on-host";
+    let where_am_i = "echo slurm=${SLURM_JOB_ID:-none}; test -d /liftoff && echo in-container || echo on-host";
     let mut ids = Vec::new();
     for queue in ["cpu", "box", "hpc"] {
         let spec = if queue == "box" {
