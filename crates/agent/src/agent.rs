@@ -91,6 +91,10 @@ impl Agent {
         let (beats_done, beats_done_rx) = watch::channel(false);
         let beat = tokio::spawn(self.clone().heartbeat_loop(beats_done_rx));
         let printer = tokio::spawn(self.clone().status_loop());
+        let reconciler = tokio::spawn(crate::item::reconcile_every(
+            self.clone(),
+            Duration::from_secs(300),
+        ));
         crate::item::readopt(&self).await;
         // Directories for the first runs, made while there is nothing else to do.
         let me = self.clone();
@@ -183,6 +187,7 @@ impl Agent {
         let _ = beats_done.send(true);
         let _ = beat.await;
         printer.abort();
+        reconciler.abort();
         self.set_status(AgentStatus::Stopped);
         let last = Heartbeat {
             status: AgentStatus::Stopped,

@@ -645,7 +645,8 @@ async fn one_agent_serves_a_local_a_container_and_a_slurm_queue_at_once() {
     let mut hpc = NewQueue::named("hpc");
     hpc.resource = ResourceType::Slurm;
     client.create_queue(&hpc).await.unwrap();
-    let config = agent_config(server.dir.path(), &host, "");
+    // The container runner may hold one run at a time, beside the agent's 3.
+    let config = agent_config(server.dir.path(), &host, "    max_jobs: 1\n");
     let state = server.dir.path().join("agent");
     let _agent = server.agent(
         &state,
@@ -662,7 +663,14 @@ async fn one_agent_serves_a_local_a_container_and_a_slurm_queue_at_once() {
             config.to_str().unwrap(),
         ],
     );
-    let where_am_i = "echo slurm=${SLURM_JOB_ID:-none}; test -d /liftoff && echo in-container || echo on-host";
+    let where_am_i =
+        "echo slurm=${SLURM_JOB_ID:-none}; test -d /liftoff && echo in-container || echo on-host";
+    let blocker = client
+        .enqueue("box", &in_image(BUSYBOX, &counting(0)))
+        .await
+        .unwrap()
+        .id;
+    let blocker_run = wait_running(&client, blocker).await;
     let mut ids = Vec::new();
     for queue in ["cpu", "box", "hpc"] {
         let spec = if queue == "box" {
@@ -672,6 +680,15 @@ async fn one_agent_serves_a_local_a_container_and_a_slurm_queue_at_once() {
         };
         ids.push(client.enqueue(queue, &spec).await.unwrap().id);
     }
+    for id in [ids[0], ids[2]] {
+        wait_ended(&client, id, Duration::from_secs(60)).await;
+    }
+    // The local and Slurm runs came and went; the second container run still waits on the
+    // server for the container runner's one place, not in this agent.
+    let waiting = client.get_item(ids[1]).await.unwrap();
+    assert_eq!(waiting.state, ItemState::Pending, "{waiting:?}");
+    let go = state.join("runs").join(blocker_run.as_str()).join("box/go");
+    std::fs::write(go, "").unwrap();
     let mut seen = Vec::new();
     for id in ids {
         let item = wait_ended(&client, id, Duration::from_secs(60)).await;

@@ -159,6 +159,8 @@ pub struct Context {
     pub env: BTreeMap<String, String>,
     /// The agent-wide Slurm poll interval (`slurm_poll_interval`), unless the section sets one.
     pub slurm_poll_every: Duration,
+    /// The agent's `max_jobs` (`None`: unlimited): a runner's own limit is at most this.
+    pub max_jobs: Option<u32>,
     /// W&B's `builder.base_image` and `registry.uri`, unless the container section sets them.
     pub base_image: Option<String>,
     pub registry: Option<String>,
@@ -270,7 +272,10 @@ fn make(
                 pull: section.pull.unwrap_or_default(),
                 base_image: section.base_image.or_else(|| ctx.base_image.clone()),
                 registry: section.registry.or_else(|| ctx.registry.clone()),
-                max_jobs: section.max_jobs,
+                max_jobs: match (section.max_jobs, ctx.max_jobs) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                },
             };
             Arc::new(ContainerRunner::new(config).map_err(|e| format!("container runner: {e}"))?)
         }

@@ -19,7 +19,7 @@ mod start;
 mod watch;
 
 pub(crate) use end::fail_item;
-pub(crate) use readopt::readopt;
+pub(crate) use readopt::{readopt, reconcile_every};
 
 use crate::slots::{Phase as SlotPhase, StopWhy};
 use crate::state::Agent;

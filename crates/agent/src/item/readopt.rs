@@ -14,21 +14,9 @@ use std::time::Instant;
 /// was down → reported with their real exit code; never started → reported lost.
 pub(crate) async fn readopt(agent: &Arc<Agent>) {
     let entries = agent.journal.entries();
-    let mut owned = Vec::new();
     // With nothing journaled, only backends that keep ended runs' leftovers are asked (an
     // idle local agent starts no supervisor for this).
-    let to_ask = agent
-        .runners
-        .iter()
-        .filter(|r| !entries.is_empty() || r.capabilities().keeps_ended);
-    for runner in to_ask {
-        match runner.owned().await {
-            Ok(found) => owned.extend(found),
-            Err(e) => {
-                tracing::warn!(runner = %runner.resource(), error = %e, "listing what the runner has")
-            }
-        }
-    }
+    let owned = owned(agent, !entries.is_empty()).await;
     reconcile(agent, &entries, &owned).await;
     for mut entry in entries {
         if entry.handle.is_none() {
@@ -64,6 +52,37 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
             watch_run(&me, &runner, entry, stop, None, Instant::now()).await;
             me.finish_item(item);
         });
+    }
+}
+
+/// What the runners hold under this agent's label: every runner's (`all`), or only those
+/// that keep ended runs' leftovers.
+async fn owned(agent: &Arc<Agent>, all: bool) -> Vec<Handle> {
+    let mut owned = Vec::new();
+    let to_ask = agent
+        .runners
+        .iter()
+        .filter(|r| all || r.capabilities().keeps_ended);
+    for runner in to_ask {
+        match runner.owned().await {
+            Ok(found) => owned.extend(found),
+            Err(e) => {
+                tracing::warn!(runner = %runner.resource(), error = %e, "listing what the runner has")
+            }
+        }
+    }
+    owned
+}
+
+/// The reconcile pass while the agent runs, every few minutes: leftovers of runs whose
+/// clean-up failed (the engine away at that moment) go. A run in flight always has its
+/// journal entry (written before the ack, removed after its end is reported), so it is never
+/// taken for a leftover.
+pub(crate) async fn reconcile_every(agent: Arc<Agent>, every: std::time::Duration) {
+    loop {
+        tokio::time::sleep(every).await;
+        let owned = owned(&agent, false).await;
+        reconcile(&agent, &agent.journal.entries(), &owned).await;
     }
 }
 

@@ -93,6 +93,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent
         },
         env: std::env::vars().collect(),
         slurm_poll_every: cfg.slurm_poll_interval,
+        max_jobs: u32::try_from(cfg.max_jobs).ok(),
         base_image: cfg.base_image.clone(),
         registry: cfg.registry.clone(),
     };

@@ -134,11 +134,16 @@ impl ContainerRunner {
         let path = config.host.trim_start_matches("unix://").to_string();
         let docker = Docker::connect_with_unix(&path, 120, bollard::API_DEFAULT_VERSION)
             .map_err(|e| format!("cannot use the engine at {}: {e}", config.host))?;
+        let line = config
+            .max_jobs
+            .map(|n| Arc::new(Semaphore::new(n.max(1) as usize)));
         Ok(ContainerRunner {
             docker,
             config,
             live: Arc::default(),
-            line: Mutex::new(None),
+            // Known limits make the line now, so re-adopted runs take their places in it
+            // before any new run does.
+            line: Mutex::new(line),
             waiting: Mutex::default(),
         })
     }
@@ -281,7 +286,13 @@ impl ContainerRunner {
             changed: Notify::new(),
             logs: Mutex::new(None),
             pull: Mutex::new(None),
-            permit: Mutex::new(None),
+            // A re-adopted run counts in the line like any other (when there is room: it
+            // runs already, and must not wait).
+            permit: Mutex::new(
+                lock(&self.line)
+                    .clone()
+                    .and_then(|line| line.try_acquire_owned().ok()),
+            ),
         });
         if let Some(output) = output {
             let follower = tokio::spawn(logs::follow(
