@@ -41,19 +41,25 @@ enum Command {
     /// List runs.
     Runs(commands::list::RunsArgs),
     /// Print a run's output (-f: follow it until the run ends).
+    ///
+    /// Example: liftoff logs -f $(liftoff launch -- python3 train.py)
     Logs {
-        run: liftoff_types::RunId,
+        /// A run id, or an item id (its latest run; -f waits for it to start).
+        id: String,
         #[arg(short = 'f', long)]
         follow: bool,
     },
     /// Stop a run (its agent hears at once; SIGTERM, grace, SIGKILL).
-    Stop { run: liftoff_types::RunId },
+    Stop {
+        /// A run id, or an item id (its latest run).
+        id: String,
+    },
     /// List agents: status, heartbeat age, running counts against limits, in-flight items.
     Agents,
     /// Cancel an item (a running one is stopped by its agent).
     Cancel {
-        /// The item id.
-        item: liftoff_types::ItemId,
+        /// An item id, or a run id (its item).
+        id: String,
     },
     /// Jobs: versioned code, git or image recipes to launch with overrides.
     #[command(subcommand)]
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
             Err(_) => ExitCode::FAILURE,
         };
     }
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     if let Command::Supervise(args) = &cli.command {
         return match commands::agent::supervise(args) {
@@ -126,15 +133,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Launch(args) => return commands::launch::run(g, args).await.map(ExitCode::from),
         Command::Up(args) => commands::up::run(g, args).await,
         Command::Agent(args) => commands::agent::run(g, args).await,
-        Command::Logs { run, follow } => commands::follow::logs(g, run, follow).await,
-        Command::Stop { run } => commands::follow::stop(g, run).await,
+        Command::Logs { id, follow } => commands::follow::logs(g, &id, follow).await,
+        Command::Stop { id } => commands::follow::stop(g, &id).await,
         Command::Agents => commands::follow::agents(g).await,
         Command::Supervise(_) => Ok(()),
         Command::Server(args) => commands::server::run(g, args).await,
         Command::Queue(cmd) => commands::queue::run(g, cmd).await,
         Command::Items(args) => commands::list::items(g, args).await,
         Command::Runs(args) => commands::list::runs(g, args).await,
-        Command::Cancel { item } => commands::list::cancel(g, item).await,
+        Command::Cancel { id } => commands::list::cancel(g, &id).await,
         Command::Token(cmd) => commands::token::run(g, cmd).await,
         Command::Sweep(cmd) => commands::sweep::run(g, cmd).await,
         Command::Job(cmd) => commands::job::run(g, cmd).await,
@@ -143,8 +150,38 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     .map(|()| ExitCode::SUCCESS)
 }
 
+/// A reader that went away (`liftoff runs | head -1`) ends the command quietly and with
+/// success, as ripgrep does: `println!` would panic (exit 101) and a write error would be
+/// reported as one.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let text = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if text.contains("failed printing to stdout") && text.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info)
+    }));
+}
+
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// One line on stderr: the error and its causes, then a non-zero exit.
 fn fail(e: &anyhow::Error) -> ExitCode {
+    if broken_pipe(e) {
+        return ExitCode::SUCCESS;
+    }
     let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
     eprintln!("error: {}", chain.join(": "));
     ExitCode::FAILURE

@@ -131,16 +131,16 @@ async fn stream(client: &Client, run: &RunId, offset: u64, follow: bool) -> anyh
     Ok(())
 }
 
-pub async fn logs(g: &Global, run: RunId, follow: bool) -> anyhow::Result<()> {
-    stream(&g.client()?, &run, 0, follow).await
+pub async fn logs(g: &Global, id: &str, follow: bool) -> anyhow::Result<()> {
+    let client = g.client()?;
+    let run = crate::commands::ids::run_of(&client, id, follow).await?;
+    stream(&client, &run, 0, follow).await
 }
 
-pub async fn stop(g: &Global, run: RunId) -> anyhow::Result<()> {
-    let run = g
-        .client()?
-        .stop_run(&run)
-        .await
-        .context("stopping the run")?;
+pub async fn stop(g: &Global, id: &str) -> anyhow::Result<()> {
+    let client = g.client()?;
+    let run = crate::commands::ids::run_of(&client, id, false).await?;
+    let run = client.stop_run(&run).await.context("stopping the run")?;
     eprintln!("asked run {} to stop; its agent stops it now", run.id);
     Ok(())
 }

@@ -4,7 +4,7 @@ use crate::connect::Global;
 use crate::output::{self, age};
 use clap::Args;
 use liftoff_types::api::{ItemFilter, RunFilter};
-use liftoff_types::{now_ms, AgentId, Item, ItemId, ItemState, RunState};
+use liftoff_types::{now_ms, AgentId, Item, ItemState, RunState};
 
 #[derive(Args, Debug)]
 pub struct ItemsArgs {
@@ -113,8 +113,10 @@ pub async fn runs(g: &Global, args: RunsArgs) -> anyhow::Result<()> {
     output::print(g.output, &runs, &headers, rows)
 }
 
-pub async fn cancel(g: &Global, id: ItemId) -> anyhow::Result<()> {
-    let item = g.client()?.cancel_item(id).await?;
+pub async fn cancel(g: &Global, id: &str) -> anyhow::Result<()> {
+    let client = g.client()?;
+    let id = crate::commands::ids::item_of(&client, id).await?;
+    let item = client.cancel_item(id).await?;
     let rows = vec![item_row(&item, now_ms())];
     let headers = [
         "ID", "QUEUE", "STATE", "PRIORITY", "POS", "ATTEMPTS", "RUN", "AGE", "WHAT",

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod follow;
+pub mod ids;
 pub mod job;
 pub mod launch;
 pub mod list;
