@@ -130,6 +130,9 @@ const KNOWN: &[&str] = &[
     "runners",
 ];
 
+/// The largest count `max_jobs` and `max_schedulers` take (beyond it, a typo).
+const MAX_LIMIT: i64 = 100_000;
+
 /// Loads and validates over `defaults`: the file, then env, then flags. `notices` are for
 /// keys accepted but meaning nothing here.
 pub fn load(
@@ -164,6 +167,19 @@ pub fn load(
     }
     if cfg.queues.is_empty() {
         errors.push("queues: name at least one queue".into());
+    }
+    if cfg.max_jobs == 0 {
+        errors.push("max_jobs: 0 would run nothing; give a count ≥ 1, or -1 for unlimited".into());
+    }
+    for (key, n) in [
+        ("max_jobs", cfg.max_jobs),
+        ("max_schedulers", cfg.max_schedulers),
+    ] {
+        if n > MAX_LIMIT {
+            errors.push(format!(
+                "{key}: {n} is more than one agent can hold (at most {MAX_LIMIT}; -1 for unlimited)"
+            ));
+        }
     }
     for q in &cfg.queues {
         if let Err(e) = liftoff_types::ids::check_queue_name(q) {
@@ -437,6 +453,21 @@ mod tests {
         ] {
             assert!(all.contains(needle), "{needle} missing from {all}");
         }
+    }
+
+    #[test]
+    fn counts_that_would_run_nothing_or_are_typos_are_refused() {
+        for (n, needle) in [(0, "0 would run nothing"), (5_000_000, "at most 100000")] {
+            let flags = Flags {
+                max_jobs: Some(n),
+                ..Flags::default()
+            };
+            let err = load(AgentConfig::default(), None, &BTreeMap::new(), &flags).unwrap_err();
+            assert!(err.to_string().contains(needle), "{err}");
+        }
+        let err = load_yaml("max_schedulers: 200000\n").unwrap_err();
+        assert!(err.to_string().contains("max_schedulers: 200000"), "{err}");
+        assert!(load_yaml("max_schedulers: 0\nmax_jobs: -1\n").is_ok());
     }
 
     #[test]
