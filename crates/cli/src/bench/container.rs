@@ -54,20 +54,26 @@ struct Rig {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A server on a loopback port over a fresh SQLite file with a container queue `box`, and an
+/// agent token for it.
+async fn serve(dir: &Path) -> anyhow::Result<(Arc<SqliteStore>, Server, String)> {
+    std::fs::create_dir_all(dir)?;
+    let store = Arc::new(SqliteStore::open(&dir.join("liftoff.db"))?);
+    let mut queue = NewQueue::named("box");
+    queue.resource = ResourceType::Container;
+    store.create_queue(queue, now_ms()).await?;
+    let (agent_token, hash) = liftoff_server::auth::new_token();
+    store
+        .create_token("bench agent", Scope::Agent, &hash, now_ms())
+        .await?;
+    let server =
+        liftoff_server::start(ServerConfig::local("127.0.0.1:0".parse()?), store.clone()).await?;
+    Ok((store, server, agent_token))
+}
+
 impl Rig {
     async fn new(dir: &Path, host: &str, max_jobs: usize) -> anyhow::Result<Rig> {
-        std::fs::create_dir_all(dir)?;
-        let store = Arc::new(SqliteStore::open(&dir.join("liftoff.db"))?);
-        let mut queue = NewQueue::named("box");
-        queue.resource = ResourceType::Container;
-        store.create_queue(queue, now_ms()).await?;
-        let (agent_token, hash) = liftoff_server::auth::new_token();
-        store
-            .create_token("bench agent", Scope::Agent, &hash, now_ms())
-            .await?;
-        let server =
-            liftoff_server::start(ServerConfig::local("127.0.0.1:0".parse()?), store.clone())
-                .await?;
+        let (store, server, agent_token) = serve(dir).await?;
         let client = Client::new(&server.url(), Some(agent_token))?
             .in_process(crate::commands::up::in_process(&server));
         let config = AgentConfig {
@@ -345,17 +351,7 @@ async fn through_liftoff(host: &str, b: &ContainerBench, dir: &Path) -> anyhow::
 /// A separate `liftoff agent` process with the container runner, idle.
 async fn idle_rss(host: &str, base: &Path) -> anyhow::Result<u64> {
     let dir = base.join("memory");
-    std::fs::create_dir_all(&dir)?;
-    let store = Arc::new(SqliteStore::open(&dir.join("liftoff.db"))?);
-    let mut queue = NewQueue::named("box");
-    queue.resource = ResourceType::Container;
-    store.create_queue(queue, now_ms()).await?;
-    let (token, hash) = liftoff_server::auth::new_token();
-    store
-        .create_token("bench agent", Scope::Agent, &hash, now_ms())
-        .await?;
-    let server =
-        liftoff_server::start(ServerConfig::local("127.0.0.1:0".parse()?), store.clone()).await?;
+    let (store, server, token) = serve(&dir).await?;
     let config = dir.join("agent.yaml");
     std::fs::write(
         &config,

@@ -14,12 +14,17 @@ fn not_found(e: &ClientError) -> bool {
     e.status() == Some(liftoff_client::StatusCode::NOT_FOUND)
 }
 
-/// The run `id` names: the run itself, or an item's latest run. `wait`: an item that has no
-/// run yet is waited for (until it starts or ends); otherwise that is an error saying so.
-pub async fn run_of(client: &Client, id: &str, wait: bool) -> anyhow::Result<RunId> {
+/// What an id names on the server.
+enum Named {
+    Item(ItemId),
+    Run(liftoff_types::Run),
+}
+
+/// Looks `id` up: a number as an item first, then as a run.
+async fn named(client: &Client, id: &str) -> anyhow::Result<Named> {
     if let Ok(n) = id.parse::<i64>() {
         match client.get_item(ItemId(n)).await {
-            Ok(_) => return item_run(client, ItemId(n), wait).await,
+            Ok(_) => return Ok(Named::Item(ItemId(n))),
             Err(e) if not_found(&e) => {}
             Err(e) => return Err(e).context(format!("reading item {n}")),
         }
@@ -28,10 +33,27 @@ pub async fn run_of(client: &Client, id: &str, wait: bool) -> anyhow::Result<Run
         anyhow::anyhow!("{id:?} is neither an item id (a number) nor a run id: {e}")
     })?;
     match client.get_run(&run).await {
-        Ok(_) => Ok(run),
+        Ok(r) => Ok(Named::Run(r)),
         Err(e) if not_found(&e) => anyhow::bail!("no item or run {id} on this server"),
         Err(e) => Err(e).context(format!("reading run {id}")),
     }
+}
+
+/// The run `id` names: the run itself, or an item's latest run. `wait`: an item that has no
+/// run yet is waited for (until it starts or ends); otherwise that is an error saying so.
+pub async fn run_of(client: &Client, id: &str, wait: bool) -> anyhow::Result<RunId> {
+    match named(client, id).await? {
+        Named::Item(item) => item_run(client, item, wait).await,
+        Named::Run(run) => Ok(run.id),
+    }
+}
+
+/// The item `id` names: the item itself, or a run's item.
+pub async fn item_of(client: &Client, id: &str) -> anyhow::Result<ItemId> {
+    Ok(match named(client, id).await? {
+        Named::Item(item) => item,
+        Named::Run(run) => run.item_id,
+    })
 }
 
 /// An item's latest run; with `wait`, once it has one.
@@ -54,24 +76,5 @@ async fn item_run(client: &Client, item: ItemId, wait: bool) -> anyhow::Result<R
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
-    }
-}
-
-/// The item `id` names: the item itself, or a run's item.
-pub async fn item_of(client: &Client, id: &str) -> anyhow::Result<ItemId> {
-    if let Ok(n) = id.parse::<i64>() {
-        match client.get_item(ItemId(n)).await {
-            Ok(_) => return Ok(ItemId(n)),
-            Err(e) if not_found(&e) => {}
-            Err(e) => return Err(e).context(format!("reading item {n}")),
-        }
-    }
-    let run: RunId = id.parse().map_err(|e: String| {
-        anyhow::anyhow!("{id:?} is neither an item id (a number) nor a run id: {e}")
-    })?;
-    match client.get_run(&run).await {
-        Ok(r) => Ok(r.item_id),
-        Err(e) if not_found(&e) => anyhow::bail!("no item or run {id} on this server"),
-        Err(e) => Err(e).context(format!("reading run {id}")),
     }
 }
