@@ -192,6 +192,8 @@ impl Agent {
         let last = Heartbeat {
             status: AgentStatus::Stopped,
             in_flight: Vec::new(),
+            running_jobs: 0,
+            running_schedulers: 0,
             wait_ms: 0,
         };
         let _ = self.client.heartbeat(self.id, &last).await;
@@ -287,6 +289,8 @@ impl Agent {
             let beat = Heartbeat {
                 status: *lock(&self.status),
                 in_flight: self.in_flight(),
+                running_jobs: self.num_running_jobs() as u32,
+                running_schedulers: self.num_running_schedulers() as u32,
                 wait_ms: if stopping {
                     0
                 } else {
@@ -386,6 +390,8 @@ async fn identity(
         let beat = Heartbeat {
             status: AgentStatus::Starting,
             in_flight: Vec::new(),
+            running_jobs: 0,
+            running_schedulers: 0,
             wait_ms: 0,
         };
         if client.heartbeat(known.agent_id, &beat).await.is_ok() {

@@ -320,7 +320,17 @@ fn spec_for(
                 env: &agent.base_env,
                 args_json_file: None,
             };
-            LaunchSpec::command(command::expand(&words, &cx)?)
+            let mut spec = LaunchSpec::command(command::expand(&words, &cx)?);
+            // Its runs start beside their program (`sweep create` made it absolute against
+            // the sweep file), so the program's own relative paths work as they do by hand.
+            spec.cwd = config
+                .program
+                .as_deref()
+                .map(std::path::Path::new)
+                .filter(|p| p.is_absolute())
+                .and_then(|p| p.parent())
+                .map(|d| d.to_string_lossy().into_owned());
+            spec
         }
     };
     spec.sweep_id = Some(sweep.to_string());

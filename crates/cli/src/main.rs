@@ -4,6 +4,7 @@
 mod bench;
 mod commands;
 mod connect;
+mod dirlock;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +50,24 @@ enum Command {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Everything known about an item and its latest run: state history, command or job,
+    /// config, resource args, exit code, duration, failure and its files, metrics.
+    ///
+    /// Example: liftoff show 12   (or a run id: liftoff show 5jwu8tjc)
+    Show {
+        /// An item id, or a run id (its item).
+        id: String,
+    },
+    /// Enqueue an item's spec again on its queue, with config changes; prints the new id.
+    ///
+    /// Example: liftoff rerun 12 --config lr=0.01
+    Rerun {
+        /// An item id, or a run id (its item).
+        id: String,
+        /// A run config entry to change: KEY=VALUE (dots nest: model.width=128).
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
     /// Stop a run (its agent hears at once; SIGTERM, grace, SIGKILL).
     Stop {
         /// A run id, or an item id (its latest run).
@@ -60,6 +79,10 @@ enum Command {
     Cancel {
         /// An item id, or a run id (its item).
         id: String,
+        /// End a running item now, without waiting for its agent (for an agent that is gone
+        /// for good); its run is recorded `lost`, and its process may still be running.
+        #[arg(long)]
+        force: bool,
     },
     /// Jobs: versioned code, git or image recipes to launch with overrides.
     #[command(subcommand)]
@@ -134,6 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Up(args) => commands::up::run(g, args).await,
         Command::Agent(args) => commands::agent::run(g, args).await,
         Command::Logs { id, follow } => commands::follow::logs(g, &id, follow).await,
+        Command::Show { id } => commands::show::show(g, &id).await,
+        Command::Rerun { id, config } => commands::show::rerun(g, &id, &config).await,
         Command::Stop { id } => commands::follow::stop(g, &id).await,
         Command::Agents => commands::follow::agents(g).await,
         Command::Supervise(_) => Ok(()),
@@ -141,7 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Queue(cmd) => commands::queue::run(g, cmd).await,
         Command::Items(args) => commands::list::items(g, args).await,
         Command::Runs(args) => commands::list::runs(g, args).await,
-        Command::Cancel { id } => commands::list::cancel(g, &id).await,
+        Command::Cancel { id, force } => commands::list::cancel(g, &id, force).await,
         Command::Token(cmd) => commands::token::run(g, cmd).await,
         Command::Sweep(cmd) => commands::sweep::run(g, cmd).await,
         Command::Job(cmd) => commands::job::run(g, cmd).await,

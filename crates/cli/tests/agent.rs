@@ -99,7 +99,7 @@ async fn up_runs_launches_to_their_end_with_output_and_exit_codes() {
 
     let client = up.client();
     let items = client.list_items(&ItemFilter::default()).await.unwrap();
-    let (ok_item, failed, missing) = (&items[0], &items[1], &items[2]);
+    let (missing, failed, ok_item) = (&items[0], &items[1], &items[2]);
     assert_eq!(ok_item.state, ItemState::Finished);
     let run = ok_item.run_id.clone().unwrap();
     let served = String::from_utf8(client.read_log(&run, 0).await.unwrap()).unwrap();

@@ -298,6 +298,15 @@ impl Client {
         .await
     }
 
+    /// Ends a running item without its agent (`cancel --force`).
+    pub async fn force_cancel_item(&self, id: ItemId) -> ClientResult<Item> {
+        self.post(
+            &format!("/api/v1/items/{id}/cancel?force=true"),
+            &serde_json::json!({}),
+        )
+        .await
+    }
+
     // The agent protocol.
     pub async fn register_agent(&self, agent: &NewAgent) -> ClientResult<Agent> {
         self.post("/api/v1/agents", agent).await

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod pending;
 pub mod reaper;
 pub mod state;
 pub mod wake;

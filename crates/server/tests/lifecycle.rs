@@ -125,6 +125,8 @@ async fn the_whole_lifecycle() {
     let beat = Heartbeat {
         status: AgentStatus::Running,
         in_flight: vec![item.id],
+        running_jobs: 0,
+        running_schedulers: 0,
         wait_ms: 0,
     };
     assert!(t
@@ -217,6 +219,8 @@ async fn failure_release_cancel_and_stop() {
     let beat = Heartbeat {
         status: AgentStatus::Running,
         in_flight: vec![c],
+        running_jobs: 0,
+        running_schedulers: 0,
         wait_ms: 0,
     };
     assert_eq!(
@@ -239,7 +243,8 @@ async fn failure_release_cancel_and_stop() {
         .collect();
     assert_eq!(
         states,
-        [ItemState::Failed, ItemState::Cancelled, ItemState::Stopped]
+        [ItemState::Stopped, ItemState::Cancelled, ItemState::Failed],
+        "newest first"
     );
 }
 

@@ -135,6 +135,9 @@ pub trait Store: Send + Sync + 'static {
     /// A user's cancel: pending and leased items end `cancelled` at once; a claimed item is
     /// marked so its agent stops the run. Terminal items are a conflict.
     async fn cancel(&self, id: ItemId, now: Millis) -> StoreResult<Item>;
+    /// `cancel --force`: a claimed item ends `cancelled` at once and its run `lost` with
+    /// `reason` (for an agent that is gone for good); other states go as in `cancel`.
+    async fn force_cancel(&self, id: ItemId, reason: &str, now: Millis) -> StoreResult<Item>;
 
     // The lease protocol.
     /// Leases up to `max` pending items, round-robin across `queues` (starting one queue

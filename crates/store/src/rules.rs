@@ -10,17 +10,24 @@ pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.res
     i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
     i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms, i.kind, \
     i.sweep_index";
+/// An item's columns as shown to people: its latest run's times too (with [`ITEM_SHOWN_FROM`]).
+pub const ITEM_SHOWN_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, \
+    i.resource_args, i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, \
+    i.fail_message, i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, \
+    i.updated_at_ms, i.kind, i.sweep_index, r.started_at_ms, r.ended_at_ms";
 pub const SWEEP_COLUMNS: &str =
     "s.id, s.name, q.name, s.state, s.message, s.config, s.concurrency, \
     s.scheduler_item, s.created_at_ms, s.updated_at_ms";
 pub const SWEEP_FROM: &str = "sweeps s JOIN queues q ON q.id = s.queue_id";
-pub const ITEM_FROM: &str = "items i JOIN queues q ON q.id = i.queue_id";
+pub const ITEM_SHOWN_FROM: &str =
+    "items i JOIN queues q ON q.id = i.queue_id LEFT JOIN runs r ON r.id = i.run_id";
 pub const QUEUE_COLUMNS: &str = "name, resource, config, template_variables, prioritization, \
     max_attempts, requeue_lost, created_at_ms";
 pub const RUN_COLUMNS: &str = "id, item_id, queue, agent_id, state, handle, exit_code, message, \
     stop_requested, created_at_ms, started_at_ms, ended_at_ms, updated_at_ms";
 pub const AGENT_COLUMNS: &str = "id, name, hostname, queues, max_jobs, max_schedulers, version, \
-    status, in_flight, stop_requested, registered_at_ms, heartbeat_at_ms";
+    status, in_flight, stop_requested, registered_at_ms, heartbeat_at_ms, running_jobs, \
+    running_schedulers";
 pub const TOKEN_COLUMNS: &str = "id, name, scope, created_at_ms, run_id";
 
 /// Checks a write's fence against the item's and that the item is in one of `states`.

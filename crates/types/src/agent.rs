@@ -52,6 +52,11 @@ pub struct Agent {
     pub version: String,
     pub status: AgentStatus,
     pub in_flight: Vec<ItemId>,
+    /// The seed's `num_running_jobs` and `num_running_schedulers`, as of the last heartbeat.
+    #[serde(default)]
+    pub running_jobs: u32,
+    #[serde(default)]
+    pub running_schedulers: u32,
     pub stop_requested: bool,
     pub registered_at_ms: Millis,
     pub heartbeat_at_ms: Millis,
@@ -64,6 +69,12 @@ pub struct Heartbeat {
     pub status: AgentStatus,
     #[serde(default)]
     pub in_flight: Vec<ItemId>,
+    /// The seed's `num_running_jobs`: runs in flight (schedulers not counted).
+    #[serde(default)]
+    pub running_jobs: u32,
+    /// The seed's `num_running_schedulers`.
+    #[serde(default)]
+    pub running_schedulers: u32,
     /// Hold the answer up to this long (at most 60000 ms) unless there is something to stop:
     /// a stop is pushed to the agent the moment it is asked for.
     #[serde(default)]

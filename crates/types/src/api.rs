@@ -228,10 +228,23 @@ pub struct ItemFilter {
     /// Only the runs of this sweep (its scheduler item not included).
     pub sweep: Option<String>,
     pub state: Option<ItemState>,
-    /// Only items whose id is above this (for paging).
+    /// Only the items of this job (any version: `name`; one version: `name:v3`).
+    pub job: Option<String>,
+    /// Only items whose id is above this, oldest first (for paging forward).
     pub after: Option<i64>,
-    /// At most this many (1 to 1000, default 100).
+    /// Only items whose id is below this (for paging back through the newest-first order).
+    pub before: Option<i64>,
+    /// At most this many (1 to 1000, default 100), newest first unless `after` is given.
     pub limit: Option<u32>,
+}
+
+/// How to cancel.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CancelQuery {
+    /// End a running item now, without its agent's confirmation (its run becomes `lost`).
+    #[serde(default)]
+    pub force: bool,
 }
 
 /// Filters for run listings.

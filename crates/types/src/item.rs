@@ -149,6 +149,15 @@ pub struct Item {
     pub position: Option<u64>,
     pub created_at_ms: Millis,
     pub updated_at_ms: Millis,
+    /// When its latest run started and ended (its process, not its queueing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at_ms: Option<Millis>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at_ms: Option<Millis>,
+    /// For a pending item: why it has not started (no agent serves the queue, its sweep is
+    /// paused, every agent on it is busy), as the server sees it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_reason: Option<String>,
 }
 
 /// An item handed to an agent: the item with its lease.

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -147,12 +148,22 @@ pub struct LaunchSpec {
     pub template_variables: Map<String, Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub priority: Option<Priority>,
+    /// liftoff's own: the absolute directory an inline command was launched from; it runs
+    /// there (on runners that run on the agent machine's files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// liftoff's own: environment variables for the run (`launch --env K=V`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
 }
 
 /// Longest accepted string in a spec's free-text fields, and most argv entries: bounds what a
 /// request can make the store keep.
 const MAX_TEXT: usize = 1024;
 const MAX_ARGV: usize = 4096;
+/// Most `env` entries, and the longest value or `cwd`.
+const MAX_ENV: usize = 256;
+const MAX_VALUE: usize = 32 * 1024;
 
 impl LaunchSpec {
     /// Checks what the server can check without the queue: a spec must say what to run, and
@@ -217,6 +228,35 @@ impl LaunchSpec {
         if let Some(run_id) = &self.run_id {
             if let Err(e) = run_id.parse::<crate::RunId>() {
                 problems.push(("run_id".into(), e));
+            }
+        }
+        if let Some(cwd) = &self.cwd {
+            if !cwd.starts_with('/') || cwd.contains('\0') || cwd.len() > MAX_VALUE {
+                problems.push((
+                    "cwd".into(),
+                    "must be an absolute path without NUL bytes".into(),
+                ));
+            }
+        }
+        if self.env.len() > MAX_ENV {
+            problems.push(("env".into(), format!("has more than {MAX_ENV} entries")));
+        }
+        for (key, value) in &self.env {
+            let field = format!("env.{key}");
+            let name_ok = key
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !name_ok {
+                problems.push((field, "is not a variable name (letters, digits, _)".into()));
+            } else if key.starts_with("LIFTOFF_") {
+                problems.push((field, "is liftoff's own, set for every run".into()));
+            } else if value.contains('\0') || value.len() > MAX_VALUE {
+                problems.push((
+                    field,
+                    format!("must be at most {MAX_VALUE} bytes, without NUL bytes"),
+                ));
             }
         }
         problems

@@ -79,6 +79,7 @@ pub(crate) async fn prepare(
             .map_err(|e| e.to_string())?
             .map_err(|e| format!("cannot create the run's box directory: {e}"))?;
     }
+    let workdir = workdir(agent, item, &dir, sandboxed).await?;
     let output = dir.join("output.log");
     let vars = crate::env::RunVars {
         run_id: run_id.as_str(),
@@ -94,9 +95,15 @@ pub(crate) async fn prepare(
         project: item.spec.project.as_deref(),
     };
     let resource_args = expand_macros(&item.resource_args, &macros(item, run_id));
+    let mut own = crate::env::run_env(&agent.config.env, &vars);
+    // The spec's own variables (`launch --env`); liftoff's own names are refused at enqueue,
+    // so these cannot change how the run reaches the server.
+    for (key, value) in &item.spec.env {
+        own.entry(key.clone()).or_insert_with(|| value.clone());
+    }
     let mut env = RunEnv {
         base: agent.base_env.clone(),
-        own: crate::env::run_env(&agent.config.env, &vars),
+        own,
     };
     // The resource args as the runner got them (templates substituted, macros expanded), for
     // runs on backends that have none of their own to read them from.
@@ -113,13 +120,46 @@ pub(crate) async fn prepare(
         run_id: run_id.clone(),
         argv,
         env,
-        workdir: dir.join("work"),
+        workdir,
         output,
         resource_args,
         // The runner holds runs in line so that a slot that frees starts the next at once.
         concurrency: u32::try_from(agent.config.max_jobs).ok(),
         image: None,
     })
+}
+
+/// Where the run starts: an inline command in the directory it was launched from (as
+/// `sbatch` and pueue do), when the runner runs on this machine's files; a job, an image or a
+/// spec without one in its own `work/`. A launch directory this machine does not have fails
+/// the run now, naming it, rather than the command later with "file not found".
+async fn workdir(
+    agent: &Agent,
+    item: &Item,
+    dir: &std::path::Path,
+    sandboxed: bool,
+) -> Result<std::path::PathBuf, String> {
+    let spec = &item.spec;
+    let image = spec
+        .docker
+        .as_ref()
+        .is_some_and(|d| d.docker_image.is_some());
+    let cwd = match &spec.cwd {
+        Some(cwd) if spec.job.is_none() && !image && !sandboxed => cwd,
+        _ => return Ok(dir.join("work")),
+    };
+    match tokio::fs::metadata(cwd).await {
+        Ok(m) if m.is_dir() => Ok(cwd.into()),
+        Ok(_) => Err(format!(
+            "the run was launched from {cwd}, which is not a directory on {}",
+            agent.config.hostname
+        )),
+        Err(e) => Err(format!(
+            "the run was launched from {cwd}, which this agent's machine ({}) cannot enter: {e}; \
+             launch it with `--code {cwd}` to ship that directory with the run",
+            agent.config.hostname
+        )),
+    }
 }
 
 /// Makes the run's directory `dir` (with `work/`, and `config.json` when the run has a

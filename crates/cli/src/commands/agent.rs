@@ -74,6 +74,7 @@ pub async fn run(g: &Global, args: AgentArgs) -> anyhow::Result<()> {
 pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent>> {
     std::fs::create_dir_all(&cfg.state_dir)
         .with_context(|| format!("creating {}", cfg.state_dir.display()))?;
+    crate::dirlock::hold(&cfg.state_dir, "agent state directory")?;
     let mut resources: Vec<ResourceType> = Vec::new();
     for queue in &cfg.queues {
         let q = client

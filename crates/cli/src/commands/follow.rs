@@ -53,6 +53,9 @@ impl Progress {
 }
 
 fn describe(item: &Item) -> String {
+    if let Some(why) = &item.pending_reason {
+        return format!("item {} is pending: {why}", item.id);
+    }
     match (item.state, item.position) {
         (ItemState::Pending, Some(0)) => {
             format!("item {} is next on queue {}", item.id, item.queue)
@@ -164,8 +167,8 @@ pub async fn agents(g: &Global) -> anyhow::Result<()> {
                 a.id.to_string(),
                 a.status.to_string(),
                 age(a.heartbeat_at_ms, now),
-                format!("{}/{}", a.in_flight.len(), limit(a.max_jobs)),
-                format!("0/{}", limit(a.max_schedulers)),
+                format!("{}/{}", a.running_jobs, limit(a.max_jobs)),
+                format!("{}/{}", a.running_schedulers, limit(a.max_schedulers)),
                 if ids.is_empty() {
                     "-".into()
                 } else {

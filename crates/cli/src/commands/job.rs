@@ -129,6 +129,41 @@ fn table_rows(versions: &[JobVersion]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `launch --code DIR -- CMD`: `DIR` as a code job (named after the directory) whose
+/// entrypoint is the command; returns its reference. The same content and command are the
+/// same version, so launching again makes none.
+pub async fn ship_code(
+    client: &liftoff_client::Client,
+    dir: &Path,
+    spec: &liftoff_types::LaunchSpec,
+) -> anyhow::Result<String> {
+    let Some(argv) = spec.overrides.entry_point.clone().filter(|a| !a.is_empty()) else {
+        bail!("--code needs the command to run after `--`");
+    };
+    let entrypoint = shlex::try_join(argv.iter().map(String::as_str))
+        .with_context(|| format!("the command {argv:?} cannot be written as one line"))?;
+    let common = Common {
+        name: None,
+        entrypoint,
+        config_file: None,
+        config: Vec::new(),
+        schema: None,
+    };
+    let create = CreateCommand::Code {
+        path: dir.to_path_buf(),
+        common,
+    };
+    let (name, job) = build(client, create).await?;
+    let made = client.create_job_version(&name, &job).await?;
+    let what = if made.created {
+        "shipped"
+    } else {
+        "unchanged:"
+    };
+    eprintln!("{what} {} as job {}", dir.display(), made.job.reference());
+    Ok(made.job.reference())
+}
+
 async fn build(
     client: &liftoff_client::Client,
     create: CreateCommand,

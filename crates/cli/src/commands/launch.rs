@@ -33,6 +33,13 @@ pub struct LaunchArgs {
     /// A job to run: NAME, NAME:latest or NAME:vN; words after `--` are extra arguments.
     #[arg(long)]
     pub job: Option<String>,
+    /// An environment variable for the run: KEY=VALUE.
+    #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Ship this directory with the run (as a code job: content-addressed, .gitignore
+    /// honoured) instead of running the command where it was launched from.
+    #[arg(long, value_name = "DIR", conflicts_with = "job")]
+    pub code: Option<PathBuf>,
     /// Follow the run's output live and exit with its exit code.
     #[arg(long)]
     pub wait: bool,
@@ -46,7 +53,14 @@ pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<u8> {
     let client = g.client()?;
     let queue = args.queue.clone();
     let wait = args.wait;
-    let spec = build_spec(args)?;
+    let code = args.code.clone();
+    let mut spec = build_spec(args)?;
+    if let Some(dir) = code {
+        let job = super::job::ship_code(&client, &dir, &spec).await?;
+        spec.overrides.entry_point = None;
+        spec.cwd = None;
+        spec.job = Some(job);
+    }
     let item = client.enqueue(&queue, &spec).await?;
     if wait {
         return super::follow::wait(&client, item.id).await;
@@ -71,6 +85,18 @@ pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {
         spec.overrides.args.extend(args.command);
     } else if !args.command.is_empty() {
         spec.overrides.entry_point = Some(args.command);
+        // An inline command runs where it was launched from, as `sbatch` and pueue do.
+        if spec.cwd.is_none() && args.code.is_none() {
+            let cwd = std::env::current_dir()
+                .map_err(|e| anyhow::anyhow!("finding the current directory: {e}"))?;
+            spec.cwd = Some(cwd.to_string_lossy().into_owned());
+        }
+    }
+    for entry in &args.env {
+        let (key, value) = entry
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--env {entry:?} must be KEY=VALUE"))?;
+        spec.env.insert(key.to_string(), value.to_string());
     }
     if spec.job.is_none() && spec.overrides.entry_point.is_none() && spec.docker.is_none() {
         bail!("nothing to run: give a command after `--` (liftoff launch -- python train.py), --job or --spec");
@@ -111,7 +137,11 @@ pub fn deep_merge(base: &mut Map<String, Value>, over: Map<String, Value>) {
     }
 }
 
-fn set_dotted(map: &mut Map<String, Value>, key: &str, value: Value) -> anyhow::Result<()> {
+pub(crate) fn set_dotted(
+    map: &mut Map<String, Value>,
+    key: &str,
+    value: Value,
+) -> anyhow::Result<()> {
     let mut parts = key.split('.').peekable();
     let mut current = map;
     while let Some(part) = parts.next() {

@@ -8,6 +8,7 @@ pub mod launch;
 pub mod list;
 pub mod queue;
 pub mod server;
+pub mod show;
 pub mod sweep;
 pub mod token;
 pub mod up;

@@ -61,6 +61,7 @@ pub async fn start_local(
         config.artifacts = Some(data_dir.join("artifacts"));
     }
     create_private_dir(data_dir)?;
+    crate::dirlock::hold(data_dir, "data directory")?;
     let (store, db) = open_store(data_dir, database).await?;
     let new_token = bootstrap::first_admin_token(store.as_ref()).await?;
     let server = liftoff_server::start(config, store).await?;

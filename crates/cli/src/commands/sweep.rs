@@ -96,8 +96,8 @@ pub async fn run(g: &Global, cmd: SweepCommand) -> anyhow::Result<()> {
 }
 
 /// Reads the sweep file and checks it here, so every problem is printed (by key path) before
-/// anything is sent. A relative `program` is made absolute against the file's directory:
-/// runs start in a directory of their own.
+/// anything is sent. A relative `program` is made absolute against the file's directory, and
+/// the sweep's runs start in the program's directory.
 fn read_config(file: &Path) -> anyhow::Result<serde_json::Value> {
     let mut config: serde_json::Value = super::read_document(file)?;
     if let Err(problems) = SweepConfig::parse(&config) {

@@ -11,8 +11,8 @@ use axum::http::StatusCode;
 use axum::Json;
 use liftoff_store::Ack;
 use liftoff_types::api::{
-    AckRequest, AckResponse, AckedRun, ErrorBody, FailRequest, ItemFilter, ReleaseRequest,
-    WarnRequest,
+    AckRequest, AckResponse, AckedRun, CancelQuery, ErrorBody, FailRequest, ItemFilter,
+    ReleaseRequest, WarnRequest,
 };
 use liftoff_types::{now_ms, Item, ItemId, RunState};
 
@@ -25,7 +25,7 @@ const MAX_FILE: usize = 1024 * 1024;
 /// Largest backend handle, serialized.
 pub const MAX_HANDLE: usize = 16 * 1024;
 
-/// List items, oldest first; pending items carry their position in their queue.
+/// List items, newest first (oldest first from `after`, for paging); pending items carry their position in their queue.
 #[utoipa::path(get, path = "/api/v1/items", tag = "items", params(ItemFilter),
     responses((status = 200, body = Vec<Item>), (status = 404, body = ErrorBody)))]
 pub async fn list(
@@ -34,7 +34,9 @@ pub async fn list(
     Query(filter): Query<ItemFilter>,
 ) -> Result<Json<Vec<Item>>, ApiError> {
     caller.require(Access::Read)?;
-    Ok(Json(state.store.list_items(&filter).await?))
+    let mut items = state.store.list_items(&filter).await?;
+    crate::pending::explain(state.store.as_ref(), &mut items).await?;
+    Ok(Json(items))
 }
 
 /// Show one item.
@@ -46,7 +48,9 @@ pub async fn show(
     Path(id): Path<ItemId>,
 ) -> Result<Json<Item>, ApiError> {
     caller.require(Access::Read)?;
-    Ok(Json(state.store.get_item(id).await?))
+    let mut item = state.store.get_item(id).await?;
+    crate::pending::explain(state.store.as_ref(), std::slice::from_mut(&mut item)).await?;
+    Ok(Json(item))
 }
 
 /// A file attached to an item's failure, as text.
@@ -62,15 +66,30 @@ pub async fn file(
 }
 
 /// Cancel an item: pending and leased items end at once; a running one is stopped by its agent.
-#[utoipa::path(post, path = "/api/v1/items/{id}/cancel", tag = "items",
+/// With `force`, a running one ends now (its run `lost`), for an agent that is gone for good.
+#[utoipa::path(post, path = "/api/v1/items/{id}/cancel", tag = "items", params(CancelQuery),
     responses((status = 200, body = Item), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn cancel(
     caller: Caller,
     State(state): State<AppState>,
     Path(id): Path<ItemId>,
+    Query(query): Query<CancelQuery>,
 ) -> Result<Json<Item>, ApiError> {
     caller.require(Access::Submit)?;
-    let item = state.store.cancel(id, now_ms()).await?;
+    let item = if query.force {
+        let found = state.store.get_item(id).await?;
+        let agent = match found.agent_id {
+            Some(a) => format!("agent {a}"),
+            None => "its agent".to_string(),
+        };
+        let reason = format!(
+            "cancelled with --force: {agent} did not confirm the stop; \
+             whatever it started may still be running on its machine"
+        );
+        state.store.force_cancel(id, &reason, now_ms()).await?
+    } else {
+        state.store.cancel(id, now_ms()).await?
+    };
     if let Some(agent) = item.agent_id {
         state.wakers.wake(&agent_key(agent));
     }

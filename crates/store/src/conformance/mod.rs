@@ -32,6 +32,7 @@ macro_rules! conformance_tests {
             concurrent_leasers_lease_each_item_once, expiry_releases_with_a_higher_fence,
             attempt_limit_fails_with_phase_agent, cancel_pending_and_leased_items,
             cancel_of_a_claimed_item_asks_its_agent_to_stop, release_does_not_count_an_attempt,
+            force_cancel_ends_an_item_whose_agent_is_gone,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,
@@ -309,6 +310,41 @@ pub async fn cancel_pending_and_leased_items(store: DynStore) {
         .is_empty());
 }
 
+pub async fn force_cancel_ends_an_item_whose_agent_is_gone(store: DynStore) {
+    queue(&store, "q").await;
+    let a = agent(&store).await;
+    let id = enqueue(&store, "q", Priority::Medium, "x").await;
+    let l = lease(&store, a, &["q"], 1, T0).await.remove(0);
+    store.ack(id, ack(l.fence, "r1"), T0).await.unwrap();
+    let item = store
+        .force_cancel(id, "forced: agent gone", T0 + 1)
+        .await
+        .unwrap();
+    assert_eq!(item.state, ItemState::Cancelled);
+    assert!(item
+        .warnings
+        .iter()
+        .any(|w| w.message == "forced: agent gone"));
+    let run = store.get_run(&"r1".parse().unwrap()).await.unwrap();
+    assert_eq!(
+        (run.state, run.message.as_deref(), run.ended_at_ms),
+        (RunState::Lost, Some("forced: agent gone"), Some(T0 + 1))
+    );
+    let late = store
+        .update_run(
+            &run.id,
+            update(l.fence, RunState::Finished, Some(0)),
+            T0 + 2,
+        )
+        .await;
+    assert!(late.is_err(), "the gone agent's late report is refused");
+    assert_eq!(
+        store.get_item(id).await.unwrap().state,
+        ItemState::Cancelled
+    );
+    store.delete_queue("q", false, T0 + 3).await.unwrap();
+}
+
 pub async fn cancel_of_a_claimed_item_asks_its_agent_to_stop(store: DynStore) {
     queue(&store, "q").await;
     let a = agent(&store).await;
@@ -323,10 +359,18 @@ pub async fn cancel_of_a_claimed_item_asks_its_agent_to_stop(store: DynStore) {
     let beat = Heartbeat {
         status: AgentStatus::Running,
         in_flight: vec![id],
+        running_jobs: 1,
+        running_schedulers: 0,
         wait_ms: 0,
     };
     let reply = store.heartbeat(a, beat, T0).await.unwrap();
     assert_eq!(reply.stop_items, vec![id]);
+    let seen = store.get_agent(a).await.unwrap();
+    assert_eq!(
+        (seen.running_jobs, seen.running_schedulers),
+        (1, 0),
+        "the counts it sent"
+    );
     assert!(
         store
             .get_run(&"r1".parse().unwrap())
@@ -499,7 +543,11 @@ pub async fn positions_follow_lease_order(store: DynStore) {
     };
     let items = store.list_items(&filter).await.unwrap();
     let positions: Vec<(ItemId, Option<u64>)> = items.iter().map(|i| (i.id, i.position)).collect();
-    assert_eq!(positions, [(low, Some(2)), (med, Some(1)), (crit, Some(0))]);
+    assert_eq!(
+        positions,
+        [(crit, Some(0)), (med, Some(1)), (low, Some(2))],
+        "newest first, each with its place in lease order"
+    );
     assert_eq!(store.get_item(low).await.unwrap().position, Some(2));
     let filter = ItemFilter {
         state: Some(ItemState::Pending),
@@ -656,6 +704,8 @@ pub async fn silent_agents_are_lost_with_their_work(store: DynStore) {
     let beat = Heartbeat {
         status: AgentStatus::Polling,
         in_flight: vec![],
+        running_jobs: 0,
+        running_schedulers: 0,
         wait_ms: 0,
     };
     store.heartbeat(alive, beat, T0 + 40_000).await.unwrap();
@@ -700,6 +750,8 @@ pub async fn heartbeats_name_items_that_are_no_longer_the_agents(store: DynStore
     let beat = |items: Vec<ItemId>| Heartbeat {
         status: AgentStatus::Running,
         in_flight: items,
+        running_jobs: 0,
+        running_schedulers: 0,
         wait_ms: 0,
     };
     assert!(store

@@ -106,7 +106,7 @@ pub async fn sweep_runs_keep_to_their_cap_and_index(store: DynStore) {
     let runs = store.list_items(&filter).await.unwrap();
     assert_eq!(
         runs.iter().map(|i| i.sweep_index).collect::<Vec<_>>(),
-        [Some(0), Some(1)]
+        [Some(1), Some(0)]
     );
     // Kinds: an agent at its scheduler cap takes runs only, and the other way round.
     let a = agent(&store).await;

@@ -50,7 +50,8 @@ pub async fn heartbeat(
 ) -> StoreResult<HeartbeatReply> {
     let stmt = tx
         .prepare_cached(
-            "UPDATE agents SET status = $2, in_flight = $3, heartbeat_at_ms = $4 WHERE id = $1
+            "UPDATE agents SET status = $2, in_flight = $3, heartbeat_at_ms = $4,
+                 running_jobs = $5, running_schedulers = $6 WHERE id = $1
              RETURNING stop_requested",
         )
         .await?;
@@ -62,6 +63,8 @@ pub async fn heartbeat(
                 &beat.status.as_str(),
                 &serde_json::to_string(&beat.in_flight)?,
                 &now,
+                &i64::from(beat.running_jobs),
+                &i64::from(beat.running_schedulers),
             ],
         )
         .await?

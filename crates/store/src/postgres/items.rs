@@ -1,7 +1,7 @@
 //! Item rows outside the lease protocol on PostgreSQL: enqueue, show, list (with queue
 //! positions) and attached files.
 
-use super::rows::{self, get, ITEM_COLUMNS, ITEM_FROM};
+use super::rows::{self, get, ITEM_SHOWN_COLUMNS, ITEM_SHOWN_FROM};
 use super::Tx;
 use crate::{NewItem, StoreError, StoreResult};
 use liftoff_types::api::ItemFilter;
@@ -72,6 +72,9 @@ pub async fn enqueue(
         position: None,
         created_at_ms: now,
         updated_at_ms: now,
+        started_at_ms: None,
+        ended_at_ms: None,
+        pending_reason: None,
     })
 }
 
@@ -87,21 +90,40 @@ pub async fn list(tx: &Tx<'_>, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
         Some(q) => Some(rows::queue_id(tx, q).await?),
         None => None,
     };
+    // Newest first, unless paging forward from `after`.
+    let order = if filter.after.is_some() {
+        "ASC"
+    } else {
+        "DESC"
+    };
     let sql = format!(
-        "SELECT {ITEM_COLUMNS} FROM {ITEM_FROM}
+        "SELECT {ITEM_SHOWN_COLUMNS} FROM {ITEM_SHOWN_FROM}
          WHERE ($1::BIGINT IS NULL OR i.queue_id = $1) AND ($2::TEXT IS NULL OR i.state = $2)
-           AND i.id > $3 AND ($5::TEXT IS NULL OR (i.sweep_id = $5 AND i.kind = 'run'))
-         ORDER BY i.id LIMIT $4"
+           AND ($3::BIGINT IS NULL OR i.id > $3) AND ($6::BIGINT IS NULL OR i.id < $6)
+           AND ($5::TEXT IS NULL OR (i.sweep_id = $5 AND i.kind = 'run'))
+           AND ($7::TEXT IS NULL OR i.spec::jsonb->>'job' = $7
+                OR starts_with(i.spec::jsonb->>'job', $7 || ':'))
+         ORDER BY i.id {order} LIMIT $4"
     );
     let stmt = tx.prepare_cached(&sql).await?;
     let state = filter.state.map(|s| s.as_str());
-    let after = filter.after.unwrap_or(0);
     let found = tx
-        .query(&stmt, &[&queue_id, &state, &after, &limit, &filter.sweep])
+        .query(
+            &stmt,
+            &[
+                &queue_id,
+                &state,
+                &filter.after,
+                &limit,
+                &filter.sweep,
+                &filter.before,
+                &filter.job,
+            ],
+        )
         .await?;
     let mut items = found
         .iter()
-        .map(rows::item)
+        .map(rows::shown_item)
         .collect::<StoreResult<Vec<_>>>()?;
     for item in &mut items {
         item.warnings = rows::warnings(tx, item.id).await?;

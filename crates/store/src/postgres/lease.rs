@@ -428,6 +428,34 @@ pub async fn cancel(tx: &Tx<'_>, id: ItemId, now: Millis) -> StoreResult<Item> {
     rows::load_item(tx, id).await
 }
 
+/// `cancel --force`, as the SQLite store does it.
+pub async fn force_cancel(tx: &Tx<'_>, id: ItemId, reason: &str, now: Millis) -> StoreResult<Item> {
+    let cur = current(tx, id).await?;
+    if cur.state != ItemState::Claimed {
+        return cancel(tx, id, now).await;
+    }
+    let item = tx
+        .prepare_cached(
+            "UPDATE items SET state = 'cancelled', fence = fence + 1, cancel_requested = TRUE,
+                 lease_expires_at_ms = NULL, updated_at_ms = $2 WHERE id = $1",
+        )
+        .await?;
+    tx.execute(&item, &[&id.0, &now]).await?;
+    let run = tx
+        .prepare_cached(
+            "UPDATE runs SET state = 'lost', message = $2, stop_requested = TRUE,
+                 ended_at_ms = $3, updated_at_ms = $3
+             WHERE id = $1 AND state NOT IN ('finished', 'failed', 'stopped', 'preempted', 'lost')",
+        )
+        .await?;
+    tx.execute(&run, &[&cur.run_id, &reason, &now]).await?;
+    let warn = tx
+        .prepare_cached("INSERT INTO item_warnings (item_id, message, at_ms) VALUES ($1, $2, $3)")
+        .await?;
+    tx.execute(&warn, &[&id.0, &reason, &now]).await?;
+    rows::load_item(tx, id).await
+}
+
 /// Expired leases, locked with `SKIP LOCKED`: when several replicas reap at once, each item
 /// is handed back by exactly one of them, and none waits on another's writes.
 pub async fn expire(tx: &Tx<'_>, now: Millis) -> StoreResult<Expired> {

@@ -158,6 +158,10 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| lease::cancel(&tx, id, now).await)
     }
 
+    async fn force_cancel(&self, id: ItemId, reason: &str, now: Millis) -> StoreResult<Item> {
+        in_tx!(self, |tx| lease::force_cancel(&tx, id, reason, now).await)
+    }
+
     async fn lease(&self, params: LeaseParams, now: Millis) -> StoreResult<Vec<Lease>> {
         if params.queues.len() == 1 {
             let client = self.pool.get().await?;

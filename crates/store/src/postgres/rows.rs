@@ -13,8 +13,8 @@ use tokio_postgres::types::FromSql;
 use tokio_postgres::Row;
 
 pub use crate::rules::{
-    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_FROM, QUEUE_COLUMNS, RUN_COLUMNS, SWEEP_COLUMNS, SWEEP_FROM,
-    TOKEN_COLUMNS,
+    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_SHOWN_COLUMNS, ITEM_SHOWN_FROM, QUEUE_COLUMNS, RUN_COLUMNS,
+    SWEEP_COLUMNS, SWEEP_FROM, TOKEN_COLUMNS,
 };
 
 pub fn get<'a, T: FromSql<'a>>(row: &'a Row, idx: usize) -> StoreResult<T> {
@@ -63,6 +63,9 @@ pub fn item(row: &Row) -> StoreResult<Item> {
         updated_at_ms: get(row, 16)?,
         kind: parse::<ItemKind>(get(row, 17)?)?,
         sweep_index: get::<Option<i64>>(row, 18)?.map(|n| n as u32),
+        started_at_ms: None,
+        ended_at_ms: None,
+        pending_reason: None,
     })
 }
 
@@ -127,6 +130,8 @@ pub fn agent(row: &Row) -> StoreResult<Agent> {
         stop_requested: get(row, 9)?,
         registered_at_ms: get(row, 10)?,
         heartbeat_at_ms: get(row, 11)?,
+        running_jobs: get::<i64>(row, 12)? as u32,
+        running_schedulers: get::<i64>(row, 13)? as u32,
     })
 }
 
@@ -142,15 +147,23 @@ pub fn token(row: &Row) -> StoreResult<TokenInfo> {
     })
 }
 
+/// An item read with [`ITEM_SHOWN_COLUMNS`]: its latest run's times too.
+pub fn shown_item(row: &Row) -> StoreResult<Item> {
+    let mut found = item(row)?;
+    found.started_at_ms = get(row, 19)?;
+    found.ended_at_ms = get(row, 20)?;
+    Ok(found)
+}
+
 /// Loads one item by id with its warnings (not its position).
 pub async fn load_item(tx: &Tx<'_>, id: ItemId) -> StoreResult<Item> {
-    let sql = format!("SELECT {ITEM_COLUMNS} FROM {ITEM_FROM} WHERE i.id = $1");
+    let sql = format!("SELECT {ITEM_SHOWN_COLUMNS} FROM {ITEM_SHOWN_FROM} WHERE i.id = $1");
     let stmt = tx.prepare_cached(&sql).await?;
     let row = tx
         .query_opt(&stmt, &[&id.0])
         .await?
         .ok_or_else(|| StoreError::not_found("item", id))?;
-    let mut item = item(&row)?;
+    let mut item = shown_item(&row)?;
     item.warnings = warnings(tx, id).await?;
     Ok(item)
 }

@@ -47,7 +47,8 @@ pub fn heartbeat(
 ) -> StoreResult<HeartbeatReply> {
     let stop_agent: bool = conn
         .prepare_cached(
-            "UPDATE agents SET status = ?2, in_flight = ?3, heartbeat_at_ms = ?4 WHERE id = ?1
+            "UPDATE agents SET status = ?2, in_flight = ?3, heartbeat_at_ms = ?4,
+                 running_jobs = ?5, running_schedulers = ?6 WHERE id = ?1
              RETURNING stop_requested",
         )?
         .query_row(
@@ -55,7 +56,9 @@ pub fn heartbeat(
                 id.0,
                 beat.status.as_str(),
                 serde_json::to_string(&beat.in_flight)?,
-                now
+                now,
+                beat.running_jobs,
+                beat.running_schedulers
             ],
             |r| r.get(0),
         )

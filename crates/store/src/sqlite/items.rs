@@ -1,7 +1,7 @@
 //! Item rows outside the lease protocol: enqueue, show, list (with queue positions) and
 //! attached files.
 
-use super::rows::{self, ITEM_COLUMNS, ITEM_FROM};
+use super::rows::{self, ITEM_SHOWN_COLUMNS, ITEM_SHOWN_FROM};
 use crate::{NewItem, StoreError, StoreResult};
 use liftoff_types::api::ItemFilter;
 use liftoff_types::{Item, ItemId, ItemState, Millis, Priority};
@@ -70,6 +70,9 @@ pub fn enqueue(
         position: None,
         created_at_ms: now,
         updated_at_ms: now,
+        started_at_ms: None,
+        ended_at_ms: None,
+        pending_reason: None,
     })
 }
 
@@ -86,11 +89,20 @@ pub fn list(conn: &Connection, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
         .as_deref()
         .map(|q| rows::queue_id(conn, q))
         .transpose()?;
+    // Newest first, unless paging forward from `after`.
+    let order = if filter.after.is_some() {
+        "ASC"
+    } else {
+        "DESC"
+    };
     let sql = format!(
-        "SELECT {ITEM_COLUMNS} FROM {ITEM_FROM}
-         WHERE (?1 IS NULL OR i.queue_id = ?1) AND (?2 IS NULL OR i.state = ?2) AND i.id > ?3
+        "SELECT {ITEM_SHOWN_COLUMNS} FROM {ITEM_SHOWN_FROM}
+         WHERE (?1 IS NULL OR i.queue_id = ?1) AND (?2 IS NULL OR i.state = ?2)
+           AND (?3 IS NULL OR i.id > ?3) AND (?6 IS NULL OR i.id < ?6)
            AND (?5 IS NULL OR (i.sweep_id = ?5 AND i.kind = 'run'))
-         ORDER BY i.id LIMIT ?4"
+           AND (?7 IS NULL OR json_extract(i.spec, '$.job') = ?7
+                OR substr(json_extract(i.spec, '$.job'), 1, length(?7) + 1) = ?7 || ':')
+         ORDER BY i.id {order} LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
     let state = filter.state.map(|s| s.as_str());
@@ -98,11 +110,13 @@ pub fn list(conn: &Connection, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
         params![
             queue_id,
             state,
-            filter.after.unwrap_or(0),
+            filter.after,
             limit,
-            filter.sweep
+            filter.sweep,
+            filter.before,
+            filter.job
         ],
-        rows::item,
+        rows::shown_item,
     )?;
     let mut items: Vec<Item> = found.collect::<Result<_, _>>()?;
     for item in &mut items {

@@ -300,6 +300,35 @@ pub fn cancel(conn: &Connection, id: ItemId, now: Millis) -> StoreResult<liftoff
     rows::load_item(conn, id)
 }
 
+/// `cancel --force`: a claimed item whose agent will not confirm its stop ends `cancelled`
+/// now, its run `lost` with `reason`; the fence moves so a late report from that agent is
+/// refused. Other states go as in [`cancel`].
+pub fn force_cancel(
+    conn: &Connection,
+    id: ItemId,
+    reason: &str,
+    now: Millis,
+) -> StoreResult<liftoff_types::Item> {
+    let cur = current(conn, id)?;
+    if cur.state != ItemState::Claimed {
+        return cancel(conn, id, now);
+    }
+    conn.prepare_cached(
+        "UPDATE items SET state = 'cancelled', fence = fence + 1, cancel_requested = 1,
+             lease_expires_at_ms = NULL, updated_at_ms = ?2 WHERE id = ?1",
+    )?
+    .execute(params![id.0, now])?;
+    conn.prepare_cached(
+        "UPDATE runs SET state = 'lost', message = ?2, stop_requested = 1,
+             ended_at_ms = ?3, updated_at_ms = ?3
+         WHERE id = ?1 AND state NOT IN ('finished', 'failed', 'stopped', 'preempted', 'lost')",
+    )?
+    .execute(params![cur.run_id, reason, now])?;
+    conn.prepare_cached("INSERT INTO item_warnings (item_id, message, at_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![id.0, reason, now])?;
+    rows::load_item(conn, id)
+}
+
 pub fn expire(conn: &Connection, now: Millis) -> StoreResult<Expired> {
     let mut stmt = conn.prepare_cached(
         "SELECT i.id, q.name, i.attempts, q.max_attempts FROM items i

@@ -196,6 +196,12 @@ impl Store for SqliteStore {
         self.write(move |c| lease::cancel(c, id, now)).await
     }
 
+    async fn force_cancel(&self, id: ItemId, reason: &str, now: Millis) -> StoreResult<Item> {
+        let reason = reason.to_string();
+        self.write(move |c| lease::force_cancel(c, id, &reason, now))
+            .await
+    }
+
     async fn lease(&self, params: LeaseParams, now: Millis) -> StoreResult<Vec<Lease>> {
         let turn = self.next_turn(params.agent);
         self.write(move |c| lease::lease(c, &params, turn, now))

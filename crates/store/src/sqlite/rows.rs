@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, Row};
 use std::str::FromStr;
 
 pub use crate::rules::{
-    AGENT_COLUMNS, ITEM_COLUMNS, ITEM_FROM, QUEUE_COLUMNS, RUN_COLUMNS, SWEEP_COLUMNS, SWEEP_FROM,
-    TOKEN_COLUMNS,
+    AGENT_COLUMNS, ITEM_SHOWN_COLUMNS, ITEM_SHOWN_FROM, QUEUE_COLUMNS, RUN_COLUMNS, SWEEP_COLUMNS,
+    SWEEP_FROM, TOKEN_COLUMNS,
 };
 
 /// A row value that must parse as one of our enums or JSON; a failure means a corrupt file.
@@ -60,6 +60,9 @@ pub fn item(row: &Row) -> rusqlite::Result<Item> {
         updated_at_ms: row.get(16)?,
         kind: parse::<ItemKind>(row.get(17)?)?,
         sweep_index: row.get(18)?,
+        started_at_ms: None,
+        ended_at_ms: None,
+        pending_reason: None,
     })
 }
 
@@ -124,6 +127,8 @@ pub fn agent(row: &Row) -> rusqlite::Result<Agent> {
         stop_requested: row.get(9)?,
         registered_at_ms: row.get(10)?,
         heartbeat_at_ms: row.get(11)?,
+        running_jobs: row.get(12)?,
+        running_schedulers: row.get(13)?,
     })
 }
 
@@ -140,12 +145,20 @@ pub fn token(row: &Row) -> rusqlite::Result<TokenInfo> {
     })
 }
 
+/// An item read with [`ITEM_SHOWN_COLUMNS`]: its latest run's times too.
+pub fn shown_item(row: &Row) -> rusqlite::Result<Item> {
+    let mut found = item(row)?;
+    found.started_at_ms = row.get(19)?;
+    found.ended_at_ms = row.get(20)?;
+    Ok(found)
+}
+
 /// Loads one item by id with its warnings (not its position).
 pub fn load_item(conn: &Connection, id: ItemId) -> StoreResult<Item> {
-    let sql = format!("SELECT {ITEM_COLUMNS} FROM {ITEM_FROM} WHERE i.id = ?1");
+    let sql = format!("SELECT {ITEM_SHOWN_COLUMNS} FROM {ITEM_SHOWN_FROM} WHERE i.id = ?1");
     let found = conn
         .prepare_cached(&sql)?
-        .query_row([id.0], item)
+        .query_row([id.0], shown_item)
         .optional()?;
     let mut item = found.ok_or_else(|| StoreError::not_found("item", id))?;
     item.warnings = warnings(conn, id)?;

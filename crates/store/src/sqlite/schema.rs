@@ -170,6 +170,11 @@ CREATE TABLE secrets (
     value TEXT NOT NULL
 );
 "#,
+    r#"
+-- the seed's running counts, as each agent last reported them
+ALTER TABLE agents ADD COLUMN running_jobs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE agents ADD COLUMN running_schedulers INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// Brings the database up to the newest schema.

@@ -1,0 +1,363 @@
+//! The daily loop through the real binary: one process per directory, listings newest first
+//! with filters, `show` and `rerun`, `cancel --force` for an agent gone for good, and the
+//! seed's running counts in `liftoff agents`.
+
+mod common;
+
+use common::{ok, refused, wait_async, wait_for, ServerProcess, BIN};
+use liftoff_types::{ItemId, ItemState, RunState};
+use serde_json::Value;
+use std::process::Command;
+use std::time::Duration;
+
+fn up() -> ServerProcess {
+    ServerProcess::start_with(&["up", "--bind", "127.0.0.1:0"])
+}
+
+fn json(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn a_second_up_or_agent_on_the_same_directory_refuses_naming_the_pid() {
+    let up = up();
+    let client_file = std::fs::read(up.data_dir().join("client.json")).unwrap();
+    let pid = up.child.id().to_string();
+
+    let second = up.run(&["up", "--bind", "127.0.0.1:0"]);
+    let err = refused(&second);
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(err.contains("data directory"), "{err}");
+    let agent = up.run(&["agent", "--queue", "default"]);
+    let err = refused(&agent);
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(err.contains("agent state directory"), "{err}");
+
+    // Nothing was rewritten: the CLI still reaches the first server, whose agent still runs.
+    assert_eq!(
+        std::fs::read(up.data_dir().join("client.json")).unwrap(),
+        client_file
+    );
+    let item = ok(&up.run(&["launch", "--", "echo", "still here"]));
+    assert_eq!(ok(&up.run(&["logs", "-f", item.trim()])), "still here\n");
+}
+
+#[test]
+fn items_lists_the_newest_first_and_filters_by_state_queue_and_job() {
+    let up = up();
+    ok(&up.run(&["queue", "create", "other"]));
+    let first = ok(&up.run(&["launch", "--", "true"])).trim().to_string();
+    ok(&up.run(&["logs", "-f", &first]));
+    let second = ok(&up.run(&["launch", "-q", "other", "--", "sleep", "1000"]))
+        .trim()
+        .to_string();
+    let third = ok(&up.run(&["launch", "--name", "last", "--", "false"]))
+        .trim()
+        .to_string();
+    ok(&up.run(&["logs", "-f", &third]));
+
+    let ids = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["items", "-o", "json"];
+        all.extend_from_slice(args);
+        json(&ok(&up.run(&all)))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].to_string())
+            .collect()
+    };
+    assert_eq!(ids(&[]), [third.as_str(), &second, &first], "newest first");
+    assert_eq!(ids(&["--queue", "other"]), [second.as_str()]);
+    assert_eq!(ids(&["--state", "finished"]), [first.as_str()]);
+    assert_eq!(
+        ids(&["--limit", "1", "--before", &third]),
+        [second.as_str()]
+    );
+    assert_eq!(
+        ids(&["--after", &first]),
+        [second.as_str(), &third],
+        "paging forward"
+    );
+    assert!(ids(&["--job", "nosuchjob"]).is_empty());
+
+    let table = ok(&up.run(&["items"]));
+    let rows: Vec<&str> = table.lines().collect();
+    assert!(
+        rows[0].contains("TOOK") && rows[0].contains("WHAT"),
+        "{table}"
+    );
+    assert!(
+        rows[1].starts_with(&third) && rows[1].contains("last: false"),
+        "{table}"
+    );
+    ok(&up.run(&["cancel", &second]));
+}
+
+#[test]
+fn show_tells_what_a_run_was_and_rerun_runs_it_again_with_changes() {
+    let up = up();
+    let script = "echo about to fail; \
+                  echo '{\"loss\": 0.25}' >> $LIFTOFF_METRICS_FILE; \
+                  echo '{\"loss\": 0.5}' >> $LIFTOFF_METRICS_FILE; exit 3";
+    let item = ok(&up.run(&[
+        "launch", "--name", "try", "--config", "lr=0.1", "--", "sh", "-c", script,
+    ]))
+    .trim()
+    .to_string();
+    ok(&up.run(&["logs", "-f", &item]));
+    let client = up.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let id = ItemId(item.parse().unwrap());
+    wait_for("the item to fail", Duration::from_secs(20), || {
+        rt.block_on(client.get_item(id)).unwrap().state == ItemState::Failed
+    });
+
+    let shown = ok(&up.run(&["show", &item]));
+    for want in [
+        "state         failed (run failed)",
+        "name          try",
+        "command       sh -c",
+        "config        {\"lr\":0.1}",
+        "exit code     3",
+        "failed        in phase run: the run exited with code 3",
+        "enqueued",
+        "started",
+        "run ended failed (exit 3)",
+        "metric loss   last 0.5 · min 0.25 · max 0.5 · 2 values",
+        "file output-tail.log",
+    ] {
+        assert!(shown.contains(want), "missing {want:?} in:\n{shown}");
+    }
+    // The run id shows the same item; -o json carries the files whole.
+    let run = rt.block_on(client.get_item(id)).unwrap().run_id.unwrap();
+    assert_eq!(ok(&up.run(&["show", run.as_str()])), shown);
+    let full = json(&ok(&up.run(&["show", &item, "-o", "json"])));
+    assert_eq!(full["run"]["exit_code"], 3);
+    assert_eq!(full["metrics"]["loss"]["min"], 0.25);
+    assert!(full["files"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("about to fail"));
+
+    let again = ok(&up.run(&["rerun", &item, "--config", "lr=0.2"]));
+    let again: i64 = again.trim().parse().expect("rerun prints only the new id");
+    ok(&up.run(&["logs", "-f", &again.to_string()]));
+    let new = rt.block_on(client.get_item(ItemId(again))).unwrap();
+    assert_eq!(new.spec.overrides.run_config["lr"], 0.2);
+    assert_eq!(new.spec.name.as_deref(), Some("try"));
+    assert_eq!(
+        new.spec.overrides.entry_point,
+        rt.block_on(client.get_item(id))
+            .unwrap()
+            .spec
+            .overrides
+            .entry_point
+    );
+    let err = refused(&up.run(&["show", "999"]));
+    assert!(err.contains("999") && err.contains("item"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_force_ends_an_item_whose_agent_is_gone_for_good() {
+    let server = ServerProcess::start();
+    ok(&server.run(&["queue", "create", "q"]));
+    let state = server.dir.path().join("agent");
+    let mut agent = server.agent(&state, &["--queue", "q"]);
+    let client = server.client();
+    let item = ok(&server.run(&["launch", "-q", "q", "--", "sleep", "1000"]))
+        .trim()
+        .to_string();
+    let id = ItemId(item.parse().unwrap());
+    wait_async("the run to start", Duration::from_secs(20), || async {
+        let i = client.get_item(id).await.unwrap();
+        match i.run_id {
+            Some(r) => client.get_run(&r).await.unwrap().state == RunState::Running,
+            None => false,
+        }
+    })
+    .await;
+    let run = client.get_item(id).await.unwrap().run_id.unwrap();
+    let pid = client.get_run(&run).await.unwrap().handle["pid"]
+        .as_i64()
+        .expect("a local run's handle has its pid") as i32;
+    agent.kill9();
+
+    // A plain cancel can only ask; nobody is there to answer.
+    ok(&server.run(&["cancel", &item]));
+    let asked = client.get_item(id).await.unwrap();
+    assert_eq!(
+        (asked.state, asked.cancel_requested),
+        (ItemState::Claimed, true)
+    );
+    let err = refused(&server.run(&["queue", "delete", "q"]));
+    assert!(err.contains("live"), "{err}");
+
+    ok(&server.run(&["cancel", "--force", &item]));
+    let ended = client.get_item(id).await.unwrap();
+    assert_eq!(ended.state, ItemState::Cancelled);
+    assert!(
+        ended.warnings.iter().any(|w| w.message.contains("--force")),
+        "recorded as forced: {:?}",
+        ended.warnings
+    );
+    let lost = client.get_run(&run).await.unwrap();
+    assert_eq!(lost.state, RunState::Lost);
+    assert!(lost.message.unwrap().contains("may still be running"));
+    ok(&server.run(&["queue", "delete", "q"]));
+
+    // The orphaned child is this test's to end.
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_shows_the_running_jobs_and_schedulers_the_agent_counts() {
+    let server = ServerProcess::start();
+    ok(&server.run(&["queue", "create", "q"]));
+    let dir = server.dir.path();
+    std::fs::write(dir.join("agent.yaml"), "heartbeat_interval: 1\n").unwrap();
+    let config = dir.join("agent.yaml");
+    let _agent = server.agent(
+        &dir.join("agent"),
+        &[
+            "--queue",
+            "q",
+            "--max-jobs",
+            "4",
+            "-c",
+            config.to_str().unwrap(),
+        ],
+    );
+    for _ in 0..2 {
+        ok(&server.run(&["launch", "-q", "q", "--", "sleep", "1000"]));
+    }
+    let client = server.client();
+    wait_async(
+        "the agent to report 2 running",
+        Duration::from_secs(20),
+        || async { client.list_agents().await.unwrap()[0].running_jobs == 2 },
+    )
+    .await;
+    let table = ok(&server.run(&["agents"]));
+    let row = table.lines().nth(1).unwrap();
+    assert!(row.contains(" 2/4 ") && row.contains(" 0/"), "{table}");
+    for item in client.list_items(&Default::default()).await.unwrap() {
+        client.cancel_item(item.id).await.unwrap();
+    }
+}
+
+#[test]
+fn an_inline_command_runs_where_it_was_launched_or_ships_it_with_code() {
+    let up = up();
+    let project = up.dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(
+        project.join("train.sh"),
+        "echo training with $OPTIMIZER in $(pwd)\n",
+    )
+    .unwrap();
+    let launch = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .arg("launch")
+            .args(args)
+            .current_dir(&project)
+            .env("LIFTOFF_DATA_DIR", up.data_dir())
+            .env_remove("LIFTOFF_URL")
+            .env_remove("LIFTOFF_TOKEN")
+            .output()
+            .unwrap();
+        (
+            ok(&out).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    // From the project directory, as by hand.
+    let (item, _) = launch(&["--env", "OPTIMIZER=adam", "--", "sh", "train.sh"]);
+    let out = ok(&up.run(&["logs", "-f", &item]));
+    let here = std::fs::canonicalize(&project).unwrap();
+    assert_eq!(out, format!("training with adam in {}\n", here.display()));
+
+    // Shipped as code: it runs in a copy, and the same content is not a new version.
+    let (item, said) = launch(&["--code", ".", "--", "sh", "train.sh"]);
+    assert!(said.contains("shipped"), "{said}");
+    let out = ok(&up.run(&["logs", "-f", &item]));
+    assert!(
+        out.starts_with("training with in ") && out.contains("/work"),
+        "{out}"
+    );
+    let (_, said) = launch(&["--code", ".", "--", "sh", "train.sh"]);
+    assert!(said.contains("unchanged"), "{said}");
+
+    // A directory this machine does not have fails at once, saying what to do.
+    let spec = up.dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"overrides": {"entry_point": ["sh", "train.sh"]}, "cwd": "/nonexistent/project"}"#,
+    )
+    .unwrap();
+    let item = ok(&up.run(&["launch", "--spec", spec.to_str().unwrap()]));
+    let id = ItemId(item.trim().parse().unwrap());
+    let client = up.client();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    wait_for("the item to fail", Duration::from_secs(20), || {
+        rt.block_on(client.get_item(id)).unwrap().state == ItemState::Failed
+    });
+    let failure = rt.block_on(client.get_item(id)).unwrap().failure.unwrap();
+    assert!(
+        failure.message.contains("/nonexistent/project")
+            && failure.message.contains("--code /nonexistent/project"),
+        "{failure:?}"
+    );
+    // liftoff's own variables cannot be set from a spec.
+    let err = refused(&up.run(&["launch", "--env", "LIFTOFF_RUN_TOKEN=x", "--", "true"]));
+    assert!(err.contains("env.LIFTOFF_RUN_TOKEN"), "{err}");
+}
+
+#[test]
+fn launch_wait_says_at_once_when_no_agent_serves_the_queue() {
+    let up = up();
+    ok(&up.run(&["queue", "create", "gpu"]));
+    let mut wait = Command::new(BIN)
+        .args(["launch", "--wait", "-q", "gpu", "--", "true"])
+        .env("LIFTOFF_DATA_DIR", up.data_dir())
+        .env_remove("LIFTOFF_URL")
+        .env_remove("LIFTOFF_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = wait.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let started = std::time::Instant::now();
+    let line = loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("launch --wait to say why it waits");
+        if line.contains("no agent serves queue gpu") {
+            break line;
+        }
+    };
+    assert!(started.elapsed() < Duration::from_secs(5), "{line}");
+    assert!(line.contains("liftoff agent --queue gpu"), "{line}");
+    let _ = wait.kill();
+    let _ = wait.wait();
+
+    // The API and `items` give the same reason; a served queue says where the item stands.
+    let items = json(&ok(&up.run(&["items", "-o", "json", "-q", "gpu"])));
+    assert!(items[0]["pending_reason"]
+        .as_str()
+        .unwrap()
+        .starts_with("no agent serves queue gpu"));
+}
