@@ -4,6 +4,7 @@
 mod agent;
 mod container;
 mod env;
+mod listing;
 mod queue;
 mod slurm;
 mod sweep;
@@ -12,6 +13,8 @@ use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// `items`, `runs` and `show` through the CLI on a database of N ended runs.
+    Listing(listing::ListingBench),
     /// Enqueue rate, lease→ack→finish cycles (store and HTTP), lease latency by depth.
     Queue(queue::QueueBench),
     /// Dispatch latency, throughput against a bare spawn loop, stop latency, agent memory.
@@ -34,6 +37,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Container(b) => container::run(b).await,
         BenchCommand::Sweep(b) => sweep::run(b).await,
         BenchCommand::Env(b) => env::run(b).await,
+        BenchCommand::Listing(b) => listing::run(b).await,
     }
 }
 
