@@ -95,6 +95,10 @@ impl Agent {
             self.clone(),
             Duration::from_secs(300),
         ));
+        let sweeper = tokio::spawn(crate::cleanup::sweep_every(
+            self.clone(),
+            Duration::from_secs(60),
+        ));
         crate::item::readopt(&self).await;
         // Directories for the first runs, made while there is nothing else to do.
         let me = self.clone();
@@ -188,6 +192,7 @@ impl Agent {
         let _ = beat.await;
         printer.abort();
         reconciler.abort();
+        sweeper.abort();
         self.set_status(AgentStatus::Stopped);
         let last = Heartbeat {
             status: AgentStatus::Stopped,

@@ -46,6 +46,10 @@ pub struct AgentConfig {
     pub base_image: Option<String>,
     /// Where built images are pushed (W&B's `registry.uri`).
     pub registry: Option<String>,
+    /// How long a finished run's directory stays once its end and output are on the server
+    /// (`keep_finished_runs`), and a failed, stopped or lost one's (`keep_failed_runs`).
+    pub keep_finished: Duration,
+    pub keep_failed: Duration,
 }
 
 /// Defaults, each with its reason.
@@ -75,6 +79,11 @@ impl Default for AgentConfig {
             runners: Vec::new(),
             base_image: None,
             registry: None,
+            // What a finished run said is on the server; what it left in its directory (a
+            // code job's copy of the code) is the disk that grew without bound.
+            keep_finished: Duration::ZERO,
+            // A day to look into what a failed run left behind.
+            keep_failed: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -128,6 +137,8 @@ const KNOWN: &[&str] = &[
     "name",
     "slurm_poll_interval",
     "runners",
+    "keep_finished_runs",
+    "keep_failed_runs",
 ];
 
 /// The largest count `max_jobs` and `max_schedulers` take (beyond it, a typo).
@@ -253,11 +264,16 @@ fn apply_file(
                 Some(v) if v <= 2 => cfg.verbosity = v as u8,
                 _ => bad("must be 0, 1 or 2"),
             },
-            "stopped_run_timeout" | "start_timeout" | "heartbeat_interval" => match seconds(&value)
-            {
+            "stopped_run_timeout"
+            | "start_timeout"
+            | "heartbeat_interval"
+            | "keep_finished_runs"
+            | "keep_failed_runs" => match seconds(&value) {
                 Some(d) => match key.as_str() {
                     "stopped_run_timeout" => cfg.stopped_run_timeout = d,
                     "start_timeout" => cfg.start_timeout = d,
+                    "keep_finished_runs" => cfg.keep_finished = d,
+                    "keep_failed_runs" => cfg.keep_failed = d,
                     _ if d < Duration::from_secs(1) || d > Duration::from_secs(20) => bad(
                         "must be from 1 to 20 seconds (the server declares an agent lost after 30)",
                     ),

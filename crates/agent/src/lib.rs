@@ -7,6 +7,7 @@
 //! lets a restarted agent re-adopt its runs.
 
 pub mod agent;
+mod cleanup;
 pub mod config;
 pub mod env;
 mod item;

@@ -133,15 +133,20 @@ impl Spares {
         }
     }
 
+    /// Whether `dir` waits here to be taken (it must not be removed).
+    pub fn holds(&self, dir: &Path) -> bool {
+        self.lock().pool.iter().any(|(d, _)| d == dir)
+    }
+
     /// Keeps the directory of a run that ended `finished` for reuse, if the run left
     /// nothing of its own in it and the server has its output up to `shipped` bytes, which
-    /// must be all of it. It stays where it is until taken.
-    pub fn give(&self, run_dir: &Path, shipped: u64) {
+    /// must be all of it. It stays where it is until taken. Returns whether it was kept.
+    pub fn give(&self, run_dir: &Path, shipped: u64) -> bool {
         let stamp = {
             let mut inner = self.lock();
             let stamp = inner.lent.remove(run_dir);
             if inner.pool.len() >= MAX_SPARES {
-                return;
+                return false;
             }
             stamp
         };
@@ -151,7 +156,7 @@ impl Spares {
             .and_then(|stamp| Some((unchanged(run_dir, stamp, shipped)?, Some(stamp))))
             .or_else(|| Some((reusable(run_dir, shipped)?, restamp(run_dir))));
         let Some((output_len, stamp)) = checked else {
-            return;
+            return false;
         };
         if output_len > 0
             && OpenOptions::new()
@@ -160,9 +165,10 @@ impl Spares {
                 .and_then(|f| f.set_len(0))
                 .is_err()
         {
-            return;
+            return false;
         }
         self.lock().pool.push_back((run_dir.to_path_buf(), stamp));
+        true
     }
 
     /// Makes the spares missing for `wanted` (at most [`MAX_SPARES`]) in `spare/`, each as a

@@ -595,13 +595,28 @@ async fn short_runs_one_after_another_keep_flowing_and_reuse_their_directories()
         std::fs::read_dir(state.join("spare")).unwrap().count() >= 1,
         "spares made ahead"
     );
-    // What a run leaves in its working directory stays where it was, with the directory.
+    // What a finished run leaves in its own directory goes with it (`keep_finished_runs`
+    // is 0 by default); a failed run's stays for a day to be looked into.
     let id = client
         .enqueue("q", &sh("echo weights > model.pt"))
         .await
         .unwrap()
         .id;
     wait_state(&client, id, ItemState::Finished).await;
+    let run = client.get_item(id).await.unwrap().run_id.unwrap();
+    let dir = state.join("runs").join(run.as_str());
+    wait_async(
+        "the finished run's directory to go",
+        Duration::from_secs(10),
+        || async { !dir.exists() },
+    )
+    .await;
+    let id = client
+        .enqueue("q", &sh("echo weights > model.pt; exit 1"))
+        .await
+        .unwrap()
+        .id;
+    wait_state(&client, id, ItemState::Failed).await;
     let run = client.get_item(id).await.unwrap().run_id.unwrap();
     let kept = state.join("runs").join(run.as_str()).join("work/model.pt");
     assert_eq!(std::fs::read_to_string(kept).unwrap(), "weights\n");

@@ -361,3 +361,67 @@ fn launch_wait_says_at_once_when_no_agent_serves_the_queue() {
         .unwrap()
         .starts_with("no agent serves queue gpu"));
 }
+
+/// Bytes under `dir`, files only.
+fn size_of(dir: &std::path::Path) -> u64 {
+    let Ok(listing) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    listing
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => size_of(&e.path()),
+            Ok(_) => e.metadata().map_or(0, |m| m.len()),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_each_leave_a_megabyte_leave_the_disk_as_it_was() {
+    let server = ServerProcess::start();
+    ok(&server.run(&["queue", "create", "q"]));
+    let dir = server.dir.path();
+    let state = dir.join("agent");
+    let _agent = server.agent(&state, &["--queue", "q", "--max-jobs", "4"]);
+    let client = server.client();
+    let runs = 300;
+    let leave = "head -c 1048576 /dev/zero > checkpoint.bin";
+    for _ in 0..runs {
+        let spec = liftoff_types::LaunchSpec::command(vec!["sh".into(), "-c".into(), leave.into()]);
+        client.enqueue("q", &spec).await.unwrap();
+    }
+    let failed = client
+        .enqueue(
+            "q",
+            &liftoff_types::LaunchSpec::command(vec![
+                "sh".into(),
+                "-c".into(),
+                format!("{leave}; exit 2"),
+            ]),
+        )
+        .await
+        .unwrap()
+        .id;
+    wait_async("every run to end", Duration::from_secs(180), || async {
+        let d = client.get_queue("q").await.unwrap().depth.unwrap();
+        d.finished + d.failed == runs + 1
+    })
+    .await;
+    // 300 MB were written; what stays is the failed run's megabyte and spares' empty files.
+    let runs_dir = state.join("runs");
+    wait_async(
+        "finished runs' directories to go",
+        Duration::from_secs(20),
+        || async { size_of(&runs_dir) < 2 * 1024 * 1024 },
+    )
+    .await;
+    let kept = client.get_item(failed).await.unwrap().run_id.unwrap();
+    assert!(
+        runs_dir
+            .join(kept.as_str())
+            .join("work/checkpoint.bin")
+            .exists(),
+        "a failed run's directory is kept to be looked into"
+    );
+}

@@ -122,9 +122,9 @@ pub(super) async fn report_end(
     }
     let _ = agent.journal.forget(&entry.run_id);
     if finished {
-        agent
-            .spares
-            .give(&agent.journal.run_dir(&entry.run_id), entry.shipped);
+        let dir = agent.journal.run_dir(&entry.run_id);
+        let kept = agent.spares.give(&dir, entry.shipped);
+        crate::cleanup::ended(agent, &dir, kept).await;
     }
     tracing::debug!(item = %entry.item_id, "reported");
     true
