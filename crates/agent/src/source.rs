@@ -113,18 +113,36 @@ impl Cache {
         if path.exists() {
             return Ok(path);
         }
+        // Streamed into a file beside its place and hashed from there: a large archive never
+        // sits whole in the agent's memory.
         let name = digest.to_string();
-        let bytes = crate::report::retry("downloading the job's code", || {
-            client.download_artifact(&name)
+        let part = path.with_extension("part");
+        if let Some(dir) = part.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| NotReady::new(format!("cannot create {}: {e}", dir.display())))?;
+        }
+        crate::report::retry("downloading the job's code", || async {
+            let mut file = tokio::fs::File::create(&part).await.map_err(|e| {
+                liftoff_client::ClientError::BadUrl(format!("{}: {e}", part.display()))
+            })?;
+            client.download_artifact_to(&name, &mut file).await
         })
         .await
         .map_err(|e| NotReady::new(format!("cannot download the job's code: {e}")))?;
-        if liftoff_artifacts::Digest::of(&bytes) != digest {
+        let hashed = {
+            let part = part.clone();
+            tokio::task::spawn_blocking(move || file_digest(&part))
+                .await
+                .map_err(|e| NotReady::new(e.to_string()))?
+        };
+        if hashed.ok().as_ref() != Some(&digest) {
+            let _ = std::fs::remove_file(&part);
             return Err(NotReady::new(format!(
                 "the job's code did not match its digest {digest}"
             )));
         }
-        write_aside(&path, &bytes).map_err(NotReady::new)?;
+        std::fs::rename(&part, &path)
+            .map_err(|e| NotReady::new(format!("cannot write {}: {e}", path.display())))?;
         Ok(path)
     }
 
@@ -319,12 +337,34 @@ async fn run_logged(
     if out.status.success() {
         Ok(())
     } else {
+        // The tool's own last words (pip's "No matching distribution found for ..."), so
+        // the failure reads where users look, not only in the attached log.
+        let said = String::from_utf8_lossy(&out.stderr);
         Err(format!(
-            "{program} {} exited with {}",
+            "{program} {} exited with {}{}",
             args.first().unwrap_or(&""),
-            out.status
+            out.status,
+            last_words(&said)
         ))
     }
+}
+
+/// `: ` and the last few non-empty lines of a tool's output (at most 600 bytes), or nothing.
+fn last_words(text: &str) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let tail = lines[lines.len().saturating_sub(3)..].join(" / ");
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut end = tail.len().min(600);
+    while !tail.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!(": {}", &tail[..end])
 }
 
 async fn git(
@@ -348,19 +388,31 @@ async fn git(
     if out.status.success() {
         Ok(())
     } else {
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
         Err(NotReady {
-            message: format!("git {} failed", args.first().unwrap_or(&"")),
-            log: Some(String::from_utf8_lossy(&out.stderr).into_owned()),
+            message: format!(
+                "git {} failed{}",
+                args.first().unwrap_or(&""),
+                last_words(&said)
+            ),
+            log: Some(said),
         })
     }
 }
 
-fn write_aside(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let dir = path.parent().ok_or("no parent directory")?;
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let tmp = path.with_extension("part");
-    std::fs::write(&tmp, bytes).map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+/// The SHA-256 of a file's content, read in pieces.
+fn file_digest(path: &Path) -> std::io::Result<liftoff_artifacts::Digest> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match file.read(&mut buf)? {
+            0 => break,
+            n => hash.update(&buf[..n]),
+        }
+    }
+    hex(&hash.finalize()).parse().map_err(std::io::Error::other)
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -48,6 +48,14 @@ pub trait ArtifactStore: Send + Sync {
     fn put(&self, bytes: &[u8]) -> Result<(Digest, bool), ArchiveError>;
     fn get(&self, digest: &Digest) -> Result<Option<Vec<u8>>, ArchiveError>;
     fn has(&self, digest: &Digest) -> bool;
+    /// A file to write an incoming blob into, beside the store's own (so keeping it is a
+    /// rename); dropped unkept, it is removed.
+    fn stage(&self) -> Result<tempfile::NamedTempFile, ArchiveError>;
+    /// Keeps a staged file as the blob `digest` (its content's SHA-256, checked by the
+    /// caller while writing it); returns whether it was new.
+    fn keep(&self, staged: tempfile::NamedTempFile, digest: &Digest) -> Result<bool, ArchiveError>;
+    /// Where the blob is on disk, for reading it without holding it in memory.
+    fn path_of(&self, digest: &Digest) -> Option<PathBuf>;
 }
 
 /// Blobs under `root/sha256/AB/REST`.
@@ -100,5 +108,29 @@ impl ArtifactStore for LocalStore {
 
     fn has(&self, digest: &Digest) -> bool {
         self.path(digest).exists()
+    }
+
+    fn stage(&self) -> Result<tempfile::NamedTempFile, ArchiveError> {
+        let dir = self.root.join("staging");
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        tempfile::NamedTempFile::new_in(&dir).map_err(io("creating a staging file"))
+    }
+
+    fn keep(&self, staged: tempfile::NamedTempFile, digest: &Digest) -> Result<bool, ArchiveError> {
+        let path = self.path(digest);
+        if path.exists() {
+            return Ok(false);
+        }
+        let dir = path.parent().expect("blob paths have a parent");
+        std::fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
+        staged.persist(&path).map_err(|e| ArchiveError::Io {
+            context: format!("storing {}", path.display()),
+            source: e.error,
+        })?;
+        Ok(true)
+    }
+
+    fn path_of(&self, digest: &Digest) -> Option<PathBuf> {
+        Some(self.path(digest)).filter(|p| p.exists())
     }
 }

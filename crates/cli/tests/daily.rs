@@ -425,3 +425,51 @@ async fn runs_that_each_leave_a_megabyte_leave_the_disk_as_it_was() {
         "a failed run's directory is kept to be looked into"
     );
 }
+
+#[test]
+fn a_code_directory_over_the_servers_limit_is_refused_before_packing_saying_what_to_do() {
+    let server =
+        ServerProcess::start_with(&["server", "--bind", "127.0.0.1:0", "--artifact-limit", "1M"]);
+    let project = server.dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    std::fs::write(project.join("train.py"), "print('hi')\n").unwrap();
+    // Two megabytes that do not compress.
+    let noise: Vec<u8> = (0..2u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(project.join("weights.bin"), &noise).unwrap();
+    let create = |name: &str| {
+        server.run(&[
+            "job",
+            "create",
+            "code",
+            project.to_str().unwrap(),
+            "--name",
+            name,
+            "--entrypoint",
+            "python3 train.py",
+        ])
+    };
+    let err = refused(&create("big"));
+    for want in [
+        "weights.bin",
+        "1.0 MB",
+        ".gitignore",
+        "git job",
+        "--artifact-limit",
+    ] {
+        assert!(err.contains(want), "missing {want:?}: {err}");
+    }
+    assert!(json(&ok(&server.run(&["job", "list", "-o", "json"])))
+        .as_array()
+        .unwrap()
+        .is_empty());
+
+    std::fs::write(project.join(".gitignore"), "weights.bin\n").unwrap();
+    ok(&create("small"));
+    let again = create("small");
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("unchanged"),
+        "{again:?}"
+    );
+}

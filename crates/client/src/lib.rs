@@ -27,6 +27,8 @@ use std::time::Duration;
 
 /// Time allowed for an ordinary request; a lease adds its `wait_ms` to this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an archive's upload or download may take (a gigabyte on a slow link).
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -492,6 +494,93 @@ impl Client {
             .body(bytes);
         let answer: serde_json::Value = self.send(req).await?;
         Ok(answer["new"].as_bool().unwrap_or(false))
+    }
+
+    /// The server's limits (`artifact_limit`: the largest archive it takes, in bytes).
+    pub async fn limits(&self) -> ClientResult<serde_json::Value> {
+        self.get("/api/v1/limits").await
+    }
+
+    /// Whether the server already has the archive `digest`.
+    pub async fn has_artifact(&self, digest: &str) -> ClientResult<bool> {
+        let req = self.request(
+            Method::HEAD,
+            &format!("/api/v1/artifacts/{}", encode(digest)),
+        );
+        match self.check(req).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.status() == Some(StatusCode::NOT_FOUND) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads the archive in the file at `path`, streamed (never whole in memory); `sent`
+    /// counts the bytes gone, for a progress bar. Returns whether it was new.
+    pub async fn upload_artifact_file(
+        &self,
+        digest: &str,
+        path: &std::path::Path,
+        sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) -> ClientResult<bool> {
+        use tokio::io::AsyncReadExt;
+        let file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| ClientError::BadUrl(format!("{}: {e}", path.display())))?;
+        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+        let chunks = futures_util::stream::unfold(file, move |mut file| {
+            let sent = sent.clone();
+            async move {
+                let mut buf = vec![0u8; 256 * 1024];
+                match file.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        sent.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+                        Some((Ok::<_, std::io::Error>(buf), file))
+                    }
+                    Err(e) => Some((Err(e), file)),
+                }
+            }
+        });
+        let req = self
+            .request(
+                Method::PUT,
+                &format!("/api/v1/artifacts/{}", encode(digest)),
+            )
+            .timeout(TRANSFER_TIMEOUT)
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .header(reqwest::header::CONTENT_LENGTH, len)
+            .body(reqwest::Body::wrap_stream(chunks));
+        let answer: serde_json::Value = self.send(req).await?;
+        Ok(answer["new"].as_bool().unwrap_or(false))
+    }
+
+    /// Downloads an archive into `out` as it arrives (never whole in memory, except through
+    /// an in-process server, which answers with whole bodies).
+    pub async fn download_artifact_to(
+        &self,
+        digest: &str,
+        out: &mut tokio::fs::File,
+    ) -> ClientResult<u64> {
+        use tokio::io::AsyncWriteExt;
+        let req = self
+            .request(
+                Method::GET,
+                &format!("/api/v1/artifacts/{}", encode(digest)),
+            )
+            .timeout(TRANSFER_TIMEOUT);
+        let mut resp = self.check(req).await?;
+        let mut total = 0;
+        while let Some(chunk) = resp.chunk().await.map_err(ClientError::Decode)? {
+            total += chunk.len() as u64;
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| ClientError::BadUrl(format!("writing the archive: {e}")))?;
+        }
+        out.flush()
+            .await
+            .map_err(|e| ClientError::BadUrl(format!("writing the archive: {e}")))?;
+        Ok(total)
     }
 
     pub async fn download_artifact(&self, digest: &str) -> ClientResult<Vec<u8>> {

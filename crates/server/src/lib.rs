@@ -119,6 +119,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
             Arc::new(liftoff_artifacts::LocalStore::new(dir))
                 as Arc<dyn liftoff_artifacts::ArtifactStore>
         }),
+        artifact_limit: config.artifact_limit,
     };
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
     let relays = wake_relays(&state);

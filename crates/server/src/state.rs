@@ -14,4 +14,6 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     /// Uploaded code archives, by digest.
     pub artifacts: Option<Arc<dyn liftoff_artifacts::ArtifactStore>>,
+    /// Largest archive one upload may carry, in bytes.
+    pub artifact_limit: usize,
 }

@@ -8,11 +8,14 @@ mod listing;
 mod queue;
 mod slurm;
 mod sweep;
+mod upload;
 
 use clap::Subcommand;
 
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
+    /// A large code directory packed and uploaded: time and the CLI's and server's peak RSS.
+    Upload(upload::UploadBench),
     /// `items`, `runs` and `show` through the CLI on a database of N ended runs.
     Listing(listing::ListingBench),
     /// Enqueue rate, lease→ack→finish cycles (store and HTTP), lease latency by depth.
@@ -38,6 +41,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sweep(b) => sweep::run(b).await,
         BenchCommand::Env(b) => env::run(b).await,
         BenchCommand::Listing(b) => listing::run(b).await,
+        BenchCommand::Upload(b) => upload::run(b).await,
     }
 }
 

@@ -170,14 +170,7 @@ async fn build(
 ) -> anyhow::Result<(String, JobSpec)> {
     let (kind, source, common, default_name) = match create {
         CreateCommand::Code { path, common } => {
-            let packed = {
-                let dir = path.clone();
-                tokio::task::spawn_blocking(move || liftoff_artifacts::pack_dir(&dir))
-                    .await?
-                    .with_context(|| format!("packing {}", path.display()))?
-            };
-            let digest = format!("sha256:{}", packed.sha256.trim_start_matches("sha256:"));
-            client.upload_artifact(&digest, packed.bytes).await?;
+            let digest = super::upload::ship_dir(client, &path).await?;
             let name = std::fs::canonicalize(&path)
                 .ok()
                 .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));

@@ -12,6 +12,7 @@ pub mod show;
 pub mod sweep;
 pub mod token;
 pub mod up;
+pub mod upload;
 
 /// Reads a `KEY=VALUE` flag. The value is JSON when it parses as JSON (`2`, `0.1`, `true`,
 /// `[1,2]`), else the plain string, so `--set-var gpus=2` sends a number and

@@ -26,6 +26,43 @@ pub struct ServerArgs {
     pub agent_timeout: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LimitArgs {
+    /// The largest code archive one upload may carry: bytes, or with K, M, G (1024-based).
+    /// Clients learn it and check a directory against it before packing.
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
+    pub artifact_limit: u64,
+}
+
+/// `512`, `64K`, `256M`, `2G` (powers of 1024) as bytes; at most 1 TiB.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, ""),
+    };
+    let scale: u64 = match unit.to_ascii_uppercase().trim_end_matches(['B', 'I']) {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a size (bytes, or a number with K, M or G)"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (bytes, or a number with K, M or G)"))?;
+    match n.checked_mul(scale) {
+        Some(b) if (1024..=1 << 40).contains(&b) => Ok(b),
+        _ => Err(format!("{text:?} must be from 1K to 1024G")),
+    }
 }
 
 #[derive(Args, Debug, Clone, Default)]
@@ -40,6 +77,7 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::local(args.bind);
     config.auth = !args.no_auth;
     config.agent_timeout = std::time::Duration::from_secs(args.agent_timeout);
+    config.artifact_limit = args.limits.artifact_limit as usize;
     let server = start_local(&g.data_dir(), &args.database, config).await?;
     shutdown_signal().await;
     tracing::info!("stopping");

@@ -20,12 +20,16 @@ pub struct UpArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
+    pub limits: super::server::LimitArgs,
+    #[command(flatten)]
     pub agent: AgentArgs,
 }
 
 pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     let data_dir = g.data_dir();
-    let server = start_local(&data_dir, &args.database, ServerConfig::local(args.bind)).await?;
+    let mut config = ServerConfig::local(args.bind);
+    config.artifact_limit = args.limits.artifact_limit as usize;
+    let server = start_local(&data_dir, &args.database, config).await?;
     let store = server.state.store.clone();
     if let Err(liftoff_store::StoreError::NotFound { .. }) = store.get_queue("default", false).await
     {

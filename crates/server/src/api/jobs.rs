@@ -31,7 +31,13 @@ fn digest(text: &str) -> Result<Digest, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("digest: {e}")))
 }
 
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}
+
 /// Upload a code archive (a gzipped tar) under its SHA-256; the same bytes are kept once.
+/// The body is streamed to a staging file beside the store, hashed on the way: memory stays
+/// flat whatever its size, and past the server's `artifact_limit` it is refused (413).
 #[utoipa::path(put, path = "/api/v1/artifacts/{digest}", tag = "jobs",
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 201, body = Object), (status = 200, body = Object), (status = 413, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -39,26 +45,56 @@ pub async fn upload(
     caller: Caller,
     State(state): State<AppState>,
     Path(text): Path<String>,
-    body: Bytes,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    use futures_util::StreamExt;
+    use sha2::Digest as _;
+    use tokio::io::AsyncWriteExt;
     caller.require(Access::Submit)?;
     let want = digest(&text)?;
     let store = store(&state)?;
-    let (got, new) = tokio::task::spawn_blocking(move || {
-        let got = Digest::of(&body);
-        if got != want {
-            return Err(ApiError::invalid(vec![FieldError {
-                field: "digest".into(),
-                message: format!("the body's SHA-256 is {got}, not {want}"),
-                rule: None,
-            }]));
+    let limit = state.artifact_limit as u64;
+    let staged = {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || store.stage())
+            .await
+            .map_err(internal)?
+            .map_err(internal)?
+    };
+    let mut file = tokio::fs::File::from_std(staged.reopen().map_err(internal)?);
+    let mut hash = sha2::Sha256::new();
+    let mut size: u64 = 0;
+    let mut chunks = body.into_data_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        size += chunk.len() as u64;
+        if size > limit {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "the archive is larger than this server's artifact limit of {limit} bytes \
+                     (liftoff server --artifact-limit)"
+                ),
+            ));
         }
-        store
-            .put(&body)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
-    })
-    .await
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))??;
+        hash.update(&chunk);
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    file.flush().await.map_err(internal)?;
+    file.sync_all().await.map_err(internal)?;
+    let got: Digest = hex::encode(hash.finalize()).parse().map_err(internal)?;
+    if got != want {
+        return Err(ApiError::invalid(vec![FieldError {
+            field: "digest".into(),
+            message: format!("the body's SHA-256 is {got}, not {want}"),
+            rule: None,
+        }]));
+    }
+    let kept = got.clone();
+    let new = tokio::task::spawn_blocking(move || store.keep(staged, &kept))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
     let status = if new {
         StatusCode::CREATED
     } else {
@@ -70,7 +106,24 @@ pub async fn upload(
     ))
 }
 
-/// Download a code archive.
+/// Whether the server has an archive (200) or not (404): a client uploads only what is new.
+#[utoipa::path(head, path = "/api/v1/artifacts/{digest}", tag = "jobs",
+    responses((status = 200), (status = 404)))]
+pub async fn exists(
+    caller: Caller,
+    State(state): State<AppState>,
+    Path(text): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(Access::Read)?;
+    let d = digest(&text)?;
+    Ok(if store(&state)?.has(&d) {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
+    })
+}
+
+/// Download a code archive, streamed from its file.
 #[utoipa::path(get, path = "/api/v1/artifacts/{digest}", tag = "jobs",
     responses((status = 200, body = Vec<u8>, content_type = "application/octet-stream"), (status = 404, body = ErrorBody)))]
 pub async fn download(
@@ -78,16 +131,35 @@ pub async fn download(
     State(state): State<AppState>,
     Path(text): Path<String>,
 ) -> Result<Response, ApiError> {
+    use tokio::io::AsyncReadExt;
     caller.require(Access::Read)?;
     let d = digest(&text)?;
     let store = store(&state)?;
     let name = d.to_string();
-    let bytes = tokio::task::spawn_blocking(move || store.get(&d))
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .ok_or_else(|| ApiError::not_found(format!("artifact {name} not found")))?;
-    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response())
+    let Some(path) = store.path_of(&d) else {
+        return Err(ApiError::not_found(format!("artifact {name} not found")));
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(internal)?;
+    let len = file.metadata().await.map_err(internal)?.len();
+    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 256 * 1024];
+        match file.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(Bytes::from(buf)), file))
+            }
+            Err(e) => Some((Err(e), file)),
+        }
+    });
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, len.to_string()),
+        ],
+        axum::body::Body::from_stream(chunks),
+    )
+        .into_response())
 }
 
 /// Create a job version; the same content under the same name answers the version already

@@ -28,11 +28,11 @@ use utoipa::OpenApi;
         agents::register, agents::list, agents::show, agents::heartbeat, agents::lease, agents::stop,
         runs::list, runs::show, runs::stop, runs::update, runs::append_log, runs::logs,
         runs::append_metrics, runs::metrics,
-        jobs::upload, jobs::download, jobs::create, jobs::list, jobs::show, jobs::version,
+        jobs::upload, jobs::download, jobs::exists, jobs::create, jobs::list, jobs::show, jobs::version,
         sweeps::create, sweeps::list, sweeps::show, sweeps::set_state, sweeps::enqueue_run,
         batch::acks, batch::reports,
         tokens::create, tokens::list, tokens::delete,
-        healthz, openapi,
+        healthz, openapi, limits,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -58,6 +58,19 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
+/// The server's limits, for clients to check against before sending (the archive limit
+/// before packing a code directory).
+#[utoipa::path(get, path = "/api/v1/limits", tag = "meta", responses((status = 200, body = Object)))]
+pub async fn limits(
+    caller: crate::auth::Caller,
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, crate::error::ApiError> {
+    caller.require(crate::auth::Access::Read)?;
+    Ok(Json(
+        serde_json::json!({"artifact_limit": state.artifact_limit}),
+    ))
+}
+
 /// This API's OpenAPI document.
 #[utoipa::path(get, path = "/api/v1/openapi.json", tag = "meta", security(()), responses((status = 200, body = Object)))]
 pub async fn openapi() -> Json<utoipa::openapi::OpenApi> {
@@ -70,8 +83,11 @@ pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Rout
     let artifacts = Router::new()
         .route(
             "/artifacts/{digest}",
-            axum::routing::put(jobs::upload).get(jobs::download),
+            axum::routing::put(jobs::upload)
+                .get(jobs::download)
+                .head(jobs::exists),
         )
+        // The upload streams and counts its own limit; this keeps any other body in check.
         .layer(DefaultBodyLimit::max(artifact_limit));
     let v1 = Router::new()
         .route("/queues", post(queues::create).get(queues::list))
@@ -112,7 +128,8 @@ pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Rout
         .route("/agents/{id}/reports", post(batch::reports))
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::delete))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi))
+        .route("/limits", get(limits));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)
