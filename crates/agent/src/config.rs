@@ -50,6 +50,9 @@ pub struct AgentConfig {
     /// (`keep_finished_runs`), and a failed, stopped or lost one's (`keep_failed_runs`).
     pub keep_finished: Duration,
     pub keep_failed: Duration,
+    /// A sweep whose last this many runs all failed stops proposing, and says so
+    /// (`sweep_failure_limit`; 0 = never).
+    pub sweep_failure_limit: u32,
 }
 
 /// Defaults, each with its reason.
@@ -84,6 +87,8 @@ impl Default for AgentConfig {
             keep_finished: Duration::ZERO,
             // A day to look into what a failed run left behind.
             keep_failed: Duration::from_secs(24 * 3600),
+            // Five in a row is a broken program, not bad luck with parameters.
+            sweep_failure_limit: 5,
         }
     }
 }
@@ -139,6 +144,7 @@ const KNOWN: &[&str] = &[
     "runners",
     "keep_finished_runs",
     "keep_failed_runs",
+    "sweep_failure_limit",
 ];
 
 /// The largest count `max_jobs` and `max_schedulers` take (beyond it, a typo).
@@ -259,6 +265,10 @@ fn apply_file(
                     "{n} is not allowed; use -1 for unlimited or a count ≥ 0"
                 )),
                 None => bad(&format!("must be a whole number, not {}", describe(&value))),
+            },
+            "sweep_failure_limit" => match value.as_u64() {
+                Some(n) if n <= 10_000 => cfg.sweep_failure_limit = n as u32,
+                _ => bad("must be a whole number from 0 (never) to 10000"),
             },
             "verbosity" => match value.as_u64() {
                 Some(v) if v <= 2 => cfg.verbosity = v as u8,

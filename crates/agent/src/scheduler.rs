@@ -220,6 +220,9 @@ async fn next_step(
             Step::Wait
         };
     }
+    if let Some(why) = failing(view, agent.config.sweep_failure_limit) {
+        return Step::Crash(why);
+    }
     if live >= view.sweep.concurrency {
         return Step::Wait;
     }
@@ -266,6 +269,34 @@ async fn next_step(
         Err(e) if e.is_transient() => Step::Wait,
         Err(e) => Step::Crash(format!("its run {total} was refused: {e}")),
     }
+}
+
+/// The sweep's last `limit` ended runs (by index) all failed: a broken program or
+/// environment, which more proposals would only repeat. `limit` 0: never.
+fn failing(view: &SweepView, limit: u32) -> Option<String> {
+    if limit == 0 {
+        return None;
+    }
+    let mut ended: Vec<&liftoff_types::sweep::SweepRun> = view
+        .runs
+        .iter()
+        .filter(|r| r.item_state.is_terminal())
+        .collect();
+    ended.sort_by_key(|r| r.index);
+    let streak: Vec<_> = ended
+        .iter()
+        .rev()
+        .take_while(|r| r.item_state == liftoff_types::ItemState::Failed)
+        .collect();
+    let last = streak.first()?;
+    (streak.len() >= limit as usize).then(|| {
+        format!(
+            "its last {} runs failed; the last is item {} (liftoff show {} says why)",
+            streak.len(),
+            last.item_id,
+            last.item_id
+        )
+    })
 }
 
 /// The sweep's metric has reached its `target` (stop proposing runs).

@@ -401,6 +401,16 @@ async fn an_environment_is_built_once_and_a_failed_build_fails_with_its_log() {
     assert!(failure.files.contains(&"build.log".to_string()));
     let log = client.item_file(id, "build.log").await.unwrap();
     assert!(log.contains("no-such-package-for-liftoff"), "{log}");
+    // pip's own words are in the message, `show` prints them, `logs` prints the build log.
+    assert!(
+        failure.message.contains("no-such-package-for-liftoff"),
+        "{}",
+        failure.message
+    );
+    let shown = common::ok(&server.run(&["show", &id.to_string()]));
+    assert!(shown.contains("no-such-package-for-liftoff"), "{shown}");
+    let logs = common::ok(&server.run(&["logs", &id.to_string()]));
+    assert!(logs.contains("no-such-package-for-liftoff"), "{logs}");
     assert_eq!(
         std::fs::read_dir(state.join("cache/env")).unwrap().count(),
         1,

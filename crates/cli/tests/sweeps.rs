@@ -578,3 +578,47 @@ async fn a_sweep_over_a_job_runs_the_job_with_its_parameters() {
         "parameters as arguments too"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_runs_start_beside_their_program_and_a_failing_sweep_stops_saying_why() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    queue(&client, "q").await;
+    let project = server.dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    // The program reads a file beside it by a relative path, as scripts do.
+    write(&project, "data.txt", "0.25\n");
+    write(
+        &project,
+        "train.py",
+        "import json, os\nloss = float(open('data.txt').read())\n\
+         open(os.environ['LIFTOFF_METRICS_FILE'], 'a').write(json.dumps({'loss': loss}) + '\\n')\n",
+    );
+    write(&project, "broken.py", "raise SystemExit('no data here')\n");
+    let sweep = |program: &str| {
+        format!(
+            "program: {program}\nmethod: random\nmetric: {{name: loss, goal: minimize}}\n\
+             parameters:\n  lr: {{min: 0.001, max: 0.1}}\nrun_cap: 8\n"
+        )
+    };
+    let good = write(&project, "good.yaml", &sweep("train.py"));
+    let bad = write(&project, "bad.yaml", &sweep("broken.py"));
+    let _agent = server.agent(
+        &server.dir.path().join("agent"),
+        &["--queue", "q", "--max-jobs", "2", "--max-schedulers", "2"],
+    );
+    let id = create(&server, &good, "q", "1");
+    let done = wait_sweep(&client, &id, SweepState::Finished, Duration::from_secs(60)).await;
+    assert_eq!(done.runs.len(), 8);
+    assert!(done
+        .runs
+        .iter()
+        .all(|r| r.item_state == ItemState::Finished));
+    assert_eq!(done.best.unwrap().metric.unwrap().last, 0.25);
+
+    let id = create(&server, &bad, "q", "1");
+    let crashed = wait_sweep(&client, &id, SweepState::Crashed, Duration::from_secs(60)).await;
+    let message = crashed.sweep.message.unwrap_or_default();
+    assert!(message.contains("last 5 runs failed"), "{message}");
+    assert_eq!(crashed.runs.len(), 5, "no more proposed once it stopped");
+}
