@@ -481,6 +481,22 @@ async fn a_bad_sweep_file_is_refused_naming_every_problem() {
     };
     let e = client.create_sweep(&req).await.unwrap_err();
     assert_eq!(e.status().map(|s| s.as_u16()), Some(422), "{e}");
+    // A sweep must run something this server knows.
+    for (config, says) in [
+        (
+            "method: random\nparameters:\n  x: {values: [1]}\n",
+            "neither what to run",
+        ),
+        (
+            "job: nosuchjob\nmethod: random\nparameters:\n  x: {values: [1]}\n",
+            "no job nosuchjob",
+        ),
+    ] {
+        let file = write(server.dir.path(), "s.yaml", config);
+        let out = server.run(&["sweep", "create", &file, "--queue", "q"]);
+        let err = common::refused(&out);
+        assert!(err.contains(says), "{err}");
+    }
     assert!(
         client.list_sweeps().await.unwrap().is_empty(),
         "nothing was written"

@@ -86,7 +86,7 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("/reports") => json!({"reports": []}),
         "/api/v1/tokens" => json!({"name": "t", "scope": "user"}),
         "/api/v1/sweeps" => json!({"queue": "q", "config":
-            {"method": "random", "parameters": {"x": {"min": 0.0, "max": 1.0}}}}),
+            {"program": "train.py", "method": "random", "parameters": {"x": {"min": 0.0, "max": 1.0}}}}),
         "/api/v1/jobs/j/versions" => json!({"kind": "image", "source": {"image": "python:3.11"},
             "entrypoint": ["python"]}),
         p if p.ends_with("/metrics") => json!({"records": [{"step": 1, "loss": 0.5}]}),

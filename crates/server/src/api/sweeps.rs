@@ -51,6 +51,44 @@ fn check_id(id: &str) -> Result<(), ApiError> {
     check_sweep_id(id).map_err(|e| ApiError::not_found(format!("sweep: {e}")))
 }
 
+/// A sweep must say what its runs run: a `job` this server has, or a `program` (needed by
+/// W&B's default command and any command that names `${program}`).
+async fn check_runs_something(
+    state: &AppState,
+    config: &SweepConfig,
+    raw: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let field = |f: &str, m: String| liftoff_types::api::FieldError {
+        field: f.into(),
+        message: m,
+        rule: None,
+    };
+    if let Some(job) = raw.get("job").and_then(|j| j.as_str()) {
+        let r: liftoff_types::job::JobRef = job
+            .parse()
+            .map_err(|e: String| ApiError::invalid(vec![field("config.job", e)]))?;
+        return match state.store.get_job_version(&r.name, r.version).await {
+            Ok(_) => Ok(()),
+            Err(liftoff_store::StoreError::NotFound { .. }) => Err(ApiError::invalid(vec![field(
+                "config.job",
+                format!("no job {job} on this server (liftoff job list shows them)"),
+            )])),
+            Err(e) => Err(e.into()),
+        };
+    }
+    let needs_program = config
+        .command
+        .as_ref()
+        .is_none_or(|words| words.iter().any(|w| w.contains("${program}")));
+    if config.program.is_none() && needs_program {
+        return Err(ApiError::invalid(vec![field(
+            "config",
+            "says neither what to run: give `program` (a script) or `job`".into(),
+        )]));
+    }
+    Ok(())
+}
+
 /// Create a sweep on a queue; its scheduler is enqueued there for an agent to run.
 #[utoipa::path(post, path = "/api/v1/sweeps", tag = "sweeps", request_body = CreateSweep,
     responses((status = 201, body = Sweep), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -77,6 +115,7 @@ pub async fn create(
     ApiError::check(problems)?;
     let config = SweepConfig::parse(&req.config).map_err(config_problems)?;
     let queue = state.store.get_queue(&req.queue, false).await?;
+    check_runs_something(&state, &config, &req.config).await?;
     let id = new_id();
     let scheduler = NewItem {
         queue: queue.name.clone(),
