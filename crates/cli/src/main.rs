@@ -96,6 +96,13 @@ enum Command {
     /// Measure liftoff's own speed; prints JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Print a shell completion script.
+    ///
+    /// Example: liftoff completions bash > ~/.local/share/bash-completion/completions/liftoff
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// The local runner's supervisor (started by agents; not for people).
     #[command(hide = true)]
     Supervise(commands::agent::SuperviseArgs),
@@ -117,6 +124,11 @@ fn main() -> ExitCode {
     }
     quiet_on_closed_stdout();
     let cli = Cli::parse();
+    if let Command::Completions { shell } = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut command, "liftoff", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     if let Command::Supervise(args) = &cli.command {
         return match commands::agent::supervise(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -161,7 +173,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rerun { id, config } => commands::show::rerun(g, &id, &config).await,
         Command::Stop { id } => commands::follow::stop(g, &id).await,
         Command::Agents => commands::follow::agents(g).await,
-        Command::Supervise(_) => Ok(()),
+        Command::Supervise(_) | Command::Completions { .. } => Ok(()),
         Command::Server(args) => commands::server::run(g, args).await,
         Command::Queue(cmd) => commands::queue::run(g, cmd).await,
         Command::Items(args) => commands::list::items(g, args).await,

@@ -473,3 +473,21 @@ fn a_code_directory_over_the_servers_limit_is_refused_before_packing_saying_what
         "{again:?}"
     );
 }
+
+#[test]
+fn shell_completions_know_the_commands() {
+    let out = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    let script = ok(&out);
+    for word in ["liftoff", "show", "rerun", "--force"] {
+        assert!(script.contains(word), "{word} missing");
+    }
+    let out = Command::new(BIN)
+        .args(["completions", "tcsh"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
+}
