@@ -56,6 +56,9 @@ pub trait ArtifactStore: Send + Sync {
     fn keep(&self, staged: tempfile::NamedTempFile, digest: &Digest) -> Result<bool, ArchiveError>;
     /// Where the blob is on disk, for reading it without holding it in memory.
     fn path_of(&self, digest: &Digest) -> Option<PathBuf>;
+    /// Every blob with when it was stored.
+    fn list(&self) -> Vec<(Digest, std::time::SystemTime)>;
+    fn remove(&self, digest: &Digest) -> Result<(), ArchiveError>;
 }
 
 /// Blobs under `root/sha256/AB/REST`.
@@ -132,5 +135,40 @@ impl ArtifactStore for LocalStore {
 
     fn path_of(&self, digest: &Digest) -> Option<PathBuf> {
         Some(self.path(digest)).filter(|p| p.exists())
+    }
+
+    fn list(&self) -> Vec<(Digest, std::time::SystemTime)> {
+        let mut found = Vec::new();
+        let Ok(prefixes) = std::fs::read_dir(self.root.join("sha256")) else {
+            return found;
+        };
+        for prefix in prefixes.flatten() {
+            let head = prefix.file_name().to_string_lossy().into_owned();
+            for blob in std::fs::read_dir(prefix.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = format!("{head}{}", blob.file_name().to_string_lossy());
+                let (Ok(digest), Ok(Ok(at))) = (
+                    name.parse::<Digest>(),
+                    blob.metadata().map(|m| m.modified()),
+                ) else {
+                    continue;
+                };
+                found.push((digest, at));
+            }
+        }
+        found
+    }
+
+    fn remove(&self, digest: &Digest) -> Result<(), ArchiveError> {
+        match std::fs::remove_file(self.path(digest)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(ArchiveError::Io {
+                context: format!("removing {digest}"),
+                source: e,
+            }),
+            _ => Ok(()),
+        }
     }
 }

@@ -96,6 +96,18 @@ enum Command {
     /// Measure liftoff's own speed; prints JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Remove ended items with their runs, logs and metrics, long-stopped agents and
+    /// unreferenced code archives (admin). Live items are never touched.
+    ///
+    /// Example: liftoff prune --older-than 30d --dry-run
+    Prune {
+        /// What ended longer ago than this goes (`30d`, `12h`, `30m`).
+        #[arg(long, default_value = "30d", value_parser = commands::server::parse_age)]
+        older_than: u64,
+        /// Only say what would go.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print a shell completion script.
     ///
     /// Example: liftoff completions bash > ~/.local/share/bash-completion/completions/liftoff
@@ -174,6 +186,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop { id } => commands::follow::stop(g, &id).await,
         Command::Agents => commands::follow::agents(g).await,
         Command::Supervise(_) | Command::Completions { .. } => Ok(()),
+        Command::Prune {
+            older_than,
+            dry_run,
+        } => commands::prune::prune(g, older_than, dry_run).await,
         Command::Server(args) => commands::server::run(g, args).await,
         Command::Queue(cmd) => commands::queue::run(g, cmd).await,
         Command::Items(args) => commands::list::items(g, args).await,

@@ -491,3 +491,30 @@ fn shell_completions_know_the_commands() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("tcsh"));
 }
+
+#[test]
+fn prune_says_what_would_go_and_is_for_admins_only() {
+    let up = up();
+    let item = ok(&up.run(&["launch", "--", "true"]));
+    ok(&up.run(&["logs", "-f", item.trim()]));
+    let said = ok(&up.run(&["prune", "--older-than", "1m", "--dry-run"]));
+    assert_eq!(
+        said,
+        "would remove 0 items, 0 runs (with their logs and metrics), 0 agents, 0 code archives\n"
+    );
+    let said = ok(&up.run(&["prune", "--older-than", "1m"]));
+    assert!(said.starts_with("removed 0 items"), "{said}");
+    assert!(
+        ok(&up.run(&["show", item.trim()])).contains("finished"),
+        "a recent run stays"
+    );
+    let user = ok(&up.run(&["token", "create", "--scope", "user", "--name", "u"]));
+    let out = up.run_with(
+        &["prune", "--dry-run"],
+        &[("LIFTOFF_TOKEN", user.trim()), ("LIFTOFF_URL", &up.url())],
+    );
+    let err = refused(&out);
+    assert!(err.contains("admin"), "{err}");
+    let err = refused(&up.run(&["prune", "--older-than", "10s"]));
+    assert!(err.contains("older_than_s"), "{err}");
+}

@@ -496,6 +496,14 @@ impl Client {
         Ok(answer["new"].as_bool().unwrap_or(false))
     }
 
+    /// Prunes (admin): `{items, runs, agents, archives}` removed, or counted with `dry_run`.
+    pub async fn prune(
+        &self,
+        req: &liftoff_types::api::PruneRequest,
+    ) -> ClientResult<serde_json::Value> {
+        self.post("/api/v1/prune", req).await
+    }
+
     /// The server's limits (`artifact_limit`: the largest archive it takes, in bytes).
     pub async fn limits(&self) -> ClientResult<serde_json::Value> {
         self.get("/api/v1/limits").await

@@ -11,6 +11,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod extract;
 pub mod pending;
+pub mod prune;
 pub mod reaper;
 pub mod state;
 pub mod wake;
@@ -38,6 +39,9 @@ pub struct ServerConfig {
     pub artifacts: Option<std::path::PathBuf>,
     /// Largest archive one upload may carry.
     pub artifact_limit: usize,
+    /// Ended items, their runs and logs, stopped agents and unreferenced archives older
+    /// than this are pruned every hour; `None`: kept for good.
+    pub retention: Option<Duration>,
 }
 
 impl ServerConfig {
@@ -52,6 +56,7 @@ impl ServerConfig {
             agent_timeout: Duration::from_secs(30),
             artifacts: None,
             artifact_limit: 256 * 1024 * 1024,
+            retention: None,
         }
     }
 
@@ -122,7 +127,10 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
         artifact_limit: config.artifact_limit,
     };
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
-    let relays = wake_relays(&state);
+    let mut relays = wake_relays(&state);
+    if let Some(keep) = config.retention {
+        relays.push(tokio::spawn(prune::every_hour(state.clone(), keep)));
+    }
     let app = api::router(state.clone(), config.body_limit, config.artifact_limit);
     let router = app.clone();
     let (stop, stopped) = oneshot::channel::<()>();

@@ -101,6 +101,16 @@ pub struct LogChunk {
     pub ended: bool,
 }
 
+/// What a prune removed, or with `dry_run` would remove.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Pruned {
+    pub items: u64,
+    pub runs: u64,
+    pub agents: u64,
+    /// Code archives no job version refers to (counted by the server, not the store).
+    pub archives: u64,
+}
+
 /// What a pass of the agent-liveness check changed.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LostAgents {
@@ -262,6 +272,10 @@ pub trait Store: Send + Sync + 'static {
     /// (counting an attempt), its runs become `lost` (their items fail with phase `agent`,
     /// or go back when their queue has `requeue_lost`).
     async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents>;
+    /// Removes ended items (not a sweep's) last changed before `cutoff`, with their runs,
+    /// logs, metrics, warnings and files, and agents stopped or lost before it that hold
+    /// nothing; with `dry_run`, only counts them.
+    async fn prune(&self, cutoff: Millis, dry_run: bool) -> StoreResult<Pruned>;
 
     // Tokens: only hashes are stored.
     async fn create_token(

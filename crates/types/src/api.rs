@@ -238,6 +238,17 @@ pub struct ItemFilter {
     pub limit: Option<u32>,
 }
 
+/// `POST /prune`: what to remove.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PruneRequest {
+    /// Remove what ended (or stopped) longer ago than this many seconds (at least 60).
+    pub older_than_s: u64,
+    /// Only count what would go.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
 /// How to cancel.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]

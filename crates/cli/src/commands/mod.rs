@@ -6,6 +6,7 @@ pub mod ids;
 pub mod job;
 pub mod launch;
 pub mod list;
+pub mod prune;
 pub mod queue;
 pub mod server;
 pub mod show;

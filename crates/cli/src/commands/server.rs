@@ -36,6 +36,43 @@ pub struct LimitArgs {
     /// Clients learn it and check a directory against it before packing.
     #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub artifact_limit: u64,
+    /// Prune, every hour, ended items with their runs, logs and metrics, stopped agents and
+    /// unreferenced code archives older than this (`90d`, `12h`, `30m`; `0`: keep all).
+    #[arg(long, default_value = "90d", value_parser = parse_age)]
+    pub retention: u64,
+}
+
+/// `90d`, `12h`, `30m`, `45s` or plain seconds, as seconds.
+pub fn parse_age(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let (digits, unit) = match t.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => t.split_at(i),
+        None => (t, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} is not an age (like 90d, 12h, 30m or 45s)"
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|s| *s <= 100 * 365 * 86_400)
+        .ok_or_else(|| format!("{text:?} is not an age of at most 100 years (like 90d)"))
+}
+
+impl LimitArgs {
+    /// The retention, `None` for keep-all (0).
+    pub fn retention_duration(&self) -> Option<std::time::Duration> {
+        (self.retention > 0).then(|| std::time::Duration::from_secs(self.retention))
+    }
 }
 
 /// `512`, `64K`, `256M`, `2G` (powers of 1024) as bytes; at most 1 TiB.
@@ -78,6 +115,7 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
     config.auth = !args.no_auth;
     config.agent_timeout = std::time::Duration::from_secs(args.agent_timeout);
     config.artifact_limit = args.limits.artifact_limit as usize;
+    config.retention = args.limits.retention_duration();
     let server = start_local(&g.data_dir(), &args.database, config).await?;
     shutdown_signal().await;
     tracing::info!("stopping");

@@ -29,6 +29,7 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     let data_dir = g.data_dir();
     let mut config = ServerConfig::local(args.bind);
     config.artifact_limit = args.limits.artifact_limit as usize;
+    config.retention = args.limits.retention_duration();
     let server = start_local(&data_dir, &args.database, config).await?;
     let store = server.state.store.clone();
     if let Err(liftoff_store::StoreError::NotFound { .. }) = store.get_queue("default", false).await

@@ -32,7 +32,7 @@ use utoipa::OpenApi;
         sweeps::create, sweeps::list, sweeps::show, sweeps::set_state, sweeps::enqueue_run,
         batch::acks, batch::reports,
         tokens::create, tokens::list, tokens::delete,
-        healthz, openapi, limits,
+        healthz, openapi, limits, prune,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -56,6 +56,31 @@ impl utoipa::Modify for BearerAuth {
 #[utoipa::path(get, path = "/healthz", tag = "meta", security(()), responses((status = 200, body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Remove ended items with their runs, logs and metrics, long-stopped agents and
+/// unreferenced code archives, older than `older_than_s` (admin); `dry_run` only counts.
+#[utoipa::path(post, path = "/api/v1/prune", tag = "meta", request_body = liftoff_types::api::PruneRequest,
+    responses((status = 200, body = Object), (status = 422, body = liftoff_types::api::ErrorBody)))]
+pub async fn prune(
+    caller: crate::auth::Caller,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    crate::extract::Body(req): crate::extract::Body<liftoff_types::api::PruneRequest>,
+) -> Result<Json<liftoff_store::Pruned>, crate::error::ApiError> {
+    caller.require(crate::auth::Access::Admin)?;
+    if !(60..=100 * 365 * 86_400).contains(&req.older_than_s) {
+        return Err(crate::error::ApiError::invalid(vec![
+            liftoff_types::api::FieldError {
+                field: "older_than_s".into(),
+                message: "must be from 60 seconds to 100 years".into(),
+                rule: None,
+            },
+        ]));
+    }
+    let cutoff = liftoff_types::now_ms() - (req.older_than_s as i64) * 1000;
+    Ok(Json(
+        crate::prune::prune(&state, cutoff, req.dry_run).await?,
+    ))
 }
 
 /// The server's limits, for clients to check against before sending (the archive limit
@@ -129,7 +154,8 @@ pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Rout
         .route("/tokens", post(tokens::create).get(tokens::list))
         .route("/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/openapi.json", get(openapi))
-        .route("/limits", get(limits));
+        .route("/limits", get(limits))
+        .route("/prune", post(prune));
     Router::new()
         .route("/healthz", get(healthz))
         .nest("/api/v1", v1)

@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 pub type DynStore = Arc<dyn Store>;
 
+mod ending;
 mod sweeps;
+pub use ending::*;
 pub use sweeps::*;
 
 pub(crate) const T0: Millis = 1_700_000_000_000;
@@ -32,7 +34,7 @@ macro_rules! conformance_tests {
             concurrent_leasers_lease_each_item_once, expiry_releases_with_a_higher_fence,
             attempt_limit_fails_with_phase_agent, cancel_pending_and_leased_items,
             cancel_of_a_claimed_item_asks_its_agent_to_stop, release_does_not_count_an_attempt,
-            force_cancel_ends_an_item_whose_agent_is_gone,
+            force_cancel_ends_an_item_whose_agent_is_gone, prune_removes_only_what_ended_long_ago,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,
@@ -308,41 +310,6 @@ pub async fn cancel_pending_and_leased_items(store: DynStore) {
         .unwrap()
         .requeued
         .is_empty());
-}
-
-pub async fn force_cancel_ends_an_item_whose_agent_is_gone(store: DynStore) {
-    queue(&store, "q").await;
-    let a = agent(&store).await;
-    let id = enqueue(&store, "q", Priority::Medium, "x").await;
-    let l = lease(&store, a, &["q"], 1, T0).await.remove(0);
-    store.ack(id, ack(l.fence, "r1"), T0).await.unwrap();
-    let item = store
-        .force_cancel(id, "forced: agent gone", T0 + 1)
-        .await
-        .unwrap();
-    assert_eq!(item.state, ItemState::Cancelled);
-    assert!(item
-        .warnings
-        .iter()
-        .any(|w| w.message == "forced: agent gone"));
-    let run = store.get_run(&"r1".parse().unwrap()).await.unwrap();
-    assert_eq!(
-        (run.state, run.message.as_deref(), run.ended_at_ms),
-        (RunState::Lost, Some("forced: agent gone"), Some(T0 + 1))
-    );
-    let late = store
-        .update_run(
-            &run.id,
-            update(l.fence, RunState::Finished, Some(0)),
-            T0 + 2,
-        )
-        .await;
-    assert!(late.is_err(), "the gone agent's late report is refused");
-    assert_eq!(
-        store.get_item(id).await.unwrap().state,
-        ItemState::Cancelled
-    );
-    store.delete_queue("q", false, T0 + 3).await.unwrap();
 }
 
 pub async fn cancel_of_a_claimed_item_asks_its_agent_to_stop(store: DynStore) {

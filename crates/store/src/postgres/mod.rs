@@ -18,6 +18,7 @@ mod lease;
 mod logs;
 mod metrics;
 mod notify;
+mod prune;
 mod queues;
 mod rows;
 mod runs;
@@ -335,6 +336,10 @@ impl Store for PostgresStore {
 
     async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
         in_tx!(self, |tx| agents::lose(&tx, cutoff, now).await)
+    }
+
+    async fn prune(&self, cutoff: Millis, dry_run: bool) -> StoreResult<crate::Pruned> {
+        in_tx!(self, |tx| prune::prune(&tx, cutoff, dry_run).await)
     }
 
     async fn create_token(

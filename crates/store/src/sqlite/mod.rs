@@ -7,6 +7,7 @@ mod jobs;
 mod lease;
 mod logs;
 mod metrics;
+mod prune;
 mod queues;
 mod rows;
 mod runs;
@@ -376,6 +377,10 @@ impl Store for SqliteStore {
 
     async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
         self.write(move |c| agents::lose(c, cutoff, now)).await
+    }
+
+    async fn prune(&self, cutoff: Millis, dry_run: bool) -> StoreResult<crate::Pruned> {
+        self.write(move |c| prune::prune(c, cutoff, dry_run)).await
     }
 
     async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent> {
