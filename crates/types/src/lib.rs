@@ -13,6 +13,7 @@ pub mod item;
 pub mod job;
 pub mod queue;
 pub mod run;
+pub mod slurm;
 pub mod spec;
 pub mod sweep;
 pub mod template;

@@ -6,26 +6,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Resource-arg keys and the `sbatch` option each becomes. Values are strings or numbers.
-const OPTIONS: &[(&str, &str)] = &[
-    ("partition", "--partition"),
-    ("time", "--time"),
-    ("cpus", "--cpus-per-task"),
-    ("cpus_per_task", "--cpus-per-task"),
-    ("mem", "--mem"),
-    ("memory", "--mem"),
-    ("mem_per_cpu", "--mem-per-cpu"),
-    ("gres", "--gres"),
-    ("account", "--account"),
-    ("qos", "--qos"),
-    ("nodes", "--nodes"),
-    ("ntasks", "--ntasks"),
-    ("ntasks_per_node", "--ntasks-per-node"),
-    ("constraint", "--constraint"),
-    ("reservation", "--reservation"),
-    ("nodelist", "--nodelist"),
-    ("exclude", "--exclude"),
-];
+use liftoff_types::slurm::OPTIONS;
 
 /// Options allowed in `extra` (as `--flag` or `--flag=value`). Everything that could change
 /// who runs the job, where its output goes or how liftoff finds it is left out.

@@ -190,6 +190,7 @@ fn resource_problems(
                 (field, p.message)
             })
             .collect(),
+        ResourceType::Slurm => liftoff_types::slurm::check_keys(args, at),
         _ => Vec::new(),
     }
 }
