@@ -518,3 +518,75 @@ fn prune_says_what_would_go_and_is_for_admins_only() {
     let err = refused(&up.run(&["prune", "--older-than", "10s"]));
     assert!(err.contains("older_than_s"), "{err}");
 }
+
+#[test]
+fn a_slurm_queue_with_a_misspelt_option_is_refused_naming_the_known_ones() {
+    let server = ServerProcess::start();
+    let out = server.run(&[
+        "queue",
+        "create",
+        "hpc",
+        "--resource",
+        "slurm",
+        "--config",
+        r#"{"partiton": "gpu", "time": "1:00:00"}"#,
+    ]);
+    let err = refused(&out);
+    assert!(
+        err.contains("config.partiton") && err.contains("partition"),
+        "{err}"
+    );
+    assert!(json(&ok(&server.run(&["queue", "list", "-o", "json"])))
+        .as_array()
+        .unwrap()
+        .is_empty());
+    ok(&server.run(&[
+        "queue",
+        "create",
+        "hpc",
+        "--resource",
+        "slurm",
+        "--config",
+        r#"{"partition": "gpu"}"#,
+    ]));
+}
+
+#[test]
+fn ctrl_c_on_launch_wait_leaves_the_run_going_and_says_how_to_reach_it() {
+    let up = up();
+    let mut wait = Command::new(BIN)
+        .args([
+            "launch",
+            "--wait",
+            "--",
+            "sh",
+            "-c",
+            "echo started; sleep 1000",
+        ])
+        .env("LIFTOFF_DATA_DIR", up.data_dir())
+        .env_remove("LIFTOFF_URL")
+        .env_remove("LIFTOFF_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(wait.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "started\n");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(wait.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = wait.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("goes on") && err.contains("liftoff stop 1"),
+        "{err}"
+    );
+    let item = json(&ok(&up.run(&["items", "-o", "json"])));
+    assert_eq!(item[0]["state"], "claimed", "the run goes on");
+    ok(&up.run(&["stop", "1"]));
+}

@@ -63,7 +63,17 @@ pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<u8> {
     }
     let item = client.enqueue(&queue, &spec).await?;
     if wait {
-        return super::follow::wait(&client, item.id).await;
+        // Ctrl-C leaves the run alone: say so, and how to reach it again.
+        return tokio::select! {
+            code = super::follow::wait(&client, item.id) => code,
+            _ = tokio::signal::ctrl_c() => {
+                let id = item.id;
+                eprintln!(
+                    "\nitem {id} goes on: `liftoff logs -f {id}` follows it again, `liftoff stop {id}` stops it"
+                );
+                Ok(130)
+            }
+        };
     }
     match g.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(&item)?),
