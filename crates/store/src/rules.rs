@@ -196,3 +196,38 @@ pub fn merge_candidates(mut picked: Vec<(i64, i64)>, max: u32) -> Vec<i64> {
 pub fn reported_start(up: &RunUpdate, now: Millis) -> Option<Millis> {
     up.started_at_ms.map(|t| t.min(now))
 }
+
+/// Retention, the same in both stores (`$1` is the cutoff; SQLite reads it as its first
+/// parameter): what a prune counts, in the order of [`crate::Pruned`]'s items, runs, agents.
+pub const PRUNE_COUNTS: [&str; 3] = [
+    "SELECT count(*) FROM (SELECT id FROM items WHERE state IN ('finished', 'failed', 'stopped', 'cancelled')
+     AND updated_at_ms < $1 AND sweep_id IS NULL AND kind = 'run') AS x",
+    "SELECT count(*) FROM (SELECT id FROM runs WHERE item_id IN (SELECT id FROM items WHERE state IN
+     ('finished', 'failed', 'stopped', 'cancelled') AND updated_at_ms < $1 AND sweep_id IS NULL
+     AND kind = 'run')) AS x",
+    "SELECT count(*) FROM (SELECT id FROM agents WHERE status IN ('stopped', 'lost')
+     AND heartbeat_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.agent_id = agents.id
+     AND i.state IN ('leased', 'claimed'))) AS x",
+];
+
+/// Ended, not a sweep's, last changed before `$1`.
+const PRUNE_ITEMS: &str =
+    "SELECT id FROM items WHERE state IN ('finished', 'failed', 'stopped', 'cancelled')
+     AND updated_at_ms < $1 AND sweep_id IS NULL AND kind = 'run'";
+const PRUNE_AGENTS: &str = "SELECT id FROM agents WHERE status IN ('stopped', 'lost')
+     AND heartbeat_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.agent_id = agents.id
+     AND i.state IN ('leased', 'claimed'))";
+
+/// What a prune deletes, in order: runs (with their logs and metrics) before their items.
+pub fn prune_deletes() -> [String; 7] {
+    let runs = format!("SELECT id FROM runs WHERE item_id IN ({PRUNE_ITEMS})");
+    [
+        format!("DELETE FROM run_logs WHERE run_id IN ({runs})"),
+        format!("DELETE FROM run_metrics WHERE run_id IN ({runs})"),
+        format!("DELETE FROM runs WHERE id IN ({runs})"),
+        format!("DELETE FROM item_warnings WHERE item_id IN ({PRUNE_ITEMS})"),
+        format!("DELETE FROM item_files WHERE item_id IN ({PRUNE_ITEMS})"),
+        format!("DELETE FROM items WHERE id IN ({PRUNE_ITEMS})"),
+        format!("DELETE FROM agents WHERE id IN ({PRUNE_AGENTS})"),
+    ]
+}

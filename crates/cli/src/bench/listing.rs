@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A command's arguments, made fresh for each call.
 type Args = Box<dyn Fn() -> Vec<String>>;
@@ -63,22 +63,10 @@ async fn measure(
     data: &Path,
     b: &ListingBench,
 ) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
-    let client_file = data.join("client.json");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(&client_file).is_ok_and(|t| t.contains("http://")) {
-        anyhow::ensure!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::server_up(data).await?;
     let call = |args: &[String]| -> anyhow::Result<f64> {
         let started = Instant::now();
-        let out = Command::new(exe)
-            .args(args)
-            .env("LIFTOFF_DATA_DIR", data)
-            .env_remove("LIFTOFF_URL")
-            .env_remove("LIFTOFF_TOKEN")
-            .stderr(Stdio::piped())
-            .stdout(Stdio::piped())
-            .output()?;
+        let out = super::cli(exe, data, args)?;
         let ms = started.elapsed().as_secs_f64() * 1e3;
         anyhow::ensure!(
             out.status.success() && !out.stdout.is_empty(),

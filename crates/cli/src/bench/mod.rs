@@ -45,6 +45,35 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Waits until a `liftoff server` on `data` has written its client file.
+async fn server_up(data: &std::path::Path) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !std::fs::read_to_string(data.join("client.json")).is_ok_and(|t| t.contains("http://")) {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the server did not start"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Runs `liftoff ARGS` as a user would, against the server on `data`; waits for its end.
+fn cli<S: AsRef<std::ffi::OsStr>>(
+    exe: &std::path::Path,
+    data: &std::path::Path,
+    args: &[S],
+) -> anyhow::Result<std::process::Output> {
+    Ok(std::process::Command::new(exe)
+        .args(args)
+        .env("LIFTOFF_DATA_DIR", data)
+        .env_remove("LIFTOFF_URL")
+        .env_remove("LIFTOFF_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .output()?)
+}
+
 /// Percentile of sorted samples.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 #[derive(Args, Debug)]
 pub struct UploadBench {
@@ -57,21 +57,10 @@ async fn measure(
     project: &Path,
     server: u32,
 ) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !std::fs::read_to_string(data.join("client.json")).is_ok_and(|t| t.contains("http://")) {
-        anyhow::ensure!(Instant::now() < deadline, "the server did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    super::server_up(data).await?;
     let cli = |args: &[&str]| -> anyhow::Result<(f64, u64)> {
         let started = Instant::now();
-        let out = Command::new(exe)
-            .args(args)
-            .env("LIFTOFF_DATA_DIR", data)
-            .env_remove("LIFTOFF_URL")
-            .env_remove("LIFTOFF_TOKEN")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()?;
+        let out = super::cli(exe, data, args)?;
         anyhow::ensure!(
             out.status.success(),
             "liftoff {args:?} failed: {}",

@@ -1,48 +1,27 @@
 //! Retention: ended items older than a cutoff go with their runs, logs, metrics, warnings
-//! and files, and agents stopped or lost before it with them. Live items, a live sweep's
-//! items and anything an agent still holds are never touched.
+//! and files, and agents stopped or lost before it with them. Live items, a sweep's items
+//! and anything an agent still holds are never touched. The statements are shared with the
+//! PostgreSQL store (`rules.rs`).
 
+use crate::rules::{prune_deletes, PRUNE_COUNTS};
 use crate::{Pruned, StoreResult};
 use liftoff_types::Millis;
 use rusqlite::Connection;
 
-/// Ended, not a sweep's, last changed before `?1`.
-const ITEMS: &str =
-    "SELECT id FROM items WHERE state IN ('finished', 'failed', 'stopped', 'cancelled')
-     AND updated_at_ms < ?1 AND sweep_id IS NULL AND kind = 'run'";
-const RUNS: &str = "SELECT id FROM runs WHERE item_id IN (SELECT id FROM items WHERE state IN
-     ('finished', 'failed', 'stopped', 'cancelled') AND updated_at_ms < ?1 AND sweep_id IS NULL
-     AND kind = 'run')";
-const AGENTS: &str = "SELECT id FROM agents WHERE status IN ('stopped', 'lost')
-     AND heartbeat_at_ms < ?1
-     AND NOT EXISTS (SELECT 1 FROM items i WHERE i.agent_id = agents.id
-                     AND i.state IN ('leased', 'claimed'))";
-
 pub fn prune(conn: &Connection, cutoff: Millis, dry_run: bool) -> StoreResult<Pruned> {
-    let count = |sql: &str| -> StoreResult<u64> {
-        Ok(conn
-            .prepare(&format!("SELECT count(*) FROM ({sql})"))?
-            .query_row([cutoff], |r| r.get(0))?)
-    };
-    let pruned = Pruned {
-        items: count(ITEMS)?,
-        runs: count(RUNS)?,
-        agents: count(AGENTS)?,
+    let mut counts = [0u64; 3];
+    for (n, sql) in counts.iter_mut().zip(PRUNE_COUNTS) {
+        *n = conn.prepare(sql)?.query_row([cutoff], |r| r.get(0))?;
+    }
+    if !dry_run {
+        for sql in prune_deletes() {
+            conn.execute(&sql, [cutoff])?;
+        }
+    }
+    Ok(Pruned {
+        items: counts[0],
+        runs: counts[1],
+        agents: counts[2],
         archives: 0,
-    };
-    if dry_run {
-        return Ok(pruned);
-    }
-    for sql in [
-        format!("DELETE FROM run_logs WHERE run_id IN ({RUNS})"),
-        format!("DELETE FROM run_metrics WHERE run_id IN ({RUNS})"),
-        format!("DELETE FROM runs WHERE id IN ({RUNS})"),
-        format!("DELETE FROM item_warnings WHERE item_id IN ({ITEMS})"),
-        format!("DELETE FROM item_files WHERE item_id IN ({ITEMS})"),
-        format!("DELETE FROM items WHERE id IN ({ITEMS})"),
-        format!("DELETE FROM agents WHERE id IN ({AGENTS})"),
-    ] {
-        conn.execute(&sql, [cutoff])?;
-    }
-    Ok(pruned)
+    })
 }
