@@ -590,3 +590,46 @@ fn ctrl_c_on_launch_wait_leaves_the_run_going_and_says_how_to_reach_it() {
     assert_eq!(item[0]["state"], "claimed", "the run goes on");
     ok(&up.run(&["stop", "1"]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spec_with_several_typos_has_each_one_named_at_once() {
+    let server = ServerProcess::start();
+    ok(&server.run(&["queue", "create", "q"]));
+    let spec = server.dir.path().join("spec.json");
+    std::fs::write(
+        &spec,
+        r#"{"jobb": "train:latest", "overrides": {"entry_point": ["true"], "run_confg": {}}}"#,
+    )
+    .unwrap();
+    let out = server.run(&["launch", "-q", "q", "--spec", spec.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("jobb: unknown key") && err.contains("overrides.run_confg: unknown key"),
+        "{err}"
+    );
+    // The server names them all too, for a client that skips the CLI.
+    let body: Value = serde_json::from_str(&std::fs::read_to_string(&spec).unwrap()).unwrap();
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/v1/queues/q/items", server.url()))
+        .bearer_auth(server.client_file()["token"].as_str().unwrap())
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 422);
+    let answer: Value = answer.json().await.unwrap();
+    let fields: Vec<&str> = answer["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["jobb", "overrides.run_confg"]);
+    assert!(server
+        .client()
+        .list_items(&Default::default())
+        .await
+        .unwrap()
+        .is_empty());
+}

@@ -165,6 +165,51 @@ const MAX_ARGV: usize = 4096;
 const MAX_ENV: usize = 256;
 const MAX_VALUE: usize = 32 * 1024;
 
+/// The keys a launch spec and its `overrides` and `docker` sections take (serde's names).
+pub const SPEC_KEYS: &[&str] = &[
+    "job",
+    "docker",
+    "entity",
+    "project",
+    "name",
+    "run_id",
+    "author",
+    "sweep_id",
+    "resource",
+    "resource_args",
+    "overrides",
+    "builder",
+    "template_variables",
+    "priority",
+    "cwd",
+    "env",
+];
+const OVERRIDES_KEYS: &[&str] = &["args", "run_config", "entry_point", "dockerfile"];
+const DOCKER_KEYS: &[&str] = &["docker_image"];
+
+/// Every unknown key of a spec as JSON, by path with the known ones, so a spec with several
+/// typos is fixed in one go (serde stops at the first).
+pub fn unknown_keys(spec: &Value) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    let mut check = |value: Option<&Value>, at: &str, known: &[&str]| {
+        let Some(Value::Object(map)) = value else {
+            return;
+        };
+        for key in map.keys().filter(|k| !known.contains(&k.as_str())) {
+            let path = if at.is_empty() {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
+            problems.push((path, format!("unknown key (known: {})", known.join(", "))));
+        }
+    };
+    check(Some(spec), "", SPEC_KEYS);
+    check(spec.get("overrides"), "overrides", OVERRIDES_KEYS);
+    check(spec.get("docker"), "docker", DOCKER_KEYS);
+    problems
+}
+
 impl LaunchSpec {
     /// Checks what the server can check without the queue: a spec must say what to run, and
     /// its fields must be of sane size. Returns `(field path, problem)` for each problem.
@@ -292,6 +337,22 @@ mod tests {
         .unwrap();
         assert_eq!(spec.priority, Some(Priority::High));
         assert!(spec.validate().is_empty());
+    }
+
+    #[test]
+    fn every_unknown_key_is_named_and_every_known_one_loads() {
+        let typos = serde_json::json!({"jobb": "x", "overrides": {"arg": [], "args": []}, "docker": {"image": "y"}});
+        let named: Vec<String> = unknown_keys(&typos).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(named, ["jobb", "overrides.arg", "docker.image"]);
+        let all = serde_json::json!({
+            "job": "j", "docker": {"docker_image": "i"}, "entity": "e", "project": "p",
+            "name": "n", "run_id": "abcdefgh", "author": "a", "sweep_id": "s", "resource": "r",
+            "resource_args": {}, "builder": {}, "template_variables": {}, "priority": 1,
+            "cwd": "/x", "env": {"A": "1"},
+            "overrides": {"args": [], "run_config": {}, "entry_point": ["x"], "dockerfile": "D"}
+        });
+        assert!(unknown_keys(&all).is_empty());
+        serde_json::from_value::<LaunchSpec>(all).expect("every known key loads");
     }
 
     #[test]

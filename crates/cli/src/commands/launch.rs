@@ -84,7 +84,19 @@ pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<u8> {
 
 pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {
     let mut spec = match &args.spec {
-        Some(path) => super::read_document(path)?,
+        Some(path) => {
+            let raw: Value = super::read_document(path)?;
+            let unknown = liftoff_types::spec::unknown_keys(&raw);
+            if !unknown.is_empty() {
+                let lines: Vec<String> = unknown.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+                bail!(
+                    "{} is not a launch spec:\n  {}",
+                    path.display(),
+                    lines.join("\n  ")
+                );
+            }
+            serde_json::from_value(raw).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
         None => LaunchSpec::default(),
     };
     if let Some(job) = args.job {

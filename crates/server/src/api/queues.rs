@@ -88,9 +88,13 @@ pub async fn enqueue(
     caller: Caller,
     State(state): State<AppState>,
     Path(name): Path<String>,
-    Body(spec): Body<LaunchSpec>,
+    Body(raw): Body<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Item>), ApiError> {
     caller.require(Access::Submit)?;
+    ApiError::check(liftoff_types::spec::unknown_keys(&raw))?;
+    // Read as axum reads a body, so a wrong type is a 422 naming its path.
+    let bytes = serde_json::to_vec(&raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Json(spec) = Json::<LaunchSpec>::from_bytes(&bytes)?;
     let item = new_item(&state, &name, spec, ItemKind::Run).await?;
     let item = state.store.enqueue(item, now_ms()).await?;
     state.wakers.wake(&queue_key(&item.queue));
