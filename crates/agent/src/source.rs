@@ -122,8 +122,11 @@ impl Cache {
                 .map_err(|e| NotReady::new(format!("cannot create {}: {e}", dir.display())))?;
         }
         crate::report::retry("downloading the job's code", || async {
-            let mut file = tokio::fs::File::create(&part).await.map_err(|e| {
-                liftoff_client::ClientError::BadUrl(format!("{}: {e}", part.display()))
+            let mut file = tokio::fs::File::create(&part).await.map_err(|source| {
+                liftoff_client::ClientError::File {
+                    context: format!("creating {}", part.display()),
+                    source,
+                }
             })?;
             client.download_artifact_to(&name, &mut file).await
         })

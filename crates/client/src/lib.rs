@@ -46,6 +46,13 @@ pub enum ClientError {
     Decode(#[source] reqwest::Error),
     #[error("invalid server URL {0:?}")]
     BadUrl(String),
+    /// A local file an upload reads or a download writes.
+    #[error("{context}: {source}")]
+    File {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The request was never delivered (a batch that could not be sent, a sender that
     /// stopped): worth trying again later.
     #[error("not sent: {0}")]
@@ -533,7 +540,10 @@ impl Client {
         use tokio::io::AsyncReadExt;
         let file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| ClientError::BadUrl(format!("{}: {e}", path.display())))?;
+            .map_err(|source| ClientError::File {
+                context: format!("reading {}", path.display()),
+                source,
+            })?;
         let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let chunks = futures_util::stream::unfold(file, move |mut file| {
             let sent = sent.clone();
@@ -583,11 +593,15 @@ impl Client {
             total += chunk.len() as u64;
             out.write_all(&chunk)
                 .await
-                .map_err(|e| ClientError::BadUrl(format!("writing the archive: {e}")))?;
+                .map_err(|source| ClientError::File {
+                    context: "writing the archive".into(),
+                    source,
+                })?;
         }
-        out.flush()
-            .await
-            .map_err(|e| ClientError::BadUrl(format!("writing the archive: {e}")))?;
+        out.flush().await.map_err(|source| ClientError::File {
+            context: "writing the archive".into(),
+            source,
+        })?;
         Ok(total)
     }
 

@@ -10,7 +10,6 @@ use liftoff_types::{now_ms, LaunchSpec, NewAgent, NewQueue, Priority, RunState, 
 use rand::Rng;
 use serde_json::json;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -39,14 +38,7 @@ pub async fn run(b: ListingBench) -> anyhow::Result<()> {
     }
     let fill_s = fill_started.elapsed().as_secs_f64();
     let exe = std::env::current_exe()?;
-    let mut server = Command::new(&exe)
-        .args(["server", "--bind", "127.0.0.1:0"])
-        .env("LIFTOFF_DATA_DIR", &data)
-        .env("LIFTOFF_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting liftoff server")?;
+    let mut server = super::spawn_server(&exe, &data, &[])?;
     let figures = measure(&exe, &data, &b).await;
     let _ = server.kill();
     let _ = server.wait();

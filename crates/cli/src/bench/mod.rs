@@ -45,6 +45,24 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     }
 }
 
+/// Starts `liftoff server` on a loopback port over `data`, with `extra` flags, quiet.
+fn spawn_server(
+    exe: &std::path::Path,
+    data: &std::path::Path,
+    extra: &[&str],
+) -> anyhow::Result<std::process::Child> {
+    use anyhow::Context;
+    std::process::Command::new(exe)
+        .args(["server", "--bind", "127.0.0.1:0"])
+        .args(extra)
+        .env("LIFTOFF_DATA_DIR", data)
+        .env("LIFTOFF_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting liftoff server")
+}
+
 /// Waits until a `liftoff server` on `data` has written its client file.
 async fn server_up(data: &std::path::Path) -> anyhow::Result<()> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);

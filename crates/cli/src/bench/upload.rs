@@ -9,7 +9,6 @@ use clap::Args;
 use serde_json::json;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -28,20 +27,7 @@ pub async fn run(b: UploadBench) -> anyhow::Result<()> {
     write_noise(&project.join("weights.bin"), b.size_mb << 20)?;
     let exe = std::env::current_exe()?;
     let limit = format!("{}M", b.size_mb * 2 + 16);
-    let mut server = Command::new(&exe)
-        .args([
-            "server",
-            "--bind",
-            "127.0.0.1:0",
-            "--artifact-limit",
-            &limit,
-        ])
-        .env("LIFTOFF_DATA_DIR", &data)
-        .env("LIFTOFF_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting liftoff server")?;
+    let mut server = super::spawn_server(&exe, &data, &["--artifact-limit", &limit])?;
     let result = measure(&exe, &data, &project, server.id()).await;
     let _ = server.kill();
     let _ = server.wait();
