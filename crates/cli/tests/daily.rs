@@ -633,3 +633,52 @@ async fn a_spec_with_several_typos_has_each_one_named_at_once() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_capped_at_one_run_holds_the_rest_saying_why_though_slots_are_free() {
+    let server = ServerProcess::start();
+    ok(&server.run(&["queue", "create", "licensed", "--max-concurrency", "1"]));
+    let shown = ok(&server.run(&["queue", "show", "licensed"]));
+    assert!(
+        shown.contains("max concurrency") && shown.contains("1 (0 live)"),
+        "{shown}"
+    );
+    let dir = server.dir.path();
+    let _agent = server.agent(
+        &dir.join("agent"),
+        &["--queue", "licensed", "--max-jobs", "4"],
+    );
+    let first = ok(&server.run(&["launch", "-q", "licensed", "--", "sleep", "1000"]));
+    let second = ok(&server.run(&["launch", "-q", "licensed", "--", "true"]));
+    let client = server.client();
+    let first: ItemId = first.trim().parse().unwrap();
+    let second: ItemId = second.trim().parse().unwrap();
+    wait_async(
+        "the first run to start",
+        Duration::from_secs(20),
+        || async { client.get_item(first).await.unwrap().state == ItemState::Claimed },
+    )
+    .await;
+    // The agent has 3 free slots, yet the second item waits, and says why.
+    let show = json(&ok(&server.run(&[
+        "show",
+        &second.to_string(),
+        "-o",
+        "json",
+    ])));
+    assert_eq!(show["item"]["state"], "pending", "{show}");
+    let reason = show["item"]["pending_reason"].as_str().unwrap().to_string();
+    assert!(
+        reason.contains("queue licensed is at its limit of 1 live runs"),
+        "{reason}"
+    );
+    ok(&server.run(&["stop", &first.to_string()]));
+    wait_async(
+        "the second run to finish",
+        Duration::from_secs(20),
+        || async { client.get_item(second).await.unwrap().state == ItemState::Finished },
+    )
+    .await;
+    let refused = refused(&server.run(&["queue", "create", "none", "--max-concurrency", "0"]));
+    assert!(refused.contains("max_concurrency"), "{refused}");
+}

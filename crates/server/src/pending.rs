@@ -1,5 +1,6 @@
 //! Why an item is pending: the first blocker of (1) no agent serves its queue, (2) its sweep
-//! is paused, (3) every agent on the queue is busy. Computed here, from the agents' last
+//! is paused, (3) its queue's limit of live runs is reached, (4) every agent on the queue is
+//! busy. Computed here, from the agents' last
 //! heartbeats, so the API, `liftoff items`, `show` and `launch --wait` say the same thing.
 
 use liftoff_store::{Store, StoreResult};
@@ -14,6 +15,7 @@ pub async fn explain(store: &dyn Store, items: &mut [Item]) -> StoreResult<()> {
     let agents = store.list_agents().await?;
     let now = now_ms();
     let mut paused: HashMap<String, bool> = HashMap::new();
+    let mut capped: HashMap<String, Option<(u32, u64)>> = HashMap::new();
     for item in items.iter_mut().filter(|i| i.state == ItemState::Pending) {
         let sweep_paused = match &item.spec.sweep_id {
             Some(sweep) if item.kind == liftoff_types::ItemKind::Run => {
@@ -25,12 +27,32 @@ pub async fn explain(store: &dyn Store, items: &mut [Item]) -> StoreResult<()> {
             }
             _ => None,
         };
-        item.pending_reason = Some(reason(item, &agents, sweep_paused, now));
+        let cap = if item.kind == liftoff_types::ItemKind::Run {
+            if !capped.contains_key(&item.queue) {
+                let queue = store.get_queue(&item.queue, true).await.ok();
+                let cap = queue.and_then(|q| {
+                    let live = q.depth.map_or(0, |d| d.live_runs);
+                    q.max_concurrency.map(|cap| (cap, live))
+                });
+                capped.insert(item.queue.clone(), cap);
+            }
+            capped[&item.queue]
+        } else {
+            None
+        };
+        item.pending_reason = Some(reason(item, &agents, sweep_paused, cap, now));
     }
     Ok(())
 }
 
-fn reason(item: &Item, agents: &[Agent], paused_sweep: Option<String>, now: i64) -> String {
+/// `cap` is the queue's `max_concurrency` and its live runs, when it has one.
+fn reason(
+    item: &Item,
+    agents: &[Agent],
+    paused_sweep: Option<String>,
+    cap: Option<(u32, u64)>,
+    now: i64,
+) -> String {
     let queue = &item.queue;
     let on_queue: Vec<&Agent> = agents
         .iter()
@@ -55,6 +77,11 @@ fn reason(item: &Item, agents: &[Agent], paused_sweep: Option<String>, now: i64)
         return format!("its sweep {sweep} is paused");
     }
     let ahead = item.position.unwrap_or(0);
+    if let Some((cap, live)) = cap.filter(|&(cap, live)| live >= u64::from(cap)) {
+        return format!(
+            "queue {queue} is at its limit of {cap} live runs ({live} live, {ahead} ahead)"
+        );
+    }
     let free: i64 = live
         .iter()
         .map(|a| match a.max_jobs {

@@ -44,6 +44,9 @@ async fn lose_agents(state: &AppState) -> usize {
             }
             for run in &lost.runs {
                 state.wakers.wake(&run_key(run));
+                if let Ok(run) = state.store.get_run(run).await {
+                    state.run_slot_freed(&run.queue).await;
+                }
             }
             for agent in &lost.agents {
                 tracing::warn!(%agent, runs = lost.runs.len(), "agent lost: no heartbeat");

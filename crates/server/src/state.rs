@@ -17,3 +17,16 @@ pub struct AppState {
     /// Largest archive one upload may carry, in bytes.
     pub artifact_limit: usize,
 }
+
+impl AppState {
+    /// A run of `queue` ended or let go of its slot: when the queue caps its live runs, the
+    /// lease calls waiting on it may now take one (an uncapped queue's waiters are not
+    /// woken, as nothing changed for them).
+    pub async fn run_slot_freed(&self, queue: &str) {
+        if let Ok(q) = self.store.get_queue(queue, false).await {
+            if q.max_concurrency.is_some() {
+                self.wakers.wake(&crate::wake::queue_key(queue));
+            }
+        }
+    }
+}

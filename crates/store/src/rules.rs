@@ -22,7 +22,7 @@ pub const SWEEP_FROM: &str = "sweeps s JOIN queues q ON q.id = s.queue_id";
 pub const ITEM_SHOWN_FROM: &str =
     "items i JOIN queues q ON q.id = i.queue_id LEFT JOIN runs r ON r.id = i.run_id";
 pub const QUEUE_COLUMNS: &str = "name, resource, config, template_variables, prioritization, \
-    max_attempts, requeue_lost, created_at_ms";
+    max_attempts, requeue_lost, created_at_ms, max_concurrency";
 pub const RUN_COLUMNS: &str = "id, item_id, queue, agent_id, state, handle, exit_code, message, \
     stop_requested, created_at_ms, started_at_ms, ended_at_ms, updated_at_ms";
 pub const AGENT_COLUMNS: &str = "id, name, hostname, queues, max_jobs, max_schedulers, version, \
@@ -182,6 +182,16 @@ pub fn lease_kinds(p: &crate::LeaseParams) -> Vec<&'static str> {
         kinds.push("scheduler");
     }
     kinds
+}
+
+/// A queue's runs that count against its `max_concurrency` (`$1` is the queue's id):
+/// leased or claimed, the same in both stores.
+pub const LIVE_RUNS: &str = "SELECT count(*) FROM items WHERE queue_id = $1 AND kind = 'run'
+    AND state IN ('leased', 'claimed')";
+
+/// How many more runs a queue capped at `cap` may start with `live` already live.
+pub fn room(cap: Option<u32>, live: i64) -> Option<u32> {
+    cap.map(|c| (c as i64 - live).max(0) as u32)
 }
 
 /// Merges per-kind candidates `(rank, id)` into lease order and keeps the first `max`.

@@ -109,6 +109,10 @@ pub struct NewQueue {
     /// Put a run whose agent was lost back on the queue instead of failing it.
     #[serde(default)]
     pub requeue_lost: bool,
+    /// At most this many of the queue's runs live at once (leased or claimed), across all
+    /// agents; none when absent. Sweep schedulers do not count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
 }
 
 fn default_resource() -> ResourceType {
@@ -129,6 +133,7 @@ impl NewQueue {
             prioritization: true,
             max_attempts: default_max_attempts(),
             requeue_lost: false,
+            max_concurrency: None,
         }
     }
 
@@ -143,6 +148,15 @@ impl NewQueue {
         }
         if !(1..=100).contains(&self.max_attempts) {
             problems.push(("max_attempts".into(), "must be from 1 to 100".into()));
+        }
+        if self
+            .max_concurrency
+            .is_some_and(|n| !(1..=1_000_000).contains(&n))
+        {
+            problems.push((
+                "max_concurrency".into(),
+                "must be from 1 to 1000000 (leave it out for no limit)".into(),
+            ));
         }
         for name in self.template_variables.keys() {
             if name.is_empty() || name.len() > 64 || name.contains(['{', '}']) {
@@ -171,6 +185,9 @@ pub struct Queue {
     pub prioritization: bool,
     pub max_attempts: u32,
     pub requeue_lost: bool,
+    /// At most this many of the queue's runs live at once; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     pub created_at_ms: Millis,
     /// Item counts by state; filled by `show`, absent in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,4 +204,7 @@ pub struct QueueDepth {
     pub failed: u64,
     pub stopped: u64,
     pub cancelled: u64,
+    /// Runs leased or claimed (sweep schedulers left out): what `max_concurrency` caps.
+    #[serde(default)]
+    pub live_runs: u64,
 }

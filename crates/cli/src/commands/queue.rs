@@ -10,12 +10,20 @@ use std::path::PathBuf;
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
     /// Create a queue.
+    #[command(
+        after_help = "Examples:\n  liftoff queue create gpu\n  liftoff queue create licensed --max-concurrency 2 --requeue-lost\n  liftoff queue create cluster --resource slurm --config '{\"partition\":\"gpu\",\"gres\":\"gpu:{{gpus}}\"}' --variable 'gpus={\"type\":\"integer\",\"minimum\":1,\"maximum\":8,\"default\":1}'\n  liftoff queue create containers --resource container --config @queue.yaml"
+    )]
     Create(CreateArgs),
     /// List queues.
+    #[command(after_help = "Examples:\n  liftoff queue list\n  liftoff queue list -o json")]
     List,
     /// Show a queue and how many items it holds in each state.
+    #[command(after_help = "Examples:\n  liftoff queue show gpu")]
     Show { name: String },
     /// Delete a queue (refused while it has live items, unless --force).
+    #[command(
+        after_help = "Examples:\n  liftoff queue delete old\n  liftoff queue delete old --force"
+    )]
     Delete {
         name: String,
         /// Cancel its live items first.
@@ -45,6 +53,9 @@ pub struct CreateArgs {
     /// Put runs whose agent was lost back on the queue.
     #[arg(long)]
     pub requeue_lost: bool,
+    /// At most N of the queue's runs at once, across all agents (W&B's max_concurrency).
+    #[arg(long, value_name = "N")]
+    pub max_concurrency: Option<u32>,
 }
 
 pub async fn run(g: &Global, cmd: QueueCommand) -> anyhow::Result<()> {
@@ -84,6 +95,11 @@ pub async fn run(g: &Global, cmd: QueueCommand) -> anyhow::Result<()> {
                 vec!["prioritization".into(), q.prioritization.to_string()],
                 vec!["max attempts".into(), q.max_attempts.to_string()],
                 vec!["requeue lost".into(), q.requeue_lost.to_string()],
+                vec![
+                    "max concurrency".into(),
+                    q.max_concurrency
+                        .map_or("none".to_string(), |n| format!("{n} ({} live)", d.live_runs)),
+                ],
                 vec!["config".into(), q.config.to_string()],
                 vec!["variables".into(), serde_json::to_string(&q.template_variables)?],
                 vec![
@@ -110,6 +126,7 @@ fn new_queue(args: CreateArgs) -> anyhow::Result<NewQueue> {
     queue.prioritization = !args.no_prioritization;
     queue.max_attempts = args.max_attempts;
     queue.requeue_lost = args.requeue_lost;
+    queue.max_concurrency = args.max_concurrency;
     if let Some(config) = args.config {
         queue.config = match config.strip_prefix('@') {
             Some(path) => super::read_document(&PathBuf::from(path))?,

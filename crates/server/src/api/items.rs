@@ -93,6 +93,9 @@ pub async fn cancel(
     if let Some(agent) = item.agent_id {
         state.wakers.wake(&agent_key(agent));
     }
+    if item.state.is_terminal() {
+        state.run_slot_freed(&item.queue).await;
+    }
     Ok(Json(item))
 }
 
@@ -173,6 +176,7 @@ pub async fn fail(
     caller.require(Access::Work)?;
     ApiError::check(check_failure(&req))?;
     let item = state.store.fail(id, req, now_ms()).await?;
+    state.run_slot_freed(&item.queue).await;
     // A follower of the run's log ends with the run (it waited up to its recheck, 5 s).
     if let Some(run) = &item.run_id {
         state.wakers.wake(&crate::wake::run_key(run));

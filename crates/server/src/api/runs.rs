@@ -141,6 +141,9 @@ pub async fn apply_update(
     check_update(&update)?;
     let run = state.store.update_run(id, update, now_ms()).await?;
     state.wakers.wake(&run_key(id));
+    if run.state.is_terminal() {
+        state.run_slot_freed(&run.queue).await;
+    }
     Ok(run)
 }
 
@@ -155,6 +158,11 @@ pub async fn apply_update_quietly(
     let reported = update.state;
     state.store.update_run_quietly(id, update, now_ms()).await?;
     state.wakers.wake(&run_key(id));
+    if reported.is_terminal() {
+        if let Ok(run) = state.store.get_run(id).await {
+            state.run_slot_freed(&run.queue).await;
+        }
+    }
     Ok(ReportedRun {
         run_id: id.clone(),
         state: reported,

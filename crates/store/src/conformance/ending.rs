@@ -111,3 +111,68 @@ pub async fn prune_removes_only_what_ended_long_ago(store: DynStore) {
         RunState::Starting
     );
 }
+
+pub async fn queue_concurrency_caps_live_runs_across_agents(store: DynStore) {
+    let mut capped = liftoff_types::NewQueue::named("capped");
+    capped.max_concurrency = Some(3);
+    store.create_queue(capped, T0).await.unwrap();
+    queue(&store, "free").await;
+    let mut items = Vec::new();
+    for k in 0..8 {
+        items.push(enqueue(&store, "capped", Priority::Medium, &format!("c{k}")).await);
+        enqueue(&store, "free", Priority::Medium, &format!("f{k}")).await;
+    }
+    // Four agents lease at once: the cap holds across them, whatever replica each hits.
+    let agents = [
+        agent(&store).await,
+        agent(&store).await,
+        agent(&store).await,
+        agent(&store).await,
+    ];
+    let tasks: Vec<_> = agents
+        .iter()
+        .map(|&a| {
+            let store = store.clone();
+            tokio::spawn(async move { lease(&store, a, &["capped"], 2, T0).await })
+        })
+        .collect();
+    let mut leased = Vec::new();
+    for t in tasks {
+        leased.extend(t.await.unwrap());
+    }
+    assert_eq!(leased.len(), 3, "at most 3 live runs on the capped queue");
+    let depth = store
+        .get_queue("capped", true)
+        .await
+        .unwrap()
+        .depth
+        .unwrap();
+    assert_eq!((depth.live_runs, depth.pending), (3, 5));
+    // Other queues are not held back by it.
+    assert_eq!(
+        lease(&store, agents[0], &["capped", "free"], 4, T0)
+            .await
+            .len(),
+        4
+    );
+    // A claimed run still counts; one that ends makes room for exactly one more.
+    let l = leased.remove(0);
+    store
+        .ack(l.item.id, ack(l.fence, "cap-r1"), T0)
+        .await
+        .unwrap();
+    assert!(lease(&store, agents[1], &["capped"], 2, T0)
+        .await
+        .is_empty());
+    store
+        .update_run(
+            &"cap-r1".parse().unwrap(),
+            update(l.fence, RunState::Finished, Some(0)),
+            T0 + 1,
+        )
+        .await
+        .unwrap();
+    let next = lease(&store, agents[1], &["capped"], 2, T0 + 1).await;
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].item.id, items[3], "the next in queue order");
+}

@@ -51,7 +51,8 @@ fn guard(id: ItemId, cur: &Current, fence: i64, states: &[ItemState]) -> StoreRe
 /// A lease from one queue in a single statement, outside any explicit transaction (one
 /// round trip instead of seven): the common case of an agent with one queue. Returns `None`
 /// when it took nothing, and the caller then runs [`lease`] to tell an empty queue from an
-/// unknown queue or agent.
+/// unknown queue or agent. A queue with `max_concurrency` takes nothing here: its count
+/// must be read under the queue's lock, which [`lease`] takes.
 pub async fn lease_one_queue(
     client: &deadpool_postgres::Client,
     p: &LeaseParams,
@@ -60,7 +61,8 @@ pub async fn lease_one_queue(
     let sql = format!(
         "WITH runs AS (
              SELECT i.id, i.rank FROM items i
-             WHERE $6 AND i.queue_id = (SELECT id FROM queues WHERE name = $1)
+             WHERE $6 AND i.queue_id = (SELECT id FROM queues WHERE name = $1
+                   AND max_concurrency IS NULL)
                AND i.state = 'pending' AND i.kind = 'run'
                AND EXISTS (SELECT 1 FROM agents WHERE id = $2)
                AND (i.sweep_id IS NULL OR NOT EXISTS
@@ -68,7 +70,8 @@ pub async fn lease_one_queue(
              ORDER BY i.rank, i.id LIMIT $3 FOR UPDATE SKIP LOCKED),
          schedulers AS (
              SELECT i.id, i.rank FROM items i
-             WHERE $7 AND i.queue_id = (SELECT id FROM queues WHERE name = $1)
+             WHERE $7 AND i.queue_id = (SELECT id FROM queues WHERE name = $1
+                   AND max_concurrency IS NULL)
                AND i.state = 'pending' AND i.kind = 'scheduler'
                AND EXISTS (SELECT 1 FROM agents WHERE id = $2)
              ORDER BY i.rank, i.id LIMIT $3 FOR UPDATE SKIP LOCKED),
@@ -127,6 +130,31 @@ pub async fn lease_one_queue(
     ))
 }
 
+/// A queue's id and, when it caps its live runs, how many more may start. A capped queue's
+/// row is locked (`FOR NO KEY UPDATE`, which enqueues' foreign-key checks do not wait on)
+/// until the lease commits, so two replicas leasing from it at once cannot both count the
+/// same free room.
+async fn queue_room(tx: &Tx<'_>, name: &str) -> StoreResult<(i64, Option<u32>)> {
+    let stmt = tx
+        .prepare_cached("SELECT id, max_concurrency FROM queues WHERE name = $1")
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&name])
+        .await?
+        .ok_or_else(|| StoreError::not_found("queue", name))?;
+    let (id, cap): (i64, Option<i64>) = (get(&row, 0)?, get(&row, 1)?);
+    let Some(cap) = cap else {
+        return Ok((id, None));
+    };
+    let lock = tx
+        .prepare_cached("SELECT 1 FROM queues WHERE id = $1 FOR NO KEY UPDATE")
+        .await?;
+    tx.query_one(&lock, &[&id]).await?;
+    let count = tx.prepare_cached(crate::rules::LIVE_RUNS).await?;
+    let live: i64 = get(&tx.query_one(&count, &[&id]).await?, 0)?;
+    Ok((id, crate::rules::room(Some(cap as u32), live)))
+}
+
 /// `turn` counts this agent's lease calls on this replica: the call starts its round-robin
 /// at queue `turn % queues.len()`.
 pub async fn lease(
@@ -160,10 +188,17 @@ pub async fn lease(
     let kinds = crate::rules::lease_kinds(p);
     let mut candidates = Vec::with_capacity(n);
     for k in 0..n {
-        let queue_id = rows::queue_id(tx, &p.queues[(start + k) % n]).await?;
+        let (queue_id, room) = queue_room(tx, &p.queues[(start + k) % n]).await?;
         let mut picked = Vec::new();
         for kind in &kinds {
-            for r in tx.query(&pick, &[&queue_id, &(p.max as i64), kind]).await? {
+            let max = match (*kind, room) {
+                ("run", Some(room)) => room.min(p.max),
+                _ => p.max,
+            };
+            if max == 0 {
+                continue;
+            }
+            for r in tx.query(&pick, &[&queue_id, &(max as i64), kind]).await? {
                 picked.push((get::<i64>(&r, 0)?, get::<i64>(&r, 1)?));
             }
         }

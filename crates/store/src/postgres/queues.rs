@@ -9,8 +9,8 @@ pub async fn create(tx: &Tx<'_>, q: &NewQueue, now: Millis) -> StoreResult<Queue
     let stmt = tx
         .prepare_cached(
             "INSERT INTO queues (name, resource, config, template_variables, prioritization,
-                 max_attempts, requeue_lost, created_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) DO NOTHING",
+                 max_attempts, requeue_lost, created_at_ms, max_concurrency)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
         )
         .await?;
     let inserted = tx
@@ -25,6 +25,7 @@ pub async fn create(tx: &Tx<'_>, q: &NewQueue, now: Millis) -> StoreResult<Queue
                 &(q.max_attempts as i64),
                 &q.requeue_lost,
                 &now,
+                &q.max_concurrency.map(i64::from),
             ],
         )
         .await?;
@@ -70,6 +71,8 @@ async fn depth(tx: &Tx<'_>, queue_id: i64) -> StoreResult<QueueDepth> {
         let (state, n): (String, i64) = (get(&row, 0)?, get(&row, 1)?);
         crate::rules::add_depth(&mut depth, &state, n as u64)?;
     }
+    let live = tx.prepare_cached(crate::rules::LIVE_RUNS).await?;
+    depth.live_runs = get::<i64>(&tx.query_one(&live, &[&queue_id]).await?, 0)? as u64;
     Ok(depth)
 }
 

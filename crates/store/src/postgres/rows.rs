@@ -94,6 +94,7 @@ pub fn queue(row: &Row) -> StoreResult<Queue> {
         max_attempts: get::<i64>(row, 5)? as u32,
         requeue_lost: get(row, 6)?,
         created_at_ms: get(row, 7)?,
+        max_concurrency: get::<Option<i64>>(row, 8)?.map(|n| n as u32),
         depth: None,
     })
 }

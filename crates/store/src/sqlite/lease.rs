@@ -83,10 +83,26 @@ pub fn lease(
     )?;
     let kinds = crate::rules::lease_kinds(p);
     for name in &order {
-        let queue_id = rows::queue_id(conn, name)?;
+        let (queue_id, cap) = queue_cap(conn, name)?;
+        let room = match cap {
+            Some(_) => {
+                let live = conn
+                    .prepare_cached(crate::rules::LIVE_RUNS)?
+                    .query_row([queue_id], |r| r.get(0))?;
+                crate::rules::room(cap, live)
+            }
+            None => None,
+        };
         let mut picked = Vec::new();
         for kind in &kinds {
-            let rows = pick.query_map(params![queue_id, p.max, kind], |r| {
+            let max = match (*kind, room) {
+                ("run", Some(room)) => room.min(p.max),
+                _ => p.max,
+            };
+            if max == 0 {
+                continue;
+            }
+            let rows = pick.query_map(params![queue_id, max, kind], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })?;
             for row in rows {
@@ -126,6 +142,14 @@ pub fn lease(
         }
     }
     Ok(leases)
+}
+
+/// A queue's id and its cap on live runs, or `NotFound`.
+fn queue_cap(conn: &Connection, name: &str) -> StoreResult<(i64, Option<u32>)> {
+    conn.prepare_cached("SELECT id, max_concurrency FROM queues WHERE name = ?1")?
+        .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?
+        .ok_or_else(|| StoreError::not_found("queue", name))
 }
 
 /// Stores an ack (the caller reads the run back if it wants it).

@@ -9,8 +9,8 @@ pub fn create(conn: &Connection, q: &NewQueue, now: Millis) -> StoreResult<Queue
     let inserted = conn
         .prepare_cached(
             "INSERT INTO queues (name, resource, config, template_variables, prioritization,
-                 max_attempts, requeue_lost, created_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (name) DO NOTHING",
+                 max_attempts, requeue_lost, created_at_ms, max_concurrency)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO NOTHING",
         )?
         .execute(params![
             q.name,
@@ -20,7 +20,8 @@ pub fn create(conn: &Connection, q: &NewQueue, now: Millis) -> StoreResult<Queue
             q.prioritization,
             q.max_attempts,
             q.requeue_lost,
-            now
+            now,
+            q.max_concurrency
         ])?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!(
@@ -62,6 +63,9 @@ fn depth(conn: &Connection, queue_id: i64) -> StoreResult<QueueDepth> {
         let (state, n) = row?;
         crate::rules::add_depth(&mut depth, &state, n)?;
     }
+    depth.live_runs = conn
+        .prepare_cached(crate::rules::LIVE_RUNS)?
+        .query_row([queue_id], |r| r.get(0))?;
     Ok(depth)
 }
 

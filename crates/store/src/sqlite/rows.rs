@@ -91,6 +91,7 @@ pub fn queue(row: &Row) -> rusqlite::Result<Queue> {
         max_attempts: row.get(5)?,
         requeue_lost: row.get(6)?,
         created_at_ms: row.get(7)?,
+        max_concurrency: row.get(8)?,
         depth: None,
     })
 }

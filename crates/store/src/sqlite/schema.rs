@@ -175,6 +175,10 @@ CREATE TABLE secrets (
 ALTER TABLE agents ADD COLUMN running_jobs INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE agents ADD COLUMN running_schedulers INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- a queue's cap on its live runs (leased or claimed), NULL for none
+ALTER TABLE queues ADD COLUMN max_concurrency INTEGER;
+"#,
 ];
 
 /// Brings the database up to the newest schema.
