@@ -27,23 +27,36 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a server and an agent in one process, with a `default` queue: zero set-up.
+    #[command(
+        after_help = "Examples:\n  liftoff up\n  liftoff up --bind 0.0.0.0:8765 --max-jobs 4\n  liftoff up --database postgres://liftoff@db/liftoff"
+    )]
     Up(commands::up::UpArgs),
     /// Run the server (HTTP API over an embedded SQLite file).
+    #[command(
+        after_help = "Examples:\n  liftoff server --bind 0.0.0.0:8765\n  liftoff server --database postgres://liftoff@db/liftoff --agent-timeout 60\n  liftoff server --retention 30d --artifact-limit 4G"
+    )]
     Server(commands::server::ServerArgs),
     /// Run an agent: lease runs from queues and run them here.
+    #[command(
+        after_help = "Examples:\n  liftoff agent --queue gpu --max-jobs 2\n  liftoff agent -q gpu -q cpu -c agent.yaml\n  LIFTOFF_URL=http://head:8765 LIFTOFF_TOKEN=... liftoff agent -q default"
+    )]
     Agent(commands::agent::AgentArgs),
     /// Create, list, show and delete queues.
     #[command(subcommand)]
     Queue(commands::queue::QueueCommand),
     /// Put a run on a queue; prints the item id.
+    #[command(
+        after_help = "Examples:\n  liftoff launch -- python3 train.py --epochs 3\n  liftoff launch -q gpu --config lr=0.01 --wait -- python3 train.py\n  liftoff launch --code . -- python3 train.py\n  liftoff launch --job mnist:v2 --config-file overrides.yaml\n  liftoff logs -f $(liftoff launch -- python3 train.py)"
+    )]
     Launch(commands::launch::LaunchArgs),
     /// List items (what is on the queues and what became of it).
     Items(commands::list::ItemsArgs),
     /// List runs.
     Runs(commands::list::RunsArgs),
     /// Print a run's output (-f: follow it until the run ends).
-    ///
-    /// Example: liftoff logs -f $(liftoff launch -- python3 train.py)
+    #[command(
+        after_help = "Examples:\n  liftoff logs 12\n  liftoff logs -f 5jwu8tjc\n  liftoff logs -f $(liftoff launch -- python3 train.py)"
+    )]
     Logs {
         /// A run id, or an item id (its latest run; -f waits for it to start).
         id: String,
@@ -52,15 +65,15 @@ enum Command {
     },
     /// Everything known about an item and its latest run: state history, command or job,
     /// config, resource args, exit code, duration, failure and its files, metrics.
-    ///
-    /// Example: liftoff show 12   (or a run id: liftoff show 5jwu8tjc)
+    #[command(after_help = "Examples:\n  liftoff show 12\n  liftoff show 5jwu8tjc -o json")]
     Show {
         /// An item id, or a run id (its item).
         id: String,
     },
     /// Enqueue an item's spec again on its queue, with config changes; prints the new id.
-    ///
-    /// Example: liftoff rerun 12 --config lr=0.01
+    #[command(
+        after_help = "Examples:\n  liftoff rerun 12\n  liftoff rerun 12 --config lr=0.01 --config model.width=128"
+    )]
     Rerun {
         /// An item id, or a run id (its item).
         id: String,
@@ -69,13 +82,16 @@ enum Command {
         config: Vec<String>,
     },
     /// Stop a run (its agent hears at once; SIGTERM, grace, SIGKILL).
+    #[command(after_help = "Examples:\n  liftoff stop 12\n  liftoff stop 5jwu8tjc")]
     Stop {
         /// A run id, or an item id (its latest run).
         id: String,
     },
     /// List agents: status, heartbeat age, running counts against limits, in-flight items.
+    #[command(after_help = "Examples:\n  liftoff agents\n  liftoff agents -o json")]
     Agents,
     /// Cancel an item (a running one is stopped by its agent).
+    #[command(after_help = "Examples:\n  liftoff cancel 12\n  liftoff cancel 12 --force")]
     Cancel {
         /// An item id, or a run id (its item).
         id: String,
@@ -98,8 +114,9 @@ enum Command {
     Bench(bench::BenchCommand),
     /// Remove ended items with their runs, logs and metrics, long-stopped agents and
     /// unreferenced code archives (admin). Live items are never touched.
-    ///
-    /// Example: liftoff prune --older-than 30d --dry-run
+    #[command(
+        after_help = "Examples:\n  liftoff prune --older-than 30d --dry-run\n  liftoff prune --older-than 12h"
+    )]
     Prune {
         /// What ended longer ago than this goes (`30d`, `12h`, `30m`).
         #[arg(long, default_value = "30d", value_parser = commands::server::parse_age)]
@@ -109,8 +126,9 @@ enum Command {
         dry_run: bool,
     },
     /// Print a shell completion script.
-    ///
-    /// Example: liftoff completions bash > ~/.local/share/bash-completion/completions/liftoff
+    #[command(
+        after_help = "Examples:\n  liftoff completions bash > ~/.local/share/bash-completion/completions/liftoff\n  liftoff completions zsh > ~/.zfunc/_liftoff"
+    )]
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
@@ -282,5 +300,51 @@ pub fn default_data_dir() -> PathBuf {
     match std::env::var_os("HOME").filter(|v| !v.is_empty()) {
         Some(home) => PathBuf::from(home).join(".local/share/liftoff"),
         None => PathBuf::from(".liftoff"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Cli;
+    use clap::{CommandFactory, Parser};
+
+    /// Every command people use shows examples under `-h`, and every example parses: a flag
+    /// renamed without its example updated fails here.
+    #[test]
+    fn every_command_has_examples_that_parse() {
+        fn walk(cmd: &clap::Command, path: Vec<String>, seen: &mut usize) {
+            let subs: Vec<_> = cmd
+                .get_subcommands()
+                .filter(|c| !c.is_hide_set() && c.get_name() != "help")
+                .collect();
+            if subs.is_empty() {
+                let help = cmd.get_after_help().map(|h| h.to_string());
+                let help = help.unwrap_or_else(|| panic!("`{}` has no examples", path.join(" ")));
+                let mut n = 0;
+                for line in help
+                    .lines()
+                    .filter_map(|l| l.trim().strip_prefix("liftoff "))
+                {
+                    let line = line.replace("$(liftoff launch -- python3 train.py)", "12");
+                    let line = line.split(" > ").next().unwrap();
+                    let args = shlex::split(line).unwrap();
+                    let argv = std::iter::once("liftoff".to_string()).chain(args);
+                    if let Err(e) = Cli::try_parse_from(argv) {
+                        panic!("`liftoff {line}` does not parse: {e}");
+                    }
+                    n += 1;
+                }
+                assert!(n > 0, "`{}` has no example lines", path.join(" "));
+                *seen += 1;
+            }
+            for sub in subs {
+                let mut p = path.clone();
+                p.push(sub.get_name().to_string());
+                walk(sub, p, seen);
+            }
+        }
+        let mut seen = 0;
+        walk(&Cli::command(), vec![], &mut seen);
+        assert!(seen > 30, "{seen}");
     }
 }

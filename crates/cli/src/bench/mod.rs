@@ -15,20 +15,34 @@ use clap::Subcommand;
 #[derive(Subcommand, Debug)]
 pub enum BenchCommand {
     /// A large code directory packed and uploaded: time and the CLI's and server's peak RSS.
+    #[command(
+        after_help = "Examples:\n  liftoff bench upload\n  liftoff bench upload --size-mb 256"
+    )]
     Upload(upload::UploadBench),
     /// `items`, `runs` and `show` through the CLI on a database of N ended runs.
+    #[command(
+        after_help = "Examples:\n  liftoff bench listing\n  liftoff bench listing --runs 10000 --samples 20"
+    )]
     Listing(listing::ListingBench),
     /// Enqueue rate, lease→ack→finish cycles (store and HTTP), lease latency by depth.
+    #[command(
+        after_help = "Examples:\n  liftoff bench queue\n  liftoff bench queue --postgres postgres://postgres@127.0.0.1/postgres"
+    )]
     Queue(queue::QueueBench),
     /// Dispatch latency, throughput against a bare spawn loop, stop latency, agent memory.
+    #[command(after_help = "Examples:\n  liftoff bench agent\n  liftoff bench agent --rounds 3")]
     Agent(agent::AgentBench),
     /// The container runner against the bare Engine API: start latency, throughput, memory.
+    #[command(after_help = "Examples:\n  liftoff bench container")]
     Container(container::ContainerBench),
     /// N trivial runs through liftoff into Slurm against N bare sbatch submissions.
+    #[command(after_help = "Examples:\n  liftoff bench slurm")]
     Slurm(slurm::SlurmBench),
     /// The environment cache: a job's first run (builds) against later runs (reuse).
+    #[command(after_help = "Examples:\n  liftoff bench env")]
     Env(env::EnvBench),
     /// random and bayes search on a known bowl, against W&B's sweeps engine.
+    #[command(after_help = "Examples:\n  liftoff bench sweep")]
     Sweep(sweep::SweepBench),
 }
 

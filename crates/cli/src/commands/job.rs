@@ -15,20 +15,28 @@ pub enum JobCommand {
     #[command(subcommand)]
     Create(CreateCommand),
     /// List jobs with their versions.
+    #[command(after_help = "Examples:\n  liftoff job list")]
     List,
     /// Show a job's versions.
+    #[command(after_help = "Examples:\n  liftoff job show mnist")]
     Show { name: String },
 }
 
 #[derive(Subcommand, Debug)]
 pub enum CreateCommand {
     /// From a directory: uploaded (honouring .gitignore) as a content-addressed archive.
+    #[command(
+        after_help = "Examples:\n  liftoff job create code . --entrypoint \"python train.py\"\n  liftoff job create code ./mnist --name mnist --entrypoint \"python train.py\" --config epochs=3 --schema schema.yaml"
+    )]
     Code {
         path: PathBuf,
         #[command(flatten)]
         common: Common,
     },
     /// From a git repository at a commit (or a ref, resolved to its commit now).
+    #[command(
+        after_help = "Examples:\n  liftoff job create git https://github.com/org/repo --ref main --entrypoint \"python train.py\"\n  liftoff job create git ../repo --commit 3f2a9c1 --entrypoint \"python train.py\""
+    )]
     Git {
         /// The repository: a URL, a file:// URL or a local path.
         repo: String,
@@ -40,6 +48,9 @@ pub enum CreateCommand {
         common: Common,
     },
     /// From a container image.
+    #[command(
+        after_help = "Examples:\n  liftoff job create image pytorch/pytorch:2.4.0-cuda12.1-cudnn9-runtime --name torch --entrypoint \"python -c 'import torch'\""
+    )]
     Image {
         image: String,
         #[command(flatten)]

@@ -7,7 +7,9 @@ use liftoff_types::api::{ItemFilter, RunFilter};
 use liftoff_types::{now_ms, AgentId, Item, ItemState, RunState};
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example: liftoff items --queue gpu --state failed --limit 20")]
+#[command(
+    after_help = "Examples:\n  liftoff items\n  liftoff items --queue gpu --state failed --limit 20\n  liftoff items --job mnist:v2 --watch"
+)]
 pub struct ItemsArgs {
     #[arg(long, short = 'q')]
     pub queue: Option<String>,
@@ -33,7 +35,9 @@ pub struct ItemsArgs {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example: liftoff runs --state running --watch")]
+#[command(
+    after_help = "Examples:\n  liftoff runs --state running --watch\n  liftoff runs --agent 3 -o json"
+)]
 pub struct RunsArgs {
     #[arg(long, short = 'q')]
     pub queue: Option<String>,

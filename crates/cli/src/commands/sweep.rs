@@ -12,18 +12,27 @@ use std::path::{Path, PathBuf};
 #[derive(Subcommand, Debug)]
 pub enum SweepCommand {
     /// Create a sweep from a W&B sweep file (YAML or JSON); its runs go to --queue.
+    #[command(
+        after_help = "Examples:\n  liftoff sweep create sweep.yaml\n  liftoff sweep create sweep.yaml -q gpu --concurrency 4\n  liftoff sweep create sweep.yaml --job mnist:v2"
+    )]
     Create(CreateArgs),
     /// List sweeps.
+    #[command(after_help = "Examples:\n  liftoff sweep list")]
     List,
     /// A sweep's state, its best run, and its runs with their parameters and metric.
+    #[command(after_help = "Examples:\n  liftoff sweep show 3\n  liftoff sweep show 3 -o json")]
     Show { id: String },
     /// Start no new runs until resumed (live runs go on).
+    #[command(after_help = "Examples:\n  liftoff sweep pause 3")]
     Pause { id: String },
     /// Resume a paused sweep.
+    #[command(after_help = "Examples:\n  liftoff sweep resume 3")]
     Resume { id: String },
     /// End the sweep and stop its live runs.
+    #[command(after_help = "Examples:\n  liftoff sweep cancel 3")]
     Cancel { id: String },
     /// End the sweep: no new runs; live ones finish.
+    #[command(after_help = "Examples:\n  liftoff sweep finish 3")]
     Finish { id: String },
 }
 

@@ -9,6 +9,9 @@ use liftoff_types::{now_ms, Scope};
 #[derive(Subcommand, Debug)]
 pub enum TokenCommand {
     /// Create a token; its secret is printed once, on stdout alone.
+    #[command(
+        after_help = "Examples:\n  liftoff token create --scope agent --name gpu-box-1\n  liftoff token create --scope user --name alice"
+    )]
     Create {
         /// admin, user or agent.
         #[arg(long)]
@@ -17,8 +20,10 @@ pub enum TokenCommand {
         name: String,
     },
     /// List tokens (never their secrets).
+    #[command(after_help = "Examples:\n  liftoff token list")]
     List,
     /// Revoke a token by id.
+    #[command(after_help = "Examples:\n  liftoff token delete 4")]
     Delete { id: i64 },
 }
 
