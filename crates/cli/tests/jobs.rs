@@ -636,3 +636,57 @@ async fn a_build_never_sees_the_agents_secrets() {
         "the agent's token reached the build"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wandb_spec_with_uri_and_git_runs_that_commit_as_a_git_job() {
+    let up = ServerProcess::start_with(&["up", "--bind", "127.0.0.1:0"]);
+    let repo = up.dir.path().join("examples");
+    std::fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q"]);
+    write(
+        &repo.join("run.py"),
+        "print('msg=' + open('msg.txt').read().strip())\n",
+    );
+    write(&repo.join("msg.txt"), "pinned\n");
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let first = git(&repo, &["rev-parse", "HEAD"]);
+    write(&repo.join("msg.txt"), "later\n");
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    let url = format!("file://{}", repo.display());
+    // W&B's form: the repository in `uri`, the commit in `git.commit`.
+    let spec = up.dir.path().join("spec.json");
+    let body = serde_json::json!({
+        "uri": url,
+        "git": {"remote": url, "commit": first},
+        "overrides": {"entry_point": ["python3", "run.py"]},
+    });
+    write(&spec, &body.to_string());
+    let out = ok(&up.run(&["launch", "--wait", "--spec", spec.to_str().unwrap()]));
+    assert_eq!(
+        line(&out, "msg"),
+        "pinned",
+        "the spec's commit, not the head"
+    );
+    let shown = ok(&up.run(&["job", "show", "examples", "-o", "json"]));
+    assert!(shown.contains(&first), "{shown}");
+    // The same spec again makes no new version; one without a command says what it lacks.
+    ok(&up.run(&["launch", "--wait", "--spec", spec.to_str().unwrap()]));
+    let versions = ok(&up.run(&["job", "show", "examples"]));
+    assert!(!versions.contains("examples:v1"), "{versions}");
+    write(&spec, &serde_json::json!({ "uri": url }).to_string());
+    let err = common::refused(&up.run(&["launch", "--spec", spec.to_str().unwrap()]));
+    assert!(err.contains("overrides.entry_point"), "{err}");
+    // Sent to the API as is, the key is refused with what to do instead.
+    let raw = serde_json::json!({ "uri": url, "overrides": {"entry_point": ["true"]} });
+    let resp = reqwest::Client::new()
+        .post(format!("{}/api/v1/queues/default/items", up.url()))
+        .bearer_auth(up.client_file()["token"].as_str().unwrap())
+        .json(&raw)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    assert!(status == 422 && text.contains("git job"), "{status} {text}");
+}

@@ -201,7 +201,15 @@ pub fn unknown_keys(spec: &Value) -> Vec<(String, String)> {
             } else {
                 format!("{at}.{key}")
             };
-            problems.push((path, format!("unknown key (known: {})", known.join(", "))));
+            let problem = if at.is_empty() && (key == "uri" || key == "git") {
+                // W&B's git source: the CLI turns it into a git job; the API takes the job.
+                "a git repository runs as a git job: create one (`liftoff job create git`) and \
+                 name it in `job`, or launch this spec with `liftoff launch --spec`"
+                    .to_string()
+            } else {
+                format!("unknown key (known: {})", known.join(", "))
+            };
+            problems.push((path, problem));
         }
     };
     check(Some(spec), "", SPEC_KEYS);

@@ -175,6 +175,51 @@ pub async fn ship_code(
     Ok(made.job.reference())
 }
 
+/// A W&B spec's `uri`/`git`: the repository at its commit as a git job (named after the
+/// repository) whose entrypoint is the spec's `overrides.entry_point`; returns its reference.
+pub async fn ship_git(
+    client: &liftoff_client::Client,
+    git: &super::launch::GitSource,
+    spec: &liftoff_types::LaunchSpec,
+) -> anyhow::Result<String> {
+    let Some(argv) = spec.overrides.entry_point.clone().filter(|a| !a.is_empty()) else {
+        bail!("a spec with uri (a git repository) needs overrides.entry_point: the command to run in it");
+    };
+    let entrypoint = shlex::try_join(argv.iter().map(String::as_str))
+        .with_context(|| format!("the command {argv:?} cannot be written as one line"))?;
+    // A full commit id pins it; anything else (a branch, a tag, a short id) is resolved now.
+    let full = git
+        .version
+        .as_deref()
+        .filter(|v| v.len() == 40 && v.bytes().all(|b| b.is_ascii_hexdigit()));
+    let create = CreateCommand::Git {
+        repo: git.remote.clone(),
+        commit: full.map(str::to_string),
+        git_ref: if full.is_some() {
+            None
+        } else {
+            git.version.clone()
+        },
+        common: Common {
+            name: None,
+            entrypoint,
+            config_file: None,
+            config: Vec::new(),
+            schema: None,
+        },
+    };
+    let (name, job) = build(client, create).await?;
+    let made = client.create_job_version(&name, &job).await?;
+    let commit = job.source.commit.clone().unwrap_or_default();
+    eprintln!(
+        "{} {} at {commit} as job {}",
+        if made.created { "made" } else { "unchanged:" },
+        git.remote,
+        made.job.reference()
+    );
+    Ok(made.job.reference())
+}
+
 async fn build(
     client: &liftoff_client::Client,
     create: CreateCommand,

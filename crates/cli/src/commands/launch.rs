@@ -5,7 +5,7 @@ use anyhow::bail;
 use clap::Args;
 use liftoff_types::{LaunchSpec, Priority};
 use serde_json::{Map, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct LaunchArgs {
@@ -54,9 +54,13 @@ pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<u8> {
     let queue = args.queue.clone();
     let wait = args.wait;
     let code = args.code.clone();
-    let mut spec = build_spec(args)?;
-    if let Some(dir) = code {
-        let job = super::job::ship_code(&client, &dir, &spec).await?;
+    let (mut spec, git) = build_spec(args)?;
+    let shipped = match (code, git) {
+        (Some(dir), _) => Some(super::job::ship_code(&client, &dir, &spec).await?),
+        (None, Some(git)) => Some(super::job::ship_git(&client, &git, &spec).await?),
+        (None, None) => None,
+    };
+    if let Some(job) = shipped {
         spec.overrides.entry_point = None;
         spec.cwd = None;
         spec.job = Some(job);
@@ -82,10 +86,65 @@ pub async fn run(g: &Global, args: LaunchArgs) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {
+/// A git source a W&B spec names with `uri` (the repository) and `git` (`remote`, `commit`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GitSource {
+    pub remote: String,
+    /// A commit or a ref (branch, tag); HEAD when absent.
+    pub version: Option<String>,
+}
+
+/// Takes W&B's `uri` and `git` out of a spec: `uri` is the repository (W&B's `launch --uri`),
+/// `git.remote` may name it instead, `git.commit` pins the commit.
+fn take_git_source(raw: &mut Value, path: &Path) -> anyhow::Result<Option<GitSource>> {
+    let Some(map) = raw.as_object_mut() else {
+        return Ok(None);
+    };
+    let uri = map.remove("uri");
+    let git = map.remove("git");
+    if uri.is_none() && git.is_none() {
+        return Ok(None);
+    }
+    let at = path.display();
+    let uri = match uri {
+        Some(Value::String(s)) if !s.is_empty() => Some(s),
+        Some(Value::Null) | None => None,
+        Some(_) => bail!("{at}: uri must be the repository's URL as a string"),
+    };
+    let (mut remote, mut version) = (None, None);
+    match git {
+        Some(Value::Object(g)) => {
+            for (key, value) in g {
+                let Value::String(s) = value else {
+                    bail!("{at}: git.{key} must be a string");
+                };
+                match key.as_str() {
+                    "remote" => remote = Some(s),
+                    "commit" => version = Some(s),
+                    _ => bail!("{at}: git.{key}: unknown key (known: remote, commit)"),
+                }
+            }
+        }
+        Some(Value::Null) | None => {}
+        Some(_) => bail!("{at}: git must be a mapping with remote and commit"),
+    }
+    let Some(remote) = uri.or(remote) else {
+        bail!("{at}: git needs the repository: give uri or git.remote");
+    };
+    if map.contains_key("job") {
+        bail!("{at}: a spec runs a job or a git repository (uri), not both");
+    }
+    Ok(Some(GitSource { remote, version }))
+}
+
+/// The spec, and the git repository it names when it has W&B's `uri`/`git` keys (launched
+/// as a git job, the way W&B turns a URI into a job).
+pub fn build_spec(args: LaunchArgs) -> anyhow::Result<(LaunchSpec, Option<GitSource>)> {
+    let mut git = None;
     let mut spec = match &args.spec {
         Some(path) => {
-            let raw: Value = super::read_document(path)?;
+            let mut raw: Value = super::read_document(path)?;
+            git = take_git_source(&mut raw, path)?;
             let unknown = liftoff_types::spec::unknown_keys(&raw);
             if !unknown.is_empty() {
                 let lines: Vec<String> = unknown.iter().map(|(k, m)| format!("{k}: {m}")).collect();
@@ -120,7 +179,11 @@ pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {
             .ok_or_else(|| anyhow::anyhow!("--env {entry:?} must be KEY=VALUE"))?;
         spec.env.insert(key.to_string(), value.to_string());
     }
-    if spec.job.is_none() && spec.overrides.entry_point.is_none() && spec.docker.is_none() {
+    if git.is_none()
+        && spec.job.is_none()
+        && spec.overrides.entry_point.is_none()
+        && spec.docker.is_none()
+    {
         bail!("nothing to run: give a command after `--` (liftoff launch -- python train.py), --job or --spec");
     }
     if let Some(path) = &args.config_file {
@@ -144,7 +207,7 @@ pub fn build_spec(args: LaunchArgs) -> anyhow::Result<LaunchSpec> {
     if args.name.is_some() {
         spec.name = args.name;
     }
-    Ok(spec)
+    Ok((spec, git))
 }
 
 /// Merges `over` into `base`, recursing into mappings present in both.
