@@ -682,3 +682,41 @@ async fn a_queue_capped_at_one_run_holds_the_rest_saying_why_though_slots_are_fr
     let refused = refused(&server.run(&["queue", "create", "none", "--max-concurrency", "0"]));
     assert!(refused.contains("max_concurrency"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waiting_behind_busy_agents_says_when_it_may_start() {
+    let server = ServerProcess::start();
+    ok(&server.run(&["queue", "create", "q"]));
+    let dir = server.dir.path();
+    let _agent = server.agent(&dir.join("agent"), &["--queue", "q", "--max-jobs", "1"]);
+    // Three runs of about a second teach the server how long runs here take.
+    for _ in 0..3 {
+        ok(&server.run(&["launch", "--wait", "-q", "q", "--", "sleep", "1"]));
+    }
+    let busy = ok(&server.run(&["launch", "-q", "q", "--", "sleep", "1000"]));
+    let waiting = ok(&server.run(&["launch", "-q", "q", "--", "true"]));
+    let client = server.client();
+    let busy: ItemId = busy.trim().parse().unwrap();
+    wait_async("the long run to start", Duration::from_secs(20), || async {
+        client.get_item(busy).await.unwrap().state == ItemState::Claimed
+    })
+    .await;
+    let mut reason = String::new();
+    wait_for(
+        "a reason naming the busy agent",
+        Duration::from_secs(20),
+        || {
+            let shown = json(&ok(&server.run(&["show", waiting.trim(), "-o", "json"])));
+            reason = shown["item"]["pending_reason"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            reason.contains("is busy")
+        },
+    );
+    assert!(
+        reason.contains("it may start in about 1s (runs here take about 1s)"),
+        "{reason}"
+    );
+    client.cancel_item(busy).await.unwrap();
+}

@@ -1,10 +1,11 @@
 //! Why an item is pending: the first blocker of (1) no agent serves its queue, (2) its sweep
 //! is paused, (3) its queue's limit of live runs is reached, (4) every agent on the queue is
-//! busy. Computed here, from the agents' last
+//! busy, with an estimated start from the queue's recent run durations. Computed here, from the agents' last
 //! heartbeats, so the API, `liftoff items`, `show` and `launch --wait` say the same thing.
 
 use liftoff_store::{Store, StoreResult};
-use liftoff_types::{now_ms, Agent, AgentStatus, Item, ItemState, SweepState};
+use liftoff_types::api::RunFilter;
+use liftoff_types::{now_ms, Agent, AgentStatus, Item, ItemState, RunState, SweepState};
 use std::collections::HashMap;
 
 /// Sets `pending_reason` on every pending item of `items`.
@@ -16,6 +17,7 @@ pub async fn explain(store: &dyn Store, items: &mut [Item]) -> StoreResult<()> {
     let now = now_ms();
     let mut paused: HashMap<String, bool> = HashMap::new();
     let mut capped: HashMap<String, Option<(u32, u64)>> = HashMap::new();
+    let mut typical: HashMap<String, Option<i64>> = HashMap::new();
     for item in items.iter_mut().filter(|i| i.state == ItemState::Pending) {
         let sweep_paused = match &item.spec.sweep_id {
             Some(sweep) if item.kind == liftoff_types::ItemKind::Run => {
@@ -40,19 +42,55 @@ pub async fn explain(store: &dyn Store, items: &mut [Item]) -> StoreResult<()> {
         } else {
             None
         };
-        item.pending_reason = Some(reason(item, &agents, sweep_paused, cap, now));
+        if !typical.contains_key(&item.queue) {
+            let recent = recent_duration(store, &item.queue).await;
+            typical.insert(item.queue.clone(), recent);
+        }
+        let context = Context {
+            paused_sweep: sweep_paused,
+            cap,
+            typical_ms: typical[&item.queue],
+        };
+        item.pending_reason = Some(reason(item, &agents, context, now));
     }
     Ok(())
 }
 
-/// `cap` is the queue's `max_concurrency` and its live runs, when it has one.
-fn reason(
-    item: &Item,
-    agents: &[Agent],
+/// The mean duration of a queue's last finished runs, when there are enough to say.
+async fn recent_duration(store: &dyn Store, queue: &str) -> Option<i64> {
+    let filter = RunFilter {
+        queue: Some(queue.to_string()),
+        state: Some(RunState::Finished),
+        agent: None,
+        limit: Some(RECENT_RUNS),
+    };
+    let runs = store.list_runs(&filter).await.ok()?;
+    let took: Vec<i64> = runs
+        .iter()
+        .filter_map(|r| Some(r.ended_at_ms? - r.started_at_ms?))
+        .filter(|&ms| ms >= 0)
+        .collect();
+    (took.len() >= 3).then(|| took.iter().sum::<i64>() / took.len() as i64)
+}
+
+/// Finished runs an estimate is drawn from.
+const RECENT_RUNS: u32 = 20;
+
+/// What else decides an item's reason besides the agents.
+struct Context {
     paused_sweep: Option<String>,
+    /// The queue's `max_concurrency` and its live runs, when it has one.
     cap: Option<(u32, u64)>,
-    now: i64,
-) -> String {
+    /// How long the queue's recent runs took, on average.
+    typical_ms: Option<i64>,
+}
+
+fn reason(item: &Item, agents: &[Agent], context: Context, now: i64) -> String {
+    let Context {
+        paused_sweep,
+        cap,
+        typical_ms,
+    } = context;
     let queue = &item.queue;
     let on_queue: Vec<&Agent> = agents
         .iter()
@@ -66,7 +104,7 @@ fn reason(
         return match on_queue.iter().map(|a| a.heartbeat_at_ms).max() {
             Some(last) => format!(
                 "no agent serves queue {queue} (the last one was heard from {} ago)",
-                ago(now - last)
+                span(now - last)
             ),
             None => format!(
                 "no agent serves queue {queue}: start one with `liftoff agent --queue {queue}`"
@@ -95,8 +133,20 @@ fn reason(
         n => format!("{n} agents"),
     };
     if free == 0 {
+        // The item starts when ahead + 1 slots have freed, and the slots free at about
+        // one per typical duration each.
+        let slots: i64 = live.iter().map(|a| a.max_jobs.max(1)).sum();
+        let estimate = typical_ms
+            .map(|d| {
+                format!(
+                    "; it may start in about {} (runs here take about {})",
+                    span(d * (ahead as i64 + 1) / slots.max(1)),
+                    span(d)
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "every agent on queue {queue} is busy: {ahead} ahead, {running} running on {agents}"
+            "every agent on queue {queue} is busy: {ahead} ahead, {running} running on {agents}{estimate}"
         )
     } else if ahead == 0 {
         format!("next on queue {queue}; {agents} with free slots will take it")
@@ -105,8 +155,9 @@ fn reason(
     }
 }
 
-fn ago(ms: i64) -> String {
-    let s = ms.max(0) / 1000;
+/// A duration for people, to the nearest unit: `45s`, `3m`, `2h`, `4d`.
+fn span(ms: i64) -> String {
+    let s = (ms.max(0) + 500) / 1000;
     match s {
         0..=59 => format!("{s}s"),
         60..=3599 => format!("{}m", s / 60),
