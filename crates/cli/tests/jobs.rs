@@ -674,6 +674,16 @@ async fn a_wandb_spec_with_uri_and_git_runs_that_commit_as_a_git_job() {
     ok(&up.run(&["launch", "--wait", "--spec", spec.to_str().unwrap()]));
     let versions = ok(&up.run(&["job", "show", "examples"]));
     assert!(!versions.contains("examples:v1"), "{versions}");
+    // `runs --job` finds both runs by the job's name or its version, and nothing else.
+    for job in ["examples", "examples:v0"] {
+        let runs = ok(&up.run(&["runs", "--job", job, "-o", "json"]));
+        let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+        assert_eq!(runs.as_array().unwrap().len(), 2, "{job}: {runs}");
+    }
+    for job in ["example", "examples:v1"] {
+        let runs = ok(&up.run(&["runs", "--job", job, "-o", "json"]));
+        assert_eq!(runs.trim(), "[]", "{job}");
+    }
     write(&spec, &serde_json::json!({ "uri": url }).to_string());
     let err = common::refused(&up.run(&["launch", "--spec", spec.to_str().unwrap()]));
     assert!(err.contains("overrides.entry_point"), "{err}");

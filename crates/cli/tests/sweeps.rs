@@ -137,6 +137,23 @@ async fn a_bayes_sweep_keeps_its_run_cap_and_reports_its_best_run() {
         shown.contains("finished") && shown.contains("best: run"),
         "{shown}"
     );
+    // `runs --sweep` lists exactly the sweep's 10 runs (not its scheduler's).
+    let runs = ok(&server.run(&["runs", "--sweep", &id, "-o", "json"]));
+    let runs: serde_json::Value = serde_json::from_str(&runs).unwrap();
+    let mut listed: Vec<String> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut expected: Vec<String> = done
+        .runs
+        .iter()
+        .filter_map(|r| r.run_id.as_ref().map(|id| id.to_string()))
+        .collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
     // The scheduler's item finished; nothing is left on the queue.
     let sched = client.get_item(done.sweep.scheduler_item).await.unwrap();
     assert_eq!(sched.state, ItemState::Finished);

@@ -61,8 +61,8 @@ async fn recent_duration(store: &dyn Store, queue: &str) -> Option<i64> {
     let filter = RunFilter {
         queue: Some(queue.to_string()),
         state: Some(RunState::Finished),
-        agent: None,
         limit: Some(RECENT_RUNS),
+        ..RunFilter::default()
     };
     let runs = store.list_runs(&filter).await.ok()?;
     let took: Vec<i64> = runs

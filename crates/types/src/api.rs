@@ -265,6 +265,12 @@ pub struct RunFilter {
     pub queue: Option<String>,
     pub state: Option<RunState>,
     pub agent: Option<AgentId>,
+    /// Only the runs of this sweep.
+    #[serde(default)]
+    pub sweep: Option<String>,
+    /// Only the runs of this job (`name` for any version, `name:v3` for one).
+    #[serde(default)]
+    pub job: Option<String>,
     /// At most this many, newest first (1 to 1000, default 100).
     pub limit: Option<u32>,
 }

@@ -36,7 +36,7 @@ pub struct ItemsArgs {
 
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  liftoff runs --state running --watch\n  liftoff runs --agent 3 -o json"
+    after_help = "Examples:\n  liftoff runs --state running --watch\n  liftoff runs --agent 3 -o json\n  liftoff runs --sweep 2 --state failed\n  liftoff runs --job mnist:v2"
 )]
 pub struct RunsArgs {
     #[arg(long, short = 'q')]
@@ -45,6 +45,12 @@ pub struct RunsArgs {
     pub state: Option<RunState>,
     #[arg(long)]
     pub agent: Option<AgentId>,
+    /// Only the runs of this sweep.
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Only the runs of this job (`name` for any version, `name:v3` for one).
+    #[arg(long)]
+    pub job: Option<String>,
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
     /// Redraw the listing whenever it changes (Ctrl-C to leave).
@@ -177,6 +183,8 @@ pub async fn runs(g: &Global, args: RunsArgs) -> anyhow::Result<()> {
         queue: args.queue,
         state: args.state,
         agent: args.agent,
+        sweep: args.sweep,
+        job: args.job,
         limit: Some(args.limit),
     };
     let headers = [

@@ -176,3 +176,48 @@ pub async fn queue_concurrency_caps_live_runs_across_agents(store: DynStore) {
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].item.id, items[3], "the next in queue order");
 }
+
+pub async fn runs_are_listed_by_job_name_or_version(store: DynStore) {
+    queue(&store, "q").await;
+    let a = agent(&store).await;
+    for (k, job) in ["mnist:v0", "mnist:v1", "mnistx:v0"].iter().enumerate() {
+        let spec = liftoff_types::LaunchSpec {
+            job: Some(job.to_string()),
+            ..Default::default()
+        };
+        let item = crate::NewItem {
+            queue: "q".into(),
+            spec,
+            priority: Priority::Medium,
+            resource_args: serde_json::json!({}),
+            kind: liftoff_types::ItemKind::Run,
+        };
+        let id = store.enqueue(item, T0).await.unwrap().id;
+        let l = lease(&store, a, &["q"], 1, T0).await.remove(0);
+        store
+            .ack(id, ack(l.fence, &format!("job-r{k}")), T0)
+            .await
+            .unwrap();
+    }
+    let listed = |job: &'static str| {
+        let store = store.clone();
+        async move {
+            let filter = liftoff_types::api::RunFilter {
+                job: Some(job.into()),
+                ..Default::default()
+            };
+            let mut ids: Vec<String> = store
+                .list_runs(&filter)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id.to_string())
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(listed("mnist").await, ["job-r0", "job-r1"]);
+    assert_eq!(listed("mnist:v1").await, ["job-r1"]);
+    assert!(listed("mnis").await.is_empty());
+}

@@ -199,12 +199,24 @@ pub async fn list(tx: &Tx<'_>, filter: &RunFilter) -> StoreResult<Vec<Run>> {
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE ($1::TEXT IS NULL OR queue = $1) AND ($2::TEXT IS NULL OR state = $2)
            AND ($3::BIGINT IS NULL OR agent_id = $3)
+           AND ($5::TEXT IS NULL OR EXISTS (SELECT 1 FROM items i WHERE i.id = runs.item_id
+                AND i.sweep_id = $5 AND i.kind = 'run'))
+           AND ($6::TEXT IS NULL OR EXISTS (SELECT 1 FROM items i WHERE i.id = runs.item_id
+                AND (i.spec::jsonb->>'job' = $6 OR starts_with(i.spec::jsonb->>'job', $6 || ':'))))
          ORDER BY seq DESC LIMIT $4"
     );
     let stmt = tx.prepare_cached(&sql).await?;
     let state = filter.state.map(|s| s.as_str());
     let agent = filter.agent.map(|a| a.0);
-    tx.query(&stmt, &[&filter.queue, &state, &agent, &limit])
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 6] = [
+        &filter.queue,
+        &state,
+        &agent,
+        &limit,
+        &filter.sweep,
+        &filter.job,
+    ];
+    tx.query(&stmt, &params)
         .await?
         .iter()
         .map(rows::run)

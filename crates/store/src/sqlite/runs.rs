@@ -154,6 +154,11 @@ pub fn list(conn: &Connection, filter: &RunFilter) -> StoreResult<Vec<Run>> {
         "SELECT {RUN_COLUMNS} FROM runs
          WHERE (?1 IS NULL OR queue = ?1) AND (?2 IS NULL OR state = ?2)
            AND (?3 IS NULL OR agent_id = ?3)
+           AND (?5 IS NULL OR EXISTS (SELECT 1 FROM items i WHERE i.id = runs.item_id
+                AND i.sweep_id = ?5 AND i.kind = 'run'))
+           AND (?6 IS NULL OR EXISTS (SELECT 1 FROM items i WHERE i.id = runs.item_id
+                AND (json_extract(i.spec, '$.job') = ?6
+                     OR substr(json_extract(i.spec, '$.job'), 1, length(?6) + 1) = ?6 || ':')))
          ORDER BY rowid DESC LIMIT ?4"
     );
     let mut stmt = conn.prepare_cached(&sql)?;
@@ -162,7 +167,9 @@ pub fn list(conn: &Connection, filter: &RunFilter) -> StoreResult<Vec<Run>> {
             filter.queue,
             filter.state.map(|s| s.as_str()),
             filter.agent.map(|a| a.0),
-            limit
+            limit,
+            filter.sweep,
+            filter.job
         ],
         rows::run,
     )?;
