@@ -500,7 +500,7 @@ fn prune_says_what_would_go_and_is_for_admins_only() {
     let said = ok(&up.run(&["prune", "--older-than", "1m", "--dry-run"]));
     assert_eq!(
         said,
-        "would remove 0 items, 0 runs (with their logs and metrics), 0 agents, 0 code archives\n"
+        "would remove 0 items, 0 runs (with their logs and metrics), 0 sweeps, 0 agents, 0 code archives\n"
     );
     let said = ok(&up.run(&["prune", "--older-than", "1m"]));
     assert!(said.starts_with("removed 0 items"), "{said}");

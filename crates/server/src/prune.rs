@@ -49,6 +49,7 @@ pub async fn every_hour(state: AppState, keep: Duration) {
                 items = p.items,
                 runs = p.runs,
                 agents = p.agents,
+                sweeps = p.sweeps,
                 archives = p.archives,
                 "pruned past the retention"
             ),

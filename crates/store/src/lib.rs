@@ -107,6 +107,8 @@ pub struct Pruned {
     pub items: u64,
     pub runs: u64,
     pub agents: u64,
+    /// Ended sweeps, gone with all their items.
+    pub sweeps: u64,
     /// Code archives no job version refers to (counted by the server, not the store).
     pub archives: u64,
 }

@@ -208,36 +208,53 @@ pub fn reported_start(up: &RunUpdate, now: Millis) -> Option<Millis> {
 }
 
 /// Retention, the same in both stores (`$1` is the cutoff; SQLite reads it as its first
-/// parameter): what a prune counts, in the order of [`crate::Pruned`]'s items, runs, agents.
-pub const PRUNE_COUNTS: [&str; 3] = [
-    "SELECT count(*) FROM (SELECT id FROM items WHERE state IN ('finished', 'failed', 'stopped', 'cancelled')
-     AND updated_at_ms < $1 AND sweep_id IS NULL AND kind = 'run') AS x",
-    "SELECT count(*) FROM (SELECT id FROM runs WHERE item_id IN (SELECT id FROM items WHERE state IN
-     ('finished', 'failed', 'stopped', 'cancelled') AND updated_at_ms < $1 AND sweep_id IS NULL
-     AND kind = 'run')) AS x",
-    "SELECT count(*) FROM (SELECT id FROM agents WHERE status IN ('stopped', 'lost')
-     AND heartbeat_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.agent_id = agents.id
-     AND i.state IN ('leased', 'claimed'))) AS x",
-];
+/// parameter).
+///
+/// A sweep goes whole or not at all: once it has ended and every item of it (runs and
+/// scheduler) ended before the cutoff, the sweep and all its items go together; until then
+/// none of its items do, so a sweep's view never loses runs.
+const PRUNE_SWEEPS: &str =
+    "SELECT id FROM sweeps WHERE state IN ('finished', 'cancelled', 'crashed')
+     AND updated_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.sweep_id = sweeps.id
+     AND (i.state IN ('pending', 'leased', 'claimed') OR i.updated_at_ms >= $1))";
 
-/// Ended, not a sweep's, last changed before `$1`.
-const PRUNE_ITEMS: &str =
-    "SELECT id FROM items WHERE state IN ('finished', 'failed', 'stopped', 'cancelled')
-     AND updated_at_ms < $1 AND sweep_id IS NULL AND kind = 'run'";
+/// Ended, last changed before `$1`, and either no sweep's or of a sweep that goes.
+fn prune_items() -> String {
+    format!(
+        "SELECT id FROM items WHERE state IN ('finished', 'failed', 'stopped', 'cancelled')
+         AND updated_at_ms < $1 AND ((sweep_id IS NULL AND kind = 'run')
+             OR sweep_id IN ({PRUNE_SWEEPS}))"
+    )
+}
+
 const PRUNE_AGENTS: &str = "SELECT id FROM agents WHERE status IN ('stopped', 'lost')
      AND heartbeat_at_ms < $1 AND NOT EXISTS (SELECT 1 FROM items i WHERE i.agent_id = agents.id
      AND i.state IN ('leased', 'claimed'))";
 
-/// What a prune deletes, in order: runs (with their logs and metrics) before their items.
-pub fn prune_deletes() -> [String; 7] {
-    let runs = format!("SELECT id FROM runs WHERE item_id IN ({PRUNE_ITEMS})");
+/// What a prune counts, in the order of [`crate::Pruned`]'s items, runs, agents, sweeps.
+pub fn prune_counts() -> [String; 4] {
+    let items = prune_items();
+    [
+        format!("SELECT count(*) FROM ({items}) AS x"),
+        format!("SELECT count(*) FROM (SELECT id FROM runs WHERE item_id IN ({items})) AS x"),
+        format!("SELECT count(*) FROM ({PRUNE_AGENTS}) AS x"),
+        format!("SELECT count(*) FROM ({PRUNE_SWEEPS}) AS x"),
+    ]
+}
+
+/// What a prune deletes, in order: runs (with their logs and metrics) before their items,
+/// and sweeps last (the items' statement reads which sweeps go).
+pub fn prune_deletes() -> [String; 8] {
+    let items = prune_items();
+    let runs = format!("SELECT id FROM runs WHERE item_id IN ({items})");
     [
         format!("DELETE FROM run_logs WHERE run_id IN ({runs})"),
         format!("DELETE FROM run_metrics WHERE run_id IN ({runs})"),
         format!("DELETE FROM runs WHERE id IN ({runs})"),
-        format!("DELETE FROM item_warnings WHERE item_id IN ({PRUNE_ITEMS})"),
-        format!("DELETE FROM item_files WHERE item_id IN ({PRUNE_ITEMS})"),
-        format!("DELETE FROM items WHERE id IN ({PRUNE_ITEMS})"),
+        format!("DELETE FROM item_warnings WHERE item_id IN ({items})"),
+        format!("DELETE FROM item_files WHERE item_id IN ({items})"),
+        format!("DELETE FROM items WHERE id IN ({items})"),
         format!("DELETE FROM agents WHERE id IN ({PRUNE_AGENTS})"),
+        format!("DELETE FROM sweeps WHERE id IN ({PRUNE_SWEEPS})"),
     ]
 }

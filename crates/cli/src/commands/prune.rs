@@ -16,10 +16,11 @@ pub async fn prune(g: &Global, older_than_s: u64, dry_run: bool) -> anyhow::Resu
     }
     let n = |k: &str| pruned[k].as_u64().unwrap_or(0);
     println!(
-        "{} {} items, {} runs (with their logs and metrics), {} agents, {} code archives",
+        "{} {} items, {} runs (with their logs and metrics), {} sweeps, {} agents, {} code archives",
         if dry_run { "would remove" } else { "removed" },
         n("items"),
         n("runs"),
+        n("sweeps"),
         n("agents"),
         n("archives")
     );

@@ -42,7 +42,7 @@ macro_rules! conformance_tests {
             logs_append_in_order_and_retries_are_harmless, silent_agents_are_lost_with_their_work,
             heartbeats_name_items_that_are_no_longer_the_agents, secrets_are_made_once_and_kept,
             sweep_runs_keep_to_their_cap_and_index, paused_sweeps_hold_their_runs,
-            cancelling_a_sweep_cancels_its_items, lost_schedulers_go_back_to_their_queue,
+            cancelling_a_sweep_cancels_its_items, ended_sweeps_are_pruned_whole_and_only_when_all_is_old, lost_schedulers_go_back_to_their_queue,
             metrics_are_kept_once_per_line_and_stop_reasons_stick, job_versions_are_one_per_content);
     };
     (@cases $make:path; $($case:ident),* $(,)?) => {

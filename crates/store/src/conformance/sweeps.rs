@@ -358,3 +358,69 @@ pub async fn job_versions_are_one_per_content(store: DynStore) {
     );
     assert_eq!(store.list_job_versions(None).await.unwrap().len(), 3);
 }
+
+pub async fn ended_sweeps_are_pruned_whole_and_only_when_all_is_old(store: DynStore) {
+    queue(&store, "q").await;
+    let a = agent(&store).await;
+    let mut runs = Vec::new();
+    for id in ["old", "late"] {
+        sweep(&store, id, "q").await;
+        store
+            .set_sweep_state(id, SweepState::Running, None, T0)
+            .await
+            .unwrap();
+        let item = store
+            .enqueue_sweep_run(run(id, "q", 0, None), T0)
+            .await
+            .unwrap();
+        let taken = lease_kinds(&store, a, "q", true, false).await;
+        let run_id = format!("{id}-run");
+        store
+            .ack(item.id, ack(taken[0].fence, &run_id), T0)
+            .await
+            .unwrap();
+        runs.push((item.id, run_id, taken[0].fence));
+    }
+    // `old` ends with its run at T0; `late`'s run ends after the cutoff.
+    let (old, late) = (&runs[0], &runs[1]);
+    store
+        .update_run(
+            &old.1.parse().unwrap(),
+            update(old.2, RunState::Finished, Some(0)),
+            T0,
+        )
+        .await
+        .unwrap();
+    for id in ["old", "late"] {
+        store
+            .set_sweep_state(id, SweepState::Cancelled, None, T0)
+            .await
+            .unwrap();
+    }
+    store
+        .update_run(
+            &late.1.parse().unwrap(),
+            update(late.2, RunState::Stopped, None),
+            T0 + 10_000,
+        )
+        .await
+        .unwrap();
+    let cutoff = T0 + 5_000;
+    let counted = store.prune(cutoff, true).await.unwrap();
+    assert_eq!(
+        (counted.sweeps, counted.items, counted.runs),
+        (1, 2, 1),
+        "old's run and scheduler"
+    );
+    store.prune(cutoff, false).await.unwrap();
+    assert!(store.get_sweep("old").await.is_err());
+    assert!(store.get_item(old.0).await.is_err());
+    assert!(store.get_run(&old.1.parse().unwrap()).await.is_err());
+    let kept = store.get_sweep("late").await.unwrap();
+    assert_eq!(kept.state, SweepState::Cancelled);
+    assert_eq!(
+        store.get_item(late.0).await.unwrap().state,
+        ItemState::Stopped
+    );
+    assert!(store.get_item(kept.scheduler_item).await.is_ok());
+}
