@@ -214,18 +214,14 @@ impl Server {
         // Long-polls would hold a graceful shutdown for up to a minute; agents retry, so cut
         // them off after a moment.
         let mut serve = self.serve;
-        let ended = tokio::time::timeout(Duration::from_secs(2), &mut serve).await;
-        let ended = match ended {
-            Ok(ended) => ended,
-            Err(_) => {
-                serve.abort();
-                return;
-            }
-        };
-        match ended {
-            Ok(Err(e)) => tracing::warn!(error = %e, "server ended with an error"),
-            Err(e) => tracing::warn!(error = %e, "server task failed"),
-            Ok(Ok(())) => {}
+        match tokio::time::timeout(Duration::from_secs(2), &mut serve).await {
+            Err(_) => serve.abort(),
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "server task failed"),
+            Ok(Ok(Ok(()))) => {}
+        }
+        if let Err(e) = self.state.store.close().await {
+            tracing::warn!(error = %e, "closing the store");
         }
     }
 }

@@ -258,6 +258,12 @@ pub trait Store: Send + Sync + 'static {
     /// Up to `max` bytes of output from `offset`.
     async fn read_log(&self, id: &RunId, offset: u64, max: usize) -> StoreResult<LogChunk>;
 
+    /// Called once the server has stopped: leaves the store tidy (SQLite empties its WAL
+    /// into the database file, so a stopped server leaves one file behind).
+    async fn close(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     // Agents.
     async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent>;
     async fn heartbeat(

@@ -9,6 +9,7 @@ mod queue;
 mod slurm;
 mod sweep;
 mod upload;
+mod wal;
 
 use clap::Subcommand;
 
@@ -41,6 +42,11 @@ pub enum BenchCommand {
     /// The environment cache: a job's first run (builds) against later runs (reuse).
     #[command(after_help = "Examples:\n  liftoff bench env")]
     Env(env::EnvBench),
+    /// The SQLite WAL under sustained writes with readers: its peak, and what a stop leaves.
+    #[command(
+        after_help = "Examples:\n  liftoff bench wal\n  liftoff bench wal --seconds 10 --writers 4"
+    )]
+    Wal(wal::WalBench),
     /// random and bayes search on a known bowl, against W&B's sweeps engine.
     #[command(after_help = "Examples:\n  liftoff bench sweep")]
     Sweep(sweep::SweepBench),
@@ -56,6 +62,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Env(b) => env::run(b).await,
         BenchCommand::Listing(b) => listing::run(b).await,
         BenchCommand::Upload(b) => upload::run(b).await,
+        BenchCommand::Wal(b) => wal::run(b).await,
     }
 }
 

@@ -16,6 +16,8 @@ mod sweeps;
 mod tokens;
 mod writer;
 
+pub use writer::DEFAULT_WAL_LIMIT;
+
 use crate::{
     Ack, Expired, LeaseParams, LogAppend, LogChunk, LostAgents, NewItem, NewSweep, NewSweepRun,
     Store, StoreError, StoreResult,
@@ -49,9 +51,14 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        SqliteStore::open_with_wal_limit(path, writer::DEFAULT_WAL_LIMIT)
+    }
+
+    /// [`open`](Self::open), with the WAL emptied whenever it passes `wal_limit` bytes.
+    pub fn open_with_wal_limit(path: &Path, wal_limit: u64) -> StoreResult<SqliteStore> {
         let mut conn = open_connection(path, false)?;
         schema::migrate(&mut conn)?;
-        let writer = Writer::start(conn, path)?;
+        let writer = Writer::start(conn, path, wal_limit)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer,
@@ -155,6 +162,10 @@ pub(crate) fn open_connection(path: &Path, read_only: bool) -> StoreResult<Conne
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn close(&self) -> StoreResult<()> {
+        self.checkpoint().await
+    }
+
     async fn create_queue(&self, queue: NewQueue, now: Millis) -> StoreResult<Queue> {
         self.write(move |c| queues::create(c, &queue, now)).await
     }
