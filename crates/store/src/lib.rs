@@ -272,6 +272,10 @@ pub trait Store: Send + Sync + 'static {
         beat: Heartbeat,
         now: Millis,
     ) -> StoreResult<HeartbeatReply>;
+    /// Marks an agent as heard from at `now` without changing what it last reported: the
+    /// server holds a heartbeat open as a long-poll and the agent is alive all along. Never
+    /// moves the time back, and leaves a lost or stopped agent as it is.
+    async fn touch_agent(&self, id: AgentId, now: Millis) -> StoreResult<()>;
     async fn get_agent(&self, id: AgentId) -> StoreResult<Agent>;
     async fn list_agents(&self) -> StoreResult<Vec<Agent>>;
     /// Asks an agent to stop (it hears on its next heartbeat).

@@ -104,19 +104,63 @@ pub async fn heartbeat(
     let deadline = Instant::now() + Duration::from_millis(beat.wait_ms);
     let keys = [agent_key(id)];
     let waiter = Arc::new(Notify::new());
+    let touch_every = touch_interval(state.agent_timeout);
+    let mut held = Held {
+        state: state.clone(),
+        agent: id,
+        answered: false,
+    };
     loop {
         // Register before reading, so a stop asked in between still wakes us.
         state.wakers.register(&keys, &waiter);
         let reply = state.store.heartbeat(id, beat.clone(), now_ms()).await?;
         let news = reply.stop_agent || !reply.stop_items.is_empty();
         if news || Instant::now() >= deadline {
+            held.answered = true;
             return Ok(Json(reply));
         }
-        if tokio::time::timeout_at(deadline, waiter.notified())
-            .await
-            .is_err()
-        {
-            return Ok(Json(reply));
+        // While the beat is held the agent is alive (its connection is open): the stored
+        // time is kept fresh, so no agent timeout is too short for the hold.
+        loop {
+            let wake = deadline.min(Instant::now() + touch_every);
+            match tokio::time::timeout_at(wake, waiter.notified()).await {
+                Ok(()) => break,
+                Err(_) if Instant::now() >= deadline => {
+                    held.answered = true;
+                    state.store.touch_agent(id, now_ms()).await?;
+                    return Ok(Json(reply));
+                }
+                Err(_) => state.store.touch_agent(id, now_ms()).await?,
+            }
+        }
+    }
+}
+
+/// How often a held heartbeat marks its agent as heard from: often enough that the stored
+/// time is never more than a third of the timeout old.
+fn touch_interval(agent_timeout: Duration) -> Duration {
+    (agent_timeout / 3).max(Duration::from_millis(250))
+}
+
+/// A held heartbeat. When its connection goes before the answer (the agent was killed,
+/// or its machine went), the agent was last heard from now: that time is stored, so it is
+/// declared lost one timeout after it went, not up to one hold earlier.
+struct Held {
+    state: AppState,
+    agent: AgentId,
+    answered: bool,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        let (store, agent, now) = (self.state.store.clone(), self.agent, now_ms());
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                let _ = store.touch_agent(agent, now).await;
+            });
         }
     }
 }

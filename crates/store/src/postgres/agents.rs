@@ -42,6 +42,17 @@ pub async fn register(tx: &Tx<'_>, a: &NewAgent, now: Millis) -> StoreResult<Age
     rows::agent(&row)
 }
 
+pub async fn touch(tx: &Tx<'_>, id: AgentId, now: Millis) -> StoreResult<()> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE agents SET heartbeat_at_ms = GREATEST(heartbeat_at_ms, $2)
+             WHERE id = $1 AND status NOT IN ('lost', 'stopped')",
+        )
+        .await?;
+    tx.execute(&stmt, &[&id.0, &now]).await?;
+    Ok(())
+}
+
 pub async fn heartbeat(
     tx: &Tx<'_>,
     id: AgentId,

@@ -322,6 +322,10 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| agents::heartbeat(&tx, id, &beat, now).await)
     }
 
+    async fn touch_agent(&self, id: AgentId, now: Millis) -> StoreResult<()> {
+        in_tx!(self, |tx| agents::touch(&tx, id, now).await)
+    }
+
     async fn get_agent(&self, id: AgentId) -> StoreResult<Agent> {
         in_tx!(self, |tx| agents::get_agent(&tx, id).await)
     }

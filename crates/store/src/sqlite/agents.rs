@@ -39,6 +39,15 @@ pub fn register(conn: &Connection, a: &NewAgent, now: Millis) -> StoreResult<Age
     get(conn, AgentId(id))
 }
 
+pub fn touch(conn: &Connection, id: AgentId, now: Millis) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE agents SET heartbeat_at_ms = max(heartbeat_at_ms, ?2)
+         WHERE id = ?1 AND status NOT IN ('lost', 'stopped')",
+    )?
+    .execute(params![id.0, now])?;
+    Ok(())
+}
+
 pub fn heartbeat(
     conn: &Connection,
     id: AgentId,

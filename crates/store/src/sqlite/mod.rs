@@ -408,6 +408,10 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn touch_agent(&self, id: AgentId, now: Millis) -> StoreResult<()> {
+        self.write(move |c| agents::touch(c, id, now)).await
+    }
+
     async fn get_agent(&self, id: AgentId) -> StoreResult<Agent> {
         self.read(move |c| agents::get(c, id)).await
     }
