@@ -186,6 +186,7 @@ mod tests {
             exit_code: Some(0),
             message: None,
             handle: None,
+            not_started: false,
         }
     }
 

@@ -88,6 +88,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
         exit_code: None,
         message: Some(message),
         handle: None,
+        not_started: false,
     };
     let report = match end {
         End::Done(message) => update(RunState::Finished, message),

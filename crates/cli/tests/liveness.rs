@@ -65,3 +65,94 @@ async fn a_healthy_agent_under_a_short_timeout_is_never_lost_and_a_killed_one_is
     );
 }
 
+/// A `python3` that holds `-m venv` while `HOLD` exists (recording its pid in `HELD`), so an
+/// agent can be killed between the ack and the launch; anything else is the real python3.
+const PYTHON: &str = r#"#!/bin/sh
+if [ "$1" = "-m" ] && [ "$2" = "venv" ] && [ -e "$HOLD" ]; then
+    echo $$ > "$HELD"
+    n=0
+    while [ -e "$HOLD" ] && [ $n -lt 600 ]; do sleep 0.1; n=$((n+1)); done
+fi
+exec /usr/bin/python3 "$@"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_acked_but_never_started_runs_once_after_its_agent_restarts() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    let mut once = NewQueue::named("once");
+    once.max_attempts = 1;
+    client.create_queue(&once).await.unwrap();
+    let dir = server.dir.path();
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let python = bin.join("python3");
+    std::fs::write(&python, PYTHON).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let code = dir.join("code");
+    std::fs::create_dir_all(&code).unwrap();
+    std::fs::write(code.join("requirements.txt"), "").unwrap();
+    let ledger = dir.join("ledger");
+    let (hold, held) = (dir.join("hold"), dir.join("held"));
+    std::fs::write(&hold, "").unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let env = [
+        ("PATH", path.as_str()),
+        ("HOLD", hold.to_str().unwrap()),
+        ("HELD", held.to_str().unwrap()),
+    ];
+    let state = dir.join("agent");
+    let mut agent = server.agent_with_env(&state, &["--queue", "once"], &env);
+    let entry = format!("sh -c 'echo ran >> {}'", ledger.display());
+    common::ok(&server.run(&[
+        "job",
+        "create",
+        "code",
+        code.to_str().unwrap(),
+        "--name",
+        "held",
+        "--entrypoint",
+        &entry,
+    ]));
+    let item = client
+        .enqueue(
+            "once",
+            &LaunchSpec {
+                job: Some("held".into()),
+                ..LaunchSpec::default()
+            },
+        )
+        .await
+        .unwrap()
+        .id;
+    // Acked (claimed, its run made) and held in its build: nothing of it has started.
+    common::wait_for("the build to be held", Duration::from_secs(30), || {
+        held.exists()
+    });
+    assert_eq!(
+        client.get_item(item).await.unwrap().state,
+        ItemState::Claimed
+    );
+    agent.kill9();
+    let pid: i32 = std::fs::read_to_string(&held)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    std::fs::remove_file(&hold).unwrap();
+    let _agent = server.agent_with_env(&state, &["--queue", "once"], &env);
+    wait_async("the item to end", Duration::from_secs(60), || async {
+        client.get_item(item).await.unwrap().state.is_terminal()
+    })
+    .await;
+    let shown = client.get_item(item).await.unwrap();
+    assert_eq!(shown.state, ItemState::Finished, "{:?}", shown.failure);
+    assert_eq!(shown.attempts, 0, "a run that never started is no attempt");
+    let ran = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(ran, "ran\n", "it ran exactly once");
+}

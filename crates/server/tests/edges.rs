@@ -306,6 +306,7 @@ async fn run_tokens_are_signed_for_their_run_and_end_with_it() {
         message: None,
         handle: None,
         started_at_ms: None,
+        not_started: false,
     };
     t.agent.update_run(&r1, &end).await.unwrap();
     let err = as_run(&tokens[0]).unwrap().get_run(&r1).await.unwrap_err();

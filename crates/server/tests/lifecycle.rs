@@ -32,6 +32,7 @@ fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
         exit_code,
         message: None,
         handle: None,
+        not_started: false,
     }
 }
 

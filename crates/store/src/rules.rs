@@ -4,7 +4,7 @@
 
 use crate::{StoreError, StoreResult};
 use liftoff_types::api::MAX_LOG_BYTES;
-use liftoff_types::{ItemId, ItemState, Millis, QueueDepth, RunId, RunUpdate};
+use liftoff_types::{ItemId, ItemState, Millis, Phase, QueueDepth, RunId, RunState, RunUpdate};
 
 pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.resource_args, \
     i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
@@ -104,6 +104,59 @@ pub fn add_depth(depth: &mut QueueDepth, state: &str, n: u64) -> StoreResult<()>
         other => return Err(StoreError::Corrupt(format!("item state {other:?}"))),
     }
     Ok(())
+}
+
+/// What an item's queue and history say about how its run's end moves it.
+pub struct EndContext {
+    pub requeue_lost: bool,
+    /// A sweep's scheduler: always requeued when lost (its state is on the server).
+    pub scheduler: bool,
+    pub attempts: u32,
+    pub max_attempts: u32,
+}
+
+/// What a run's end does to its item.
+#[derive(Debug, PartialEq)]
+pub enum ItemOutcome {
+    /// The item ends in this state (`finished`, `stopped`).
+    Ends(&'static str),
+    Fails {
+        phase: Phase,
+        message: String,
+    },
+    /// Back to pending, counting an attempt or not.
+    Requeued {
+        attempt: bool,
+    },
+    /// Not an end.
+    Unchanged,
+}
+
+/// The one rule both stores follow for what a run's end means for its item: finished and
+/// stopped end it; a failure fails it (phase `run`); a preemption, a lost scheduler and a
+/// run lost before it started go back without an attempt; a lost run goes back counting one
+/// when its queue has `requeue_lost` and attempts remain, else fails (phase `agent`).
+pub fn item_outcome(ctx: &EndContext, up: &RunUpdate) -> ItemOutcome {
+    match up.state {
+        RunState::Finished => ItemOutcome::Ends("finished"),
+        RunState::Stopped => ItemOutcome::Ends("stopped"),
+        RunState::Failed => ItemOutcome::Fails {
+            phase: Phase::Run,
+            message: failed_message(up),
+        },
+        RunState::Preempted => ItemOutcome::Requeued { attempt: false },
+        RunState::Lost if ctx.scheduler || up.not_started => {
+            ItemOutcome::Requeued { attempt: false }
+        }
+        RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => {
+            ItemOutcome::Requeued { attempt: true }
+        }
+        RunState::Lost => ItemOutcome::Fails {
+            phase: Phase::Agent,
+            message: lost_message(up),
+        },
+        _ => ItemOutcome::Unchanged,
+    }
 }
 
 /// The item's failure message when its run failed.

@@ -81,4 +81,9 @@ pub struct RunUpdate {
     /// outlive a moment).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at_ms: Option<crate::Millis>,
+    /// With `lost`: nothing of the run was ever started (its agent restarted after the ack,
+    /// before the launch). The item goes back to its queue without counting an attempt,
+    /// whatever the queue's `requeue_lost`: a run that never ran has not failed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_started: bool,
 }

@@ -65,6 +65,7 @@ pub(super) async fn report_end(
         exit_code: exit.map(|e| e.code),
         message,
         handle: handle.clone(),
+        not_started: false,
     };
     let report = match (status, stopped) {
         (RunStatus::Exited(exit), Some(why)) => {

@@ -34,6 +34,7 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
                 exit_code: None,
                 message: Some("the agent restarted before the run started".into()),
                 handle: None,
+                not_started: true,
             };
             let _ = agent.outbox.report(&entry.run_id, lost).await;
             let _ = agent.journal.forget(&entry.run_id);

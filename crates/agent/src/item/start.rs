@@ -79,6 +79,7 @@ pub(super) async fn start(
             exit_code: None,
             message: None,
             handle: Some(handle.data.clone()),
+            not_started: false,
         },
         started_at_ms: liftoff_types::now_ms(),
     };
@@ -99,6 +100,7 @@ pub(super) async fn never_started(
         exit_code: None,
         message: Some(message.to_string()),
         handle: None,
+        not_started: false,
     };
     let _ = agent.outbox.report(&entry.run_id, update).await;
     let _ = agent.journal.forget(&entry.run_id);

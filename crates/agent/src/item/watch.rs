@@ -137,6 +137,7 @@ pub(super) async fn watch_run(
                 exit_code: None,
                 message: None,
                 handle: Some(data),
+                not_started: false,
             };
             let _ = agent.outbox.report(&entry.run_id, running).await;
         }
@@ -182,6 +183,7 @@ pub(super) async fn wait_started_then_ended(
             exit_code: None,
             message,
             handle: None,
+            not_started: false,
         };
         let (agent, run) = (agent.clone(), entry.run_id.clone());
         let mut first_sent = first_sent.clone();

@@ -175,6 +175,7 @@ async fn fill(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<()> {
                     exit_code: Some(if failed { 1 } else { 0 }),
                     message: failed.then(|| "the run exited with code 1".into()),
                     handle: None,
+                    not_started: false,
                 };
                 store.update_run(&run.id, update, now_ms()).await?;
             }

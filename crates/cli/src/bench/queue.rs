@@ -255,6 +255,7 @@ fn finished(fence: i64) -> RunUpdate {
         exit_code: Some(0),
         message: None,
         handle: None,
+        not_started: false,
     }
 }
 

@@ -123,6 +123,7 @@ pub(crate) fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> Run
         exit_code,
         message: None,
         handle: None,
+        not_started: false,
     }
 }
 

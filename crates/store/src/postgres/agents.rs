@@ -201,6 +201,7 @@ pub async fn lose(tx: &Tx<'_>, cutoff: Millis, now: Millis) -> StoreResult<LostA
                 exit_code: None,
                 message: Some(format!("agent {agent} stopped sending heartbeats")),
                 handle: None,
+                not_started: false,
             };
             // A report that ended the run since the select above wins: nothing to declare.
             match super::runs::update(tx, &run, &update, now).await {

@@ -4,9 +4,10 @@
 use super::lease::mark_failed;
 use super::rows::{self, get, RUN_COLUMNS};
 use super::Tx;
+use crate::rules::{EndContext, ItemOutcome};
 use crate::{StoreError, StoreResult};
 use liftoff_types::api::RunFilter;
-use liftoff_types::{ItemId, Millis, Phase, Run, RunId, RunState, RunUpdate};
+use liftoff_types::{ItemId, Millis, Run, RunId, RunState, RunUpdate};
 
 /// What an update needs to know about a run, its item and its queue, read in one query
 /// with the item's row locked.
@@ -149,27 +150,22 @@ async fn end_plainly(
     rows::run(&row)
 }
 
-/// A run's end decides its item's: finished, failed (phase `run`), stopped, back to pending
-/// after a preemption, and failed (phase `agent`) or requeued when its agent was lost.
+/// A run's end decides its item's, by [`crate::rules::item_outcome`].
 async fn end_item(tx: &Tx<'_>, ctx: &Context, up: &RunUpdate, now: Millis) -> StoreResult<()> {
     let item = ctx.item_id;
-    match up.state {
-        RunState::Finished => set_state(tx, item, "finished", now).await,
-        RunState::Stopped => set_state(tx, item, "stopped", now).await,
-        RunState::Failed => {
-            let message = crate::rules::failed_message(up);
-            mark_failed(tx, item, &message, Phase::Run, &[], now).await
+    let end = EndContext {
+        requeue_lost: ctx.requeue_lost,
+        scheduler: ctx.scheduler,
+        attempts: ctx.attempts as u32,
+        max_attempts: ctx.max_attempts as u32,
+    };
+    match crate::rules::item_outcome(&end, up) {
+        ItemOutcome::Ends(state) => set_state(tx, item, state, now).await,
+        ItemOutcome::Fails { phase, message } => {
+            mark_failed(tx, item, &message, phase, &[], now).await
         }
-        RunState::Preempted => requeue(tx, item, false, now).await,
-        RunState::Lost if ctx.scheduler => requeue(tx, item, false, now).await,
-        RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => {
-            requeue(tx, item, true, now).await
-        }
-        RunState::Lost => {
-            let message = crate::rules::lost_message(up);
-            mark_failed(tx, item, &message, Phase::Agent, &[], now).await
-        }
-        _ => Ok(()),
+        ItemOutcome::Requeued { attempt } => requeue(tx, item, attempt, now).await,
+        ItemOutcome::Unchanged => Ok(()),
     }
 }
 

@@ -170,6 +170,7 @@ pub fn lose(conn: &Connection, cutoff: Millis, now: Millis) -> StoreResult<LostA
                 exit_code: None,
                 message: Some(format!("agent {agent} stopped sending heartbeats")),
                 handle: None,
+                not_started: false,
             };
             super::runs::update(conn, &run, &update, now)?;
             let back: bool = conn

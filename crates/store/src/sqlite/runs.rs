@@ -3,9 +3,10 @@
 
 use super::lease::mark_failed;
 use super::rows::{self, RUN_COLUMNS};
+use crate::rules::{EndContext, ItemOutcome};
 use crate::{StoreError, StoreResult};
 use liftoff_types::api::RunFilter;
-use liftoff_types::{ItemId, Millis, Phase, Run, RunId, RunState, RunUpdate};
+use liftoff_types::{ItemId, Millis, Run, RunId, RunState, RunUpdate};
 use rusqlite::{params, Connection, OptionalExtension};
 
 /// What an update needs to know about a run, its item and its queue, read in one query.
@@ -19,6 +20,17 @@ struct Context {
     scheduler: bool,
     attempts: u32,
     max_attempts: u32,
+}
+
+impl Context {
+    fn end(&self) -> EndContext {
+        EndContext {
+            requeue_lost: self.requeue_lost,
+            scheduler: self.scheduler,
+            attempts: self.attempts,
+            max_attempts: self.max_attempts,
+        }
+    }
 }
 
 fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
@@ -109,8 +121,7 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
     Ok(())
 }
 
-/// A run's end decides its item's: finished, failed (phase `run`), stopped, back to pending
-/// after a preemption, and failed (phase `agent`) or requeued when its agent was lost.
+/// A run's end decides its item's, by [`crate::rules::item_outcome`].
 fn end_item(conn: &Connection, ctx: &Context, up: &RunUpdate, now: Millis) -> StoreResult<()> {
     let item = ctx.item_id;
     let set_state = |state: &str| -> StoreResult<()> {
@@ -126,21 +137,11 @@ fn end_item(conn: &Connection, ctx: &Context, up: &RunUpdate, now: Millis) -> St
         .execute(params![item.0, count_attempt as i64, now])?;
         Ok(())
     };
-    match up.state {
-        RunState::Finished => set_state("finished"),
-        RunState::Stopped => set_state("stopped"),
-        RunState::Failed => {
-            let message = crate::rules::failed_message(up);
-            mark_failed(conn, item, &message, Phase::Run, &[], now)
-        }
-        RunState::Preempted => requeue(false),
-        RunState::Lost if ctx.scheduler => requeue(false),
-        RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => requeue(true),
-        RunState::Lost => {
-            let message = crate::rules::lost_message(up);
-            mark_failed(conn, item, &message, Phase::Agent, &[], now)
-        }
-        _ => Ok(()),
+    match crate::rules::item_outcome(&ctx.end(), up) {
+        ItemOutcome::Ends(state) => set_state(state),
+        ItemOutcome::Fails { phase, message } => mark_failed(conn, item, &message, phase, &[], now),
+        ItemOutcome::Requeued { attempt } => requeue(attempt),
+        ItemOutcome::Unchanged => Ok(()),
     }
 }
 
