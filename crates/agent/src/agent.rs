@@ -7,6 +7,7 @@
 
 use crate::config::AgentConfig;
 use crate::journal::{Identity, Journal};
+use crate::report::until_answered;
 pub use crate::slots::StopWhy;
 use crate::slots::{Phase, Slots};
 use crate::state::lock;
@@ -376,10 +377,11 @@ async fn queue_resources(
 ) -> Result<Vec<(String, ResourceType)>, StartError> {
     let mut out = Vec::new();
     for queue in queues {
-        let q = client
-            .get_queue(queue)
-            .await
-            .map_err(|e| StartError::Queue(queue.clone(), e.to_string()))?;
+        let q = until_answered("reading the queues", client.url(), || {
+            client.get_queue(queue)
+        })
+        .await
+        .map_err(|e| StartError::Queue(queue.clone(), e.to_string()))?;
         out.push((queue.clone(), q.resource));
     }
     Ok(out)
@@ -399,8 +401,14 @@ async fn identity(
             running_schedulers: 0,
             wait_ms: 0,
         };
-        if client.heartbeat(known.agent_id, &beat).await.is_ok() {
-            if let Ok(agents) = client.list_agents().await {
+        let url = client.url();
+        let beat = until_answered("resuming its identity", url, || {
+            client.heartbeat(known.agent_id, &beat)
+        });
+        if beat.await.is_ok() {
+            if let Ok(agents) =
+                until_answered("resuming its identity", url, || client.list_agents()).await
+            {
                 if let Some(agent) = agents.into_iter().find(|a| a.id == known.agent_id) {
                     return Ok((agent.id, agent.name));
                 }
@@ -414,8 +422,7 @@ async fn identity(
         max_schedulers: config.max_schedulers,
         version: env!("CARGO_PKG_VERSION").to_string(),
     };
-    let agent = client
-        .register_agent(&new)
+    let agent = until_answered("registering", client.url(), || client.register_agent(&new))
         .await
         .map_err(|e| StartError::Register(e.to_string()))?;
     let id = Identity {

@@ -24,3 +24,4 @@ pub mod status;
 
 pub use agent::{Agent, Control};
 pub use config::{AgentConfig, ConfigErrors, Flags};
+pub use report::until_answered;

@@ -28,6 +28,35 @@ where
     }
 }
 
+/// A call the agent cannot start without: tried until the server answers, however long it
+/// is away (an agent started with or before its server, or during its restart, waits for
+/// it instead of exiting and leaving its runs unwatched). Says so once, then every minute.
+pub async fn until_answered<T, F, Fut>(what: &str, url: &str, mut call: F) -> ClientResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ClientResult<T>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut said: Option<tokio::time::Instant> = None;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match call().await {
+            Err(e) if e.is_transient() => {
+                if said.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                    eprintln!(
+                        "liftoff agent: {what}: {e}; waiting for the server at {url} ({}s so far)",
+                        start.elapsed().as_secs()
+                    );
+                    said = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A conflict (or the run gone) means the server has moved on from this run.
 pub fn moved_on(e: &ClientError) -> bool {
     e.is_conflict() || e.status() == Some(liftoff_client::StatusCode::NOT_FOUND)

@@ -156,3 +156,26 @@ async fn an_item_acked_but_never_started_runs_once_after_its_agent_restarts() {
     let ran = std::fs::read_to_string(&ledger).unwrap();
     assert_eq!(ran, "ran\n", "it ran exactly once");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_started_before_its_server_waits_for_it_and_serves_it() {
+    let mut server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let url = server.url();
+    // The agent's token is made now; then the server goes and the agent starts without it.
+    let token = common::ok(&server.run(&["token", "create", "--scope", "agent", "--name", "a"]));
+    server.kill9();
+    let state = server.dir.path().join("agent");
+    let mut agent = server.spawn_agent(&url, token.trim(), &state, &["--queue", "q"], &[]);
+    common::wait_for("the agent to say it waits", Duration::from_secs(20), || {
+        agent.log().contains("waiting for the server")
+    });
+    assert!(agent.is_alive(), "the agent exited: {}", agent.log());
+    server.restart();
+    let item = client.enqueue("q", &sh("echo served")).await.unwrap().id;
+    wait_async("the item to finish", Duration::from_secs(30), || async {
+        client.get_item(item).await.unwrap().state == ItemState::Finished
+    })
+    .await;
+}

@@ -77,10 +77,11 @@ pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent
     crate::dirlock::hold(&cfg.state_dir, "agent state directory")?;
     let mut resources: Vec<ResourceType> = Vec::new();
     for queue in &cfg.queues {
-        let q = client
-            .get_queue(queue)
-            .await
-            .with_context(|| format!("queue {queue:?}"))?;
+        let q = liftoff_agent::until_answered("reading the queues", client.url(), || {
+            client.get_queue(queue)
+        })
+        .await
+        .with_context(|| format!("queue {queue:?}"))?;
         if !resources.contains(&q.resource) {
             resources.push(q.resource);
         }

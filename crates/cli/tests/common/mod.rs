@@ -111,7 +111,19 @@ impl ServerProcess {
             "--name",
             "test-agent",
         ]));
-        let token = token.trim().to_string();
+        self.spawn_agent(url, token.trim(), state, args, env)
+    }
+
+    /// An agent with `token`, talking to `url` (whether or not a server answers there).
+    pub fn spawn_agent(
+        &self,
+        url: &str,
+        token: &str,
+        state: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> AgentProcess {
+        let token = token.to_string();
         let log = state.with_extension("log");
         let child = Command::new(BIN)
             .arg("agent")
@@ -127,6 +139,39 @@ impl ServerProcess {
             .spawn()
             .unwrap();
         AgentProcess { child, log, token }
+    }
+}
+
+impl ServerProcess {
+    /// SIGKILL, as a crash would; the data directory stays.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts `liftoff server` again on the same address and data directory (after
+    /// [`kill9`](Self::kill9), or killing it now), and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let addr = self.url().trim_start_matches("http://").to_string();
+        self.kill9();
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        self.child = Command::new(BIN)
+            .args(["server", "--bind", &addr])
+            .env("LIFTOFF_DATA_DIR", self.data_dir())
+            .env_remove("LIFTOFF_URL")
+            .env_remove("LIFTOFF_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_for(
+            "the server to listen again",
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(&addr).is_ok(),
+        );
     }
 }
 
@@ -153,6 +198,11 @@ impl AgentProcess {
     pub fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
