@@ -194,7 +194,7 @@ async fn the_server_stops_promptly_with_long_polls_open() {
         .await
         .unwrap();
     let agent = client
-        .register_agent(&liftoff_types::NewAgent::default())
+        .register_agent(&liftoff_types::NewAgent::on("test", &["q"]))
         .await
         .unwrap()
         .id;

@@ -37,7 +37,7 @@ const ROUTES: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/runs/r1", "AUGR"),
     ("GET", "/api/v1/runs/r1/logs", "AUGR"),
     ("POST", "/api/v1/runs/r1/logs?fence=1&offset=0", "AG"),
-    ("POST", "/api/v1/agents/1/stop", "AU"),
+    ("POST", "/api/v1/agents/1/stop", "A"),
     ("POST", "/api/v1/agents/1/acks", "AG"),
     ("POST", "/api/v1/agents/1/reports", "AG"),
     ("POST", "/api/v1/runs/r1/stop", "AUG"),
@@ -78,7 +78,7 @@ fn body_for(path: &str) -> Value {
         p if p.ends_with("/fail") => json!({"fence": 1, "message": "m", "phase": "run"}),
         p if p.ends_with("/warn") => json!({"fence": 1, "message": "m"}),
         p if p.ends_with("/release") => json!({"fence": 1}),
-        "/api/v1/agents" => json!({}),
+        "/api/v1/agents" => json!({"hostname": "h", "queues": ["q"]}),
         p if p.ends_with("/heartbeat") => json!({"status": "polling"}),
         p if p.ends_with("/lease") => json!({"queues": ["empty"], "wait_ms": 0}),
         p if p.ends_with("/state") => json!({"fence": 1, "state": "running"}),
@@ -141,7 +141,11 @@ async fn every_route_by_every_scope() {
         .create_queue(&NewQueue::named("empty"))
         .await
         .unwrap();
-    let agent = t.agent.register_agent(&NewAgent::default()).await.unwrap();
+    let agent = t
+        .agent
+        .register_agent(&NewAgent::on("test", &["q"]))
+        .await
+        .unwrap();
     // A live run "r1", for the run-scoped token.
     t.user
         .enqueue(
@@ -220,7 +224,11 @@ async fn every_route_by_every_scope() {
 async fn run_tokens_are_signed_for_their_run_and_end_with_it() {
     let t = TestServer::start().await;
     t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
-    let agent = t.agent.register_agent(&NewAgent::default()).await.unwrap();
+    let agent = t
+        .agent
+        .register_agent(&NewAgent::on("test", &["q"]))
+        .await
+        .unwrap();
     let spec = liftoff_types::LaunchSpec::command(vec!["true".into()]);
     for _ in 0..2 {
         t.user.enqueue("q", &spec).await.unwrap();
@@ -407,8 +415,11 @@ fn bad_inputs() -> Vec<Bad> {
         bad("a bad limit", "GET", "/api/v1/items?limit=lots", json!(null), 400),
         bad("lease max 0", "POST", "/api/v1/agents/1/lease", json!({"queues": ["gpu"], "max": 0}), 422).field("max"),
         bad("a lease wait too long", "POST", "/api/v1/agents/1/lease", json!({"queues": ["gpu"], "wait_ms": 1_000_000_000u64}), 422).field("wait_ms"),
-        bad("max_jobs below -1", "POST", "/api/v1/agents", json!({"max_jobs": -5}), 422).field("max_jobs"),
-        bad("max_jobs as a string", "POST", "/api/v1/agents", json!({"max_jobs": "two"}), 422).field("max_jobs"),
+        bad("max_jobs below -1", "POST", "/api/v1/agents", json!({"hostname": "h", "queues": ["gpu"], "max_jobs": -5}), 422).field("max_jobs"),
+        bad("max_jobs as a string", "POST", "/api/v1/agents", json!({"hostname": "h", "queues": ["gpu"], "max_jobs": "two"}), 422).field("max_jobs"),
+        bad("an empty registration", "POST", "/api/v1/agents", json!({}), 422).field("queues"),
+        bad("a registration without a host", "POST", "/api/v1/agents", json!({"queues": ["gpu"]}), 422).field("hostname"),
+        bad("a registration as a list", "POST", "/api/v1/agents", json!([]), 422).field("body"),
         bad("a file name that climbs", "POST", "/api/v1/items/1/fail", json!({"fence": 1, "message": "m", "phase": "run", "files": [{"name": "../x", "content": ""}]}), 422).field("files[0].name"),
         bad("an unknown phase", "POST", "/api/v1/items/1/fail", json!({"fence": 1, "message": "m", "phase": "lunch"}), 422).field("phase"),
         bad("a run id with a slash", "POST", "/api/v1/items/1/ack", json!({"fence": 1, "run_id": "a/b"}), 422).field("run_id"),

@@ -40,7 +40,7 @@ fn update(fence: i64, state: RunState, exit_code: Option<i32>) -> RunUpdate {
 async fn queue_and_agent(t: &TestServer) -> AgentId {
     t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
     t.agent
-        .register_agent(&NewAgent::default())
+        .register_agent(&NewAgent::on("test", &["q"]))
         .await
         .unwrap()
         .id
@@ -169,7 +169,7 @@ async fn failure_release_cancel_and_stop() {
     let spec = LaunchSpec::command(vec!["false".into()]);
     let agent = t
         .agent
-        .register_agent(&NewAgent::default())
+        .register_agent(&NewAgent::on("test", &["q"]))
         .await
         .unwrap()
         .id;
@@ -287,7 +287,7 @@ async fn a_long_poll_with_nothing_to_take_ends_at_its_deadline() {
         .unwrap();
     let agent = t
         .agent
-        .register_agent(&NewAgent::default())
+        .register_agent(&NewAgent::on("test", &["q"]))
         .await
         .unwrap()
         .id;
@@ -310,12 +310,12 @@ async fn an_expired_lease_goes_back_and_wakes_a_waiting_agent() {
     t.admin.create_queue(&NewQueue::named("q")).await.unwrap();
     let (slow, fast) = (
         t.agent
-            .register_agent(&NewAgent::default())
+            .register_agent(&NewAgent::on("test", &["q"]))
             .await
             .unwrap()
             .id,
         t.agent
-            .register_agent(&NewAgent::default())
+            .register_agent(&NewAgent::on("test", &["q"]))
             .await
             .unwrap()
             .id,

@@ -34,7 +34,11 @@ async fn a_long_poll_on_one_replica_is_woken_by_an_enqueue_through_the_other() {
     let via_a = Client::new(&a.url(), Some(token.clone())).unwrap();
     let via_b = Client::new(&b.url(), Some(token)).unwrap();
     via_a.create_queue(&NewQueue::named("q")).await.unwrap();
-    let agent = via_b.register_agent(&NewAgent::default()).await.unwrap().id;
+    let agent = via_b
+        .register_agent(&NewAgent::on("test", &["q"]))
+        .await
+        .unwrap()
+        .id;
 
     let started = Instant::now();
     let poller = via_b.clone();

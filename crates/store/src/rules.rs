@@ -106,6 +106,11 @@ pub fn add_depth(depth: &mut QueueDepth, state: &str, n: u64) -> StoreResult<()>
     Ok(())
 }
 
+/// Why the last admin token may not be revoked: nobody could then create tokens, revoke
+/// them or prune, and a restart mints none.
+pub const LAST_ADMIN: &str = "this is the last admin token: create another admin token \
+    (liftoff token create --scope admin) before revoking this one";
+
 /// What an item's queue and history say about how its run's end moves it.
 pub struct EndContext {
     pub requeue_lost: bool,

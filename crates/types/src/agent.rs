@@ -39,6 +39,17 @@ fn one() -> i64 {
     1
 }
 
+impl NewAgent {
+    /// A registration of one slot each for `queues` on `hostname`.
+    pub fn on(hostname: &str, queues: &[&str]) -> NewAgent {
+        NewAgent {
+            hostname: hostname.to_string(),
+            queues: queues.iter().map(|q| q.to_string()).collect(),
+            ..NewAgent::default()
+        }
+    }
+}
+
 /// An agent as the server knows it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Agent {

@@ -275,7 +275,10 @@ async fn http_cycles(store: DynStore, n: usize, clients: usize) -> anyhow::Resul
     for _ in 0..clients {
         let client = client.clone();
         tasks.spawn(async move {
-            let agent = client.register_agent(&NewAgent::default()).await?.id;
+            let agent = client
+                .register_agent(&NewAgent::on("test", &["q"]))
+                .await?
+                .id;
             let req = LeaseRequest {
                 queues: vec!["bench".into()],
                 max: 1,

@@ -26,10 +26,26 @@ const MAX_IN_FLIGHT: usize = 10_000;
 pub async fn register(
     caller: Caller,
     State(state): State<AppState>,
-    Body(agent): Body<NewAgent>,
+    Body(raw): Body<serde_json::Value>,
 ) -> Result<(StatusCode, Json<Agent>), ApiError> {
     caller.require(Access::Work)?;
+    // A registration is an object that says where the agent runs and what it serves: serde
+    // alone would take `{}` (every field defaults) and even `[]` (a struct read as a list).
+    if !raw.is_object() {
+        ApiError::check(vec![(
+            "body".into(),
+            "must be a JSON object: {\"hostname\": ..., \"queues\": [...]}".into(),
+        )])?;
+    }
+    let bytes = serde_json::to_vec(&raw).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let Json(agent) = Json::<NewAgent>::from_bytes(&bytes)?;
     let mut problems = check_queues(&agent.queues);
+    if agent.queues.is_empty() {
+        problems.push(("queues".into(), "name at least one queue".into()));
+    }
+    if agent.hostname.is_empty() {
+        problems.push(("hostname".into(), "is required".into()));
+    }
     for (field, value) in [
         ("max_jobs", agent.max_jobs),
         ("max_schedulers", agent.max_schedulers),
@@ -174,7 +190,8 @@ pub async fn stop(
     State(state): State<AppState>,
     Path(id): Path<AgentId>,
 ) -> Result<Json<Agent>, ApiError> {
-    caller.require(Access::Submit)?;
+    // An agent serves everyone on its queues: stopping it is the operator's call.
+    caller.require(Access::Admin)?;
     let agent = state.store.request_agent_stop(id, now_ms()).await?;
     state.wakers.wake(&agent_key(id));
     Ok(Json(agent))

@@ -221,3 +221,40 @@ pub async fn runs_are_listed_by_job_name_or_version(store: DynStore) {
     assert_eq!(listed("mnist:v1").await, ["job-r1"]);
     assert!(listed("mnis").await.is_empty());
 }
+
+pub async fn the_last_admin_token_cannot_be_revoked(store: DynStore) {
+    use liftoff_types::Scope;
+    let first = store
+        .create_token("admin", Scope::Admin, "h-admin-1", T0)
+        .await
+        .unwrap();
+    let user = store
+        .create_token("user", Scope::User, "h-user", T0)
+        .await
+        .unwrap();
+    let last = store.delete_token(first.id).await;
+    assert!(
+        matches!(&last, Err(crate::StoreError::Conflict(m)) if m.contains("last admin token")),
+        "{last:?}"
+    );
+    assert!(store.token_by_hash("h-admin-1").await.unwrap().is_some());
+    store.delete_token(user.id).await.unwrap();
+    // With a second admin token, either may go, but not both, even when revoked at once.
+    let second = store
+        .create_token("admin2", Scope::Admin, "h-admin-2", T0)
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(store.delete_token(first.id), store.delete_token(second.id));
+    assert!(
+        a.is_ok() != b.is_ok(),
+        "exactly one of two went: {a:?} {b:?}"
+    );
+    let admins = store
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.scope == Scope::Admin)
+        .count();
+    assert_eq!(admins, 1);
+}

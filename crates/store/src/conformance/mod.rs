@@ -36,6 +36,7 @@ macro_rules! conformance_tests {
             cancel_of_a_claimed_item_asks_its_agent_to_stop, release_does_not_count_an_attempt,
             force_cancel_ends_an_item_whose_agent_is_gone, prune_removes_only_what_ended_long_ago,
             queue_concurrency_caps_live_runs_across_agents, runs_are_listed_by_job_name_or_version,
+            the_last_admin_token_cannot_be_revoked,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,

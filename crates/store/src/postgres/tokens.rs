@@ -68,6 +68,20 @@ pub async fn secret(tx: &Tx<'_>, name: &str, fresh: &str) -> StoreResult<String>
 }
 
 pub async fn delete(tx: &Tx<'_>, id: i64) -> StoreResult<()> {
+    // Lock every admin token, so two revocations at once cannot each leave the other's
+    // token as the last and then both go.
+    let admins = tx
+        .prepare_cached("SELECT id FROM tokens WHERE scope = 'admin' FOR UPDATE")
+        .await?;
+    let admins: Vec<i64> = tx
+        .query(&admins, &[])
+        .await?
+        .iter()
+        .map(|r| super::rows::get(r, 0))
+        .collect::<StoreResult<_>>()?;
+    if admins.contains(&id) && admins.len() <= 1 {
+        return Err(StoreError::Conflict(crate::rules::LAST_ADMIN.into()));
+    }
     let stmt = tx
         .prepare_cached("DELETE FROM tokens WHERE id = $1")
         .await?;

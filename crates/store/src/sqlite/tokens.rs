@@ -56,6 +56,15 @@ pub fn secret(conn: &Connection, name: &str, fresh: &str) -> StoreResult<String>
 }
 
 pub fn delete(conn: &Connection, id: i64) -> StoreResult<()> {
+    let (scope, admins): (Option<String>, i64) = conn
+        .prepare_cached(
+            "SELECT (SELECT scope FROM tokens WHERE id = ?1),
+                    (SELECT count(*) FROM tokens WHERE scope = 'admin')",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if scope.as_deref() == Some("admin") && admins <= 1 {
+        return Err(StoreError::Conflict(crate::rules::LAST_ADMIN.into()));
+    }
     let n = conn
         .prepare_cached("DELETE FROM tokens WHERE id = ?1")?
         .execute([id])?;
