@@ -38,7 +38,19 @@ pub(super) async fn start(
         biased;
         launched = &mut launch => launched,
         why = asked_to_stop(&mut stop) => {
-            if runner.withdraw(&run_id).await.unwrap_or(false) {
+            // The launch keeps being polled while the withdrawal is asked: the withdrawal may
+            // need what the launch holds (the local runner's connection, while the launch is
+            // still starting the supervisor), and waiting on it alone hung such a stop.
+            let withdraw = runner.withdraw(&run_id);
+            tokio::pin!(withdraw);
+            let mut done = None;
+            let withdrawn = loop {
+                tokio::select! {
+                    launched = &mut launch, if done.is_none() => done = Some(launched),
+                    withdrawn = &mut withdraw => break withdrawn.unwrap_or(false),
+                }
+            };
+            if withdrawn {
                 let (state, message) = match why {
                     StopWhy::Asked => (RunState::Stopped, "stopped before it started"),
                     _ => (RunState::Preempted, "the agent stopped before the run started"),
@@ -46,7 +58,10 @@ pub(super) async fn start(
                 return never_started(agent, &entry, state, message).await;
             }
             // It started just before the stop: the watch below stops it.
-            launch.await
+            match done {
+                Some(launched) => launched,
+                None => launch.await,
+            }
         }
     };
     let handle = match launched {
