@@ -31,11 +31,19 @@ pub async fn explain(store: &dyn Store, items: &mut [Item]) -> StoreResult<()> {
         };
         let cap = if item.kind == liftoff_types::ItemKind::Run {
             if !capped.contains_key(&item.queue) {
-                let queue = store.get_queue(&item.queue, true).await.ok();
-                let cap = queue.and_then(|q| {
-                    let live = q.depth.map_or(0, |d| d.live_runs);
-                    q.max_concurrency.map(|cap| (cap, live))
-                });
+                // The depth (a count over the queue's items) only for a queue with a cap.
+                let capped_at = match store.get_queue(&item.queue, false).await {
+                    Ok(q) => q.max_concurrency,
+                    Err(_) => None,
+                };
+                let cap = match capped_at {
+                    Some(cap) => {
+                        let depth = store.get_queue(&item.queue, true).await.ok();
+                        let live = depth.and_then(|q| q.depth).map_or(0, |d| d.live_runs);
+                        Some((cap, live))
+                    }
+                    None => None,
+                };
                 capped.insert(item.queue.clone(), cap);
             }
             capped[&item.queue]

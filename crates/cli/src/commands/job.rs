@@ -140,6 +140,20 @@ fn table_rows(versions: &[JobVersion]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// A spec's command as a job's one-line entrypoint; `missing` when it has none.
+fn entrypoint_of(spec: &liftoff_types::LaunchSpec, missing: &str) -> anyhow::Result<String> {
+    let Some(argv) = spec
+        .overrides
+        .entry_point
+        .as_ref()
+        .filter(|a| !a.is_empty())
+    else {
+        bail!("{missing}");
+    };
+    shlex::try_join(argv.iter().map(String::as_str))
+        .with_context(|| format!("the command {argv:?} cannot be written as one line"))
+}
+
 /// `launch --code DIR -- CMD`: `DIR` as a code job (named after the directory) whose
 /// entrypoint is the command; returns its reference. The same content and command are the
 /// same version, so launching again makes none.
@@ -148,11 +162,7 @@ pub async fn ship_code(
     dir: &Path,
     spec: &liftoff_types::LaunchSpec,
 ) -> anyhow::Result<String> {
-    let Some(argv) = spec.overrides.entry_point.clone().filter(|a| !a.is_empty()) else {
-        bail!("--code needs the command to run after `--`");
-    };
-    let entrypoint = shlex::try_join(argv.iter().map(String::as_str))
-        .with_context(|| format!("the command {argv:?} cannot be written as one line"))?;
+    let entrypoint = entrypoint_of(spec, "--code needs the command to run after `--`")?;
     let common = Common {
         name: None,
         entrypoint,
@@ -182,11 +192,10 @@ pub async fn ship_git(
     git: &super::launch::GitSource,
     spec: &liftoff_types::LaunchSpec,
 ) -> anyhow::Result<String> {
-    let Some(argv) = spec.overrides.entry_point.clone().filter(|a| !a.is_empty()) else {
-        bail!("a spec with uri (a git repository) needs overrides.entry_point: the command to run in it");
-    };
-    let entrypoint = shlex::try_join(argv.iter().map(String::as_str))
-        .with_context(|| format!("the command {argv:?} cannot be written as one line"))?;
+    let entrypoint = entrypoint_of(
+        spec,
+        "a spec with uri (a git repository) needs overrides.entry_point: the command to run in it",
+    )?;
     // A full commit id pins it; anything else (a branch, a tag, a short id) is resolved now.
     let full = git
         .version
