@@ -55,7 +55,15 @@ impl Agent {
             }
             resources.insert(queue, resource);
         }
+        // The server hears from the agent no earlier than this: its lease runs from here.
+        let heard = tokio::time::Instant::now();
         let (id, name) = identity(&client, &config, &journal).await?;
+        let limits = until_answered("reading the server's limits", client.url(), || {
+            client.limits()
+        })
+        .await
+        .map_err(|e| StartError::Register(e.to_string()))?;
+        let lease = crate::lease::Lease::new(crate::lease::Terms::from_limits(&limits), heard);
         let (stopping, _) = watch::channel(false);
         let max_jobs = config.max_jobs;
         let base_env = Arc::new(crate::env::inherited(agent_env));
@@ -83,6 +91,11 @@ impl Agent {
             changed: Notify::new(),
             status: Mutex::new(AgentStatus::Starting),
             stopping,
+            lease,
+            store_id: limits
+                .get("store_id")
+                .and_then(|v| v.as_str())
+                .map(str::to_string),
         }))
     }
 
@@ -91,6 +104,7 @@ impl Agent {
     pub async fn run(self: Arc<Self>, mut control: mpsc::Receiver<Control>) {
         let (beats_done, beats_done_rx) = watch::channel(false);
         let beat = tokio::spawn(self.clone().heartbeat_loop(beats_done_rx));
+        let lapse = tokio::spawn(self.clone().lapse_watch());
         let printer = tokio::spawn(self.clone().status_loop());
         let reconciler = tokio::spawn(crate::item::reconcile_every(
             self.clone(),
@@ -100,6 +114,9 @@ impl Agent {
             self.clone(),
             Duration::from_secs(60),
         ));
+        // The supervisor a crashed agent left holds that agent's lease: renewed before the
+        // runs are re-adopted, or it could stop them under this agent.
+        self.lease_renewed(self.lease.start()).await;
         crate::item::readopt(&self).await;
         // Directories for the first runs, made while there is nothing else to do.
         let me = self.clone();
@@ -152,6 +169,15 @@ impl Agent {
                     _ = stop_asked(&mut asked) => continue,
                 }
             }
+            if self.lease.is_lapsed() {
+                // Work taken now could not start (the supervisor refuses runs until a beat
+                // renews the lease), and the server may be gone.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    c = control.recv() => { stop_now = self.on_control(c); continue }
+                    _ = stop_asked(&mut asked) => continue,
+                }
+            }
             let request = LeaseRequest {
                 queues,
                 max: if schedulers_only {
@@ -191,6 +217,7 @@ impl Agent {
         let _ = tokio::task::spawn_blocking(move || me.spares.put_away()).await;
         let _ = beats_done.send(true);
         let _ = beat.await;
+        lapse.abort();
         printer.abort();
         reconciler.abort();
         sweeper.abort();
@@ -300,23 +327,33 @@ impl Agent {
                 wait_ms: if stopping {
                     0
                 } else {
-                    self.config.heartbeat_every.as_millis() as u64
+                    self.beat_wait().as_millis() as u64
                 },
             };
+            let sent = tokio::time::Instant::now();
             let call = self.client.heartbeat(self.id, &beat);
+            // A beat that has not come back by the lease's end counts as failed then.
+            let lapse = async {
+                match self.lease.deadline() {
+                    Some(at) if !self.lease.is_lapsed() => tokio::time::sleep_until(at).await,
+                    _ => std::future::pending().await,
+                }
+            };
             let result = if stopping {
                 // Finished, never cut: a beat cut mid-flight could land after the final
                 // `stopped` one and overwrite it.
-                call.await
+                call.await.map_err(|e| e.to_string())
             } else {
                 tokio::select! {
-                    r = call => r,
+                    r = call => r.map_err(|e| e.to_string()),
+                    () = lapse => Err("no answer within the agent timeout".to_string()),
                     _ = done.changed() => return,
                 }
             };
             let failed = result.is_err();
             match result {
                 Ok(reply) => {
+                    self.lease_renewed(sent).await;
                     for item in reply.stop_items {
                         self.stop_item(item, StopWhy::Asked);
                     }
@@ -341,6 +378,56 @@ impl Agent {
                 _ = done.changed() => return,
             }
         }
+    }
+
+    /// How long a heartbeat waits on the server: the configured wait, at most a third of
+    /// the server's agent timeout (so the lease is renewed in time).
+    fn beat_wait(&self) -> Duration {
+        match self.lease.terms {
+            Some(terms) => terms.beat_wait(self.config.heartbeat_every),
+            None => self.config.heartbeat_every,
+        }
+    }
+
+    /// A beat sent at `sent` was answered: the lease runs from then, and the runners hear.
+    async fn lease_renewed(&self, sent: tokio::time::Instant) {
+        let (left, change) = self.lease.renewed(sent);
+        let Some(terms) = self.lease.terms else {
+            return;
+        };
+        for runner in self.runners.iter() {
+            runner.renew_lease(left, terms.grace).await;
+        }
+        if change == crate::lease::Change::Back {
+            self.lease.resume();
+            eprintln!("agent {}: the server answers again", self.name);
+        }
+    }
+
+    /// Wakes at the lease's end and, when no beat has renewed it meanwhile, stops the runs.
+    async fn lapse_watch(self: Arc<Self>) {
+        loop {
+            match self.lease.deadline() {
+                Some(at) if !self.lease.is_lapsed() => tokio::time::sleep_until(at).await,
+                Some(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                None => return,
+            }
+            if self.lease.unanswered() == crate::lease::Change::Lapsed {
+                self.lease_lapsed();
+            }
+        }
+    }
+
+    /// The server has not answered for its agent timeout: it declares this agent lost and
+    /// may give its items to others, so every run of this agent stops now.
+    fn lease_lapsed(&self) {
+        let timeout = self.lease.terms.map_or(0, |t| t.timeout.as_secs());
+        eprintln!(
+            "agent {}: no answer from the server for {timeout}s (its agent timeout): stopping \
+             every run, as the server may give their items to other agents",
+            self.name
+        );
+        lock(&self.slots).stop_all(None, StopWhy::Lapsed);
     }
 
     /// Prints the status line when it changes, and every 300 s (20 s at verbosity 1).

@@ -12,6 +12,7 @@ pub mod config;
 pub mod env;
 mod item;
 pub mod journal;
+mod lease;
 mod outbox;
 mod report;
 mod scheduler;

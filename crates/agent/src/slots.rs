@@ -26,6 +26,9 @@ pub enum StopWhy {
     AgentStopping,
     /// Stop now (a second signal).
     Now,
+    /// The agent's lease lapsed: the server no longer counts it alive (see
+    /// [`crate::lease`]).
+    Lapsed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -43,6 +43,11 @@ pub struct Agent {
     pub(crate) changed: Notify,
     pub(crate) status: Mutex<AgentStatus>,
     pub(crate) stopping: watch::Sender<bool>,
+    /// The server's store, as `/limits` names it (none from an earlier server): with an
+    /// item's id, what names an item across the servers that share a backend.
+    pub(crate) store_id: Option<String>,
+    /// The agent's lease on its runs (see [`crate::lease`]).
+    pub(crate) lease: crate::lease::Lease,
 }
 
 impl Agent {

@@ -709,3 +709,58 @@ async fn one_agent_serves_a_local_a_container_and_a_slurm_queue_at_once() {
     );
     assert!(seen[2].1.get("job_id").is_some(), "{:?}", seen[2].1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_agents_container_is_removed_before_the_items_next_attempt_starts() {
+    let Some(host) = engine("LIFTOFF_TEST_DOCKER") else {
+        return;
+    };
+    let server = ServerProcess::start_with(&[
+        "server",
+        "--bind",
+        "127.0.0.1:0",
+        "--agent-timeout",
+        "3",
+        "--lost-grace",
+        "4",
+    ]);
+    let client = server.client();
+    let mut queue = NewQueue::named("box");
+    queue.resource = ResourceType::Container;
+    queue.requeue_lost = true;
+    client.create_queue(&queue).await.unwrap();
+    let dir = server.dir.path();
+    let config = agent_config(dir, &host, "");
+    let args = ["--queue", "box", "--config", config.to_str().unwrap()];
+    let mut first = server.agent(&dir.join("a"), &args);
+    let item = client
+        .enqueue("box", &in_image(BUSYBOX, "sleep 300"))
+        .await
+        .unwrap()
+        .id;
+    let first_run = wait_running(&client, item).await;
+    first.kill9();
+    // The container outlives its agent; the agent that takes the next attempt (on the same
+    // engine) removes it before it starts its own.
+    let _second = server.agent(&dir.join("b"), &args);
+    wait_async(
+        "the next attempt to run",
+        Duration::from_secs(60),
+        || async {
+            let Some(run) = client.get_item(item).await.unwrap().run_id else {
+                return false;
+            };
+            run != first_run && client.get_run(&run).await.unwrap().state == RunState::Running
+        },
+    )
+    .await;
+    assert_eq!(
+        containers_of(&host, first_run.as_str()).trim(),
+        "",
+        "the first attempt's container is still there beside the second"
+    );
+    let second_run = client.get_item(item).await.unwrap().run_id.unwrap();
+    assert_ne!(containers_of(&host, second_run.as_str()).trim(), "");
+    client.cancel_item(item).await.unwrap();
+    wait_ended(&client, item, Duration::from_secs(30)).await;
+}

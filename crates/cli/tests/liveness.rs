@@ -76,85 +76,170 @@ fi
 exec /usr/bin/python3 "$@"
 "#;
 
+/// An item of a queue that allows one attempt, acked by an agent and held in its build (so
+/// it never starts), and what it takes to let it go on.
+struct Held {
+    item: ItemId,
+    ledger: std::path::PathBuf,
+    hold: std::path::PathBuf,
+    held: std::path::PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl Held {
+    async fn make(server: &ServerProcess, state: &std::path::Path) -> (Held, common::AgentProcess) {
+        let client = server.client();
+        let mut once = NewQueue::named("once");
+        once.max_attempts = 1;
+        client.create_queue(&once).await.unwrap();
+        let dir = server.dir.path();
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let python = bin.join("python3");
+        std::fs::write(&python, PYTHON).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let code = dir.join("code");
+        std::fs::create_dir_all(&code).unwrap();
+        std::fs::write(code.join("requirements.txt"), "").unwrap();
+        let ledger = dir.join("ledger");
+        let (hold, held) = (dir.join("hold"), dir.join("held"));
+        std::fs::write(&hold, "").unwrap();
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let env = vec![
+            ("PATH".to_string(), path),
+            ("HOLD".to_string(), hold.display().to_string()),
+            ("HELD".to_string(), held.display().to_string()),
+        ];
+        let held_item = Held {
+            item: ItemId(0),
+            ledger,
+            hold,
+            held,
+            env,
+        };
+        let agent = held_item.agent(server, state);
+        let entry = format!("sh -c 'echo ran >> {}'", held_item.ledger.display());
+        common::ok(&server.run(&[
+            "job",
+            "create",
+            "code",
+            code.to_str().unwrap(),
+            "--name",
+            "held",
+            "--entrypoint",
+            &entry,
+        ]));
+        let spec = LaunchSpec {
+            job: Some("held".into()),
+            ..LaunchSpec::default()
+        };
+        let item = client.enqueue("once", &spec).await.unwrap().id;
+        // Acked (claimed, its run made) and held in its build: nothing of it has started.
+        common::wait_for("the build to be held", Duration::from_secs(30), || {
+            held_item.held.exists()
+        });
+        assert_eq!(
+            client.get_item(item).await.unwrap().state,
+            ItemState::Claimed
+        );
+        (Held { item, ..held_item }, agent)
+    }
+
+    fn agent(&self, server: &ServerProcess, state: &std::path::Path) -> common::AgentProcess {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        server.agent_with_env(state, &["--queue", "once"], &env)
+    }
+
+    /// Ends the held build (its agent was killed) and lets later builds through.
+    fn release(&self) {
+        let pid: i32 = std::fs::read_to_string(&self.held)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        std::fs::remove_file(&self.hold).unwrap();
+    }
+
+    /// The item finished, with no attempt counted, and ran exactly once.
+    async fn ran_once(&self, client: &Client) {
+        wait_async("the item to end", Duration::from_secs(60), || async {
+            client
+                .get_item(self.item)
+                .await
+                .unwrap()
+                .state
+                .is_terminal()
+        })
+        .await;
+        let shown = client.get_item(self.item).await.unwrap();
+        assert_eq!(shown.state, ItemState::Finished, "{:?}", shown.failure);
+        assert_eq!(shown.attempts, 0, "a run that never started is no attempt");
+        let ran = std::fs::read_to_string(&self.ledger).unwrap();
+        assert_eq!(ran, "ran\n", "it ran exactly once");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_item_acked_but_never_started_runs_once_after_its_agent_restarts() {
     let server = ServerProcess::start();
     let client = server.client();
-    let mut once = NewQueue::named("once");
-    once.max_attempts = 1;
-    client.create_queue(&once).await.unwrap();
-    let dir = server.dir.path();
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let python = bin.join("python3");
-    std::fs::write(&python, PYTHON).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let code = dir.join("code");
-    std::fs::create_dir_all(&code).unwrap();
-    std::fs::write(code.join("requirements.txt"), "").unwrap();
-    let ledger = dir.join("ledger");
-    let (hold, held) = (dir.join("hold"), dir.join("held"));
-    std::fs::write(&hold, "").unwrap();
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
-    let env = [
-        ("PATH", path.as_str()),
-        ("HOLD", hold.to_str().unwrap()),
-        ("HELD", held.to_str().unwrap()),
-    ];
-    let state = dir.join("agent");
-    let mut agent = server.agent_with_env(&state, &["--queue", "once"], &env);
-    let entry = format!("sh -c 'echo ran >> {}'", ledger.display());
-    common::ok(&server.run(&[
-        "job",
-        "create",
-        "code",
-        code.to_str().unwrap(),
-        "--name",
-        "held",
-        "--entrypoint",
-        &entry,
-    ]));
-    let item = client
-        .enqueue(
-            "once",
-            &LaunchSpec {
-                job: Some("held".into()),
-                ..LaunchSpec::default()
-            },
-        )
-        .await
-        .unwrap()
-        .id;
-    // Acked (claimed, its run made) and held in its build: nothing of it has started.
-    common::wait_for("the build to be held", Duration::from_secs(30), || {
-        held.exists()
-    });
-    assert_eq!(
-        client.get_item(item).await.unwrap().state,
-        ItemState::Claimed
-    );
+    let state = server.dir.path().join("agent");
+    let (held, mut agent) = Held::make(&server, &state).await;
     agent.kill9();
-    let pid: i32 = std::fs::read_to_string(&held)
-        .unwrap()
-        .trim()
-        .parse()
+    held.release();
+    let _agent = held.agent(&server, &state);
+    held.ran_once(&client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_item_acked_by_an_agent_gone_for_good_runs_once_elsewhere() {
+    // Declared lost 3 s after the kill; the queue allows one attempt and does not requeue
+    // lost runs: an item that never started is no lost run.
+    let server = ServerProcess::start_with(&[
+        "server",
+        "--bind",
+        "127.0.0.1:0",
+        "--agent-timeout",
+        "3",
+        "--lost-grace",
+        "2",
+    ]);
+    let client = server.client();
+    let dir = server.dir.path();
+    let (held, mut agent) = Held::make(&server, &dir.join("a")).await;
+    agent.kill9();
+    held.release();
+    let _other = held.agent(&server, &dir.join("b"));
+    held.ran_once(&client).await;
+    let run = client.get_item(held.item).await.unwrap().run_id.unwrap();
+    let runs = client
+        .list_runs(&liftoff_types::api::RunFilter::default())
+        .await
         .unwrap();
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
+    assert_eq!(
+        runs.len(),
+        2,
+        "the lost, never started run and the one that ran"
     );
-    std::fs::remove_file(&hold).unwrap();
-    let _agent = server.agent_with_env(&state, &["--queue", "once"], &env);
-    wait_async("the item to end", Duration::from_secs(60), || async {
-        client.get_item(item).await.unwrap().state.is_terminal()
-    })
-    .await;
-    let shown = client.get_item(item).await.unwrap();
-    assert_eq!(shown.state, ItemState::Finished, "{:?}", shown.failure);
-    assert_eq!(shown.attempts, 0, "a run that never started is no attempt");
-    let ran = std::fs::read_to_string(&ledger).unwrap();
-    assert_eq!(ran, "ran\n", "it ran exactly once");
+    let lost = runs.iter().find(|r| r.id != run).unwrap();
+    assert_eq!(lost.state, RunState::Lost);
+    assert!(
+        lost.message
+            .as_deref()
+            .unwrap_or("")
+            .contains("before the run started"),
+        "{:?}",
+        lost.message
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

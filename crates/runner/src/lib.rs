@@ -52,6 +52,10 @@ impl RunEnv {
 #[derive(Clone, Debug)]
 pub struct RunSpec {
     pub run_id: RunId,
+    /// The item this run is an attempt of, as `STORE/ITEM` (the server's store id, so that
+    /// items of two servers sharing a backend never meet): a backend whose runs outlive their
+    /// agent ends an earlier attempt's before it starts this one (fencing at the backend).
+    pub attempt_of: Option<String>,
     /// The command, as an argv (a string entrypoint arrives as `["bash", "-c", ...]`).
     pub argv: Vec<String>,
     /// The run's whole environment (runners start from an empty one).
@@ -85,6 +89,9 @@ pub struct Capabilities {
     /// The run sees none of the agent's files: only its own `box/` directory (the metrics
     /// file), and its config read-only. Its output file is the runner's to write.
     pub sandboxed: bool,
+    /// Its runs stop on their own when the agent's lease lapses ([`Runner::renew_lease`]:
+    /// the local supervisor), so the agent does not stop them too.
+    pub keeps_lease: bool,
 }
 
 /// Where a run's metrics file is, in its directory (a sandboxed run's in its `box/`).
@@ -198,6 +205,7 @@ pub trait Runner: Send + Sync {
             runs_at_launch: false,
             keeps_ended: false,
             sandboxed: false,
+            keeps_lease: false,
         }
     }
 
@@ -249,6 +257,14 @@ pub trait Runner: Send + Sync {
 
     /// The runs this runner finds on its backend, labelled as liftoff's.
     async fn owned(&self) -> RunnerResult<Vec<Handle>>;
+
+    /// The agent's lease on its runs, renewed after each heartbeat its server answered: once
+    /// `left` passes without a renewal, the server may declare the agent lost and give its
+    /// items to another agent, so runs that live on without the agent must stop then
+    /// (`grace` between the polite and the forced stop). The local runner hands it to its
+    /// supervisor; the others need nothing (a live agent stops their runs itself when its
+    /// lease lapses, and the next attempt's agent ends what a dead one left).
+    async fn renew_lease(&self, _left: Duration, _grace: Duration) {}
 
     /// Forgets a run whose end the server has: removes what the backend keeps of it (a
     /// stopped container). Also for what [`Runner::owned`] finds that no run of the agent's

@@ -24,6 +24,12 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The store's id among its secrets (not a secret: it names the store to agents).
+const STORE_ID: &str = "store_id";
+
+/// How long a lost agent's started items wait, by default.
+pub const DEFAULT_LOST_GRACE: Duration = Duration::from_secs(10);
+
 /// How the server runs. Built in code by tests and by the CLI from its flags.
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
@@ -34,6 +40,9 @@ pub struct ServerConfig {
     pub reaper_every: Duration,
     /// An agent not heard from for this long is `lost`, and its work is handed back.
     pub agent_timeout: Duration,
+    /// How long a lost agent's started items wait before they are given out again (its
+    /// machine stops them meanwhile).
+    pub lost_grace: Duration,
     /// Where uploaded code archives are kept (content-addressed); `None`: the server takes
     /// no uploads.
     pub artifacts: Option<std::path::PathBuf>,
@@ -54,6 +63,7 @@ impl ServerConfig {
             body_limit: 8 * 1024 * 1024,
             reaper_every: Duration::from_secs(1),
             agent_timeout: Duration::from_secs(30),
+            lost_grace: DEFAULT_LOST_GRACE,
             artifacts: None,
             artifact_limit: 256 * 1024 * 1024,
             retention: None,
@@ -81,7 +91,7 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot read the run token key from the store")]
+    #[error("cannot read the run token key or the store id from the store")]
     RunKey(#[source] liftoff_store::StoreError),
 }
 
@@ -115,9 +125,16 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
         .secret(auth::RUN_KEY, &fresh)
         .await
         .map_err(StartError::RunKey)?;
+    let store_id = store
+        .secret(STORE_ID, &hex::encode(rand::random::<[u8; 6]>()))
+        .await
+        .map_err(StartError::RunKey)?;
     let state = AppState {
         store,
         agent_timeout: config.agent_timeout,
+        lost_grace: config.lost_grace,
+        store_id,
+        started: std::time::Instant::now(),
         wakers: Arc::default(),
         auth: Arc::new(auth::Auth::new(config.auth, &run_key)),
         artifacts: config.artifacts.as_deref().map(|dir| {

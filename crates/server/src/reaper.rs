@@ -35,12 +35,26 @@ async fn expire_leases(state: &AppState) -> usize {
 }
 
 async fn lose_agents(state: &AppState) -> usize {
+    if state.started.elapsed() < state.agent_timeout {
+        // Agents could not beat while this server was down: they get a full timeout.
+        return 0;
+    }
     let now = now_ms();
     let cutoff = now - state.agent_timeout.as_millis() as i64;
-    match state.store.lose_agents(cutoff, now).await {
+    let hold_until = now + state.lost_grace.as_millis() as i64;
+    match state.store.lose_agents(cutoff, now, hold_until).await {
         Ok(lost) => {
-            for queue in &lost.requeued {
-                state.wakers.wake(&queue_key(queue));
+            if !lost.requeued.is_empty() {
+                // Their items may be leased once the hold is over: the queues' long-polls
+                // are woken then (a restart before it loses the wake, and the next poll,
+                // at most a poll's wait later, takes them).
+                let (state, queues) = (state.clone(), lost.requeued.clone());
+                tokio::spawn(async move {
+                    tokio::time::sleep(state.lost_grace).await;
+                    for queue in &queues {
+                        state.wakers.wake(&queue_key(queue));
+                    }
+                });
             }
             for run in &lost.runs {
                 state.wakers.wake(&run_key(run));

@@ -10,6 +10,15 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// An agent not heard from for this long is declared lost.
     pub agent_timeout: std::time::Duration,
+    /// How long a lost agent's started items wait before another agent may take them: the
+    /// time its machine has to stop them (agents learn it, and stop runs within half of it).
+    pub lost_grace: std::time::Duration,
+    /// The store's own id, the same for every server of it (made by the first): agents name
+    /// items across servers sharing a backend with it.
+    pub store_id: String,
+    /// When this server started: no agent is declared lost before it has been up for
+    /// `agent_timeout` (while it was down, no agent could reach it).
+    pub started: std::time::Instant,
     pub wakers: Arc<Wakers>,
     pub auth: Arc<Auth>,
     /// Uploaded code archives, by digest.

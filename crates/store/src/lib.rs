@@ -282,8 +282,14 @@ pub trait Store: Send + Sync + 'static {
     async fn request_agent_stop(&self, id: AgentId, now: Millis) -> StoreResult<Agent>;
     /// Declares lost every agent not heard from since `cutoff`: its leased items go back
     /// (counting an attempt), its runs become `lost` (their items fail with phase `agent`,
-    /// or go back when their queue has `requeue_lost`).
-    async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents>;
+    /// or go back when their queue has `requeue_lost` or the run never started, and are
+    /// not leased again before `hold_until`).
+    async fn lose_agents(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        hold_until: Millis,
+    ) -> StoreResult<LostAgents>;
     /// Removes ended items (not a sweep's) last changed before `cutoff`, with their runs,
     /// logs, metrics, warnings and files, and agents stopped or lost before it that hold
     /// nothing; with `dry_run`, only counts them.

@@ -172,6 +172,32 @@ pub fn failed_message(up: &RunUpdate) -> String {
     })
 }
 
+/// A lost agent's claimed items, with their runs, fences, queues and whether each run never
+/// started (still `starting`, with the ack's empty handle and no start: the agent had it in
+/// line, or was making it ready).
+pub const LOST_RUNS: &str = "SELECT i.run_id, i.fence, q.name,
+        r.state = 'starting' AND r.handle = '{}' AND r.started_at_ms IS NULL
+     FROM items i JOIN queues q ON q.id = i.queue_id JOIN runs r ON r.id = i.run_id
+     WHERE i.agent_id = ?1 AND i.state = 'claimed'";
+
+/// The report the reaper makes for a lost agent's run.
+pub fn lost_update(agent: liftoff_types::AgentId, fence: i64, never_started: bool) -> RunUpdate {
+    let message = if never_started {
+        format!("agent {agent} stopped sending heartbeats before the run started")
+    } else {
+        format!("agent {agent} stopped sending heartbeats")
+    };
+    RunUpdate {
+        started_at_ms: None,
+        fence,
+        state: RunState::Lost,
+        exit_code: None,
+        message: Some(message),
+        handle: None,
+        not_started: never_started,
+    }
+}
+
 /// The item's failure message when its run was lost.
 pub fn lost_message(up: &RunUpdate) -> String {
     up.message

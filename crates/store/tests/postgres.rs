@@ -98,8 +98,8 @@ async fn replicas_reaping_at_once_hand_each_item_back_once() {
     );
     assert_eq!(back.len(), 300);
     let (la, lb) = tokio::join!(
-        async { a.lose_agents(later, later).await.unwrap() },
-        async { b.lose_agents(later, later).await.unwrap() },
+        async { a.lose_agents(later, later, later).await.unwrap() },
+        async { b.lose_agents(later, later, later).await.unwrap() },
     );
     assert_eq!(
         la.agents.len() + lb.agents.len(),

@@ -68,6 +68,7 @@ pub(super) async fn report_end(
         not_started: false,
     };
     let report = match (status, stopped) {
+        (_, Some(StopWhy::Lapsed)) => update(RunState::Lost, None, Some(lapsed_message(agent))),
         (RunStatus::Exited(exit), Some(why)) => {
             let message = match why {
                 StopWhy::Asked => "stopped on request".to_string(),
@@ -129,6 +130,15 @@ pub(super) async fn report_end(
     }
     tracing::debug!(item = %entry.item_id, "reported");
     true
+}
+
+/// Why a run stopped when the agent's lease lapsed.
+pub(super) fn lapsed_message(agent: &Agent) -> String {
+    let timeout = agent.lease.terms.map_or(0, |t| t.timeout.as_secs());
+    format!(
+        "stopped: its agent had no answer from the server for {timeout}s (the agent timeout), \
+         so that no second copy runs beside another agent's"
+    )
 }
 
 /// Fails an acked item with the run's output tail attached.

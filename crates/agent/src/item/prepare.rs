@@ -117,6 +117,7 @@ pub(crate) async fn prepare(
             .insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
     }
     Ok(RunSpec {
+        attempt_of: agent.store_id.as_ref().map(|s| format!("{s}/{}", item.id)),
         run_id: run_id.clone(),
         argv,
         env,

@@ -22,7 +22,11 @@ pub(super) async fn start(
     mut stop: watch::Receiver<StopWhy>,
 ) {
     let (fence, run_id, item) = (entry.fence, entry.run_id.clone(), entry.item_id);
-    if *stop.borrow() != StopWhy::No {
+    let why = *stop.borrow();
+    if why == StopWhy::Lapsed {
+        return never_started(agent, &entry, RunState::Lost, LAPSED_BEFORE_START).await;
+    }
+    if why != StopWhy::No {
         return never_started(
             agent,
             &entry,
@@ -53,6 +57,7 @@ pub(super) async fn start(
             if withdrawn {
                 let (state, message) = match why {
                     StopWhy::Asked => (RunState::Stopped, "stopped before it started"),
+                    StopWhy::Lapsed => (RunState::Lost, LAPSED_BEFORE_START),
                     _ => (RunState::Preempted, "the agent stopped before the run started"),
                 };
                 return never_started(agent, &entry, state, message).await;
@@ -101,7 +106,12 @@ pub(super) async fn start(
     watch_run(agent, runner, entry, stop, Some(report), started).await;
 }
 
-/// Reports an acked item whose run never started (stopped, or handed back as preempted).
+/// Why a run that never started was given back when the agent's lease lapsed.
+const LAPSED_BEFORE_START: &str =
+    "its agent had no answer from the server for the agent timeout before the run started";
+
+/// Reports an acked item whose run never started (stopped, handed back as preempted, or
+/// given back as lost and never started when the agent's lease lapsed).
 pub(super) async fn never_started(
     agent: &Arc<Agent>,
     entry: &Entry,
@@ -115,7 +125,7 @@ pub(super) async fn never_started(
         exit_code: None,
         message: Some(message.to_string()),
         handle: None,
-        not_started: false,
+        not_started: state == RunState::Lost,
     };
     let _ = agent.outbox.report(&entry.run_id, update).await;
     let _ = agent.journal.forget(&entry.run_id);

@@ -105,12 +105,18 @@ pub(super) async fn watch_run(
             why = asked_to_stop(&mut stop) => {
                 stopped = Some(why);
                 let grace = match why {
-                    StopWhy::Asked => agent.config.stopped_run_timeout,
-                    StopWhy::AgentStopping => AGENT_STOP_GRACE,
-                    StopWhy::Now | StopWhy::No => Duration::ZERO,
+                    StopWhy::Asked => Some(agent.config.stopped_run_timeout),
+                    StopWhy::AgentStopping => Some(AGENT_STOP_GRACE),
+                    // The supervisor stops it at the same moment: a second SIGTERM would
+                    // reach a run busy with the first.
+                    StopWhy::Lapsed if runner.capabilities().keeps_lease => None,
+                    StopWhy::Lapsed => agent.lease.terms.map(|t| t.grace),
+                    StopWhy::Now | StopWhy::No => Some(Duration::ZERO),
                 };
-                if let Err(e) = runner.cancel(&handle, grace).await {
-                    tracing::warn!(run = %entry.run_id, error = %e, "stopping the run failed");
+                if let Some(grace) = grace {
+                    if let Err(e) = runner.cancel(&handle, grace).await {
+                        tracing::warn!(run = %entry.run_id, error = %e, "stopping the run failed");
+                    }
                 }
                 runner.wait(&handle).await
             }

@@ -409,6 +409,7 @@ async fn runner_floor(dir: &Path, runs: usize, concurrency: usize) -> anyhow::Re
     };
     let spec = |i: usize| -> anyhow::Result<RunSpec> {
         Ok(RunSpec {
+            attempt_of: None,
             run_id: format!("floor-{i}").parse().map_err(anyhow::Error::msg)?,
             argv: vec!["true".into()],
             env: env.clone(),

@@ -22,8 +22,14 @@ pub struct ServerArgs {
     #[arg(long)]
     pub no_auth: bool,
     /// Seconds without a heartbeat after which an agent is lost and its work handed back.
+    /// Agents stop their runs when they have not reached the server for this long, so it is
+    /// also the longest server outage runs live through (less an agent's heartbeat wait).
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub agent_timeout: u64,
+    /// Seconds a lost agent's started items wait before another agent may take them: the
+    /// time its machine has to stop them (agents force a stop within half of it).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=600))]
+    pub lost_grace: u64,
     #[command(flatten)]
     pub database: DatabaseArgs,
     #[command(flatten)]
@@ -114,6 +120,7 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::local(args.bind);
     config.auth = !args.no_auth;
     config.agent_timeout = std::time::Duration::from_secs(args.agent_timeout);
+    config.lost_grace = std::time::Duration::from_secs(args.lost_grace);
     config.artifact_limit = args.limits.artifact_limit as usize;
     config.retention = args.limits.retention_duration();
     let server = start_local(&g.data_dir(), &args.database, config).await?;

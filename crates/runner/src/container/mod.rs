@@ -45,6 +45,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 /// Label keys on every container the runner makes.
 pub const RUN_LABEL: &str = "liftoff.run-id";
 pub const AGENT_LABEL: &str = "liftoff.agent";
+/// The item a container is an attempt of (`STORE/ITEM`): the next attempt's agent removes
+/// the earlier attempts' containers on the same engine before it starts (an agent that died
+/// left them).
+pub const ITEM_LABEL: &str = "liftoff.item";
 
 /// When to pull a run's image.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -220,6 +224,7 @@ impl ContainerRunner {
         spec: &spec::Container,
         live: &Arc<Live>,
     ) -> Result<(), String> {
+        fence_earlier_attempts(docker, spec).await?;
         let options = CreateContainerOptions {
             name: Some(spec.name.clone()),
             platform: spec.platform.clone().unwrap_or_default(),
@@ -367,6 +372,7 @@ impl Runner for ContainerRunner {
             runs_at_launch: false,
             keeps_ended: true,
             sandboxed: true,
+            keeps_lease: false,
         }
     }
 
@@ -594,6 +600,45 @@ impl Runner for ContainerRunner {
             Err(e) => Err(engine(e)),
         }
     }
+}
+
+/// Removes (killing) the containers of the same item's earlier attempts: an agent declared
+/// lost may have left its run's container going, and two attempts must not run at once.
+async fn fence_earlier_attempts(docker: &Docker, spec: &spec::Container) -> Result<(), String> {
+    let labels = spec.body.labels.clone().unwrap_or_default();
+    let (Some(item), Some(run)) = (labels.get(ITEM_LABEL), labels.get(RUN_LABEL)) else {
+        return Ok(());
+    };
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![format!("{ITEM_LABEL}={item}")],
+        )])),
+        ..Default::default()
+    };
+    let found = docker
+        .list_containers(Some(options))
+        .await
+        .map_err(|e| format!("cannot list earlier attempts' containers: {}", reason(&e)))?;
+    for c in found {
+        let theirs = c.labels.as_ref().and_then(|l| l.get(RUN_LABEL));
+        let (Some(id), true) = (c.id, theirs != Some(run)) else {
+            continue;
+        };
+        tracing::warn!(container = %id, item = %item, "removing an earlier attempt's container");
+        match docker.remove_container(&id, Some(force_remove())).await {
+            Ok(()) => {}
+            Err(e) if status(&e) == Some(404) => {}
+            Err(e) => {
+                return Err(format!(
+                    "an earlier attempt's container {id} could not be removed: {}",
+                    reason(&e)
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn force_remove() -> RemoveContainerOptions {

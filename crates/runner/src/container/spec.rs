@@ -1,11 +1,10 @@
 //! What a run's container is made of: its name, image, command, environment, labels, mounts
 //! and the engine's form of W&B's resource args. Pure: no call to the engine.
 
-use super::{ContainerConfig, AGENT_LABEL, RUN_LABEL};
+use super::{ContainerConfig, AGENT_LABEL, ITEM_LABEL, RUN_LABEL};
 use crate::{RunSpec, RunnerError, RunnerResult};
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig, ResourcesUlimits};
 use liftoff_types::container::{ContainerArgs, Gpus};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// Where the run's `box/` directory (its metrics file) is mounted inside its container, with
@@ -58,10 +57,19 @@ impl Container {
             cmd,
             env: Some(environment(spec, &args, &run_dir)),
             working_dir: args.workdir.clone(),
-            labels: Some(HashMap::from([
-                (RUN_LABEL.to_string(), spec.run_id.to_string()),
-                (AGENT_LABEL.to_string(), config.label.clone()),
-            ])),
+            labels: Some(
+                [
+                    (RUN_LABEL.to_string(), spec.run_id.to_string()),
+                    (AGENT_LABEL.to_string(), config.label.clone()),
+                ]
+                .into_iter()
+                .chain(
+                    spec.attempt_of
+                        .clone()
+                        .map(|item| (ITEM_LABEL.to_string(), item)),
+                )
+                .collect(),
+            ),
             host_config: Some(host_config(spec, &args, config, &run_dir)),
             ..Default::default()
         };
@@ -179,6 +187,7 @@ mod tests {
 
     fn spec(args: serde_json::Value) -> RunSpec {
         RunSpec {
+            attempt_of: None,
             run_id: "r1".parse().unwrap(),
             argv: vec!["python3".into(), "train.py".into()],
             env: crate::RunEnv {

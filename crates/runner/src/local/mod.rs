@@ -57,6 +57,9 @@ impl LocalHandle {
     }
 }
 
+/// How much later than the agent's the supervisor's lease ends (see `renew_lease`).
+const LEASE_MARGIN: Duration = Duration::from_millis(250);
+
 /// How long the supervisor may take to answer a request that does not wait in line.
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
@@ -127,6 +130,8 @@ pub struct LocalRunner {
     ends: SharedEnds,
     next_id: AtomicU64,
     found: Found,
+    /// The agent's lease on its runs (its deadline and grace), given to every connection.
+    lease: Mutex<Option<(tokio::time::Instant, Duration)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -145,6 +150,7 @@ impl LocalRunner {
             ends: Arc::default(),
             next_id: AtomicU64::new(BASE_ID + 1),
             found: Found::default(),
+            lease: Mutex::new(None),
         }
     }
 
@@ -197,12 +203,19 @@ impl LocalRunner {
         make: impl FnOnce(u64, bool) -> R,
     ) -> RunnerResult<()> {
         if writer.is_none() {
-            *writer = Some(Conn {
+            let mut conn = Conn {
                 write: self.connect().await?,
                 base: Base::Unsent,
                 queued: Vec::new(),
                 flushing: false,
-            });
+            };
+            // A new supervisor (or one an earlier agent left) learns the lease first.
+            let lease = *lock(&self.lease);
+            if let Some((deadline, grace)) = lease {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                queue_lease(&mut conn.queued, left, grace);
+            }
+            *writer = Some(conn);
         }
         let Some(conn) = writer.as_mut() else {
             return Ok(());
@@ -339,6 +352,18 @@ fn gone(e: std::io::Error) -> RunnerError {
     RunnerError::Transient(format!("the supervisor went away: {e}"))
 }
 
+/// Puts a lease request in `queued`.
+fn queue_lease(queued: &mut Vec<u8>, left: Duration, grace: Duration) {
+    let request = Request::Lease {
+        id: BASE_ID,
+        ms: left.as_millis() as u64,
+        grace_ms: grace.as_millis() as u64,
+    };
+    if serde_json::to_writer(&mut *queued, &request).is_ok() {
+        queued.push(b'\n');
+    }
+}
+
 /// Reads the supervisor's messages: replies go to their askers, ends to their waiters.
 async fn read_messages(read: tokio::net::unix::OwnedReadHalf, pending: Pending, ends: SharedEnds) {
     read_until_closed(read, &pending, &ends).await;
@@ -401,6 +426,7 @@ impl Runner for LocalRunner {
             runs_at_launch: true,
             keeps_ended: false,
             sandboxed: false,
+            keeps_lease: true,
         }
     }
 
@@ -572,6 +598,23 @@ impl Runner for LocalRunner {
         )))
     }
 
+    async fn renew_lease(&self, left: Duration, grace: Duration) {
+        // A moment after the agent's own end of the lease, so that a live agent has marked
+        // its runs as stopped for the lapse when the supervisor stops them (else a run
+        // killed then reads as failed). Well within the server's wait (twice `grace`).
+        let left = left.saturating_add(LEASE_MARGIN.min(grace / 4));
+        *lock(&self.lease) = Some((tokio::time::Instant::now() + left, grace));
+        // Only a connection there is: a supervisor is not started to be told of a lease.
+        let mut writer = self.writer.lock().await;
+        if let Some(conn) = writer.as_mut() {
+            queue_lease(&mut conn.queued, left, grace);
+            if !conn.flushing {
+                conn.flushing = true;
+                tokio::spawn(flush(self.writer.clone()));
+            }
+        }
+    }
+
     async fn withdraw(&self, run: &RunId) -> RunnerResult<bool> {
         let run_id = run.to_string();
         match self
@@ -654,6 +697,7 @@ mod tests {
 
     fn spec(dir: &Path, run: &str, base: &Arc<BTreeMap<String, String>>) -> RunSpec {
         RunSpec {
+            attempt_of: None,
             run_id: run.parse().unwrap(),
             argv: vec!["true".into()],
             env: crate::RunEnv {

@@ -42,6 +42,11 @@ pub enum Request {
     Withdraw { id: u64, run_id: String },
     /// The runs still alive.
     List { id: u64 },
+    /// The agent's lease on its runs, renewed after every heartbeat its server answered. No
+    /// renewal for `ms`, and the runs are stopped (SIGTERM, `grace_ms`, SIGKILL) and those in
+    /// line dropped: by then the server has declared the agent lost and may give its items to
+    /// another agent. No answer (an older supervisor refuses it, harmlessly).
+    Lease { id: u64, ms: u64, grace_ms: u64 },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

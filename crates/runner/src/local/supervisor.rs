@@ -66,7 +66,27 @@ struct Shared {
     untold: Mutex<Vec<(u64, Vec<u8>)>>,
     /// Signalled when the first end goes into `untold`.
     to_tell: Condvar,
+    /// The agent's lease on the runs (see [`watch_lease`]).
+    lease: Mutex<Lease>,
+    /// Signalled when the lease is renewed.
+    renewed: Condvar,
 }
+
+/// The agent's lease: none until an agent sends one (an agent of an earlier version never
+/// does, and its runs are never stopped for it).
+#[derive(Default)]
+struct Lease {
+    deadline: Option<Instant>,
+    /// The lease's length as last given, for the log.
+    length: Duration,
+    grace: Duration,
+    /// Passed and acted on; a renewal clears it.
+    lapsed: bool,
+}
+
+/// What a run in line, or a spawn asked for, hears once the lease has lapsed.
+const LAPSED: &str =
+    "the agent's lease lapsed (no word from its server): no run starts until it is renewed";
 
 #[derive(Default)]
 struct Line {
@@ -137,6 +157,12 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
             .stack_size(THREAD_STACK)
             .spawn(move || tell(&shared))?;
     }
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || watch_lease(&shared))?;
+    }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let shared = shared.clone();
@@ -187,6 +213,10 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
                     error: "a spawn over a base environment this connection never sent".into(),
                 })
             }
+            Ok(Request::Spawn { id, .. }) if lock(&shared.lease).lapsed => Some(Message::Refused {
+                id,
+                error: LAPSED.into(),
+            }),
             Ok(request @ Request::Spawn { .. }) => {
                 let over_base = matches!(request, Request::Spawn { base: true, .. });
                 // Into the line, always: a start waits for the new process to exec, and
@@ -217,6 +247,14 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
                     withdrawn: line.waiting.len() < before,
                 })
             }
+            Ok(Request::Lease { ms, grace_ms, .. }) => {
+                renew(
+                    &shared,
+                    Duration::from_millis(ms),
+                    Duration::from_millis(grace_ms),
+                );
+                None
+            }
             Ok(Request::List { id }) => Some(Message::Running {
                 id,
                 runs: lock(&shared.children).live.values().cloned().collect(),
@@ -233,6 +271,96 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
     // Runs this agent left waiting are not started for nobody.
     lock(&shared.line).waiting.retain(|w| w.conn != conn);
     lock(&shared.conns).retain(|(c, _)| *c != conn);
+}
+
+/// Renews the agent's lease for `length` from now.
+fn renew(shared: &Shared, length: Duration, grace: Duration) {
+    let mut lease = lock(&shared.lease);
+    if lease.lapsed {
+        eprintln!("liftoff supervisor: the agent's lease is renewed; runs may start again");
+    }
+    *lease = Lease {
+        deadline: Some(Instant::now() + length),
+        length,
+        grace,
+        lapsed: false,
+    };
+    shared.renewed.notify_all();
+}
+
+/// The supervisor's side of the agent's lease (HTCondor's job lease): when the agent has not
+/// renewed it in time, its server has declared it lost (or is about to) and may give its
+/// items to another agent, so the runs here must not go on beside their next attempts.
+fn watch_lease(shared: &Shared) {
+    let mut lease = lock(&shared.lease);
+    loop {
+        let due = match lease.deadline {
+            Some(deadline) if !lease.lapsed => deadline,
+            _ => {
+                lease = shared
+                    .renewed
+                    .wait(lease)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+        };
+        let now = Instant::now();
+        if now < due {
+            lease = shared
+                .renewed
+                .wait_timeout(lease, due - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+            continue;
+        }
+        lease.lapsed = true;
+        let (length, grace) = (lease.length, lease.grace);
+        drop(lease);
+        lapse(shared, length, grace);
+        lease = lock(&shared.lease);
+    }
+}
+
+/// Stops every run (SIGTERM to its group, `grace`, then SIGKILL) and drops the runs in line,
+/// which are told they were refused.
+fn lapse(shared: &Shared, length: Duration, grace: Duration) {
+    use nix::sys::signal::{killpg, Signal};
+    let dropped: Vec<Waiting> = lock(&shared.line).waiting.drain(..).collect();
+    for waiting in &dropped {
+        if let Request::Spawn { id, .. } = waiting.request {
+            let refused = Message::Refused {
+                id,
+                error: LAPSED.into(),
+            };
+            shared.send_to(waiting.conn, &refused);
+        }
+    }
+    let groups = || -> Vec<i32> { lock(&shared.children).live.keys().copied().collect() };
+    let live = groups();
+    eprintln!(
+        "liftoff supervisor: the agent's lease lapsed (not renewed for {} ms): stopping {} run(s) \
+         (SIGTERM, SIGKILL after {} ms), {} waiting run(s) dropped",
+        length.as_millis(),
+        live.len(),
+        grace.as_millis(),
+        dropped.len()
+    );
+    for pid in &live {
+        let _ = killpg(nix::unistd::Pid::from_raw(*pid), Signal::SIGTERM);
+    }
+    let until = Instant::now() + grace;
+    while Instant::now() < until && !groups().is_empty() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Every group a run began, and any run that started meanwhile: a process of the group
+    // may outlive its leader.
+    let mut all = live;
+    all.extend(groups());
+    for pid in all {
+        if !procs::group_members(pid).is_empty() {
+            let _ = killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+    }
 }
 
 /// Whether a spawn request may start now; if so, counts it as starting (the caller holds
@@ -392,7 +520,19 @@ fn wait_for(pid: i32) -> Exit {
 /// Starts a spawn request counted as starting by [`reserve`] (its environment over `base`,
 /// when it has one); the answer for its asker.
 fn start(shared: &Arc<Shared>, request: Request, base: Option<&Vec<(String, String)>>) -> Message {
-    let answer = start_reserved(shared, request, base);
+    let answer = if lock(&shared.lease).lapsed {
+        // Taken from the line just as the lease lapsed.
+        let id = match request {
+            Request::Spawn { id, .. } => id,
+            _ => 0,
+        };
+        Message::Refused {
+            id,
+            error: LAPSED.into(),
+        }
+    } else {
+        start_reserved(shared, request, base)
+    };
     if matches!(answer, Message::Refused { .. }) {
         // Never started: its place goes back (its worker takes the next in line).
         lock(&shared.children).starting -= 1;
@@ -744,6 +884,65 @@ mod tests {
         assert!(
             matches!(next(), Some(Message::Exited { ref run_id, exit, .. }) if run_id == "r2" && exit.signal == Some(9))
         );
+    }
+
+    #[test]
+    fn a_lapsed_lease_stops_the_runs_drops_the_line_and_refuses_spawns_until_renewed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (agent, supervisor) = UnixStream::pair().unwrap();
+        let shared = Arc::new(Shared::default());
+        for part in [serve as fn(Arc<Shared>, UnixStream), |s, _| watch_lease(&s)] {
+            let (shared, stream) = (shared.clone(), supervisor.try_clone().unwrap());
+            std::thread::spawn(move || part(shared, stream));
+        }
+        agent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut to = agent.try_clone().unwrap();
+        let mut from = BufReader::new(agent).lines();
+        let mut ask = |request: &Request| {
+            let mut line = serde_json::to_vec(request).unwrap();
+            line.push(b'\n');
+            to.write_all(&line).unwrap();
+        };
+        let mut next =
+            || -> Message { serde_json::from_str(&from.next().unwrap().unwrap()).unwrap() };
+        ask(&Request::Lease {
+            id: 0,
+            ms: 300,
+            grace_ms: 200,
+        });
+        // Deaf to SIGTERM: only the forced stop after the grace ends it.
+        ask(&run_request(1, dir.path(), "trap '' TERM; exec sleep 30"));
+        assert!(matches!(next(), Message::Spawned { id: 1, .. }));
+        let mut waiting = run_request(2, dir.path(), "echo ran > ran2");
+        if let Request::Spawn { limit, .. } = &mut waiting {
+            *limit = Some(1);
+        }
+        ask(&waiting);
+        let begun = Instant::now();
+        assert!(
+            matches!(next(), Message::Refused { id: 2, ref error } if error.contains("lapsed")),
+            "the run in line is dropped"
+        );
+        assert!(
+            matches!(next(), Message::Exited { ref run_id, exit, .. } if run_id == "r1" && exit.signal == Some(9))
+        );
+        assert!(
+            begun.elapsed() >= Duration::from_millis(150),
+            "killed before the grace"
+        );
+        ask(&run_request(3, dir.path(), "echo ran > ran3"));
+        assert!(matches!(next(), Message::Refused { id: 3, .. }));
+        ask(&Request::Lease {
+            id: 0,
+            ms: 10_000,
+            grace_ms: 200,
+        });
+        ask(&run_request(4, dir.path(), "exit 0"));
+        assert!(matches!(next(), Message::Spawned { id: 4, .. }));
+        assert!(matches!(next(), Message::Exited { ref run_id, .. } if run_id == "r4"));
+        assert!(!dir.path().join("ran2").exists() && !dir.path().join("ran3").exists());
     }
 
     /// Waits (up to 10 s) until the supervisor has written a run's exit file.

@@ -333,6 +333,7 @@ mod tests {
 
     fn spec(args: Value) -> RunSpec {
         RunSpec {
+            attempt_of: None,
             run_id: "r1".parse().unwrap(),
             argv: vec!["python3".into(), "it's.py".into()],
             env: crate::RunEnv {

@@ -84,16 +84,20 @@ pub async fn prune(
 }
 
 /// The server's limits, for clients to check against before sending (the archive limit
-/// before packing a code directory).
+/// before packing a code directory), and the agent lease's terms: an agent whose heartbeat
+/// is not answered for `agent_timeout_ms` stops its runs, within half of `lost_grace_ms`.
 #[utoipa::path(get, path = "/api/v1/limits", tag = "meta", responses((status = 200, body = Object)))]
 pub async fn limits(
     caller: crate::auth::Caller,
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<Json<serde_json::Value>, crate::error::ApiError> {
     caller.require(crate::auth::Access::Read)?;
-    Ok(Json(
-        serde_json::json!({"artifact_limit": state.artifact_limit}),
-    ))
+    Ok(Json(serde_json::json!({
+        "artifact_limit": state.artifact_limit,
+        "agent_timeout_ms": state.agent_timeout.as_millis() as u64,
+        "lost_grace_ms": state.lost_grace.as_millis() as u64,
+        "store_id": state.store_id,
+    })))
 }
 
 /// This API's OpenAPI document.

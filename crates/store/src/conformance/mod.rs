@@ -19,8 +19,10 @@ use std::sync::Arc;
 pub type DynStore = Arc<dyn Store>;
 
 mod ending;
+mod liveness;
 mod sweeps;
 pub use ending::*;
+pub use liveness::*;
 pub use sweeps::*;
 
 pub(crate) const T0: Millis = 1_700_000_000_000;
@@ -37,6 +39,7 @@ macro_rules! conformance_tests {
             force_cancel_ends_an_item_whose_agent_is_gone, prune_removes_only_what_ended_long_ago,
             queue_concurrency_caps_live_runs_across_agents, runs_are_listed_by_job_name_or_version,
             the_last_admin_token_cannot_be_revoked,
+            a_lost_agents_items_wait_out_the_hold_and_unstarted_runs_cost_nothing,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,
@@ -680,7 +683,10 @@ pub async fn silent_agents_are_lost_with_their_work(store: DynStore) {
     };
     store.heartbeat(alive, beat, T0 + 40_000).await.unwrap();
 
-    let lost = store.lose_agents(T0 + 30_000, T0 + 40_000).await.unwrap();
+    let lost = store
+        .lose_agents(T0 + 30_000, T0 + 40_000, T0 + 40_000)
+        .await
+        .unwrap();
     assert_eq!(lost.agents, vec![a], "only the silent agent is lost");
     assert_eq!(store.get_agent(a).await.unwrap().status, AgentStatus::Lost);
     let item = store.get_item(failing).await.unwrap();
@@ -705,7 +711,7 @@ pub async fn silent_agents_are_lost_with_their_work(store: DynStore) {
     );
     assert!(
         store
-            .lose_agents(T0 + 30_000, T0 + 40_000)
+            .lose_agents(T0 + 30_000, T0 + 40_000, T0 + 40_000)
             .await
             .unwrap()
             .agents

@@ -222,7 +222,7 @@ pub async fn lost_schedulers_go_back_to_their_queue(store: DynStore) {
         .ack(plain, ack(taken[0].fence, "plain4"), T0)
         .await
         .unwrap();
-    let lost = store.lose_agents(T0 + 1, T0 + 2).await.unwrap();
+    let lost = store.lose_agents(T0 + 1, T0 + 2, T0 + 2).await.unwrap();
     assert_eq!(lost.agents, [a]);
     let scheduler = store.get_item(s.scheduler_item).await.unwrap();
     assert_eq!(

@@ -6,9 +6,7 @@ use super::lease::give_back;
 use super::rows::{self, get, AGENT_COLUMNS};
 use super::Tx;
 use crate::{LostAgents, StoreError, StoreResult};
-use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, ItemId, Millis, NewAgent, RunId, RunState, RunUpdate,
-};
+use liftoff_types::{Agent, AgentId, Heartbeat, HeartbeatReply, ItemId, Millis, NewAgent, RunId};
 
 pub async fn register(tx: &Tx<'_>, a: &NewAgent, now: Millis) -> StoreResult<Agent> {
     let host = if a.hostname.is_empty() {
@@ -151,7 +149,13 @@ pub async fn request_stop(tx: &Tx<'_>, id: AgentId) -> StoreResult<Agent> {
     rows::agent(&row)
 }
 
-pub async fn lose(tx: &Tx<'_>, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
+/// See the SQLite store's `lose`.
+pub async fn lose(
+    tx: &Tx<'_>,
+    cutoff: Millis,
+    now: Millis,
+    hold_until: Millis,
+) -> StoreResult<LostAgents> {
     // The UPDATE re-checks its condition on rows another replica changed meanwhile, so each
     // silent agent is declared lost (and its work handed back) by one replica only.
     let stale = tx
@@ -185,24 +189,13 @@ pub async fn lose(tx: &Tx<'_>, cutoff: Millis, now: Millis) -> StoreResult<LostA
             }
         }
         let claimed = tx
-            .prepare_cached(
-                "SELECT i.run_id, i.fence, q.name FROM items i JOIN queues q ON q.id = i.queue_id
-                 WHERE i.agent_id = $1 AND i.state = 'claimed'",
-            )
+            .prepare_cached(&crate::rules::LOST_RUNS.replace("?1", "$1"))
             .await?;
         for row in tx.query(&claimed, &[&agent]).await? {
             let (run, fence, queue): (String, i64, String) =
                 (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
             let run: RunId = run.parse().map_err(StoreError::Corrupt)?;
-            let update = RunUpdate {
-                started_at_ms: None,
-                fence,
-                state: RunState::Lost,
-                exit_code: None,
-                message: Some(format!("agent {agent} stopped sending heartbeats")),
-                handle: None,
-                not_started: false,
-            };
+            let update = crate::rules::lost_update(AgentId(agent), fence, get(&row, 3)?);
             // A report that ended the run since the select above wins: nothing to declare.
             match super::runs::update(tx, &run, &update, now).await {
                 Ok(_) => {}
@@ -211,11 +204,11 @@ pub async fn lose(tx: &Tx<'_>, cutoff: Millis, now: Millis) -> StoreResult<LostA
             }
             let back = tx
                 .prepare_cached(
-                    "SELECT i.state = 'pending' FROM items i JOIN runs r ON r.item_id = i.id
-                     WHERE r.id = $1",
+                    "UPDATE items SET available_at_ms = $2
+                     WHERE id = (SELECT item_id FROM runs WHERE id = $1) AND state = 'pending'",
                 )
                 .await?;
-            if get::<bool>(&tx.query_one(&back, &[&run.as_str()]).await?, 0)? {
+            if tx.execute(&back, &[&run.as_str(), &hold_until]).await? == 1 {
                 out.requeued.push(queue);
             }
             out.runs.push(run);

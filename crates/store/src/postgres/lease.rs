@@ -64,6 +64,7 @@ pub async fn lease_one_queue(
              WHERE $6 AND i.queue_id = (SELECT id FROM queues WHERE name = $1
                    AND max_concurrency IS NULL)
                AND i.state = 'pending' AND i.kind = 'run'
+               AND (i.available_at_ms IS NULL OR i.available_at_ms <= $5)
                AND EXISTS (SELECT 1 FROM agents WHERE id = $2)
                AND (i.sweep_id IS NULL OR NOT EXISTS
                    (SELECT 1 FROM sweeps s WHERE s.id = i.sweep_id AND s.state = 'paused'))
@@ -73,6 +74,7 @@ pub async fn lease_one_queue(
              WHERE $7 AND i.queue_id = (SELECT id FROM queues WHERE name = $1
                    AND max_concurrency IS NULL)
                AND i.state = 'pending' AND i.kind = 'scheduler'
+               AND (i.available_at_ms IS NULL OR i.available_at_ms <= $5)
                AND EXISTS (SELECT 1 FROM agents WHERE id = $2)
              ORDER BY i.rank, i.id LIMIT $3 FOR UPDATE SKIP LOCKED),
          -- each kind walks its own part of the pending index; the lease takes the first
@@ -180,6 +182,7 @@ pub async fn lease(
         .prepare_cached(
             "SELECT i.rank, i.id FROM items i
              WHERE i.queue_id = $1 AND i.state = 'pending' AND i.kind = $3
+                 AND (i.available_at_ms IS NULL OR i.available_at_ms <= $4)
                  AND (i.sweep_id IS NULL OR i.kind <> 'run' OR NOT EXISTS
                      (SELECT 1 FROM sweeps s WHERE s.id = i.sweep_id AND s.state = 'paused'))
              ORDER BY i.rank, i.id LIMIT $2 FOR UPDATE OF i SKIP LOCKED",
@@ -198,7 +201,10 @@ pub async fn lease(
             if max == 0 {
                 continue;
             }
-            for r in tx.query(&pick, &[&queue_id, &(max as i64), kind]).await? {
+            for r in tx
+                .query(&pick, &[&queue_id, &(max as i64), kind, &now])
+                .await?
+            {
                 picked.push((get::<i64>(&r, 0)?, get::<i64>(&r, 1)?));
             }
         }

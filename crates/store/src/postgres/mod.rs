@@ -338,8 +338,13 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| agents::request_stop(&tx, id).await)
     }
 
-    async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
-        in_tx!(self, |tx| agents::lose(&tx, cutoff, now).await)
+    async fn lose_agents(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        hold_until: Millis,
+    ) -> StoreResult<LostAgents> {
+        in_tx!(self, |tx| agents::lose(&tx, cutoff, now, hold_until).await)
     }
 
     async fn prune(&self, cutoff: Millis, dry_run: bool) -> StoreResult<crate::Pruned> {

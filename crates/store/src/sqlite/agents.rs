@@ -4,9 +4,7 @@
 use super::lease::give_back;
 use super::rows::{self, AGENT_COLUMNS};
 use crate::{LostAgents, StoreError, StoreResult};
-use liftoff_types::{
-    Agent, AgentId, Heartbeat, HeartbeatReply, ItemId, Millis, NewAgent, RunId, RunState, RunUpdate,
-};
+use liftoff_types::{Agent, AgentId, Heartbeat, HeartbeatReply, ItemId, Millis, NewAgent, RunId};
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub fn register(conn: &Connection, a: &NewAgent, now: Millis) -> StoreResult<Agent> {
@@ -127,7 +125,17 @@ pub fn request_stop(conn: &Connection, id: AgentId, _now: Millis) -> StoreResult
     get(conn, id)
 }
 
-pub fn lose(conn: &Connection, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
+/// Declares lost every agent silent since `cutoff`. Its leased items go back at once (it
+/// never started them); its runs are `lost`, and the items of those that go back to their
+/// queue are not leased again before `hold_until`, when the lost agent's machine has stopped
+/// them (see the agent's lease). A run still `starting` with no handle never started: its
+/// item goes back without an attempt, whatever the queue's `requeue_lost`.
+pub fn lose(
+    conn: &Connection,
+    cutoff: Millis,
+    now: Millis,
+    hold_until: Millis,
+) -> StoreResult<LostAgents> {
     let stale: Vec<i64> = conn
         .prepare_cached(
             "SELECT id FROM agents WHERE heartbeat_at_ms < ?1 AND status NOT IN ('lost', 'stopped')",
@@ -154,32 +162,23 @@ pub fn lose(conn: &Connection, cutoff: Millis, now: Millis) -> StoreResult<LostA
                 out.requeued.push(queue);
             }
         }
-        let claimed: Vec<(String, i64, String)> = conn
-            .prepare_cached(
-                "SELECT i.run_id, i.fence, q.name FROM items i JOIN queues q ON q.id = i.queue_id
-                 WHERE i.agent_id = ?1 AND i.state = 'claimed'",
-            )?
-            .query_map([agent], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        let claimed: Vec<(String, i64, String, bool)> = conn
+            .prepare_cached(crate::rules::LOST_RUNS)?
+            .query_map([agent], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
             .collect::<Result<_, _>>()?;
-        for (run, fence, queue) in claimed {
+        for (run, fence, queue, never_started) in claimed {
             let run: RunId = run.parse().map_err(StoreError::Corrupt)?;
-            let update = RunUpdate {
-                started_at_ms: None,
-                fence,
-                state: RunState::Lost,
-                exit_code: None,
-                message: Some(format!("agent {agent} stopped sending heartbeats")),
-                handle: None,
-                not_started: false,
-            };
+            let update = crate::rules::lost_update(AgentId(agent), fence, never_started);
             super::runs::update(conn, &run, &update, now)?;
-            let back: bool = conn
+            let back = conn
                 .prepare_cached(
-                    "SELECT i.state = 'pending' FROM items i JOIN runs r ON r.item_id = i.id
-                     WHERE r.id = ?1",
+                    "UPDATE items SET available_at_ms = ?2
+                     WHERE id = (SELECT item_id FROM runs WHERE id = ?1) AND state = 'pending'",
                 )?
-                .query_row([run.as_str()], |r| r.get(0))?;
-            if back {
+                .execute(params![run.as_str(), hold_until])?;
+            if back == 1 {
                 out.requeued.push(queue);
             }
             out.runs.push(run);

@@ -77,6 +77,7 @@ pub fn lease(
     // never walks past the queue's runs).
     let mut pick = conn.prepare_cached(
         "SELECT rank, id FROM items WHERE queue_id = ?1 AND state = 'pending' AND kind = ?3
+             AND (available_at_ms IS NULL OR available_at_ms <= ?4)
              AND (sweep_id IS NULL OR kind <> 'run' OR NOT EXISTS
                  (SELECT 1 FROM sweeps s WHERE s.id = items.sweep_id AND s.state = 'paused'))
          ORDER BY rank, id LIMIT ?2",
@@ -102,7 +103,7 @@ pub fn lease(
             if max == 0 {
                 continue;
             }
-            let rows = pick.query_map(params![queue_id, max, kind], |r| {
+            let rows = pick.query_map(params![queue_id, max, kind, now], |r| {
                 Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
             })?;
             for row in rows {

@@ -386,8 +386,14 @@ impl Store for SqliteStore {
         self.write(move |c| agents::request_stop(c, id, now)).await
     }
 
-    async fn lose_agents(&self, cutoff: Millis, now: Millis) -> StoreResult<LostAgents> {
-        self.write(move |c| agents::lose(c, cutoff, now)).await
+    async fn lose_agents(
+        &self,
+        cutoff: Millis,
+        now: Millis,
+        hold_until: Millis,
+    ) -> StoreResult<LostAgents> {
+        self.write(move |c| agents::lose(c, cutoff, now, hold_until))
+            .await
     }
 
     async fn prune(&self, cutoff: Millis, dry_run: bool) -> StoreResult<crate::Pruned> {

@@ -179,6 +179,11 @@ ALTER TABLE agents ADD COLUMN running_schedulers INTEGER NOT NULL DEFAULT 0;
 -- a queue's cap on its live runs (leased or claimed), NULL for none
 ALTER TABLE queues ADD COLUMN max_concurrency INTEGER;
 "#,
+    r#"
+-- a pending item is not leased before this (a lost run's item waits until the run's own
+-- machine has stopped it), NULL for at once
+ALTER TABLE items ADD COLUMN available_at_ms INTEGER;
+"#,
 ];
 
 /// Brings the database up to the newest schema.
