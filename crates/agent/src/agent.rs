@@ -353,6 +353,9 @@ impl Agent {
             let failed = result.is_err();
             match result {
                 Ok(reply) => {
+                    if let Some(terms) = &reply.lease {
+                        self.lease.set_terms(crate::lease::Terms::of(terms));
+                    }
                     self.lease_renewed(sent).await;
                     for item in reply.stop_items {
                         self.stop_item(item, StopWhy::Asked);
@@ -383,7 +386,7 @@ impl Agent {
     /// How long a heartbeat waits on the server: the configured wait, at most a third of
     /// the server's agent timeout (so the lease is renewed in time).
     fn beat_wait(&self) -> Duration {
-        match self.lease.terms {
+        match self.lease.terms() {
             Some(terms) => terms.beat_wait(self.config.heartbeat_every),
             None => self.config.heartbeat_every,
         }
@@ -392,7 +395,7 @@ impl Agent {
     /// A beat sent at `sent` was answered: the lease runs from then, and the runners hear.
     async fn lease_renewed(&self, sent: tokio::time::Instant) {
         let (left, change) = self.lease.renewed(sent);
-        let Some(terms) = self.lease.terms else {
+        let Some(terms) = self.lease.terms() else {
             return;
         };
         for runner in self.runners.iter() {
@@ -421,7 +424,7 @@ impl Agent {
     /// The server has not answered for its agent timeout: it declares this agent lost and
     /// may give its items to others, so every run of this agent stops now.
     fn lease_lapsed(&self) {
-        let timeout = self.lease.terms.map_or(0, |t| t.timeout.as_secs());
+        let timeout = self.lease.terms().map_or(0, |t| t.timeout.as_secs());
         eprintln!(
             "agent {}: no answer from the server for {timeout}s (its agent timeout): stopping \
              every run, as the server may give their items to other agents",

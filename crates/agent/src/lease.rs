@@ -29,10 +29,18 @@ impl Terms {
     /// version, which never waits for a lost agent's runs: no lease then).
     pub fn from_limits(limits: &Value) -> Option<Terms> {
         let ms = |key: &str| limits.get(key).and_then(Value::as_u64);
-        Some(Terms {
-            timeout: Duration::from_millis(ms("agent_timeout_ms")?),
-            grace: Duration::from_millis(ms("lost_grace_ms")? / 2),
-        })
+        Some(Terms::of(&liftoff_types::LeaseTerms {
+            agent_timeout_ms: ms("agent_timeout_ms")?,
+            lost_grace_ms: ms("lost_grace_ms")?,
+        }))
+    }
+
+    /// The terms as a heartbeat's answer gives them.
+    pub fn of(terms: &liftoff_types::LeaseTerms) -> Terms {
+        Terms {
+            timeout: Duration::from_millis(terms.agent_timeout_ms),
+            grace: Duration::from_millis(terms.lost_grace_ms / 2),
+        }
     }
 
     /// How long a heartbeat may wait on the server and still renew the lease in time.
@@ -43,11 +51,12 @@ impl Terms {
 
 /// Where the agent's lease stands.
 pub struct Lease {
-    pub terms: Option<Terms>,
     state: Mutex<State>,
 }
 
 struct State {
+    /// As the server last gave them (every heartbeat's answer has them).
+    terms: Option<Terms>,
     /// When the last heartbeat the server answered was sent (or the agent started).
     from: Instant,
     lapsed: bool,
@@ -67,12 +76,21 @@ impl Lease {
     /// A lease from `from` (when the agent's first call at its start, answered, was sent).
     pub fn new(terms: Option<Terms>, from: Instant) -> Lease {
         Lease {
-            terms,
             state: Mutex::new(State {
+                terms,
                 from,
                 lapsed: false,
             }),
         }
+    }
+
+    pub fn terms(&self) -> Option<Terms> {
+        crate::state::lock(&self.state).terms
+    }
+
+    /// The server's terms now (a restarted server may have others).
+    pub fn set_terms(&self, terms: Terms) {
+        crate::state::lock(&self.state).terms = Some(terms);
     }
 
     /// Where the lease runs from now.
@@ -82,18 +100,18 @@ impl Lease {
 
     /// When the lease runs out unless renewed, if there is one.
     pub fn deadline(&self) -> Option<Instant> {
-        let terms = self.terms?;
-        Some(crate::state::lock(&self.state).from + terms.timeout)
+        let state = crate::state::lock(&self.state);
+        Some(state.from + state.terms?.timeout)
     }
 
     /// A heartbeat sent at `sent` was answered: the lease runs from then. Returns the time
     /// left and the change. A lapsed lease stays lapsed until [`Lease::resume`], once the
     /// runners have the renewal (no run may start before the supervisor has it).
     pub fn renewed(&self, sent: Instant) -> (Duration, Change) {
-        let Some(terms) = self.terms else {
+        let mut state = crate::state::lock(&self.state);
+        let Some(terms) = state.terms else {
             return (Duration::MAX, Change::None);
         };
-        let mut state = crate::state::lock(&self.state);
         state.from = state.from.max(sent);
         let change = if state.lapsed {
             Change::Back
@@ -106,10 +124,10 @@ impl Lease {
 
     /// A heartbeat failed (or did not come back in time): has the lease just lapsed?
     pub fn unanswered(&self) -> Change {
-        let Some(terms) = self.terms else {
+        let mut state = crate::state::lock(&self.state);
+        let Some(terms) = state.terms else {
             return Change::None;
         };
-        let mut state = crate::state::lock(&self.state);
         if !state.lapsed && Instant::now() >= state.from + terms.timeout {
             state.lapsed = true;
             return Change::Lapsed;

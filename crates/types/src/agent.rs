@@ -100,4 +100,16 @@ pub struct HeartbeatReply {
     /// In-flight items whose runs must stop: a user asked, or the item is no longer this
     /// agent's (it was declared lost, cancelled, or deleted).
     pub stop_items: Vec<ItemId>,
+    /// The terms of the agent's lease on its runs, as this server has them now (they change
+    /// when the server restarts with other flags).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseTerms>,
+}
+
+/// How long the server waits before it declares a silent agent lost, and how long it then
+/// holds the agent's started items before they go out again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LeaseTerms {
+    pub agent_timeout_ms: u64,
+    pub lost_grace_ms: u64,
 }

@@ -18,7 +18,7 @@ pub mod spec;
 pub mod sweep;
 pub mod template;
 
-pub use agent::{Agent, AgentStatus, Heartbeat, HeartbeatReply, NewAgent};
+pub use agent::{Agent, AgentStatus, Heartbeat, HeartbeatReply, LeaseTerms, NewAgent};
 pub use auth::{Scope, TokenInfo};
 pub use ids::{AgentId, ItemId, RunId};
 pub use item::{Attachment, Failure, Item, ItemKind, ItemState, Lease, Phase, Warning};

@@ -134,7 +134,7 @@ pub(super) async fn report_end(
 
 /// Why a run stopped when the agent's lease lapsed.
 pub(super) fn lapsed_message(agent: &Agent) -> String {
-    let timeout = agent.lease.terms.map_or(0, |t| t.timeout.as_secs());
+    let timeout = agent.lease.terms().map_or(0, |t| t.timeout.as_secs());
     format!(
         "stopped: its agent had no answer from the server for {timeout}s (the agent timeout), \
          so that no second copy runs beside another agent's"

@@ -110,7 +110,7 @@ pub(super) async fn watch_run(
                     // The supervisor stops it at the same moment: a second SIGTERM would
                     // reach a run busy with the first.
                     StopWhy::Lapsed if runner.capabilities().keeps_lease => None,
-                    StopWhy::Lapsed => agent.lease.terms.map(|t| t.grace),
+                    StopWhy::Lapsed => agent.lease.terms().map(|t| t.grace),
                     StopWhy::Now | StopWhy::No => Some(Duration::ZERO),
                 };
                 if let Some(grace) = grace {

@@ -16,6 +16,8 @@ pub struct ServerProcess {
     pub child: Child,
     pub dir: tempfile::TempDir,
     pub log: PathBuf,
+    /// The flags it started with, which a restart keeps (`--agent-timeout`, ...).
+    pub args: Vec<String>,
 }
 
 impl ServerProcess {
@@ -36,7 +38,13 @@ impl ServerProcess {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        let server = ServerProcess { child, dir, log };
+        let args = args.iter().map(|a| a.to_string()).collect();
+        let server = ServerProcess {
+            child,
+            dir,
+            log,
+            args,
+        };
         let file = server.data_dir().join("client.json");
         wait_for("the server's client file", Duration::from_secs(20), || {
             std::fs::read_to_string(&file).is_ok_and(|t| t.contains("http://127.0.0.1:"))
@@ -158,8 +166,21 @@ impl ServerProcess {
             .append(true)
             .open(&self.log)
             .unwrap();
+        // The same flags as at the start, on the address it had.
+        let mut args = vec!["server".to_string(), "--bind".to_string(), addr.clone()];
+        if self.args.first().map(String::as_str) == Some("server") {
+            let mut given = self.args[1..].iter();
+            while let Some(flag) = given.next() {
+                match flag.as_str() {
+                    "--bind" => {
+                        given.next();
+                    }
+                    _ => args.push(flag.clone()),
+                }
+            }
+        }
         self.child = Command::new(BIN)
-            .args(["server", "--bind", &addr])
+            .args(&args)
             .env("LIFTOFF_DATA_DIR", self.data_dir())
             .env_remove("LIFTOFF_URL")
             .env_remove("LIFTOFF_TOKEN")

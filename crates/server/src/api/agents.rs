@@ -133,7 +133,7 @@ pub async fn heartbeat(
         let news = reply.stop_agent || !reply.stop_items.is_empty();
         if news || Instant::now() >= deadline {
             held.answered = true;
-            return Ok(Json(reply));
+            return Ok(with_terms(reply, &state));
         }
         // While the beat is held the agent is alive (its connection is open): the stored
         // time is kept fresh, so no agent timeout is too short for the hold.
@@ -144,12 +144,21 @@ pub async fn heartbeat(
                 Err(_) if Instant::now() >= deadline => {
                     held.answered = true;
                     state.store.touch_agent(id, now_ms()).await?;
-                    return Ok(Json(reply));
+                    return Ok(with_terms(reply, &state));
                 }
                 Err(_) => state.store.touch_agent(id, now_ms()).await?,
             }
         }
     }
+}
+
+/// A heartbeat's answer with the agent lease's terms.
+fn with_terms(mut reply: HeartbeatReply, state: &AppState) -> Json<HeartbeatReply> {
+    reply.lease = Some(liftoff_types::LeaseTerms {
+        agent_timeout_ms: state.agent_timeout.as_millis() as u64,
+        lost_grace_ms: state.lost_grace.as_millis() as u64,
+    });
+    Json(reply)
 }
 
 /// How often a held heartbeat marks its agent as heard from: often enough that the stored

@@ -115,6 +115,7 @@ pub async fn heartbeat(
     Ok(HeartbeatReply {
         stop_agent,
         stop_items,
+        lease: None,
     })
 }
 

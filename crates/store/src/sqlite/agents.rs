@@ -97,6 +97,7 @@ pub fn heartbeat(
     Ok(HeartbeatReply {
         stop_agent,
         stop_items,
+        lease: None,
     })
 }
 
