@@ -232,3 +232,50 @@ async fn an_agent_cut_off_from_its_server_stops_its_runs_and_a_short_outage_spar
     assert_eq!(lost.state, RunState::Lost, "{:?}", lost.message);
     client.cancel_item(item).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_finished_while_its_agent_was_lost_ends_finished_when_it_returns() {
+    let server = server("2", "4");
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let dir = server.dir.path();
+    let (ledger, state) = (dir.join("ledger"), dir.join("a"));
+    let mut agent = server.agent(&state, &["--queue", "q"]);
+    let l = ledger.display();
+    let spec = LaunchSpec::command(vec![
+        "sh".into(),
+        "-c".into(),
+        format!("echo \"start $LIFTOFF_RUN_ID $$\" >> {l}; sleep 1.5; echo \"done $LIFTOFF_RUN_ID $$\" >> {l}"),
+    ]);
+    let item = client.enqueue("q", &spec).await.unwrap().id;
+    running(&client, item).await;
+    agent.kill9();
+    // It finishes under its supervisor while nobody reports it; the server calls it lost.
+    common::wait_for("the run to finish", Duration::from_secs(20), || {
+        lines(&ledger).iter().any(|l| l[0] == "done")
+    });
+    wait_async(
+        "the item to fail as lost",
+        Duration::from_secs(20),
+        || async { item_state(&client, item).await == ItemState::Failed },
+    )
+    .await;
+    let _back = server.agent(&state, &["--queue", "q"]);
+    wait_async(
+        "the item to be finished",
+        Duration::from_secs(20),
+        || async { item_state(&client, item).await == ItemState::Finished },
+    )
+    .await;
+    let shown = client.get_item(item).await.unwrap();
+    assert!(shown.failure.is_none(), "{:?}", shown.failure);
+    assert!(
+        shown
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("came back")),
+        "{:?}",
+        shown.warnings
+    );
+    assert_eq!(starts(&ledger).len(), 1, "it ran once");
+}

@@ -198,6 +198,21 @@ pub fn lost_update(agent: liftoff_types::AgentId, fence: i64, never_started: boo
     }
 }
 
+/// Whether an agent's report may correct a run the server declared lost: the agent came
+/// back and found the run had finished meanwhile (its supervisor kept the exit). Taken only
+/// while the item has not been leased again (same fence) and is still back in its queue or
+/// failed as lost: the work is done, and running it again (or calling it failed) is wrong.
+pub fn late_finish(run: RunState, item: ItemState, item_fence: i64, up: &RunUpdate) -> bool {
+    run == RunState::Lost
+        && up.state == RunState::Finished
+        && item_fence == up.fence
+        && matches!(item, ItemState::Pending | ItemState::Failed)
+}
+
+/// The warning an item gets when its lost run is found finished.
+pub const LATE_FINISH: &str =
+    "its run was declared lost, then its agent came back and reported it finished";
+
 /// The item's failure message when its run was lost.
 pub fn lost_message(up: &RunUpdate) -> String {
     up.message

@@ -40,6 +40,8 @@ macro_rules! conformance_tests {
             queue_concurrency_caps_live_runs_across_agents, runs_are_listed_by_job_name_or_version,
             the_last_admin_token_cannot_be_revoked,
             a_lost_agents_items_wait_out_the_hold_and_unstarted_runs_cost_nothing,
+            a_lost_run_found_finished_by_its_agent_ends_its_item_finished,
+            a_held_item_whose_lost_run_is_found_finished_is_not_run_again,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,

@@ -16,6 +16,7 @@ struct Context {
     item_id: ItemId,
     fence: i64,
     item_claimed: bool,
+    item_state: liftoff_types::ItemState,
     requeue_lost: bool,
     /// A sweep's scheduler: always requeued when lost (its state is on the server).
     scheduler: bool,
@@ -27,7 +28,7 @@ async fn context(tx: &Tx<'_>, id: &RunId) -> StoreResult<Context> {
     let stmt = tx
         .prepare_cached(
             "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost,
-                    i.attempts, q.max_attempts, i.kind = 'scheduler'
+                    i.attempts, q.max_attempts, i.kind = 'scheduler', i.state
              FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
              WHERE r.id = $1 FOR UPDATE OF i",
         )
@@ -47,6 +48,9 @@ async fn context(tx: &Tx<'_>, id: &RunId) -> StoreResult<Context> {
         attempts: get(&row, 5)?,
         max_attempts: get(&row, 6)?,
         scheduler: get(&row, 7)?,
+        item_state: get::<String>(&row, 8)?
+            .parse()
+            .map_err(StoreError::Corrupt)?,
     })
 }
 
@@ -57,6 +61,9 @@ pub async fn update(tx: &Tx<'_>, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
             "stale fence {} for run {id}: its item is at fence {}",
             up.fence, ctx.fence
         )));
+    }
+    if crate::rules::late_finish(ctx.state, ctx.item_state, ctx.fence, up) {
+        return late_finish(tx, id, &ctx, up, now).await;
     }
     if ctx.state.is_terminal() || !ctx.item_claimed {
         return Err(StoreError::Conflict(format!(
@@ -106,6 +113,40 @@ pub async fn update(tx: &Tx<'_>, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
         super::tokens::revoke_run(tx, id).await?;
     }
     Ok(run)
+}
+
+/// A lost run found finished by its agent (see [`crate::rules::late_finish`]).
+async fn late_finish(
+    tx: &Tx<'_>,
+    id: &RunId,
+    ctx: &Context,
+    up: &RunUpdate,
+    now: Millis,
+) -> StoreResult<Run> {
+    let sql = format!(
+        "UPDATE runs SET state = 'finished', exit_code = coalesce($2, exit_code),
+             message = NULL, updated_at_ms = $3 WHERE id = $1 RETURNING {RUN_COLUMNS}"
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let row = tx
+        .query_one(&stmt, &[&id.as_str(), &up.exit_code, &now])
+        .await?;
+    let item = tx
+        .prepare_cached(
+            "UPDATE items SET state = 'finished', run_id = $2,
+                 agent_id = (SELECT agent_id FROM runs WHERE id = $2),
+                 fail_message = NULL, fail_phase = NULL, fail_files = NULL,
+                 available_at_ms = NULL, updated_at_ms = $3 WHERE id = $1",
+        )
+        .await?;
+    tx.execute(&item, &[&ctx.item_id.0, &id.as_str(), &now])
+        .await?;
+    let warn = tx
+        .prepare_cached("INSERT INTO item_warnings (item_id, message, at_ms) VALUES ($1, $2, $3)")
+        .await?;
+    tx.execute(&warn, &[&ctx.item_id.0, &crate::rules::LATE_FINISH, &now])
+        .await?;
+    rows::run(&row)
 }
 
 /// A run that finished or stopped: the run, its item and its tokens in one statement (the

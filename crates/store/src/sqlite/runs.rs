@@ -15,6 +15,7 @@ struct Context {
     item_id: ItemId,
     fence: i64,
     item_claimed: bool,
+    item_state: liftoff_types::ItemState,
     requeue_lost: bool,
     /// A sweep's scheduler: always requeued when lost (its state is on the server).
     scheduler: bool,
@@ -36,7 +37,7 @@ impl Context {
 fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
     conn.prepare_cached(
         "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost, i.attempts,
-                q.max_attempts, i.kind = 'scheduler'
+                q.max_attempts, i.kind = 'scheduler', i.state
          FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
          WHERE r.id = ?1",
     )?
@@ -51,13 +52,25 @@ fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
             r.get(5)?,
             r.get(6)?,
             r.get(7)?,
+            r.get::<_, String>(8)?,
         ))
     })
     .optional()?
     .ok_or_else(|| StoreError::not_found("run", id))
     .and_then(
-        |(state, item, fence, item_claimed, requeue_lost, attempts, max_attempts, scheduler)| {
+        |(
+            state,
+            item,
+            fence,
+            item_claimed,
+            requeue_lost,
+            attempts,
+            max_attempts,
+            scheduler,
+            item_state,
+        )| {
             Ok(Context {
+                item_state: item_state.parse().map_err(StoreError::Corrupt)?,
                 state: state.parse().map_err(StoreError::Corrupt)?,
                 item_id: ItemId(item),
                 fence,
@@ -79,6 +92,9 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
             "stale fence {} for run {id}: its item is at fence {}",
             up.fence, ctx.fence
         )));
+    }
+    if crate::rules::late_finish(ctx.state, ctx.item_state, ctx.fence, up) {
+        return late_finish(conn, id, &ctx, up, now);
     }
     if ctx.state.is_terminal() || !ctx.item_claimed {
         return Err(StoreError::Conflict(format!(
@@ -118,6 +134,32 @@ pub fn update(conn: &Connection, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
         end_item(conn, &ctx, up, now)?;
         super::tokens::revoke_run(conn, id)?;
     }
+    Ok(())
+}
+
+/// A lost run found finished by its agent (see [`crate::rules::late_finish`]): the run and
+/// its item end `finished`, with a warning that says what happened.
+fn late_finish(
+    conn: &Connection,
+    id: &RunId,
+    ctx: &Context,
+    up: &RunUpdate,
+    now: Millis,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE runs SET state = 'finished', exit_code = coalesce(?2, exit_code),
+             message = NULL, updated_at_ms = ?3 WHERE id = ?1",
+    )?
+    .execute(params![id.as_str(), up.exit_code, now])?;
+    conn.prepare_cached(
+        "UPDATE items SET state = 'finished', run_id = ?2,
+             agent_id = (SELECT agent_id FROM runs WHERE id = ?2),
+             fail_message = NULL, fail_phase = NULL, fail_files = NULL,
+             available_at_ms = NULL, updated_at_ms = ?3 WHERE id = ?1",
+    )?
+    .execute(params![ctx.item_id.0, id.as_str(), now])?;
+    conn.prepare_cached("INSERT INTO item_warnings (item_id, message, at_ms) VALUES (?1, ?2, ?3)")?
+        .execute(params![ctx.item_id.0, crate::rules::LATE_FINISH, now])?;
     Ok(())
 }
 
