@@ -47,6 +47,8 @@ pub struct RunVars<'a> {
     pub metrics_file: &'a str,
     pub sweep_id: Option<&'a str>,
     pub project: Option<&'a str>,
+    /// Which attempt of its item this run is (1 for the first).
+    pub attempt: u32,
 }
 
 /// The run's own variables (over the agent's inherited environment): the config's `env`,
@@ -68,6 +70,13 @@ pub fn run_env(extra: &BTreeMap<String, String>, v: &RunVars) -> BTreeMap<String
     set("WANDB_CONFIG", v.config_json);
     set("WANDB_LAUNCH", "True");
     set("WANDB_LAUNCH_QUEUE_NAME", v.queue);
+    set("LIFTOFF_ATTEMPT", &v.attempt.to_string());
+    if v.attempt > 1 {
+        // A retry (after a loss, a preemption, a failure) resumes what the last one left,
+        // as W&B's requeued runs do.
+        set("WANDB_RESUME", "allow");
+        set("LIFTOFF_RESUMED", "1");
+    }
     if let Some(name) = v.run_name {
         set("LIFTOFF_RUN_NAME", name);
         set("WANDB_NAME", name);

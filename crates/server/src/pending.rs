@@ -122,6 +122,13 @@ fn reason(item: &Item, agents: &[Agent], context: Context, now: i64) -> String {
     if let Some(sweep) = paused_sweep {
         return format!("its sweep {sweep} is paused");
     }
+    if let Some(at) = item.available_at_ms.filter(|at| *at > now) {
+        let why = match item.retries.is_empty() {
+            true => "its last run's agent was lost: its machine is given time to stop it",
+            false => "a retry waits out its backoff",
+        };
+        return format!("{why}; it may start in {}", span(at - now));
+    }
     let ahead = item.position.unwrap_or(0);
     if let Some((cap, live)) = cap.filter(|&(cap, live)| live >= u64::from(cap)) {
         return format!(

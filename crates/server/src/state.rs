@@ -28,6 +28,27 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// An item may have gone back to its queue (a retry, a preemption): its queue's
+    /// long-polls are woken when it may be leased (now, or after its backoff).
+    pub fn item_back(&self, item: &liftoff_types::Item) {
+        if item.state != liftoff_types::ItemState::Pending {
+            return;
+        }
+        let key = crate::wake::queue_key(&item.queue);
+        let wait = item
+            .available_at_ms
+            .map_or(0, |at| at - liftoff_types::now_ms());
+        if wait <= 0 {
+            self.wakers.wake(&key);
+            return;
+        }
+        let wakers = self.wakers.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+            wakers.wake(&key);
+        });
+    }
+
     /// A run of `queue` ended or let go of its slot: when the queue caps its live runs, the
     /// lease calls waiting on it may now take one (an uncapped queue's waiters are not
     /// woken, as nothing changed for them).

@@ -185,6 +185,7 @@ async fn failure_release_cancel_and_stop() {
             name: "output.log".into(),
             content: "Traceback...\nValueError".into(),
         }],
+        cause: None,
     };
     let failed = t.agent.fail(a, &fail).await.unwrap();
     assert_eq!(failed.failure.as_ref().unwrap().phase, Phase::Run);

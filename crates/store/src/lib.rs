@@ -10,6 +10,7 @@
 pub mod conformance;
 mod error;
 pub mod postgres;
+mod retries;
 mod rules;
 pub mod sqlite;
 

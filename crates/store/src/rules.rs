@@ -9,12 +9,13 @@ use liftoff_types::{ItemId, ItemState, Millis, Phase, QueueDepth, RunId, RunStat
 pub const ITEM_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, i.resource_args, \
     i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, i.fail_message, \
     i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, i.updated_at_ms, i.kind, \
-    i.sweep_index";
+    i.sweep_index, i.retries, i.available_at_ms";
 /// An item's columns as shown to people: its latest run's times too (with [`ITEM_SHOWN_FROM`]).
 pub const ITEM_SHOWN_COLUMNS: &str = "i.id, q.name, i.state, i.priority, i.spec, \
     i.resource_args, i.attempts, i.fence, i.agent_id, i.lease_expires_at_ms, i.run_id, \
     i.fail_message, i.fail_phase, i.fail_files, i.cancel_requested, i.created_at_ms, \
-    i.updated_at_ms, i.kind, i.sweep_index, r.started_at_ms, r.ended_at_ms";
+    i.updated_at_ms, i.kind, i.sweep_index, i.retries, i.available_at_ms, r.started_at_ms, \
+    r.ended_at_ms";
 pub const SWEEP_COLUMNS: &str =
     "s.id, s.name, q.name, s.state, s.message, s.config, s.concurrency, \
     s.scheduler_item, s.created_at_ms, s.updated_at_ms";
@@ -22,7 +23,7 @@ pub const SWEEP_FROM: &str = "sweeps s JOIN queues q ON q.id = s.queue_id";
 pub const ITEM_SHOWN_FROM: &str =
     "items i JOIN queues q ON q.id = i.queue_id LEFT JOIN runs r ON r.id = i.run_id";
 pub const QUEUE_COLUMNS: &str = "name, resource, config, template_variables, prioritization, \
-    max_attempts, requeue_lost, created_at_ms, max_concurrency";
+    max_attempts, requeue_lost, created_at_ms, max_concurrency, retry";
 pub const RUN_COLUMNS: &str = "id, item_id, queue, agent_id, state, handle, exit_code, message, \
     stop_requested, created_at_ms, started_at_ms, ended_at_ms, updated_at_ms";
 pub const AGENT_COLUMNS: &str = "id, name, hostname, queues, max_jobs, max_schedulers, version, \
@@ -113,11 +114,18 @@ pub const LAST_ADMIN: &str = "this is the last admin token: create another admin
 
 /// What an item's queue and history say about how its run's end moves it.
 pub struct EndContext {
-    pub requeue_lost: bool,
     /// A sweep's scheduler: always requeued when lost (its state is on the server).
     pub scheduler: bool,
-    pub attempts: u32,
-    pub max_attempts: u32,
+    /// Read for ends that may be retried (lost, preempted, failed); `None` for the others.
+    pub retry: Option<crate::retries::RetryContext>,
+}
+
+/// Whether a run's end in `state` may be retried, so its item's retry context is needed.
+pub fn may_retry(state: RunState) -> bool {
+    matches!(
+        state,
+        RunState::Lost | RunState::Preempted | RunState::Failed
+    )
 }
 
 /// What a run's end does to its item.
@@ -129,36 +137,73 @@ pub enum ItemOutcome {
         phase: Phase,
         message: String,
     },
-    /// Back to pending, counting an attempt or not.
+    /// Back to pending, counting an attempt or not; a retry by cause carries its counts.
     Requeued {
         attempt: bool,
+        retry: Option<crate::retries::Retry>,
     },
     /// Not an end.
     Unchanged,
 }
 
 /// The one rule both stores follow for what a run's end means for its item: finished and
-/// stopped end it; a failure fails it (phase `run`); a preemption, a lost scheduler and a
-/// run lost before it started go back without an attempt; a lost run goes back counting one
-/// when its queue has `requeue_lost` and attempts remain, else fails (phase `agent`).
+/// stopped end it; a lost scheduler and a run lost before it started go back without an
+/// attempt; a failure (exit-code), a preemption and a lost run go back when the item's retry
+/// policy has a retry left for that cause (a preemption counting no attempt, W&B's rule),
+/// else fail (a lost run with phase `agent`, the others `run`).
 pub fn item_outcome(ctx: &EndContext, up: &RunUpdate) -> ItemOutcome {
+    use liftoff_types::RetryCause;
+    let retry = |cause: RetryCause| {
+        ctx.retry
+            .as_ref()
+            .and_then(|r| r.retry(cause, up.exit_code))
+    };
+    let exhausted = |cause: RetryCause| {
+        ctx.retry
+            .as_ref()
+            .map(|r| r.exhausted(cause))
+            .unwrap_or_default()
+    };
     match up.state {
         RunState::Finished => ItemOutcome::Ends("finished"),
         RunState::Stopped => ItemOutcome::Ends("stopped"),
-        RunState::Failed => ItemOutcome::Fails {
-            phase: Phase::Run,
-            message: failed_message(up),
+        RunState::Failed => match retry(RetryCause::ExitCode) {
+            Some(retry) => ItemOutcome::Requeued {
+                attempt: true,
+                retry: Some(retry),
+            },
+            None => ItemOutcome::Fails {
+                phase: Phase::Run,
+                message: failed_message(up) + &exhausted(RetryCause::ExitCode),
+            },
         },
-        RunState::Preempted => ItemOutcome::Requeued { attempt: false },
-        RunState::Lost if ctx.scheduler || up.not_started => {
-            ItemOutcome::Requeued { attempt: false }
-        }
-        RunState::Lost if ctx.requeue_lost && ctx.attempts + 1 < ctx.max_attempts => {
-            ItemOutcome::Requeued { attempt: true }
-        }
-        RunState::Lost => ItemOutcome::Fails {
-            phase: Phase::Agent,
-            message: lost_message(up),
+        RunState::Preempted => match retry(RetryCause::Preempted) {
+            Some(retry) => ItemOutcome::Requeued {
+                attempt: false,
+                retry: Some(retry),
+            },
+            None => ItemOutcome::Fails {
+                phase: Phase::Run,
+                message: format!(
+                    "{}{}",
+                    up.message.as_deref().unwrap_or("preempted"),
+                    exhausted(RetryCause::Preempted)
+                ),
+            },
+        },
+        RunState::Lost if ctx.scheduler || up.not_started => ItemOutcome::Requeued {
+            attempt: false,
+            retry: None,
+        },
+        RunState::Lost => match retry(RetryCause::Lost) {
+            Some(retry) => ItemOutcome::Requeued {
+                attempt: true,
+                retry: Some(retry),
+            },
+            None => ItemOutcome::Fails {
+                phase: Phase::Agent,
+                message: lost_message(up) + &exhausted(RetryCause::Lost),
+            },
         },
         _ => ItemOutcome::Unchanged,
     }

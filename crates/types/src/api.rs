@@ -186,6 +186,10 @@ pub struct FailRequest {
     pub exit_code: Option<i32>,
     #[serde(default)]
     pub files: Vec<Attachment>,
+    /// Why it failed, when the phase and exit code do not say (`start-timeout`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub cause: Option<crate::retry::RetryCause>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

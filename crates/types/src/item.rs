@@ -125,8 +125,16 @@ pub struct Item {
     /// The queue's config template with the template variables substituted.
     #[schema(value_type = Object)]
     pub resource_args: Value,
-    /// Leases that ended without an ack (expired or lost with their agent).
+    /// Leases that ended without an ack (expired or lost with their agent), and retries.
     pub attempts: u32,
+    /// A pending item waiting out a retry's backoff or a lost run's hold is not leased
+    /// before this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_at_ms: Option<Millis>,
+    /// Retries so far, by cause (see [`crate::retry`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = Object)]
+    pub retries: crate::retry::RetryCounts,
     /// Grows with every lease; every write about the item must carry the current one.
     pub fence: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -113,6 +113,10 @@ pub struct NewQueue {
     /// agents; none when absent. Sweep schedulers do not count.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// Retries by cause (see [`crate::retry`]); absent: W&B's (preempted runs go back, at most
+    /// 5 times), and lost runs as `requeue_lost` says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 fn default_resource() -> ResourceType {
@@ -134,6 +138,7 @@ impl NewQueue {
             max_attempts: default_max_attempts(),
             requeue_lost: false,
             max_concurrency: None,
+            retry: None,
         }
     }
 
@@ -157,6 +162,9 @@ impl NewQueue {
                 "max_concurrency".into(),
                 "must be from 1 to 1000000 (leave it out for no limit)".into(),
             ));
+        }
+        if let Some(retry) = &self.retry {
+            problems.extend(retry.validate("retry"));
         }
         for name in self.template_variables.keys() {
             if name.is_empty() || name.len() > 64 || name.contains(['{', '}']) {
@@ -188,6 +196,9 @@ pub struct Queue {
     /// At most this many of the queue's runs live at once; none when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_concurrency: Option<u32>,
+    /// Retries by cause as the queue was given them (absent: the defaults).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::retry::RetryPolicy>,
     pub created_at_ms: Millis,
     /// Item counts by state; filled by `show`, absent in listings.
     #[serde(default, skip_serializing_if = "Option::is_none")]

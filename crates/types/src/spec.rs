@@ -155,6 +155,9 @@ pub struct LaunchSpec {
     /// liftoff's own: environment variables for the run (`launch --env K=V`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// liftoff's own: retries by cause for this launch, within its queue's limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<crate::retry::RetryPolicy>,
 }
 
 /// Longest accepted string in a spec's free-text fields, and most argv entries: bounds what a
@@ -183,6 +186,7 @@ pub const SPEC_KEYS: &[&str] = &[
     "priority",
     "cwd",
     "env",
+    "retry",
 ];
 const OVERRIDES_KEYS: &[&str] = &["args", "run_config", "entry_point", "dockerfile"];
 const DOCKER_KEYS: &[&str] = &["docker_image"];
@@ -311,6 +315,9 @@ impl LaunchSpec {
                     format!("must be at most {MAX_VALUE} bytes, without NUL bytes"),
                 ));
             }
+        }
+        if let Some(retry) = &self.retry {
+            problems.extend(retry.validate("retry"));
         }
         problems
     }

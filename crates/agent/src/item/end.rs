@@ -68,6 +68,10 @@ pub(super) async fn report_end(
         not_started: false,
     };
     let report = match (status, stopped) {
+        // It ended by itself just as the lease lapsed: it finished.
+        (RunStatus::Exited(exit), Some(StopWhy::Lapsed)) if exit.success() => {
+            update(RunState::Finished, Some(exit), None)
+        }
         (_, Some(StopWhy::Lapsed)) => update(RunState::Lost, None, Some(lapsed_message(agent))),
         (RunStatus::Exited(exit), Some(why)) => {
             let message = match why {
@@ -149,12 +153,24 @@ pub(super) async fn fail_run(
     phase: Phase,
     exit_code: Option<i32>,
 ) {
+    fail_run_for(agent, entry, message, phase, exit_code, None).await
+}
+
+/// [`fail_run`], with the cause when the phase does not say it.
+pub(super) async fn fail_run_for(
+    agent: &Arc<Agent>,
+    entry: &Entry,
+    message: String,
+    phase: Phase,
+    exit_code: Option<i32>,
+    cause: Option<liftoff_types::RetryCause>,
+) {
     let output = agent.journal.run_dir(&entry.run_id).join("output.log");
     let files = vec![Attachment {
         name: "output-tail.log".into(),
         content: tail(&output, TAIL_LINES),
     }];
-    fail(
+    fail_for(
         agent,
         entry.item_id,
         entry.fence,
@@ -162,6 +178,7 @@ pub(super) async fn fail_run(
         phase,
         exit_code,
         files,
+        cause,
     )
     .await;
     let _ = agent.journal.forget(&entry.run_id);
@@ -188,12 +205,28 @@ pub(crate) async fn fail(
     exit_code: Option<i32>,
     files: Vec<Attachment>,
 ) {
+    fail_for(agent, item, fence, message, phase, exit_code, files, None).await
+}
+
+/// [`fail`], saying why when the phase and exit code do not (a start timeout).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn fail_for(
+    agent: &Arc<Agent>,
+    item: ItemId,
+    fence: i64,
+    message: String,
+    phase: Phase,
+    exit_code: Option<i32>,
+    files: Vec<Attachment>,
+    cause: Option<liftoff_types::RetryCause>,
+) {
     let report = FailRequest {
         fence,
         message,
         phase,
         exit_code,
         files,
+        cause,
     };
     if let Err(e) = retry("fail", || agent.client.fail(item, &report)).await {
         tracing::warn!(%item, error = %e, "could not fail the item");

@@ -93,6 +93,13 @@ pub(crate) async fn prepare(
         metrics_file: &metrics_file.to_string_lossy(),
         sweep_id: item.spec.sweep_id.as_deref(),
         project: item.spec.project.as_deref(),
+        attempt: 1
+            + item.attempts
+            + item
+                .retries
+                .get(&liftoff_types::RetryCause::Preempted)
+                .copied()
+                .unwrap_or(0),
     };
     let resource_args = expand_macros(&item.resource_args, &macros(item, run_id));
     let mut own = crate::env::run_env(&agent.config.env, &vars);

@@ -2,7 +2,7 @@
 //! reported as the backend changes it (`starting` with a reason, `running`), a stop asked
 //! passed to the runner, the start timeout kept.
 
-use super::end::{fail_run, report_end};
+use super::end::report_end;
 use crate::journal::Entry;
 use crate::report::moved_on;
 use crate::shipper::Shipper;
@@ -13,6 +13,9 @@ use liftoff_types::{Phase, RunState, RunUpdate};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// How the failure of a run that did not start in time begins (its retry cause).
+const START_TIMEOUT: &str = "the run did not start within";
 
 /// Grace given to runs when the agent stops them after its own grace period ran out.
 pub(super) const AGENT_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -156,7 +159,11 @@ pub(super) async fn watch_run(
     let reported = match status {
         Ok(status) => report_end(agent, &entry, status, stopped, unreported).await,
         Err(e) => {
-            fail_run(agent, &entry, e.to_string(), Phase::Run, None).await;
+            let message = e.to_string();
+            let cause = message
+                .starts_with(START_TIMEOUT)
+                .then_some(liftoff_types::RetryCause::StartTimeout);
+            super::end::fail_run_for(agent, &entry, message, Phase::Run, None, cause).await;
             true
         }
     };
@@ -221,7 +228,7 @@ pub(super) async fn wait_started_then_ended(
                 let _ = runner.cancel(handle, Duration::ZERO).await;
                 let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
                 return Err(RunnerError::Permanent(format!(
-                    "the run did not start within {:?}{why}",
+                    "{START_TIMEOUT} {:?}{why}",
                     agent.config.start_timeout
                 )));
             }

@@ -36,6 +36,10 @@ pub struct LaunchArgs {
     /// An environment variable for the run: KEY=VALUE.
     #[arg(long = "env", short = 'e', value_name = "KEY=VALUE")]
     pub env: Vec<String>,
+    /// Retries by cause for this run, within its queue's: lost=N, preempted=N,
+    /// start-timeout=N, build=N, exit-code=N[:CODE,...], max=N, backoff=SECONDS.
+    #[arg(long = "retry", value_name = "CAUSE=N")]
+    pub retry: Vec<String>,
     /// Ship this directory with the run (as a code job: content-addressed, .gitignore
     /// honoured) instead of running the command where it was launched from.
     #[arg(long, value_name = "DIR", conflicts_with = "job")]
@@ -172,6 +176,9 @@ pub fn build_spec(args: LaunchArgs) -> anyhow::Result<(LaunchSpec, Option<GitSou
                 .map_err(|e| anyhow::anyhow!("finding the current directory: {e}"))?;
             spec.cwd = Some(cwd.to_string_lossy().into_owned());
         }
+    }
+    if let Some(retry) = super::retry::parse(&args.retry)? {
+        spec.retry = Some(retry);
     }
     for entry in &args.env {
         let (key, value) = entry

@@ -170,7 +170,7 @@ fn item_row(i: &Item, now: i64) -> Vec<String> {
         state,
         i.priority.to_string(),
         i.position.map_or("-".into(), |p| p.to_string()),
-        i.attempts.to_string(),
+        super::show::attempts(i),
         i.run_id.as_ref().map_or("-".into(), ToString::to_string),
         age(i.created_at_ms, now),
         span(i.started_at_ms, i.ended_at_ms, now),

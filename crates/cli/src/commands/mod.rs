@@ -8,6 +8,7 @@ pub mod launch;
 pub mod list;
 pub mod prune;
 pub mod queue;
+pub mod retry;
 pub mod server;
 pub mod show;
 pub mod sweep;

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 pub enum QueueCommand {
     /// Create a queue.
     #[command(
-        after_help = "Examples:\n  liftoff queue create gpu\n  liftoff queue create licensed --max-concurrency 2 --requeue-lost\n  liftoff queue create cluster --resource slurm --config '{\"partition\":\"gpu\",\"gres\":\"gpu:{{gpus}}\"}' --variable 'gpus={\"type\":\"integer\",\"minimum\":1,\"maximum\":8,\"default\":1}'\n  liftoff queue create containers --resource container --config @queue.yaml"
+        after_help = "Examples:\n  liftoff queue create gpu\n  liftoff queue create licensed --max-concurrency 2 --requeue-lost\n  liftoff queue create flaky --retry exit-code=3:1,137 --retry backoff=30 --retry max=4\n  liftoff queue create cluster --resource slurm --config '{\"partition\":\"gpu\",\"gres\":\"gpu:{{gpus}}\"}' --variable 'gpus={\"type\":\"integer\",\"minimum\":1,\"maximum\":8,\"default\":1}'\n  liftoff queue create containers --resource container --config @queue.yaml"
     )]
     Create(CreateArgs),
     /// List queues.
@@ -56,6 +56,10 @@ pub struct CreateArgs {
     /// At most N of the queue's runs at once, across all agents (W&B's max_concurrency).
     #[arg(long, value_name = "N")]
     pub max_concurrency: Option<u32>,
+    /// Retries by cause, one flag each: lost=N, preempted=N (default 5), start-timeout=N,
+    /// build=N, exit-code=N[:CODE,...], max=N (all causes), backoff=SECONDS (doubles).
+    #[arg(long = "retry", value_name = "CAUSE=N")]
+    pub retry: Vec<String>,
 }
 
 pub async fn run(g: &Global, cmd: QueueCommand) -> anyhow::Result<()> {
@@ -100,6 +104,14 @@ pub async fn run(g: &Global, cmd: QueueCommand) -> anyhow::Result<()> {
                     q.max_concurrency
                         .map_or("none".to_string(), |n| format!("{n} ({} live)", d.live_runs)),
                 ],
+                vec![
+                    "retries".into(),
+                    super::retry::describe(&liftoff_types::RetryPolicy::effective(
+                        q.retry.as_ref(),
+                        q.requeue_lost,
+                        q.max_attempts,
+                    )),
+                ],
                 vec!["config".into(), q.config.to_string()],
                 vec!["variables".into(), serde_json::to_string(&q.template_variables)?],
                 vec![
@@ -127,6 +139,7 @@ fn new_queue(args: CreateArgs) -> anyhow::Result<NewQueue> {
     queue.max_attempts = args.max_attempts;
     queue.requeue_lost = args.requeue_lost;
     queue.max_concurrency = args.max_concurrency;
+    queue.retry = super::retry::parse(&args.retry)?;
     if let Some(config) = args.config {
         queue.config = match config.strip_prefix('@') {
             Some(path) => super::read_document(&PathBuf::from(path))?,

@@ -73,7 +73,7 @@ fn describe(s: &Shown) -> String {
         line("waiting", why.clone());
     }
     line("priority", i.priority.to_string());
-    line("attempts", i.attempts.to_string());
+    line("attempts", attempts(i));
     if let Some(name) = &i.spec.name {
         line("name", name.clone());
     }
@@ -241,6 +241,19 @@ async fn enqueue_again(client: &Client, item: &Item, config: &[String]) -> anyho
         item.id, item.queue, new.id
     );
     Ok(new)
+}
+
+/// An item's attempts with its retries by cause: `2 (exit-code 1, lost 1)`.
+pub fn attempts(i: &liftoff_types::Item) -> String {
+    if i.retries.is_empty() {
+        return i.attempts.to_string();
+    }
+    let causes: Vec<String> = i
+        .retries
+        .iter()
+        .map(|(cause, n)| format!("{cause} {n}"))
+        .collect();
+    format!("{} ({})", i.attempts, causes.join(", "))
 }
 
 #[cfg(test)]

@@ -177,6 +177,7 @@ pub async fn fail(
     ApiError::check(check_failure(&req))?;
     let item = state.store.fail(id, req, now_ms()).await?;
     state.run_slot_freed(&item.queue).await;
+    state.item_back(&item);
     // A follower of the run's log ends with the run (it waited up to its recheck, 5 s).
     if let Some(run) = &item.run_id {
         state.wakers.wake(&crate::wake::run_key(run));

@@ -113,6 +113,16 @@ pub async fn new_item(
     let job_kind = super::jobs::resolve(state, &mut spec).await?;
     let queue = state.store.get_queue(name, false).await?;
     check_resource(&spec, &queue)?;
+    if let Some(own) = &spec.retry {
+        let allowed = liftoff_types::RetryPolicy::effective(
+            queue.retry.as_ref(),
+            queue.requeue_lost,
+            queue.max_attempts,
+        );
+        if let Err(problems) = own.within(&allowed) {
+            ApiError::check(problems)?;
+        }
+    }
     check_image(&spec, job_kind, &queue)?;
     let values = template::resolve(&queue.template_variables, &spec.template_variables).map_err(
         |errors| {

@@ -139,10 +139,16 @@ pub async fn apply_update(
     update: RunUpdate,
 ) -> Result<Run, ApiError> {
     check_update(&update)?;
+    let retried = may_go_back(update.state);
     let run = state.store.update_run(id, update, now_ms()).await?;
     state.wakers.wake(&run_key(id));
     if run.state.is_terminal() {
         state.run_slot_freed(&run.queue).await;
+    }
+    if retried {
+        if let Ok(item) = state.store.get_item(run.item_id).await {
+            state.item_back(&item);
+        }
     }
     Ok(run)
 }
@@ -161,12 +167,24 @@ pub async fn apply_update_quietly(
     if reported.is_terminal() {
         if let Ok(run) = state.store.get_run(id).await {
             state.run_slot_freed(&run.queue).await;
+            if may_go_back(reported) {
+                if let Ok(item) = state.store.get_item(run.item_id).await {
+                    state.item_back(&item);
+                }
+            }
         }
     }
     Ok(ReportedRun {
         run_id: id.clone(),
         state: reported,
     })
+}
+
+/// Whether a report in this state may put its item back in its queue (read only then: a
+/// finish, the common report, costs no extra read).
+fn may_go_back(state: liftoff_types::RunState) -> bool {
+    use liftoff_types::RunState::*;
+    matches!(state, Preempted | Lost | Failed)
 }
 
 fn check_update(update: &RunUpdate) -> Result<(), ApiError> {

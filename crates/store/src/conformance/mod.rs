@@ -20,9 +20,11 @@ pub type DynStore = Arc<dyn Store>;
 
 mod ending;
 mod liveness;
+mod retries;
 mod sweeps;
 pub use ending::*;
 pub use liveness::*;
+pub use retries::*;
 pub use sweeps::*;
 
 pub(crate) const T0: Millis = 1_700_000_000_000;
@@ -42,6 +44,8 @@ macro_rules! conformance_tests {
             a_lost_agents_items_wait_out_the_hold_and_unstarted_runs_cost_nothing,
             a_lost_run_found_finished_by_its_agent_ends_its_item_finished,
             a_held_item_whose_lost_run_is_found_finished_is_not_run_again,
+            retries_by_cause_are_taken_and_refused_as_configured,
+            preemptions_go_back_five_times_and_a_launch_may_ask_fewer,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,
             queue_delete_refuses_live_items, tokens_are_found_by_hash, unknown_things_are_not_found,
@@ -256,6 +260,7 @@ pub async fn expiry_releases_with_a_higher_fence(store: DynStore) {
         message: "late".into(),
         phase: Phase::Run,
         files: vec![],
+        cause: None,
     };
     assert!(
         is_conflict(store.fail(id, stale_fail, T0 + 1_003).await),
@@ -445,6 +450,7 @@ pub async fn failures_keep_phase_message_and_files(store: DynStore) {
             name: "build.log".into(),
             content: "pip: no such package".into(),
         }],
+        cause: None,
     };
     let item = store.fail(id, report, T0 + 2).await.unwrap();
     assert_eq!(item.state, ItemState::Failed);

@@ -62,6 +62,8 @@ pub async fn enqueue(
         spec: item.spec.clone(),
         resource_args: item.resource_args.clone(),
         attempts: 0,
+        retries: Default::default(),
+        available_at_ms: None,
         fence: 0,
         agent_id: None,
         lease_expires_at_ms: None,

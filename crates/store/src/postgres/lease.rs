@@ -113,8 +113,8 @@ pub async fn lease_one_queue(
         .iter()
         .map(|row| {
             let mut item = rows::item(row)?;
-            item.warnings = serde_json::from_str(&get::<String>(row, 19)?)?;
-            let rank: i64 = get(row, 20)?;
+            item.warnings = serde_json::from_str(&get::<String>(row, 21)?)?;
+            let rank: i64 = get(row, 22)?;
             Ok((rank, item))
         })
         .collect::<StoreResult<Vec<_>>>()?;
@@ -344,7 +344,23 @@ pub async fn fail(tx: &Tx<'_>, id: ItemId, report: &FailRequest, now: Millis) ->
         &[ItemState::Leased, ItemState::Claimed],
     )?;
     let names: Vec<&str> = report.files.iter().map(|f| f.name.as_str()).collect();
-    mark_failed(tx, id, &report.message, report.phase, &names, now).await?;
+    let cause = crate::retries::failure_cause(report.phase, report.exit_code, report.cause);
+    match cause.filter(|_| cur.state == ItemState::Claimed) {
+        Some(cause) => {
+            let ctx = super::runs::retry_context(tx, id).await?;
+            match ctx.retry(cause, report.exit_code) {
+                Some(retry) => {
+                    let why = &report.message;
+                    super::runs::requeue(tx, id, true, Some(&retry), why, now).await?
+                }
+                None => {
+                    let message = report.message.clone() + &ctx.exhausted(cause);
+                    mark_failed(tx, id, &message, report.phase, &names, now).await?
+                }
+            }
+        }
+        None => mark_failed(tx, id, &report.message, report.phase, &names, now).await?,
+    }
     let insert = tx
         .prepare_cached(
             "INSERT INTO item_files (item_id, name, content) VALUES ($1, $2, $3)

@@ -9,8 +9,8 @@ pub async fn create(tx: &Tx<'_>, q: &NewQueue, now: Millis) -> StoreResult<Queue
     let stmt = tx
         .prepare_cached(
             "INSERT INTO queues (name, resource, config, template_variables, prioritization,
-                 max_attempts, requeue_lost, created_at_ms, max_concurrency)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
+                 max_attempts, requeue_lost, created_at_ms, max_concurrency, retry)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (name) DO NOTHING",
         )
         .await?;
     let inserted = tx
@@ -26,6 +26,7 @@ pub async fn create(tx: &Tx<'_>, q: &NewQueue, now: Millis) -> StoreResult<Queue
                 &q.requeue_lost,
                 &now,
                 &q.max_concurrency.map(i64::from),
+                &q.retry.as_ref().map(serde_json::to_string).transpose()?,
             ],
         )
         .await?;

@@ -63,6 +63,8 @@ pub fn item(row: &Row) -> StoreResult<Item> {
         updated_at_ms: get(row, 16)?,
         kind: parse::<ItemKind>(get(row, 17)?)?,
         sweep_index: get::<Option<i64>>(row, 18)?.map(|n| n as u32),
+        retries: json(get(row, 19)?)?,
+        available_at_ms: get(row, 20)?,
         started_at_ms: None,
         ended_at_ms: None,
         pending_reason: None,
@@ -95,6 +97,7 @@ pub fn queue(row: &Row) -> StoreResult<Queue> {
         requeue_lost: get(row, 6)?,
         created_at_ms: get(row, 7)?,
         max_concurrency: get::<Option<i64>>(row, 8)?.map(|n| n as u32),
+        retry: get::<Option<String>>(row, 9)?.map(json).transpose()?,
         depth: None,
     })
 }
@@ -151,8 +154,8 @@ pub fn token(row: &Row) -> StoreResult<TokenInfo> {
 /// An item read with [`ITEM_SHOWN_COLUMNS`]: its latest run's times too.
 pub fn shown_item(row: &Row) -> StoreResult<Item> {
     let mut found = item(row)?;
-    found.started_at_ms = get(row, 19)?;
-    found.ended_at_ms = get(row, 20)?;
+    found.started_at_ms = get(row, 21)?;
+    found.ended_at_ms = get(row, 22)?;
     Ok(found)
 }
 

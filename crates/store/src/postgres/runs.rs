@@ -4,6 +4,7 @@
 use super::lease::mark_failed;
 use super::rows::{self, get, RUN_COLUMNS};
 use super::Tx;
+use crate::retries::{Retry, RetryContext};
 use crate::rules::{EndContext, ItemOutcome};
 use crate::{StoreError, StoreResult};
 use liftoff_types::api::RunFilter;
@@ -17,20 +18,16 @@ struct Context {
     fence: i64,
     item_claimed: bool,
     item_state: liftoff_types::ItemState,
-    requeue_lost: bool,
     /// A sweep's scheduler: always requeued when lost (its state is on the server).
     scheduler: bool,
-    attempts: i64,
-    max_attempts: i64,
 }
 
 async fn context(tx: &Tx<'_>, id: &RunId) -> StoreResult<Context> {
     let stmt = tx
         .prepare_cached(
-            "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost,
-                    i.attempts, q.max_attempts, i.kind = 'scheduler', i.state
-             FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
-             WHERE r.id = $1 FOR UPDATE OF i",
+            "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', i.kind = 'scheduler',
+                    i.state
+             FROM runs r JOIN items i ON i.id = r.item_id WHERE r.id = $1 FOR UPDATE OF i",
         )
         .await?;
     let row = tx
@@ -44,11 +41,8 @@ async fn context(tx: &Tx<'_>, id: &RunId) -> StoreResult<Context> {
         item_id: ItemId(get(&row, 1)?),
         fence: get(&row, 2)?,
         item_claimed: get(&row, 3)?,
-        requeue_lost: get(&row, 4)?,
-        attempts: get(&row, 5)?,
-        max_attempts: get(&row, 6)?,
-        scheduler: get(&row, 7)?,
-        item_state: get::<String>(&row, 8)?
+        scheduler: get(&row, 4)?,
+        item_state: get::<String>(&row, 5)?
             .parse()
             .map_err(StoreError::Corrupt)?,
     })
@@ -194,18 +188,23 @@ async fn end_plainly(
 /// A run's end decides its item's, by [`crate::rules::item_outcome`].
 async fn end_item(tx: &Tx<'_>, ctx: &Context, up: &RunUpdate, now: Millis) -> StoreResult<()> {
     let item = ctx.item_id;
+    let retry = match crate::rules::may_retry(up.state) {
+        true => Some(retry_context(tx, item).await?),
+        false => None,
+    };
     let end = EndContext {
-        requeue_lost: ctx.requeue_lost,
         scheduler: ctx.scheduler,
-        attempts: ctx.attempts as u32,
-        max_attempts: ctx.max_attempts as u32,
+        retry,
     };
     match crate::rules::item_outcome(&end, up) {
         ItemOutcome::Ends(state) => set_state(tx, item, state, now).await,
         ItemOutcome::Fails { phase, message } => {
             mark_failed(tx, item, &message, phase, &[], now).await
         }
-        ItemOutcome::Requeued { attempt } => requeue(tx, item, attempt, now).await,
+        ItemOutcome::Requeued { attempt, retry } => {
+            let why = up.message.as_deref().unwrap_or(up.state.as_str());
+            requeue(tx, item, attempt, retry.as_ref(), why, now).await
+        }
         ItemOutcome::Unchanged => Ok(()),
     }
 }
@@ -218,15 +217,60 @@ async fn set_state(tx: &Tx<'_>, item: ItemId, state: &str, now: Millis) -> Store
     Ok(())
 }
 
-async fn requeue(tx: &Tx<'_>, item: ItemId, count_attempt: bool, now: Millis) -> StoreResult<()> {
+/// An item's retry context: its queue's policy, its launch's, its retries so far.
+pub(super) async fn retry_context(tx: &Tx<'_>, item: ItemId) -> StoreResult<RetryContext> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT q.retry, q.requeue_lost, q.max_attempts, i.spec, i.retries
+             FROM items i JOIN queues q ON q.id = i.queue_id WHERE i.id = $1",
+        )
+        .await?;
+    let row = tx.query_one(&stmt, &[&item.0]).await?;
+    RetryContext::read(
+        get::<Option<String>>(&row, 0)?.as_deref(),
+        get(&row, 1)?,
+        get::<i64>(&row, 2)? as u32,
+        &get::<String>(&row, 3)?,
+        &get::<String>(&row, 4)?,
+    )
+}
+
+/// Puts an item back in its queue (see the SQLite store's `requeue`).
+pub(super) async fn requeue(
+    tx: &Tx<'_>,
+    item: ItemId,
+    count_attempt: bool,
+    retry: Option<&Retry>,
+    why: &str,
+    now: Millis,
+) -> StoreResult<()> {
     let stmt = tx
         .prepare_cached(
             "UPDATE items SET state = 'pending', run_id = NULL, agent_id = NULL,
-                 attempts = attempts + $2, updated_at_ms = $3 WHERE id = $1",
+                 lease_expires_at_ms = NULL, attempts = attempts + $2,
+                 retries = coalesce($3, retries), available_at_ms = $4, updated_at_ms = $5
+             WHERE id = $1",
         )
         .await?;
-    tx.execute(&stmt, &[&item.0, &(count_attempt as i64), &now])
+    let counts = retry.map(|r| r.counts.clone());
+    let available = retry.map(|r| now + r.wait_ms);
+    tx.execute(
+        &stmt,
+        &[&item.0, &(count_attempt as i64), &counts, &available, &now],
+    )
+    .await?;
+    if let Some(retry) = retry {
+        let warn = tx
+            .prepare_cached(
+                "INSERT INTO item_warnings (item_id, message, at_ms) VALUES ($1, $2, $3)",
+            )
+            .await?;
+        tx.execute(
+            &warn,
+            &[&item.0, &crate::retries::warning(retry, why), &now],
+        )
         .await?;
+    }
     Ok(())
 }
 

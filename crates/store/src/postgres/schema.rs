@@ -176,6 +176,12 @@ ALTER TABLE queues ADD COLUMN max_concurrency BIGINT;
 -- machine has stopped it), NULL for at once
 ALTER TABLE items ADD COLUMN available_at_ms BIGINT;
 "#,
+    r#"
+-- retries by cause: a queue's policy (JSON, NULL for the defaults) and an item's retries so
+-- far, by cause
+ALTER TABLE queues ADD COLUMN retry TEXT;
+ALTER TABLE items ADD COLUMN retries TEXT NOT NULL DEFAULT '{}';
+"#,
 ];
 
 /// Brings the database up to the newest schema.

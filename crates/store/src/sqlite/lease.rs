@@ -222,7 +222,22 @@ pub fn fail(
         &[ItemState::Leased, ItemState::Claimed],
     )?;
     let names: Vec<&str> = report.files.iter().map(|f| f.name.as_str()).collect();
-    mark_failed(conn, id, &report.message, report.phase, &names, now)?;
+    let cause = crate::retries::failure_cause(report.phase, report.exit_code, report.cause);
+    match cause.filter(|_| cur.state == ItemState::Claimed) {
+        Some(cause) => {
+            let ctx = super::runs::retry_context(conn, id)?;
+            match ctx.retry(cause, report.exit_code) {
+                Some(retry) => {
+                    super::runs::requeue(conn, id, true, Some(&retry), &report.message, now)?
+                }
+                None => {
+                    let message = report.message.clone() + &ctx.exhausted(cause);
+                    mark_failed(conn, id, &message, report.phase, &names, now)?
+                }
+            }
+        }
+        None => mark_failed(conn, id, &report.message, report.phase, &names, now)?,
+    }
     let mut insert = conn.prepare_cached(
         "INSERT OR REPLACE INTO item_files (item_id, name, content) VALUES (?1, ?2, ?3)",
     )?;

@@ -9,8 +9,8 @@ pub fn create(conn: &Connection, q: &NewQueue, now: Millis) -> StoreResult<Queue
     let inserted = conn
         .prepare_cached(
             "INSERT INTO queues (name, resource, config, template_variables, prioritization,
-                 max_attempts, requeue_lost, created_at_ms, max_concurrency)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (name) DO NOTHING",
+                 max_attempts, requeue_lost, created_at_ms, max_concurrency, retry)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (name) DO NOTHING",
         )?
         .execute(params![
             q.name,
@@ -21,7 +21,8 @@ pub fn create(conn: &Connection, q: &NewQueue, now: Millis) -> StoreResult<Queue
             q.max_attempts,
             q.requeue_lost,
             now,
-            q.max_concurrency
+            q.max_concurrency,
+            q.retry.as_ref().map(serde_json::to_string).transpose()?
         ])?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!(

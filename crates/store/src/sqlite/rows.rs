@@ -60,6 +60,8 @@ pub fn item(row: &Row) -> rusqlite::Result<Item> {
         updated_at_ms: row.get(16)?,
         kind: parse::<ItemKind>(row.get(17)?)?,
         sweep_index: row.get(18)?,
+        retries: json(row.get(19)?)?,
+        available_at_ms: row.get(20)?,
         started_at_ms: None,
         ended_at_ms: None,
         pending_reason: None,
@@ -92,6 +94,7 @@ pub fn queue(row: &Row) -> rusqlite::Result<Queue> {
         requeue_lost: row.get(6)?,
         created_at_ms: row.get(7)?,
         max_concurrency: row.get(8)?,
+        retry: row.get::<_, Option<String>>(9)?.map(json).transpose()?,
         depth: None,
     })
 }
@@ -149,8 +152,8 @@ pub fn token(row: &Row) -> rusqlite::Result<TokenInfo> {
 /// An item read with [`ITEM_SHOWN_COLUMNS`]: its latest run's times too.
 pub fn shown_item(row: &Row) -> rusqlite::Result<Item> {
     let mut found = item(row)?;
-    found.started_at_ms = row.get(19)?;
-    found.ended_at_ms = row.get(20)?;
+    found.started_at_ms = row.get(21)?;
+    found.ended_at_ms = row.get(22)?;
     Ok(found)
 }
 

@@ -3,6 +3,7 @@
 
 use super::lease::mark_failed;
 use super::rows::{self, RUN_COLUMNS};
+use crate::retries::{Retry, RetryContext};
 use crate::rules::{EndContext, ItemOutcome};
 use crate::{StoreError, StoreResult};
 use liftoff_types::api::RunFilter;
@@ -16,69 +17,105 @@ struct Context {
     fence: i64,
     item_claimed: bool,
     item_state: liftoff_types::ItemState,
-    requeue_lost: bool,
     /// A sweep's scheduler: always requeued when lost (its state is on the server).
     scheduler: bool,
-    attempts: u32,
-    max_attempts: u32,
 }
 
 impl Context {
-    fn end(&self) -> EndContext {
-        EndContext {
-            requeue_lost: self.requeue_lost,
+    fn end(&self, conn: &Connection, up: &RunUpdate) -> StoreResult<EndContext> {
+        let retry = crate::rules::may_retry(up.state)
+            .then(|| retry_context(conn, self.item_id))
+            .transpose()?;
+        Ok(EndContext {
             scheduler: self.scheduler,
-            attempts: self.attempts,
-            max_attempts: self.max_attempts,
-        }
+            retry,
+        })
     }
+}
+
+/// An item's retry context: its queue's policy, its launch's, its retries so far.
+pub(super) fn retry_context(conn: &Connection, item: ItemId) -> StoreResult<RetryContext> {
+    let (retry, requeue_lost, max_attempts, spec, retries): (
+        Option<String>,
+        bool,
+        u32,
+        String,
+        String,
+    ) = conn
+        .prepare_cached(
+            "SELECT q.retry, q.requeue_lost, q.max_attempts, i.spec, i.retries
+             FROM items i JOIN queues q ON q.id = i.queue_id WHERE i.id = ?1",
+        )?
+        .query_row([item.0], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+    RetryContext::read(
+        retry.as_deref(),
+        requeue_lost,
+        max_attempts,
+        &spec,
+        &retries,
+    )
+}
+
+/// Puts an item back in its queue, counting an attempt or not; a retry by cause also stores
+/// its counts, holds the item for its wait, and leaves a warning saying why.
+pub(super) fn requeue(
+    conn: &Connection,
+    item: ItemId,
+    attempt: bool,
+    retry: Option<&Retry>,
+    why: &str,
+    now: Millis,
+) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE items SET state = 'pending', run_id = NULL, agent_id = NULL,
+             lease_expires_at_ms = NULL, attempts = attempts + ?2,
+             retries = coalesce(?3, retries), available_at_ms = ?4, updated_at_ms = ?5
+         WHERE id = ?1",
+    )?
+    .execute(params![
+        item.0,
+        attempt as i64,
+        retry.map(|r| r.counts.as_str()),
+        retry.map(|r| now + r.wait_ms),
+        now
+    ])?;
+    if let Some(retry) = retry {
+        conn.prepare_cached(
+            "INSERT INTO item_warnings (item_id, message, at_ms) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![item.0, crate::retries::warning(retry, why), now])?;
+    }
+    Ok(())
 }
 
 fn context(conn: &Connection, id: &RunId) -> StoreResult<Context> {
     conn.prepare_cached(
-        "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', q.requeue_lost, i.attempts,
-                q.max_attempts, i.kind = 'scheduler', i.state
-         FROM runs r JOIN items i ON i.id = r.item_id JOIN queues q ON q.id = i.queue_id
-         WHERE r.id = ?1",
+        "SELECT r.state, r.item_id, i.fence, i.state = 'claimed', i.kind = 'scheduler', i.state
+         FROM runs r JOIN items i ON i.id = r.item_id WHERE r.id = ?1",
     )?
     .query_row([id.as_str()], |r| {
-        let state: String = r.get(0)?;
         Ok((
-            state,
+            r.get::<_, String>(0)?,
             r.get(1)?,
             r.get(2)?,
             r.get(3)?,
             r.get(4)?,
-            r.get(5)?,
-            r.get(6)?,
-            r.get(7)?,
-            r.get::<_, String>(8)?,
+            r.get::<_, String>(5)?,
         ))
     })
     .optional()?
     .ok_or_else(|| StoreError::not_found("run", id))
     .and_then(
-        |(
-            state,
-            item,
-            fence,
-            item_claimed,
-            requeue_lost,
-            attempts,
-            max_attempts,
-            scheduler,
-            item_state,
-        )| {
+        |(state, item, fence, item_claimed, scheduler, item_state)| {
             Ok(Context {
                 item_state: item_state.parse().map_err(StoreError::Corrupt)?,
                 state: state.parse().map_err(StoreError::Corrupt)?,
                 item_id: ItemId(item),
                 fence,
                 item_claimed,
-                requeue_lost,
                 scheduler,
-                attempts,
-                max_attempts,
             })
         },
     )
@@ -171,18 +208,13 @@ fn end_item(conn: &Connection, ctx: &Context, up: &RunUpdate, now: Millis) -> St
             .execute(params![item.0, state, now])?;
         Ok(())
     };
-    let requeue = |count_attempt: bool| -> StoreResult<()> {
-        conn.prepare_cached(
-            "UPDATE items SET state = 'pending', run_id = NULL, agent_id = NULL,
-                 attempts = attempts + ?2, updated_at_ms = ?3 WHERE id = ?1",
-        )?
-        .execute(params![item.0, count_attempt as i64, now])?;
-        Ok(())
-    };
-    match crate::rules::item_outcome(&ctx.end(), up) {
+    match crate::rules::item_outcome(&ctx.end(conn, up)?, up) {
         ItemOutcome::Ends(state) => set_state(state),
         ItemOutcome::Fails { phase, message } => mark_failed(conn, item, &message, phase, &[], now),
-        ItemOutcome::Requeued { attempt } => requeue(attempt),
+        ItemOutcome::Requeued { attempt, retry } => {
+            let why = up.message.as_deref().unwrap_or(up.state.as_str());
+            requeue(conn, item, attempt, retry.as_ref(), why, now)
+        }
         ItemOutcome::Unchanged => Ok(()),
     }
 }
