@@ -2,6 +2,7 @@
 //! the floors and targets measured in the same run so that the figures compare as ratios.
 
 mod agent;
+mod chaos;
 mod container;
 mod env;
 mod listing;
@@ -47,6 +48,11 @@ pub enum BenchCommand {
         after_help = "Examples:\n  liftoff bench wal\n  liftoff bench wal --seconds 10 --writers 4"
     )]
     Wal(wal::WalBench),
+    /// Runs through agents and a server killed on a schedule: lost, duplicated, overlapping.
+    #[command(
+        after_help = "Examples:\n  liftoff bench chaos\n  liftoff bench chaos --runs 10000 --kills 40\n  liftoff bench chaos --postgres postgres://postgres@127.0.0.1/postgres --runs 5000"
+    )]
+    Chaos(chaos::ChaosBench),
     /// random and bayes search on a known bowl, against W&B's sweeps engine.
     #[command(after_help = "Examples:\n  liftoff bench sweep")]
     Sweep(sweep::SweepBench),
@@ -63,6 +69,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Listing(b) => listing::run(b).await,
         BenchCommand::Upload(b) => upload::run(b).await,
         BenchCommand::Wal(b) => wal::run(b).await,
+        BenchCommand::Chaos(b) => chaos::run(b).await,
     }
 }
 
