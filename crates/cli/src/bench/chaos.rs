@@ -411,11 +411,10 @@ impl Soak {
                             counts.past_timeout += 1;
                         }
                         restarts.push((Instant::now() + down, agent));
-                        if let Some(agent) = id {
+                        if id.is_some() {
                             watching.push(Recovery {
                                 killed: Instant::now(),
                                 killed_ms: liftoff_types::now_ms(),
-                                agent,
                                 held,
                             });
                         }
@@ -495,7 +494,6 @@ impl Soak {
                 return Some(false);
             }
         }
-        let _ = r.agent;
         Some(true)
     }
 
@@ -552,7 +550,6 @@ struct FaultCounts {
 struct Recovery {
     killed: Instant,
     killed_ms: i64,
-    agent: i64,
     held: Vec<ItemId>,
 }
 
