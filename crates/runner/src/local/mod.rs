@@ -636,8 +636,9 @@ impl Runner for LocalRunner {
             .ask(Some(ANSWER_WITHIN), None, |id, _| Request::List { id })
             .await?
         {
-            Message::Running { runs, .. } => runs
+            Message::Running { runs, ended, .. } => runs
                 .into_iter()
+                .chain(ended)
                 .filter_map(|c| {
                     let run_id = c.run_id.parse().ok()?;
                     let data = LocalHandle {

@@ -64,6 +64,12 @@ pub enum Message {
     Running {
         id: u64,
         runs: Vec<Child>,
+        /// The last runs that ended (up to the supervisor's bound), newest last: a run whose
+        /// agent was killed between the spawn and the journal's record of it is found here
+        /// once ended, so the restarted agent reports its real end instead of "never
+        /// started" (and its item is not run again).
+        #[serde(default)]
+        ended: Vec<Child>,
     },
     /// Whether a withdrawn run was still waiting (and so never started).
     Withdrawn {

@@ -29,6 +29,11 @@ use std::time::{Duration, Instant};
 
 /// How long the supervisor stays with nothing to do (covers an agent's restart).
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
+/// How long it stays instead while it holds ends no agent was told: the agent that comes
+/// back asks for them (see [`Table::ended`]).
+const IDLE_EXIT_UNTOLD: Duration = Duration::from_secs(3600);
+/// The ended runs kept for a returning agent: more than the runs one agent has at once.
+const ENDED_KEPT: usize = 4096;
 /// How long a worker waits for a run to start before it ends.
 const WORKER_IDLE: Duration = Duration::from_secs(10);
 const THREAD_STACK: usize = 128 * 1024;
@@ -49,6 +54,12 @@ struct Table {
     /// Runs being started (taken out of the line, not yet in `live`): they count against
     /// the limit already.
     starting: usize,
+    /// The last runs that ended, oldest first, for [`Request::List`]: an agent killed
+    /// between asking for a spawn and journaling its handle finds such a run here.
+    ended: VecDeque<Child>,
+    /// An end may not have reached any agent since the last list (none was connected, or
+    /// the write failed): the supervisor then waits [`IDLE_EXIT_UNTOLD`] before it exits.
+    untold_end: bool,
 }
 
 #[derive(Default)]
@@ -103,6 +114,7 @@ impl Shared {
         let mut conns = lock(&self.conns);
         let untold = std::mem::take(&mut *lock(&self.untold));
         // A connection that cannot be written to is gone (its reader ends it too).
+        let before = conns.len();
         conns.retain_mut(|(conn, stream)| {
             let lines: Vec<u8> = untold
                 .iter()
@@ -111,6 +123,12 @@ impl Shared {
                 .collect();
             lines.is_empty() || stream.write_all(&lines).is_ok()
         });
+        let to_gone = untold
+            .iter()
+            .any(|(to, _)| !conns.iter().any(|(c, _)| c == to));
+        if conns.len() < before || to_gone {
+            lock(&self.children).untold_end = true;
+        }
     }
 
     fn send_to(&self, conn: u64, msg: &Message) {
@@ -177,14 +195,23 @@ fn idle_exit(shared: &Shared, socket: &Path) {
     let mut idle_since = Instant::now();
     loop {
         std::thread::sleep(Duration::from_millis(500));
-        let busy = {
+        let (busy, untold_end) = {
             let table = lock(&shared.children);
-            !table.live.is_empty() || table.starting > 0
-        } || !lock(&shared.conns).is_empty()
-            || !lock(&shared.line).waiting.is_empty();
+            (
+                !table.live.is_empty() || table.starting > 0,
+                table.untold_end,
+            )
+        };
+        let busy =
+            busy || !lock(&shared.conns).is_empty() || !lock(&shared.line).waiting.is_empty();
+        let limit = if untold_end {
+            IDLE_EXIT_UNTOLD
+        } else {
+            IDLE_EXIT
+        };
         if busy {
             idle_since = Instant::now();
-        } else if idle_since.elapsed() >= IDLE_EXIT {
+        } else if idle_since.elapsed() >= limit {
             let _ = std::fs::remove_file(socket);
             std::process::exit(0);
         }
@@ -255,10 +282,15 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
                 );
                 None
             }
-            Ok(Request::List { id }) => Some(Message::Running {
-                id,
-                runs: lock(&shared.children).live.values().cloned().collect(),
-            }),
+            Ok(Request::List { id }) => {
+                let mut table = lock(&shared.children);
+                table.untold_end = false;
+                Some(Message::Running {
+                    id,
+                    runs: table.live.values().cloned().collect(),
+                    ended: table.ended.iter().cloned().collect(),
+                })
+            }
             Err(e) => Some(Message::Refused {
                 id: 0,
                 error: format!("bad request: {e}"),
@@ -667,6 +699,13 @@ const TELL_LINGER: Duration = Duration::from_millis(2);
 /// other runs go on (the next run starts from the line here); a lone run is told at once.
 fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)>) {
     write_exit(&child.exit_file, &child.run_id, &exit);
+    {
+        let mut table = lock(&shared.children);
+        if table.ended.len() >= ENDED_KEPT {
+            table.ended.pop_front();
+        }
+        table.ended.push_back(child.clone());
+    }
     let exited = line_of(&Message::Exited {
         run_id: child.run_id,
         pid: child.pid,
@@ -679,6 +718,9 @@ fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)
     };
     {
         let conns: Vec<u64> = lock(&shared.conns).iter().map(|(c, _)| *c).collect();
+        if conns.is_empty() {
+            lock(&shared.children).untold_end = true;
+        }
         let mut untold = lock(&shared.untold);
         let first = untold.is_empty();
         for conn in conns {

@@ -216,3 +216,56 @@ fn wait_for_file(path: &Path) {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
+
+/// An agent killed between its spawn request and the journal's record of the handle: its
+/// run ends with no agent to hear it. The agent that comes back lists the supervisor's runs
+/// and finds that one among the ended, so it reports the real end instead of "never
+/// started" (which would run the item again); until then the supervisor stays up longer.
+#[test]
+fn a_run_that_ended_with_no_agent_is_listed_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Shared::default());
+    let connect = || {
+        let (agent, supervisor) = UnixStream::pair().unwrap();
+        let shared = shared.clone();
+        std::thread::spawn(move || serve(shared, supervisor));
+        agent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(agent.try_clone().unwrap()).lines();
+        (agent, reader)
+    };
+    let ask = |to: &mut UnixStream, request: &Request| {
+        let mut line = serde_json::to_vec(request).unwrap();
+        line.push(b'\n');
+        to.write_all(&line).unwrap();
+    };
+    let (mut first, mut heard) = connect();
+    ask(&mut first, &run_request(1, dir.path(), "sleep 0.3; exit 5"));
+    let line = heard.next().unwrap().unwrap();
+    assert!(matches!(
+        serde_json::from_str(&line).unwrap(),
+        Message::Spawned { id: 1, .. }
+    ));
+    drop((first, heard));
+    wait_for_file(&dir.path().join("exit1.json"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lock(&shared.children).untold_end {
+        assert!(Instant::now() < deadline, "the untold end was not noted");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+
+    let (mut second, mut heard) = connect();
+    ask(&mut second, &Request::List { id: 7 });
+    let line = heard.next().unwrap().unwrap();
+    let Message::Running { id: 7, runs, ended } = serde_json::from_str(&line).unwrap() else {
+        panic!("no list: {line}");
+    };
+    assert!(runs.is_empty(), "{runs:?}");
+    assert_eq!(
+        ended.iter().map(|c| c.run_id.as_str()).collect::<Vec<_>>(),
+        ["r1"]
+    );
+    assert_eq!(ended[0].exit_file, dir.path().join("exit1.json"));
+    assert!(!lock(&shared.children).untold_end, "listed, so told");
+}
