@@ -21,7 +21,7 @@ fn a_short_soak_with_agents_and_the_server_killed_loses_nothing_and_runs_nothing
             "--agent-timeout",
             "3",
             "--lost-grace",
-            "4",
+            "5",
             "--max-down",
             "5",
             "--kills",

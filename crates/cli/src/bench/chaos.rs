@@ -298,6 +298,7 @@ impl Soak {
             self.spawn_agent(n)?;
         }
         let began = Instant::now();
+        let began_ms = liftoff_types::now_ms();
         let mut acknowledged = Vec::new();
         for k in 0..b.runs {
             let queue = if k % 2 == 0 { "plain" } else { "again" };
@@ -336,6 +337,9 @@ impl Soak {
         let items = self.all_items().await?;
         let mut out = ledger.counters(&acknowledged, &items);
         out.insert("launched".into(), json!(b.runs));
+        let twice = self.explain_duplicates(&ledger, began_ms).await;
+        out.insert("duplicated_items".into(), json!(twice));
+        out.insert("timeline".into(), json!(counts.timeline));
         let recoveries = counts.recoveries;
         let mut sorted: Vec<f64> = recoveries
             .iter()
@@ -381,6 +385,7 @@ impl Soak {
         faults.reverse();
         let mut counts = FaultCounts::default();
         let mut restarts: Vec<(Instant, usize)> = Vec::new();
+        let mut server_back: Option<Instant> = None;
         let mut watching: Vec<Recovery> = Vec::new();
         let limit = Duration::from_secs(600) + Duration::from_secs(self.b.runs as u64);
         let mut last_look = Instant::now() - Duration::from_secs(1);
@@ -407,6 +412,13 @@ impl Soak {
                         };
                         self.kill_agent(agent);
                         counts.agent_kills += 1;
+                        counts.timeline.push(format!(
+                            "{} ms: agent {} (id {}) killed for {} ms",
+                            began.elapsed().as_millis(),
+                            agent,
+                            id.unwrap_or(0),
+                            down.as_millis()
+                        ));
                         if down > Duration::from_secs(self.b.agent_timeout) {
                             counts.past_timeout += 1;
                         }
@@ -420,15 +432,27 @@ impl Soak {
                         }
                     }
                     Fault::Server => {
-                        let exe = self.exe.clone();
+                        // Restarted from this loop a second later, so that agents due back
+                        // meanwhile come back on time.
                         let server = self.servers.last_mut().context("a server")?;
                         server.kill9();
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        server.spawn(&exe)?;
-                        server.wait_listening().await?;
                         counts.server_kills += 1;
+                        server_back = Some(Instant::now() + Duration::from_secs(1));
+                        counts
+                            .timeline
+                            .push(format!("{} ms: server killed", began.elapsed().as_millis()));
                     }
                 }
+            }
+            if server_back.is_some_and(|at| at <= now) {
+                server_back = None;
+                let exe = self.exe.clone();
+                let server = self.servers.last_mut().context("a server")?;
+                server.spawn(&exe)?;
+                counts.timeline.push(format!(
+                    "{} ms: server restarted",
+                    began.elapsed().as_millis()
+                ));
             }
             let due: Vec<usize> = restarts
                 .iter()
@@ -438,6 +462,10 @@ impl Soak {
             restarts.retain(|(at, _)| *at > now);
             for n in due {
                 self.spawn_agent(n)?;
+                counts.timeline.push(format!(
+                    "{} ms: agent {n} restarted",
+                    began.elapsed().as_millis()
+                ));
             }
             if now.duration_since(last_look) >= Duration::from_millis(250) {
                 last_look = now;
@@ -449,12 +477,44 @@ impl Soak {
                     }
                 }
                 watching = still;
-                if faults.is_empty() && restarts.is_empty() && self.all_ended().await {
+                if faults.is_empty()
+                    && restarts.is_empty()
+                    && server_back.is_none()
+                    && self.all_ended().await
+                {
                     return Ok(counts);
                 }
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// For the first items whose work was done twice: each run that ended, where and when (in
+    /// soak milliseconds), to read beside the timeline.
+    async fn explain_duplicates(&self, ledger: &Ledger, began_ms: i64) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        let twice = ledger.ended_runs.iter().filter(|(_, runs)| runs.len() > 1);
+        for (item, runs) in twice.take(20) {
+            let mut seen = Vec::new();
+            for id in runs {
+                let run = match id.parse::<liftoff_types::RunId>() {
+                    Ok(run) => self.client.get_run(&run).await.ok(),
+                    Err(_) => None,
+                };
+                let Some(run) = run else {
+                    seen.push(json!({"run": id}));
+                    continue;
+                };
+                let at = |ms: Option<i64>| ms.map(|ms| ms - began_ms);
+                seen.push(json!({
+                    "run": id, "agent": run.agent_id.0, "state": run.state.to_string(),
+                    "started_ms": at(run.started_at_ms), "ended_ms": at(run.ended_at_ms),
+                    "message": run.message,
+                }));
+            }
+            out.push(json!({"item": item, "runs": seen}));
+        }
+        out
     }
 
     /// The items an agent holds now.
@@ -545,6 +605,8 @@ struct FaultCounts {
     past_timeout: u32,
     server_kills: u32,
     recoveries: Vec<Duration>,
+    /// What happened when, in soak milliseconds: the story behind a bad counter.
+    timeline: Vec<String>,
 }
 
 struct Recovery {
@@ -559,6 +621,8 @@ struct Ledger {
     starts: BTreeMap<i64, u32>,
     ends: BTreeMap<i64, u32>,
     overlaps: BTreeMap<i64, u32>,
+    /// The runs that wrote `end`, by item.
+    ended_runs: BTreeMap<i64, Vec<String>>,
 }
 
 impl Ledger {
@@ -573,6 +637,12 @@ impl Ledger {
             let Ok(item) = item.parse::<i64>() else {
                 continue;
             };
+            if what == "end" {
+                if let Some(run) = words.next() {
+                    let runs = ledger.ended_runs.entry(item).or_default();
+                    runs.push(run.to_string());
+                }
+            }
             let counter = match what {
                 "start" => &mut ledger.starts,
                 "end" => &mut ledger.ends,
