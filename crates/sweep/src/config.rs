@@ -76,6 +76,9 @@ struct Problems(Vec<String>);
 
 impl Problems {
     fn at(&mut self, path: &str, rule: impl std::fmt::Display) {
+        // A key is the user's text: an empty one is shown quoted, so the problem still
+        // says where.
+        let path = if path.is_empty() { "\"\"" } else { path };
         self.0.push(format!("{path}: {rule}"));
     }
 }
@@ -127,8 +130,18 @@ impl SweepConfig {
                 Vec::new()
             }
         };
-        if method == Method::Grid {
-            check_finite(&parameters, "parameters", &mut p);
+        if method == Method::Grid && check_finite(&parameters, "parameters", &mut p) {
+            let leaves = crate::search::leaves(&parameters);
+            match crate::search::grid_size(&leaves) {
+                Some(n) if n > MAX_GRID_POINTS => p.at(
+                    "parameters",
+                    format!(
+                        "a grid of {n} points is more than {MAX_GRID_POINTS}: fewer values, \
+                         or method random with run_cap"
+                    ),
+                ),
+                _ => {}
+            }
         }
         let run_cap = match top.get("run_cap") {
             None | Some(Value::Null) => None,
@@ -571,18 +584,29 @@ fn categorical(s: &Map<String, Value>, path: &str, p: &mut Problems) -> Option<D
     })
 }
 
-fn check_finite(params: &[(String, Param)], path: &str, p: &mut Problems) {
+/// The most points a grid may have: each proposal walks the grid from its start.
+pub const MAX_GRID_POINTS: u128 = 1_000_000;
+
+/// Whether every parameter is finite, naming each that is not.
+fn check_finite(params: &[(String, Param)], path: &str, p: &mut Problems) -> bool {
+    let mut all = true;
     for (name, param) in params {
         let here = format!("{path}.{name}");
         match param {
-            Param::Nested(inner) => check_finite(inner, &format!("{here}.parameters"), p),
-            Param::Leaf(d) if d.grid_values().is_none() => p.at(
-                &here,
-                "grid needs finite parameters (value, values or an integer range)",
-            ),
+            Param::Nested(inner) => {
+                all &= check_finite(inner, &format!("{here}.parameters"), p);
+            }
+            Param::Leaf(d) if d.grid_len().is_none() => {
+                all = false;
+                p.at(
+                    &here,
+                    "grid needs finite parameters (value, values or an integer range)",
+                );
+            }
             Param::Leaf(_) => {}
         }
     }
+    all
 }
 
 #[cfg(test)]
@@ -650,6 +674,19 @@ mod tests {
         ] {
             assert!(problems.contains(want), "{want} missing in:\n{problems}");
         }
+    }
+
+    #[test]
+    fn a_grid_too_large_to_walk_is_refused_without_listing_it() {
+        // 2^64 values of one integer range, times two: refused at once, by count.
+        let doc = json!({"method": "grid", "parameters": {
+            "seed": {"min": i64::MIN, "max": i64::MAX},
+            "lr": {"values": [0.1, 0.01]}}});
+        let errors = SweepConfig::parse(&doc).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].starts_with("parameters: a grid of 36893488147419103232 points"));
+        let doc = json!({"method": "grid", "parameters": {"seed": {"min": 1, "max": 1000000}}});
+        assert!(SweepConfig::parse(&doc).is_ok());
     }
 
     #[test]

@@ -147,13 +147,29 @@ impl Distribution {
         }
     }
 
-    /// Every value, for `grid`; `None` when the parameter is not finite.
-    pub fn grid_values(&self) -> Option<Vec<Value>> {
+    /// How many values `grid` walks; `None` when the parameter is not finite. Counted, never
+    /// listed: an integer range from a request may span 2^64 values.
+    pub fn grid_len(&self) -> Option<u128> {
         match self {
-            Distribution::Constant(v) => Some(vec![v.clone()]),
-            Distribution::Categorical { values, .. } => Some(values.clone()),
+            Distribution::Constant(_) => Some(1),
+            Distribution::Categorical { values, .. } => Some(values.len() as u128),
             Distribution::IntUniform { min, max } => {
-                Some((*min..=*max).map(|i| serde_json::json!(i)).collect())
+                Some((i128::from(*max) - i128::from(*min) + 1).max(0) as u128)
+            }
+            _ => None,
+        }
+    }
+
+    /// The `i`th value `grid` walks (`i` below [`Distribution::grid_len`]).
+    pub fn grid_value(&self, i: u128) -> Option<Value> {
+        match self {
+            Distribution::Constant(v) if i == 0 => Some(v.clone()),
+            Distribution::Categorical { values, .. } => {
+                usize::try_from(i).ok().and_then(|i| values.get(i)).cloned()
+            }
+            Distribution::IntUniform { min, max } => {
+                let v = i128::from(*min).checked_add(i128::try_from(i).ok()?)?;
+                (v <= i128::from(*max)).then(|| serde_json::json!(v as i64))
             }
             _ => None,
         }

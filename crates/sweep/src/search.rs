@@ -78,28 +78,33 @@ pub fn propose(config: &SweepConfig, seen: &[Observation], rng: &mut impl Rng) -
     }
 }
 
-/// The grid's points in order: the last parameter varies fastest.
-pub fn grid_points(leaves: &[(Vec<String>, &Distribution)]) -> Vec<Vec<Value>> {
-    let axes: Vec<Vec<Value>> = leaves
-        .iter()
-        .map(|(_, d)| d.grid_values().unwrap_or_default())
-        .collect();
-    let mut points = vec![Vec::new()];
-    for axis in &axes {
-        points = points
-            .into_iter()
-            .flat_map(|p| {
-                axis.iter().map(move |v| {
-                    let mut q = p.clone();
-                    q.push(v.clone());
-                    q
-                })
-            })
-            .collect();
+/// The grid's `index`th point: the last parameter varies fastest. `None` past the last.
+pub fn grid_point(leaves: &[(Vec<String>, &Distribution)], mut index: u128) -> Option<Vec<Value>> {
+    let mut values = Vec::with_capacity(leaves.len());
+    for (_, d) in leaves.iter().rev() {
+        let len = d.grid_len()?;
+        if len == 0 {
+            return None;
+        }
+        values.push(d.grid_value(index % len)?);
+        index /= len;
     }
-    points
+    if index > 0 {
+        return None;
+    }
+    values.reverse();
+    Some(values)
 }
 
+/// How many points the grid has (saturating), `None` when a parameter is not finite.
+pub fn grid_size(leaves: &[(Vec<String>, &Distribution)]) -> Option<u128> {
+    leaves
+        .iter()
+        .try_fold(1u128, |n, (_, d)| Some(n.saturating_mul(d.grid_len()?)))
+}
+
+/// The first point no run has had, walked in order without listing the grid (the config
+/// caps its size, see `MAX_GRID_POINTS`).
 fn grid_next(
     leaves: &[(Vec<String>, &Distribution)],
     paths: &[Vec<String>],
@@ -107,16 +112,18 @@ fn grid_next(
 ) -> Option<Value> {
     // A run's config may hold more than the sweep's parameters (a job's defaults merged
     // under them): a point is seen when every parameter matches.
-    grid_points(leaves)
-        .into_iter()
-        .find(|values| {
-            !seen.iter().any(|o| {
-                paths
-                    .iter()
-                    .zip(values)
-                    .all(|(path, v)| lookup(&o.params, path) == Some(v))
-            })
+    let key = |values: &[Option<&Value>]| serde_json::to_string(values).unwrap_or_default();
+    let had: std::collections::HashSet<String> = seen
+        .iter()
+        .map(|o| {
+            let values: Vec<Option<&Value>> = paths.iter().map(|p| lookup(&o.params, p)).collect();
+            key(&values)
         })
+        .collect();
+    let size = grid_size(leaves)?;
+    (0..size)
+        .map_while(|i| grid_point(leaves, i))
+        .find(|values| !had.contains(&key(&values.iter().map(Some).collect::<Vec<_>>())))
         .map(|values| assemble(paths, values))
 }
 
