@@ -45,7 +45,13 @@ impl ApiError {
     }
 
     /// 422 with every problem by field path; the message names the first.
-    pub fn invalid(fields: Vec<FieldError>) -> ApiError {
+    pub fn invalid(mut fields: Vec<FieldError>) -> ApiError {
+        // A key is the caller's text, and may be empty: shown quoted, it still says where.
+        for f in &mut fields {
+            if f.field.is_empty() {
+                f.field = "\"\"".into();
+            }
+        }
         let message = match fields.first() {
             Some(f) if fields.len() == 1 => format!("{}: {}", f.field, f.message),
             Some(f) => format!("{}: {} (and {} more)", f.field, f.message, fields.len() - 1),
@@ -166,9 +172,11 @@ impl From<JsonRejection> for ApiError {
             Some((_, rest)) => rest.to_string(),
             None => text,
         };
-        let field = match detail.split_once(": ") {
-            Some((path, _)) if !path.contains(' ') => path.to_string(),
-            _ => "body".to_string(),
+        // At the top level serde's path is empty (": unknown field ..."): the body itself.
+        let (field, detail) = match detail.split_once(": ") {
+            Some(("", why)) => ("body".to_string(), why.to_string()),
+            Some((path, _)) if !path.contains(' ') => (path.to_string(), detail),
+            _ => ("body".to_string(), detail),
         };
         ApiError::invalid(vec![FieldError {
             field,

@@ -212,6 +212,7 @@ pub async fn append_log(
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     caller.require(Access::Work)?;
+    check_offset(at.offset)?;
     if body.len() > MAX_LOG_CHUNK {
         ApiError::check(vec![(
             "body".into(),
@@ -237,6 +238,7 @@ pub async fn logs(
     Query(query): Query<LogQuery>,
 ) -> Result<Response, ApiError> {
     caller.require_run(&id)?;
+    check_offset(query.offset)?;
     let first = state.store.read_log(&id, query.offset, READ_CHUNK).await?;
     let octets = [(header::CONTENT_TYPE, "application/octet-stream")];
     if !query.follow {
@@ -255,6 +257,18 @@ pub async fn logs(
 }
 
 const READ_CHUNK: usize = 256 * 1024;
+
+/// A byte offset the stores can hold (theirs are signed 64-bit): past it, a 422 rather than
+/// the database's out-of-range error.
+fn check_offset(offset: u64) -> Result<(), ApiError> {
+    if i64::try_from(offset).is_err() {
+        ApiError::check(vec![(
+            "offset".into(),
+            format!("is {offset}; must be at most {}", i64::MAX),
+        )])?;
+    }
+    Ok(())
+}
 /// A follower re-reads at least this often even without a wake-up (another replica may
 /// have written).
 const FOLLOW_RECHECK: Duration = Duration::from_secs(5);
