@@ -183,6 +183,11 @@ fn routes(f: &Fixtures) -> Vec<(String, Value)> {
                     "properties": {"lr": {"type": "number", "minimum": 0, "maximum": 1},
                         "name": {"type": "string", "enum": ["a", "b"]}}}}),
         ),
+        // A launch of that job: its config checked against the job's schema.
+        (
+            "/api/v1/queues/box/items".into(),
+            json!({"job": "j:latest", "overrides": {"run_config": {"lr": 0.5, "name": "a"}}}),
+        ),
         (
             "/api/v1/sweeps".into(),
             json!({"queue": "q", "config": sweep_config}),
