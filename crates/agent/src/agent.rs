@@ -78,6 +78,7 @@ impl Agent {
                 (*base_env).clone(),
             ),
             spares: crate::spares::Spares::open(&config.state_dir),
+            disk: crate::disk::DiskGuard::new(config.state_dir.clone(), config.min_free_disk),
             made_ahead: std::sync::atomic::AtomicBool::new(false),
             client,
             base_env,
@@ -174,6 +175,14 @@ impl Agent {
                 // renews the lease), and the server may be gone.
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                    c = control.recv() => { stop_now = self.on_control(c); continue }
+                    _ = stop_asked(&mut asked) => continue,
+                }
+            }
+            if !self.disk.has_room() {
+                // A run taken now could not be given its directory or journal line.
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                     c = control.recv() => { stop_now = self.on_control(c); continue }
                     _ = stop_asked(&mut asked) => continue,
                 }

@@ -53,6 +53,9 @@ pub struct AgentConfig {
     /// A sweep whose last this many runs all failed stops proposing, and says so
     /// (`sweep_failure_limit`; 0 = never).
     pub sweep_failure_limit: u32,
+    /// The state directory's free space below which the agent takes no work
+    /// (`min_free_disk_mb`; 0 = never checked).
+    pub min_free_disk: u64,
 }
 
 /// Defaults, each with its reason.
@@ -89,6 +92,8 @@ impl Default for AgentConfig {
             keep_failed: Duration::from_secs(24 * 3600),
             // Five in a row is a broken program, not bad luck with parameters.
             sweep_failure_limit: 5,
+            // Room for a run's files, its output as it grows and the journal, with margin.
+            min_free_disk: 64 << 20,
         }
     }
 }
@@ -145,6 +150,7 @@ const KNOWN: &[&str] = &[
     "keep_finished_runs",
     "keep_failed_runs",
     "sweep_failure_limit",
+    "min_free_disk_mb",
 ];
 
 /// The largest count `max_jobs` and `max_schedulers` take (beyond it, a typo).
@@ -265,6 +271,10 @@ fn apply_file(
                     "{n} is not allowed; use -1 for unlimited or a count ≥ 0"
                 )),
                 None => bad(&format!("must be a whole number, not {}", describe(&value))),
+            },
+            "min_free_disk_mb" => match value.as_u64() {
+                Some(n) if n <= 1 << 30 => cfg.min_free_disk = n << 20,
+                _ => bad("must be a whole number of MiB (0 = never checked)"),
             },
             "sweep_failure_limit" => match value.as_u64() {
                 Some(n) if n <= 10_000 => cfg.sweep_failure_limit = n as u32,

@@ -163,8 +163,12 @@ impl Journal {
 fn append(file: &mut std::fs::File, line: &Line) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(line)?;
     bytes.push(b'\n');
-    // One write of a whole line to a file opened for appending.
-    file.write_all(&bytes)
+    // One write of a whole line to a file opened for appending. A write cut short (a full
+    // disk) is taken back, or the next line would be glued to its remains.
+    let before = file.metadata()?.len();
+    file.write_all(&bytes).inspect_err(|_| {
+        let _ = file.set_len(before);
+    })
 }
 
 /// Writes the live entries to a fresh journal and returns it opened for appending.

@@ -9,6 +9,7 @@
 pub mod agent;
 mod cleanup;
 pub mod config;
+mod disk;
 pub mod env;
 mod item;
 pub mod journal;

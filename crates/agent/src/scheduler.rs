@@ -65,6 +65,11 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
     // Journaled like a run: an agent restarted from a crash reports it lost, and the server
     // hands a lost scheduler back to its queue.
     if let Err(e) = agent.journal.record(&entry) {
+        if crate::disk::is_full(&e) {
+            agent.disk.note_full();
+            let _ = agent.client.release(item.id, lease.fence).await;
+            return;
+        }
         let message = format!("the agent cannot write its journal: {e}");
         return crate::item::fail_item(agent, item.id, lease.fence, message, Phase::Agent).await;
     }

@@ -48,6 +48,8 @@ pub struct Agent {
     pub(crate) store_id: Option<String>,
     /// The agent's lease on its runs (see [`crate::lease`]).
     pub(crate) lease: crate::lease::Lease,
+    /// Free space in the state directory (see [`crate::disk`]).
+    pub(crate) disk: crate::disk::DiskGuard,
 }
 
 impl Agent {

@@ -140,6 +140,13 @@ impl From<StoreError> for ApiError {
                     "the database is busy; try again",
                 )
             }
+            StoreError::Full(m) => {
+                tracing::error!(error = %m, "the database's disk is full: writes are refused until space is freed");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "the server's disk is full; nothing was written, try again once space is freed",
+                )
+            }
             other => {
                 // The chain goes to the log, not to the caller.
                 let mut chain = other.to_string();

@@ -26,6 +26,10 @@ pub enum StoreError {
     /// serialization failure) more times than the store retries; the caller may try again.
     #[error("the database is busy: {0}")]
     Busy(String),
+    /// The database's disk (or quota) is full: nothing was written; the same write goes
+    /// through once space is freed.
+    #[error("the database's disk is full: {0}")]
+    Full(String),
 }
 
 impl StoreError {
@@ -46,6 +50,9 @@ impl StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+            return StoreError::Full(e.to_string());
+        }
         StoreError::Backend(Box::new(e))
     }
 }
@@ -60,6 +67,7 @@ impl From<tokio_postgres::Error> for StoreError {
             {
                 StoreError::Busy(e.to_string())
             }
+            Some(c) if *c == SqlState::DISK_FULL => StoreError::Full(e.to_string()),
             _ => StoreError::Backend(Box::new(e)),
         }
     }

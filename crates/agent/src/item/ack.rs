@@ -12,7 +12,8 @@ use std::sync::Arc;
 
 /// Why an item is not acked.
 pub(super) enum NotNow {
-    /// Its sweep is paused: back to its queue, no attempt counted (it waits there unleased).
+    /// Its sweep is paused, or the agent's disk is full: back to its queue, no attempt
+    /// counted.
     Release,
     /// It cannot run here: it fails with phase `agent` and this message.
     Refuse(String),
@@ -49,7 +50,7 @@ pub(super) async fn before_ack(
             runner.resource()
         )));
     }
-    let (argv, entry) = own(agent, item, job.as_ref(), fence).map_err(NotNow::Refuse)?;
+    let (argv, entry) = own(agent, item, job.as_ref(), fence)?;
     Ok((job, argv, entry))
 }
 
@@ -98,25 +99,31 @@ pub(super) fn own(
     item: &Item,
     job: Option<&JobVersion>,
     fence: i64,
-) -> Result<(Vec<String>, Entry), String> {
+) -> Result<(Vec<String>, Entry), NotNow> {
     if agent.config.secure_mode && job.is_some() && item.spec.overrides.entry_point.is_some() {
-        return Err(
+        return Err(NotNow::Refuse(
             "secure_mode: this agent runs jobs' own entrypoints only (overrides.entry_point refused)"
                 .into(),
-        );
+        ));
     }
-    let argv = command(&item.spec, job)?;
+    let argv = command(&item.spec, job).map_err(NotNow::Refuse)?;
     let entry = Entry {
         item_id: item.id,
         fence,
-        run_id: run_id_for(item)?,
+        run_id: run_id_for(item).map_err(NotNow::Refuse)?,
         queue: item.queue.clone(),
         handle: None,
         shipped: 0,
     };
-    agent
-        .journal
-        .record(&entry)
-        .map_err(|e| format!("the agent cannot write its journal: {e}"))?;
-    Ok((argv, entry))
+    match agent.journal.record(&entry) {
+        Ok(()) => Ok((argv, entry)),
+        // Not this run's fault: another agent (or this one, with space back) takes it.
+        Err(e) if crate::disk::is_full(&e) => {
+            agent.disk.note_full();
+            Err(NotNow::Release)
+        }
+        Err(e) => Err(NotNow::Refuse(format!(
+            "the agent cannot write its journal: {e}"
+        ))),
+    }
 }

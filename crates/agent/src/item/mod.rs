@@ -68,6 +68,9 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: channel::R
     };
     let (python, image) = match source_ready(agent, &runner, item, job.as_ref(), &run_id).await {
         Ok(ready) => ready,
+        Err(e) if crate::disk::says_full(&e.message) => {
+            return disk_full(agent, &entry, &e.message).await
+        }
         Err(e) => return fail_build(agent, &entry, e).await,
     };
     let sandboxed = runner.capabilities().sandboxed;
@@ -82,6 +85,9 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: channel::R
     );
     let mut spec = match prepared.await {
         Ok(spec) => spec,
+        Err(message) if crate::disk::says_full(&message) => {
+            return disk_full(agent, &entry, &message).await
+        }
         Err(message) => return fail_run(agent, &entry, message, Phase::Agent, None).await,
     };
     spec.image = image;
@@ -91,4 +97,14 @@ pub(crate) async fn take_item(agent: &Arc<Agent>, lease: Lease, stop: channel::R
     }
     agent.mark(item.id, SlotPhase::Ready);
     start(agent, &runner, entry, spec, stop).await;
+}
+
+/// A run that could not be made ready for want of space in the agent's state directory: not
+/// the run's fault, so it goes back to its queue without an attempt, and the agent takes no
+/// work until space returns.
+async fn disk_full(agent: &Arc<Agent>, entry: &crate::journal::Entry, message: &str) {
+    agent.disk.note_full();
+    let _ = std::fs::remove_dir_all(agent.journal.run_dir(&entry.run_id));
+    let message = format!("the agent's disk is full, the run never started: {message}");
+    never_started(agent, entry, RunState::Lost, &message).await;
 }

@@ -27,7 +27,12 @@ impl ServerProcess {
 
     /// `args` is the subcommand and its flags (`server ...` or `up ...`).
     pub fn start_with(args: &[&str]) -> ServerProcess {
-        let dir = tempfile::tempdir().unwrap();
+        ServerProcess::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// Like [`start_with`](Self::start_with), its data directory `dir/data` (which may be
+    /// made beforehand, a mount point).
+    pub fn start_in(dir: tempfile::TempDir, args: &[&str]) -> ServerProcess {
         let log = dir.path().join("server.log");
         let child = Command::new(BIN)
             .args(args)

@@ -17,6 +17,16 @@
 //! the agent's runtime. It exits once it has had no run and no agent for [`IDLE_EXIT`].
 
 use super::proto::{Child, Message, Request};
+
+/// A line to the supervisor's log (its stderr: a file in the agent's state directory).
+/// Never `eprintln!`, which panics when the write fails: on a full disk that killed the
+/// worker before it told the agent its run's end, and the run stayed `running`.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 use crate::{procs, Exit};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
@@ -309,7 +319,7 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
 fn renew(shared: &Shared, length: Duration, grace: Duration) {
     let mut lease = lock(&shared.lease);
     if lease.lapsed {
-        eprintln!("liftoff supervisor: the agent's lease is renewed; runs may start again");
+        note!("liftoff supervisor: the agent's lease is renewed; runs may start again");
     }
     *lease = Lease {
         deadline: Some(Instant::now() + length),
@@ -369,7 +379,7 @@ fn lapse(shared: &Shared, length: Duration, grace: Duration) {
     }
     let groups = || -> Vec<i32> { lock(&shared.children).live.keys().copied().collect() };
     let live = groups();
-    eprintln!(
+    note!(
         "liftoff supervisor: the agent's lease lapsed (not renewed for {} ms): stopping {} run(s) \
          (SIGTERM, SIGKILL after {} ms), {} waiting run(s) dropped",
         length.as_millis(),
@@ -447,7 +457,7 @@ fn call_worker(shared: &Arc<Shared>, line: &mut Line) {
             .spawn(move || work(&shared))
     };
     if let Err(e) = worker {
-        eprintln!("liftoff supervisor: cannot make a worker: {e}");
+        note!("liftoff supervisor: cannot make a worker: {e}");
         line.idle -= 1;
     }
 }
@@ -539,7 +549,7 @@ fn wait_for(pid: i32) -> Exit {
             Err(e) => {
                 // Only this worker waits for this pid: this cannot happen. Its end is
                 // unknown; it is told as killed rather than never.
-                eprintln!("liftoff supervisor: waitpid {pid}: {e}");
+                note!("liftoff supervisor: waitpid {pid}: {e}");
                 return Exit {
                     code: 128 + 9,
                     signal: Some(9),
@@ -775,7 +785,7 @@ fn write_exit(path: &Path, run_id: &str, exit: &Exit) {
         .open(path)
         .and_then(|mut f| f.write_all(&super::exit_record(run_id, exit)));
     if let Err(e) = ok {
-        eprintln!("liftoff supervisor: cannot write {}: {e}", path.display());
+        note!("liftoff supervisor: cannot write {}: {e}", path.display());
     }
 }
 

@@ -207,6 +207,15 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
+/// Why a commit failed, told to each writer of the group: a full disk is said as such (the
+/// write is retried by those who can, once there is space), anything else is a conflict.
+fn commit_failed(e: &rusqlite::Error) -> StoreError {
+    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull) {
+        return StoreError::Full(format!("commit failed: {e}"));
+    }
+    StoreError::Conflict(format!("commit failed: {e}"))
+}
+
 /// Runs a group in one transaction; returns each reply with what to tell its caller.
 fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<()>)> {
     if let Err(e) = run(conn, "BEGIN IMMEDIATE") {
@@ -226,8 +235,7 @@ fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<(
         let job = group.into_iter().next().expect("one job");
         let (ok, reply) = job(conn);
         let end = if ok { "COMMIT" } else { "ROLLBACK" };
-        let result =
-            run(conn, end).map_err(|e| StoreError::Conflict(format!("commit failed: {e}")));
+        let result = run(conn, end).map_err(|e| commit_failed(&e));
         if result.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
         }
@@ -254,7 +262,7 @@ fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<(
         .map(|reply| {
             let result = match &commit {
                 Ok(()) => Ok(()),
-                Err(e) => Err(StoreError::Conflict(format!("commit failed: {e}"))),
+                Err(e) => Err(commit_failed(e)),
             };
             (reply, result)
         })
