@@ -11,7 +11,9 @@
 //! once; the lock goes with the last process of the run, however it dies). At the end the
 //! ledger and the items' final states give Jepsen's counters for a total queue: launched,
 //! acknowledged, ok, lost (acknowledged but not finished, though it never ran or its work was
-//! done), unexpected (finished without having run), duplicated (its work done twice), plus
+//! done), unexpected (finished without having run), duplicated (its work done twice; of
+//! those, `duplicated_unheard`: the first run ended on an agent that was down past the agent
+//! timeout, so no one could tell the server, which requeued it as the queue asked), plus
 //! overlapping, and `cut`: runs stopped with their lost agent on the queue that does not
 //! requeue (failed as lost, by that queue's choice). Each kill's recovery is the time until
 //! every item the agent held is ended or held by a live agent that has beaten since.
@@ -337,7 +339,8 @@ impl Soak {
         let items = self.all_items().await?;
         let mut out = ledger.counters(&acknowledged, &items);
         out.insert("launched".into(), json!(b.runs));
-        let twice = self.explain_duplicates(&ledger, began_ms).await;
+        let (twice, unheard) = self.explain_duplicates(&ledger, began_ms).await;
+        out.insert("duplicated_unheard".into(), json!(unheard));
         out.insert("duplicated_items".into(), json!(twice));
         out.insert("timeline".into(), json!(counts.timeline));
         let recoveries = counts.recoveries;
@@ -491,10 +494,34 @@ impl Soak {
 
     /// For the first items whose work was done twice: each run that ended, where and when (in
     /// soak milliseconds), to read beside the timeline.
-    async fn explain_duplicates(&self, ledger: &Ledger, began_ms: i64) -> Vec<serde_json::Value> {
+    /// The first 20 items whose work was done twice, each run's story; and how many of all
+    /// such items had their first run end unheard: on an agent killed and not back within
+    /// the agent timeout, so the server declared it lost, and the queue (`--requeue-lost`)
+    /// asked for it to run again. Nothing could tell the server that work had ended.
+    async fn explain_duplicates(
+        &self,
+        ledger: &Ledger,
+        began_ms: i64,
+    ) -> (Vec<serde_json::Value>, usize) {
         let mut out = Vec::new();
+        let mut unheard = 0;
         let twice = ledger.ended_runs.iter().filter(|(_, runs)| runs.len() > 1);
-        for (item, runs) in twice.take(20) {
+        for (n, (item, runs)) in twice.enumerate() {
+            let first = match runs[0].parse::<liftoff_types::RunId>() {
+                Ok(run) => self.client.get_run(&run).await.ok(),
+                Err(_) => None,
+            };
+            if first.is_some_and(|r| {
+                r.state == liftoff_types::RunState::Lost
+                    && r.message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("stopped sending heartbeats"))
+            }) {
+                unheard += 1;
+            }
+            if n >= 20 {
+                continue;
+            }
             let mut seen = Vec::new();
             for id in runs {
                 let run = match id.parse::<liftoff_types::RunId>() {
@@ -514,7 +541,7 @@ impl Soak {
             }
             out.push(json!({"item": item, "runs": seen}));
         }
-        out
+        (out, unheard)
     }
 
     /// The items an agent holds now.
