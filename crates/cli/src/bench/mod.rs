@@ -5,6 +5,7 @@ mod agent;
 mod chaos;
 mod container;
 mod env;
+mod fleet;
 mod listing;
 mod queue;
 mod slurm;
@@ -48,6 +49,11 @@ pub enum BenchCommand {
         after_help = "Examples:\n  liftoff bench wal\n  liftoff bench wal --seconds 10 --writers 4"
     )]
     Wal(wal::WalBench),
+    /// A fleet of agents on one server: dispatch latency, lease call time, server memory.
+    #[command(
+        after_help = "Examples:\n  liftoff bench fleet\n  liftoff bench fleet --agents 1000 --items 3000 --rate 200"
+    )]
+    Fleet(fleet::FleetBench),
     /// Runs through agents and a server killed on a schedule: lost, duplicated, overlapping.
     #[command(
         after_help = "Examples:\n  liftoff bench chaos\n  liftoff bench chaos --runs 10000 --kills 40\n  liftoff bench chaos --postgres postgres://postgres@127.0.0.1/postgres --runs 5000"
@@ -70,6 +76,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Upload(b) => upload::run(b).await,
         BenchCommand::Wal(b) => wal::run(b).await,
         BenchCommand::Chaos(b) => chaos::run(b).await,
+        BenchCommand::Fleet(b) => fleet::run(b).await,
     }
 }
 
