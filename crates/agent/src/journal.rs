@@ -163,12 +163,26 @@ impl Journal {
 fn append(file: &mut std::fs::File, line: &Line) -> std::io::Result<()> {
     let mut bytes = serde_json::to_vec(line)?;
     bytes.push(b'\n');
-    // One write of a whole line to a file opened for appending. A write cut short (a full
-    // disk) is taken back, or the next line would be glued to its remains.
-    let before = file.metadata()?.len();
-    file.write_all(&bytes).inspect_err(|_| {
-        let _ = file.set_len(before);
-    })
+    // One write of a whole line to a file opened for appending. A line cut short (a full
+    // disk) is taken back, or the next would be glued to its remains; the file's length is
+    // asked for only then, not on every append.
+    let mut written = 0;
+    while written < bytes.len() {
+        match file.write(&bytes[written..]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                if written > 0 {
+                    if let Ok(meta) = file.metadata() {
+                        let _ = file.set_len(meta.len().saturating_sub(written as u64));
+                    }
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes the live entries to a fresh journal and returns it opened for appending.

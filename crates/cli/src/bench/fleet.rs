@@ -4,8 +4,8 @@
 //! finishes each item it is given. A producer enqueues items at a steady rate while every agent
 //! is waiting. Reported: the dispatch latency of each item (its enqueue sent → its lease
 //! answered: the time from `liftoff launch` to an idle fleet having the run, p50/p99), the time a plain lease call
-//! takes while the fleet holds its polls, and the server's resident memory (peak and at the
-//! end) from `/proc`.
+//! takes while the fleet holds its polls, and the server's resident memory (with the fleet
+//! idle, and its peak `VmHWM`) from `/proc`.
 
 use anyhow::Context;
 use clap::Args;
@@ -102,22 +102,15 @@ async fn drive(
     // When each item's enqueue was sent, and when its lease was answered.
     let mut sent: HashMap<i64, Instant> = HashMap::new();
     let leased: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
-    let (done_tx, done_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for id in ids {
-        let (client, leased, done) = (fleet.clone(), leased.clone(), done_rx.clone());
         let wait_ms = b.poll_s * 1000;
-        tasks.spawn(agent_loop(client, id, wait_ms, leased, done));
+        tasks.spawn(agent_loop(fleet.clone(), id, wait_ms, leased.clone()));
     }
-    let mut rss = Rss::new(pid);
     // Let every agent reach its long-polls (each has sent one lease and one beat).
-    let settle =
-        Instant::now() + Duration::from_secs(2) + Duration::from_micros(b.agents as u64 * 500);
-    while Instant::now() < settle {
-        rss.sample();
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let idle_rss_kb = rss.now_kb();
+    let settle = Duration::from_secs(2) + Duration::from_micros(b.agents as u64 * 500);
+    tokio::time::sleep(settle).await;
+    let idle_rss_kb = super::status_kb(pid, "VmRSS")?;
 
     // A plain lease call's time while the fleet holds its polls (another queue: no item).
     admin.create_queue(&NewQueue::named("probe")).await?;
@@ -148,7 +141,6 @@ async fn drive(
             let t = Instant::now();
             fleet.lease(probe, &probe_req).await?;
             calls.push(t.elapsed().as_secs_f64() * 1000.0);
-            rss.sample();
         }
     }
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -159,12 +151,14 @@ async fn drive(
             leased.lock().unwrap().len(),
             b.items
         );
-        rss.sample();
+        // An agent's loop ends only by failing: say why, not that items went missing.
+        if let Some(ended) = tasks.try_join_next() {
+            ended?.context("a fleet agent failed")?;
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let soak_s = began.elapsed().as_secs_f64();
-    rss.sample();
-    let _ = done_tx.send(true);
+    let peak_rss_kb = super::status_kb(pid, "VmHWM")?;
     tasks.abort_all();
     let leased = leased.lock().unwrap();
     let mut times: Vec<f64> = sent
@@ -188,7 +182,7 @@ async fn drive(
         "lease_call_ms": {"p50": p(&calls, 0.5), "p99": p(&calls, 0.99), "samples": calls.len()},
         "server_rss_mb": {
             "idle_fleet": (idle_rss_kb as f64 / 1024.0).round(),
-            "peak": (rss.peak_kb as f64 / 1024.0).round(),
+            "peak": (peak_rss_kb as f64 / 1024.0).round(),
         },
         "targets": {"dispatch_p99_ms": 50, "server_rss_mb": 200},
     }))
@@ -200,7 +194,6 @@ async fn agent_loop(
     id: liftoff_types::AgentId,
     wait_ms: u64,
     leased: Arc<Mutex<HashMap<i64, Instant>>>,
-    mut done: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let beats = {
         let client = client.clone();
@@ -257,38 +250,13 @@ async fn agent_loop(
                 client.update_run(&run.id, &end).await?;
             }
         }
+        // The loop's type: it ends only through a `?`.
         #[allow(unreachable_code)]
         anyhow::Ok(())
     };
+    // Both loops run until the bench aborts the task; only `work` ends, with its error.
     tokio::select! {
         r = work => r,
         () = beats => Ok(()),
-        _ = done.changed() => Ok(()),
-    }
-}
-
-/// The server's resident memory, from `/proc/PID/status`.
-struct Rss {
-    pid: u32,
-    peak_kb: u64,
-}
-
-impl Rss {
-    fn new(pid: u32) -> Rss {
-        Rss { pid, peak_kb: 0 }
-    }
-
-    fn now_kb(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn sample(&mut self) {
-        self.peak_kb = self.peak_kb.max(self.now_kb());
     }
 }

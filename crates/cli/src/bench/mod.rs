@@ -127,6 +127,17 @@ fn cli<S: AsRef<std::ffi::OsStr>>(
         .output()?)
 }
 
+/// A memory figure of a process from `/proc/PID/status` (`VmRSS`, `VmHWM`, ...), in KiB.
+fn status_kb(pid: u32, key: &str) -> anyhow::Result<u64> {
+    use anyhow::Context;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {key} in /proc/{pid}/status"))
+}
+
 /// Percentile of sorted samples.
 pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     if sorted.is_empty() {

@@ -4,7 +4,6 @@
 //! server's (`VmHWM`) against its own before the upload. Flat memory means the peaks do not
 //! grow with the archive.
 
-use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 use std::io::Write;
@@ -89,12 +88,7 @@ fn mb(kb: u64) -> f64 {
 
 /// A process's peak resident memory so far, in KiB.
 fn vm_hwm(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmHWM")
+    super::status_kb(pid, "VmHWM")
 }
 
 /// Bytes that do not compress (a xorshift stream), as model weights are.

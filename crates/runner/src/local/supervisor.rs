@@ -17,16 +17,6 @@
 //! the agent's runtime. It exits once it has had no run and no agent for [`IDLE_EXIT`].
 
 use super::proto::{Child, Message, Request};
-
-/// A line to the supervisor's log (its stderr: a file in the agent's state directory).
-/// Never `eprintln!`, which panics when the write fails: on a full disk that killed the
-/// worker before it told the agent its run's end, and the run stayed `running`.
-macro_rules! note {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
-    }};
-}
 use crate::{procs, Exit};
 use std::collections::{HashMap, VecDeque};
 use std::io::{BufRead, BufReader, Write};
@@ -36,6 +26,15 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+
+/// A line to the supervisor's log (its stderr: a file in the agent's state directory).
+/// Never `eprintln!`, which panics when the write fails: on a full disk that killed the
+/// worker before it told the agent its run's end, and the run stayed `running`.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
 
 /// How long the supervisor stays with nothing to do (covers an agent's restart).
 pub const IDLE_EXIT: Duration = Duration::from_secs(10);
