@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs and starts the real services the tests use, all under one state directory: a
 # PostgreSQL cluster of our own, a single-node Slurm (slurmctld + slurmd), a Docker engine of our
-# own, a local image registry, and a podman API service. Test images are made locally (no
+# own, a local image registry, a podman API service, and a Ray head node (from PyPI, in a
+# virtual environment kept in $LIFTOFF_RAY_VENV). Test images are made locally (no
 # registry can be reached): liftoff-test/busybox:latest and liftoff-test/python:3. Nothing here
 # touches the machine's packaged PostgreSQL cluster or any Docker engine we did not start.
 #
@@ -9,7 +10,8 @@
 #   scripts/services.sh stop    # stop what `start` started (by the PIDs it recorded)
 #
 # `start` writes `$LIFTOFF_SERVICES/env` (export lines: LIFTOFF_TEST_POSTGRES, SLURM_CONF,
-# LIFTOFF_TEST_DOCKER, LIFTOFF_TEST_REGISTRY, LIFTOFF_TEST_PODMAN); the test script sources it.
+# LIFTOFF_TEST_DOCKER, LIFTOFF_TEST_REGISTRY, LIFTOFF_TEST_PODMAN, LIFTOFF_TEST_RAY); the test
+# script sources it.
 # Only that path goes to stdout. `stop` leaves images and the image cache in place.
 set -euo pipefail
 
@@ -23,6 +25,10 @@ DOCKER_SOCK="$DIR/docker/docker.sock"
 PODMAN_SOCK="$DIR/podman/podman.sock"
 BUSYBOX_IMAGE=liftoff-test/busybox:latest
 PYTHON_IMAGE=liftoff-test/python:3
+# Ray's virtual environment (~400 MB) stays between runs, as the image cache does.
+RAY_VENV="${LIFTOFF_RAY_VENV:-/var/cache/liftoff-ray/v}"
+RAY_VERSION=2.60.0
+RAY_DASHBOARD=127.0.0.1:8265
 
 log() { echo "services: $*" >&2; }
 
@@ -466,6 +472,66 @@ start_podman() {
     fi
 }
 
+# A Ray head node on loopback. `ray start --block` stays in the foreground and stops every
+# process it started when it gets SIGTERM: that PID is the one recorded and stopped.
+start_ray() {
+    local rd="$DIR/ray" tmp
+    if [ ! -x "$RAY_VENV/bin/ray" ]; then
+        log "installing ray[default]==$RAY_VERSION into $RAY_VENV (from PyPI, ~30 s)"
+        rm -rf "$RAY_VENV"
+        mkdir -p "$(dirname "$RAY_VENV")"
+        python3 -m venv "$RAY_VENV"
+        "$RAY_VENV/bin/pip" install -q "ray[default]==$RAY_VERSION" >"$(dirname "$RAY_VENV")/pip.log" 2>&1 || {
+            log "pip install ray failed; last lines:"
+            tail -n 20 "$(dirname "$RAY_VENV")/pip.log" >&2
+            rm -rf "$RAY_VENV"
+            exit 1
+        }
+    fi
+    if ours_alive "$rd/ray.pid.ours" ray; then
+        wait_for "$(cat "$rd/ray.pid.ours")" 60 "$rd/ray.log" ray curl -fsS "http://$RAY_DASHBOARD/api/version"
+        log "ray already running (http://$RAY_DASHBOARD)"
+        return
+    fi
+    if curl -fsS "http://$RAY_DASHBOARD/api/version" >/dev/null 2>&1; then
+        log "something we did not start already answers on $RAY_DASHBOARD"
+        exit 1
+    fi
+    rm -rf "$rd"
+    mkdir -p "$rd"
+    # Ray's unix sockets live under its temp dir: keep the path short.
+    tmp="$rd/tmp"
+    if [ ${#tmp} -gt 40 ]; then tmp=/tmp/liftoff-ray; fi
+    rm -rf "$tmp"
+    setsid "$RAY_VENV/bin/ray" start --head --block --disable-usage-stats \
+        --include-dashboard=true --dashboard-host=127.0.0.1 --node-ip-address=127.0.0.1 \
+        --port=6379 --dashboard-port="${RAY_DASHBOARD##*:}" --temp-dir="$tmp" \
+        --num-cpus=4 --num-gpus=0 </dev/null >"$rd/ray.log" 2>&1 &
+    echo $! >"$rd/ray.pid.ours"
+    wait_for "$(cat "$rd/ray.pid.ours")" 90 "$rd/ray.log" ray curl -fsS "http://$RAY_DASHBOARD/api/version"
+    # The Jobs API answers once a job agent is up: submit a trivial job and see it succeed.
+    local i status=""
+    curl -fsS -X POST "http://$RAY_DASHBOARD/api/jobs/" -H 'content-type: application/json' \
+        -d '{"entrypoint": "true"}' >"$rd/probe.json"
+    local id
+    id="$(sed -e 's/.*"submission_id": *"\([^"]*\)".*/\1/' "$rd/probe.json")"
+    for i in $(seq 1 300); do
+        status="$(curl -fsS "http://$RAY_DASHBOARD/api/jobs/$id" | sed -e 's/.*"status": *"\([A-Z]*\)".*/\1/')"
+        case "$status" in SUCCEEDED) break ;; FAILED|STOPPED) break ;; esac
+        sleep 0.2
+    done
+    if [ "$status" != SUCCEEDED ]; then
+        log "ray's probe job ended $status; last lines of $rd/ray.log:"
+        tail -n 30 "$rd/ray.log" >&2 || true
+        exit 1
+    fi
+    log "ray up (http://$RAY_DASHBOARD)"
+}
+
+stop_ray() {
+    stop_ours "$DIR/ray/ray.pid.ours" ray 20
+}
+
 stop_podman() {
     stop_ours "$DIR/podman/podman.pid.ours" podman 5
 }
@@ -480,16 +546,19 @@ case "${1:-}" in
         images
         start_registry
         start_podman
+        start_ray
         cat >"$DIR/env" <<ENV
 export LIFTOFF_TEST_POSTGRES=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 export SLURM_CONF=$DIR/slurm/slurm.conf
 export LIFTOFF_TEST_DOCKER=unix://$DOCKER_SOCK
 export LIFTOFF_TEST_REGISTRY=$REGISTRY
 export LIFTOFF_TEST_PODMAN=unix://$PODMAN_SOCK
+export LIFTOFF_TEST_RAY=http://$RAY_DASHBOARD
 ENV
         echo "$DIR/env"
         ;;
     stop)
+        stop_ray
         stop_podman
         stop_registry
         stop_docker

@@ -10,6 +10,7 @@ pub fn is_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     upper.starts_with("LIFTOFF_")
         || upper == "WANDB_API_KEY"
+        || upper == "RAY_JOB_HEADERS"
         || [
             "TOKEN",
             "SECRET",

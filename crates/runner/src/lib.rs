@@ -1,5 +1,5 @@
 //! Runners: an agent's adapter to one backend. The agent talks to every backend through
-//! [`Runner`]; each backend (a folder here: `local`, `container`, `slurm`) maps its own
+//! [`Runner`]; each backend (a folder here: `local`, `container`, `slurm`, `ray`) maps its own
 //! states onto [`RunStatus`], and [`registry`] builds the runners an agent's queues need from
 //! its config sections. What the agent needs to know of a backend it asks the runner
 //! ([`Runner::capabilities`]), never its name.
@@ -10,6 +10,7 @@
 pub mod container;
 pub mod local;
 pub mod procs;
+pub mod ray;
 pub mod registry;
 pub mod slurm;
 
@@ -92,6 +93,10 @@ pub struct Capabilities {
     /// Its runs stop on their own when the agent's lease lapses ([`Runner::renew_lease`]:
     /// the local supervisor), so the agent does not stop them too.
     pub keeps_lease: bool,
+    /// Takes a code job's source directory as it is (the run's `workdir`) and ships it to
+    /// the backend itself (Ray's `working_dir`): the agent makes no Python environment for
+    /// it.
+    pub ships_source: bool,
 }
 
 /// Where a run's metrics file is, in its directory (a sandboxed run's in its `box/`).
@@ -206,6 +211,7 @@ pub trait Runner: Send + Sync {
             keeps_ended: false,
             sandboxed: false,
             keeps_lease: false,
+            ships_source: false,
         }
     }
 

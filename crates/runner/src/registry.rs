@@ -5,6 +5,7 @@
 
 use crate::container::{ContainerConfig, ContainerRunner, Pull};
 use crate::local::{LocalRunner, SupervisorCommand};
+use crate::ray::{RayConfig, RayRunner};
 use crate::slurm::{SlurmConfig, SlurmRunner};
 use crate::Runner;
 use liftoff_types::ResourceType;
@@ -22,6 +23,7 @@ pub enum Section {
     #[serde(alias = "local-container")]
     Container(ContainerSection),
     Slurm(SlurmSection),
+    Ray(RaySection),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -36,6 +38,16 @@ pub struct LocalSection {
 pub struct SlurmSection {
     pub max_jobs: Option<u32>,
     /// Seconds between two `squeue` calls.
+    pub poll_interval: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RaySection {
+    pub max_jobs: Option<u32>,
+    /// The cluster's dashboard (`http://HOST:8265`) for queues whose resource args name none.
+    pub address: Option<String>,
+    /// Seconds between two reads of the cluster's job list.
     pub poll_interval: Option<f64>,
 }
 
@@ -63,6 +75,7 @@ impl Section {
             Section::LocalProcess(_) => ResourceType::LocalProcess,
             Section::Container(_) => ResourceType::Container,
             Section::Slurm(_) => ResourceType::Slurm,
+            Section::Ray(_) => ResourceType::Ray,
         }
     }
 
@@ -71,6 +84,7 @@ impl Section {
             Section::LocalProcess(s) => s.max_jobs,
             Section::Container(s) => s.max_jobs,
             Section::Slurm(s) => s.max_jobs,
+            Section::Ray(s) => s.max_jobs,
         }
     }
 
@@ -107,7 +121,7 @@ impl Section {
                     Err(p) => problems.push(format!("runners.{kind}: {p}")),
                 },
                 Err(e) => problems.push(format!(
-                    "runners.{kind}: {e} (types: local-process, container, slurm)"
+                    "runners.{kind}: {e} (types: local-process, container, slurm, ray)"
                 )),
             }
         }
@@ -129,6 +143,17 @@ impl Section {
             }) if !(0.1..=60.0).contains(s) => {
                 Err("poll_interval: must be from 0.1 to 60 seconds".into())
             }
+            Section::Ray(RaySection {
+                poll_interval: Some(s),
+                ..
+            }) if !(0.1..=60.0).contains(s) => {
+                Err("poll_interval: must be from 0.1 to 60 seconds".into())
+            }
+            Section::Ray(RaySection {
+                address: Some(a), ..
+            }) if !(a.starts_with("http://") || a.starts_with("https://")) => Err(format!(
+                "address: {a:?} must be the Ray dashboard's URL, http://HOST:8265"
+            )),
             Section::Container(c) => {
                 if let Some(n) = &c.network {
                     if !["bridge", "none", "host"].contains(&n.as_str()) {
@@ -279,12 +304,41 @@ fn make(
             };
             Arc::new(ContainerRunner::new(config).map_err(|e| format!("container runner: {e}"))?)
         }
+        (ResourceType::Ray, s) => {
+            let mut config = RayConfig::new(label(ctx), &ctx.state_dir);
+            if let Some(Section::Ray(section)) = s {
+                config.address = section.address.clone();
+                if let Some(p) = section.poll_interval {
+                    config.poll_every = Duration::from_secs_f64(p);
+                }
+            }
+            // Ray's own variables: the CLI's cluster and the headers it sends.
+            if config.address.is_none() {
+                config.address = ctx
+                    .env
+                    .get("RAY_ADDRESS")
+                    .filter(|a| a.starts_with("http"))
+                    .cloned();
+            }
+            if let Some(headers) = ctx.env.get("RAY_JOB_HEADERS") {
+                config.headers = ray_headers(headers)?;
+            }
+            Arc::new(RayRunner::new(config))
+        }
         (other, _) => {
             return Err(format!(
-                "no runner for {other} in this agent (it has local-process, container and slurm)"
-            ))
+            "no runner for {other} in this agent (it has local-process, container, slurm and ray)"
+        ))
         }
     })
+}
+
+/// `RAY_JOB_HEADERS`, a JSON object of header names to values (as Ray's CLI reads it).
+fn ray_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    let map: BTreeMap<String, String> = serde_json::from_str(text).map_err(|e| {
+        format!("RAY_JOB_HEADERS: must be a JSON object of header names to strings: {e}")
+    })?;
+    Ok(map.into_iter().collect())
 }
 
 /// The label on this agent's backend resources (Slurm jobs' comment, containers' label):

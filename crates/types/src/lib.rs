@@ -12,6 +12,7 @@ pub mod ids;
 pub mod item;
 pub mod job;
 pub mod queue;
+pub mod ray;
 pub mod retry;
 pub mod run;
 pub mod slurm;

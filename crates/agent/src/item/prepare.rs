@@ -259,6 +259,9 @@ pub(super) async fn source_ready(
     }
     let work = agent.journal.run_dir(run_id).join("work");
     agent.cache.checkout(&agent.client, job, &work).await?;
+    if runner.capabilities().ships_source {
+        return Ok((None, None));
+    }
     if !runner.capabilities().images {
         return Ok((agent.cache.python_env(&work).await?, None));
     }

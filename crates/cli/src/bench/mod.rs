@@ -8,6 +8,7 @@ mod env;
 mod fleet;
 mod listing;
 mod queue;
+mod ray;
 mod slurm;
 mod sweep;
 mod upload;
@@ -41,6 +42,9 @@ pub enum BenchCommand {
     /// N trivial runs through liftoff into Slurm against N bare sbatch submissions.
     #[command(after_help = "Examples:\n  liftoff bench slurm")]
     Slurm(slurm::SlurmBench),
+    /// N trivial runs through liftoff onto Ray against N bare Jobs API submissions.
+    #[command(after_help = "Examples:\n  liftoff bench ray\n  liftoff bench ray --runs 50")]
+    Ray(ray::RayBench),
     /// The environment cache: a job's first run (builds) against later runs (reuse).
     #[command(after_help = "Examples:\n  liftoff bench env")]
     Env(env::EnvBench),
@@ -69,6 +73,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Queue(b) => queue::run(b).await,
         BenchCommand::Agent(b) => agent::run(b).await,
         BenchCommand::Slurm(b) => slurm::run(b).await,
+        BenchCommand::Ray(b) => ray::run(b).await,
         BenchCommand::Container(b) => container::run(b).await,
         BenchCommand::Sweep(b) => sweep::run(b).await,
         BenchCommand::Env(b) => env::run(b).await,

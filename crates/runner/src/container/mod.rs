@@ -373,6 +373,7 @@ impl Runner for ContainerRunner {
             keeps_ended: true,
             sandboxed: true,
             keeps_lease: false,
+            ships_source: false,
         }
     }
 

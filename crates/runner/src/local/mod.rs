@@ -427,6 +427,7 @@ impl Runner for LocalRunner {
             keeps_ended: false,
             sandboxed: false,
             keeps_lease: true,
+            ships_source: false,
         }
     }
 

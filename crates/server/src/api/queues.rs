@@ -205,6 +205,7 @@ fn resource_problems(
             })
             .collect(),
         ResourceType::Slurm => liftoff_types::slurm::check_keys(args, at),
+        ResourceType::Ray => liftoff_types::ray::check(args, at, templated),
         _ => Vec::new(),
     }
 }
