@@ -10,6 +10,7 @@ pub mod auth;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod pending;
 pub mod prune;
 pub mod reaper;
@@ -142,6 +143,7 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
                 as Arc<dyn liftoff_artifacts::ArtifactStore>
         }),
         artifact_limit: config.artifact_limit,
+        metrics: Arc::default(),
     };
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
     let mut relays = wake_relays(&state);

@@ -25,6 +25,8 @@ pub struct AppState {
     pub artifacts: Option<Arc<dyn liftoff_artifacts::ArtifactStore>>,
     /// Largest archive one upload may carry, in bytes.
     pub artifact_limit: usize,
+    /// What `/metrics` shows.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl AppState {

@@ -229,11 +229,23 @@ pub async fn lease(
     };
     let keys: Vec<String> = req.queues.iter().map(|q| queue_key(q)).collect();
     let waiter = Arc::new(Notify::new());
+    let _open = crate::metrics::PollOpen::new(&state.metrics.lease_polls_open);
     loop {
         // Register before trying, so an enqueue between the try and the wait is not missed.
         state.wakers.register(&keys, &waiter);
         let leases = state.store.lease(params.clone(), now_ms()).await?;
         if !leases.is_empty() || Instant::now() >= deadline {
+            let now = now_ms();
+            for lease in &leases {
+                let wait = (now - lease.item.created_at_ms).max(0) as f64 / 1000.0;
+                state
+                    .metrics
+                    .admission_wait
+                    .get_or_create(&crate::metrics::QueueLabels {
+                        queue: lease.item.queue.clone(),
+                    })
+                    .observe(wait);
+            }
             return Ok(Json(LeaseResponse { leases }));
         }
         if tokio::time::timeout_at(deadline, waiter.notified())

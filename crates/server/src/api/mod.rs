@@ -162,10 +162,15 @@ pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Rout
         .route("/prune", post(prune));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/metrics", get(crate::metrics::serve))
         .nest("/api/v1", v1)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 

@@ -1,0 +1,158 @@
+//! `/metrics` as Prometheus scrapes it: a read token is needed, the text parses with a
+//! Prometheus text-format parser, and the figures move as runs go by: pending items, items by
+//! state, admission waits, lease long-polls open, agents by status, HTTP requests by route.
+
+mod common;
+
+use common::{ok, wait_async, ServerProcess};
+use liftoff_types::{LaunchSpec, NewQueue};
+use prometheus_parse::{Sample, Scrape, Value};
+use std::time::Duration;
+
+async fn scrape(url: &str, token: &str) -> Scrape {
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+/// The value of the sample named `name` whose labels include all of `labels`.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .filter(|s: &&Sample| s.metric == name)
+        .find(|s| labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_token_parse_and_move_as_runs_go_by() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    client
+        .create_queue(&NewQueue::named("train"))
+        .await
+        .unwrap();
+    let url = server.url();
+    let read = ok(&server.run(&["token", "create", "--scope", "user", "--name", "prom"]));
+    let read = read.trim();
+
+    let anonymous = reqwest::get(format!("{url}/metrics")).await.unwrap();
+    assert_eq!(anonymous.status(), 401, "metrics need a token");
+
+    let spec = LaunchSpec::command(vec!["sh".into(), "-c".into(), "echo hi".into()]);
+    client.enqueue("train", &spec).await.unwrap();
+    client.enqueue("train", &spec).await.unwrap();
+    let before = scrape(&url, read).await;
+    assert_eq!(
+        value(&before, "liftoff_pending_items", &[("queue", "train")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &before,
+            "liftoff_items",
+            &[("queue", "train"), ("state", "finished")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(value(&before, "liftoff_lease_polls_open", &[]), Some(0.0));
+    assert_eq!(
+        value(&before, "liftoff_agents", &[("status", "polling")]),
+        Some(0.0)
+    );
+
+    let _agent = server.agent(
+        &server.dir.path().join("agent"),
+        &["--queue", "train", "--max-jobs", "3"],
+    );
+    wait_async("both runs to finish", Duration::from_secs(30), || async {
+        let s = scrape(&url, read).await;
+        value(
+            &s,
+            "liftoff_items",
+            &[("queue", "train"), ("state", "finished")],
+        ) == Some(2.0)
+    })
+    .await;
+    wait_async(
+        "the agent's lease long-poll",
+        Duration::from_secs(30),
+        || async {
+            let s = scrape(&url, read).await;
+            value(&s, "liftoff_lease_polls_open", &[]) == Some(1.0)
+                && value(&s, "liftoff_agents", &[("status", "polling")]) == Some(1.0)
+        },
+    )
+    .await;
+    let after = scrape(&url, read).await;
+    assert_eq!(
+        value(&after, "liftoff_pending_items", &[("queue", "train")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "liftoff_running_runs",
+            &[("queue", "train"), ("runner", "local-process")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "liftoff_admission_wait_time_seconds_count",
+            &[("queue", "train")]
+        )
+        .or_else(|| value(
+            &after,
+            "liftoff_admission_wait_time_seconds",
+            &[("queue", "train")]
+        )),
+        Some(2.0),
+        "one admission per run"
+    );
+    assert_eq!(
+        value(&after, "liftoff_agent_free_slots", &[]),
+        Some(3.0),
+        "an idle agent of 3 slots"
+    );
+    let enqueues = value(
+        &after,
+        "liftoff_http_requests_total",
+        &[
+            ("route", "/api/v1/queues/:name/items"),
+            ("method", "POST"),
+            ("status", "201"),
+        ],
+    );
+    let http: Vec<_> = after
+        .samples
+        .iter()
+        .filter(|s| s.metric.starts_with("liftoff_http_requests"))
+        .map(|s| format!("{} {:?}", s.metric, s.labels))
+        .collect();
+    assert_eq!(
+        enqueues,
+        Some(2.0),
+        "requests by route, not by id: {http:#?}"
+    );
+    assert!(
+        !after
+            .samples
+            .iter()
+            .any(|s| s.labels.values().any(|v| v.contains("/items/1"))),
+        "no per-id series"
+    );
+}

@@ -1,0 +1,287 @@
+//! Prometheus metrics at `GET /metrics` (text format, a `read` token), named as operators
+//! know them from Kueue and Buildkite's agent metrics.
+//!
+//! Two kinds: what requests move as they pass (HTTP requests and their latency, lease
+//! long-polls open, admission wait from enqueue to lease), kept in memory; and what the
+//! store holds (items per queue and state, live runs per queue and runner, agents by status,
+//! free slots), read at each scrape. The store's figures are the same on every replica; the
+//! in-memory ones are this server's own (sum them across replicas).
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::time::Instant;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub route: String,
+    pub method: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    pub queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueStateLabels {
+    pub queue: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RunnerLabels {
+    pub queue: String,
+    pub runner: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    pub agent: String,
+}
+
+/// Latency buckets for requests and waits, in seconds: 1 ms to 10 min.
+fn buckets() -> impl Iterator<Item = f64> {
+    [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        300.0, 600.0,
+    ]
+    .into_iter()
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub http_seconds: Family<RouteLabels, Histogram>,
+    pub lease_polls_open: Gauge,
+    pub admission_wait: Family<QueueLabels, Histogram>,
+    pending: Family<QueueLabels, Gauge>,
+    items: Family<QueueStateLabels, Gauge>,
+    running: Family<RunnerLabels, Gauge>,
+    agents: Family<StatusLabels, Gauge>,
+    free_slots: Family<AgentLabels, Gauge>,
+    /// One scrape at a time: a scrape clears and refills the store's gauges.
+    scraping: tokio::sync::Mutex<()>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        let hist = || Histogram::new(buckets());
+        let mut m = Metrics {
+            registry: Registry::with_prefix("liftoff"),
+            http_requests: Family::default(),
+            http_seconds: Family::new_with_constructor(hist),
+            lease_polls_open: Gauge::default(),
+            admission_wait: Family::new_with_constructor(hist),
+            pending: Family::default(),
+            items: Family::default(),
+            running: Family::default(),
+            agents: Family::default(),
+            free_slots: Family::default(),
+            scraping: tokio::sync::Mutex::new(()),
+        };
+        let r = &mut m.registry;
+        r.register(
+            "http_requests",
+            "HTTP requests answered, by route, method and status",
+            m.http_requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request, by route (long-polls included)",
+            m.http_seconds.clone(),
+        );
+        r.register(
+            "lease_polls_open",
+            "Lease long-polls this server holds now",
+            m.lease_polls_open.clone(),
+        );
+        r.register(
+            "admission_wait_time_seconds",
+            "Time from an item's enqueue to its lease by an agent, by queue",
+            m.admission_wait.clone(),
+        );
+        r.register(
+            "pending_items",
+            "Items waiting in each queue",
+            m.pending.clone(),
+        );
+        r.register(
+            "items",
+            "Items per queue and state (pending, leased, claimed, finished, failed, stopped, cancelled)",
+            m.items.clone(),
+        );
+        r.register(
+            "running_runs",
+            "Runs leased or started, per queue and the runner its queue uses",
+            m.running.clone(),
+        );
+        r.register("agents", "Agents by status", m.agents.clone());
+        r.register(
+            "agent_free_slots",
+            "Runs each live agent could still take (agents without a limit left out)",
+            m.free_slots.clone(),
+        );
+        m
+    }
+}
+
+impl Metrics {
+    /// The text exposition, after reading the store's figures.
+    pub async fn scrape(
+        &self,
+        store: &dyn liftoff_store::Store,
+    ) -> liftoff_store::StoreResult<String> {
+        let _one = self.scraping.lock().await;
+        let queues = store.list_queues().await?;
+        self.pending.clear();
+        self.items.clear();
+        self.running.clear();
+        for queue in &queues {
+            let depth = store
+                .get_queue(&queue.name, true)
+                .await?
+                .depth
+                .unwrap_or_default();
+            let q = || QueueLabels {
+                queue: queue.name.clone(),
+            };
+            self.pending.get_or_create(&q()).set(depth.pending as i64);
+            for (state, n) in [
+                ("pending", depth.pending),
+                ("leased", depth.leased),
+                ("claimed", depth.claimed),
+                ("finished", depth.finished),
+                ("failed", depth.failed),
+                ("stopped", depth.stopped),
+                ("cancelled", depth.cancelled),
+            ] {
+                let labels = QueueStateLabels {
+                    queue: queue.name.clone(),
+                    state: state.into(),
+                };
+                self.items.get_or_create(&labels).set(n as i64);
+            }
+            let labels = RunnerLabels {
+                queue: queue.name.clone(),
+                runner: queue.resource.to_string(),
+            };
+            self.running
+                .get_or_create(&labels)
+                .set(depth.live_runs as i64);
+        }
+        let agents = store.list_agents().await?;
+        self.agents.clear();
+        self.free_slots.clear();
+        for status in ["starting", "polling", "running", "stopped", "lost"] {
+            self.agents
+                .get_or_create(&StatusLabels {
+                    status: status.into(),
+                })
+                .set(0);
+        }
+        for agent in &agents {
+            let status = agent.status.to_string();
+            self.agents
+                .get_or_create(&StatusLabels {
+                    status: status.clone(),
+                })
+                .inc();
+            let live = !matches!(status.as_str(), "stopped" | "lost");
+            if live && agent.max_jobs >= 0 {
+                let free = (agent.max_jobs - i64::from(agent.running_jobs)).max(0);
+                self.free_slots
+                    .get_or_create(&AgentLabels {
+                        agent: format!("{} ({})", agent.name, agent.id),
+                    })
+                    .set(free);
+            }
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .map_err(|e| liftoff_store::StoreError::Backend(Box::new(e)))?;
+        Ok(text)
+    }
+}
+
+/// Counts and times every request by its route's pattern (`/api/v1/runs/:id`, never the
+/// id itself: one series per route, not per run). Parameters are written `:id` rather than
+/// axum's `{id}`: a brace in a label value trips simple text-format parsers.
+pub async fn track(
+    State(state): State<crate::state::AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map_or_else(
+        || "unmatched".to_string(),
+        |p| p.as_str().replace('{', ":").replace('}', ""),
+    );
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let m = &state.metrics;
+    m.http_seconds
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    m.http_requests
+        .get_or_create(&HttpLabels {
+            route,
+            method,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// `GET /metrics`.
+pub async fn serve(
+    caller: crate::auth::Caller,
+    State(state): State<crate::state::AppState>,
+) -> Result<Response, crate::error::ApiError> {
+    caller.require(crate::auth::Access::Read)?;
+    let text = state.metrics.scrape(state.store.as_ref()).await?;
+    Ok((
+        [(
+            CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
+}
+
+/// Holds a lease long-poll in the open-polls gauge while it lives.
+pub struct PollOpen<'a>(&'a Gauge);
+
+impl<'a> PollOpen<'a> {
+    pub fn new(gauge: &'a Gauge) -> PollOpen<'a> {
+        gauge.inc();
+        PollOpen(gauge)
+    }
+}
+
+impl Drop for PollOpen<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
