@@ -100,7 +100,7 @@ async fn ray_runs_finish_with_output_and_config_fail_with_the_drivers_code_and_s
         json!({"address": ray, "metadata": {"team": "vision"}}),
     )
     .await;
-    let _agent = server.agent(
+    let agent = server.agent(
         &server.dir.path().join("agent"),
         &["--queue", "ray", "--max-jobs", "3"],
     );
@@ -142,9 +142,16 @@ async fn ray_runs_finish_with_output_and_config_fail_with_the_drivers_code_and_s
         env.get("LIFTOFF_RUN_TOKEN").is_some(),
         "the run's own token: {env}"
     );
+    let names: Vec<&String> = env.as_object().unwrap().keys().collect();
     assert!(
-        env.get("PATH").is_none() && env.get("LIFTOFF_TOKEN").is_none(),
-        "nothing of the agent's environment reaches the cluster: {env}"
+        names
+            .iter()
+            .all(|k| k.starts_with("LIFTOFF_") || k.starts_with("WANDB_")),
+        "nothing of the agent's environment reaches the cluster: {names:?}"
+    );
+    assert!(
+        !job.to_string().contains(&agent.token),
+        "the agent's token is not in the Ray job"
     );
 
     let item = wait_ended(&client, bad, Duration::from_secs(60)).await;
@@ -182,7 +189,14 @@ async fn a_code_job_ships_its_source_once_per_version_with_its_requirements() {
     )
     .unwrap();
     std::fs::write(code.join("lib/__init__.py"), "").unwrap();
-    std::fs::write(code.join("lib/helper.py"), "VALUE = 'from lib'\n").unwrap();
+    // A stamp of this test run: the same content would find the package of an earlier run
+    // still on the cluster.
+    let stamp = format!("{:?}", std::time::SystemTime::now());
+    std::fs::write(
+        code.join("lib/helper.py"),
+        format!("VALUE = 'from lib'\nSTAMP = {stamp:?}\n"),
+    )
+    .unwrap();
     // Already in Ray's environment: pip finds it there without reaching out.
     std::fs::write(
         code.join("requirements.txt"),
@@ -458,19 +472,35 @@ async fn a_job_ray_already_took_is_adopted_and_a_strangers_is_not_run_over() {
     let server = ServerProcess::start();
     let client = server.client();
     ray_queue(&client, "ray", json!({"address": ray})).await;
-    let _agent = server.agent(&server.dir.path().join("agent"), &["--queue", "ray"]);
     let http = reqwest::Client::new();
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis();
-    // As an agent that crashed after Ray took its submission would have left it.
     let ours = format!("adopt{stamp}");
     let theirs = format!("taken{stamp}");
-    for (id, meta) in [
-        (&ours, json!({"liftoff_run": ours})),
-        (&theirs, json!({"team": "x"})),
-    ] {
+    let launch = |id: &str| {
+        let mut spec = sh("echo second copy");
+        spec.run_id = Some(id.to_string());
+        spec
+    };
+    let adopted = client.enqueue("ray", &launch(&ours)).await.unwrap().id;
+    let refused = client.enqueue("ray", &launch(&theirs)).await.unwrap().id;
+    let limits: Value = http
+        .get(format!("{}/api/v1/limits", server.url()))
+        .bearer_auth(server.client_file()["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let store = limits["store_id"].as_str().unwrap();
+    // As an agent that crashed after Ray took its submission would have left it: this run,
+    // this attempt of this item.
+    let mine = json!({"liftoff_run": ours, "liftoff_attempt": "1",
+        "liftoff_attempt_of": format!("{store}/{adopted}")});
+    for (id, meta) in [(&ours, mine), (&theirs, json!({"team": "x"}))] {
         let body = json!({"entrypoint": format!("echo first copy of {id}"), "submission_id": id, "metadata": meta});
         let answer = http
             .post(format!("{ray}/api/jobs/"))
@@ -480,12 +510,7 @@ async fn a_job_ray_already_took_is_adopted_and_a_strangers_is_not_run_over() {
             .unwrap();
         assert!(answer.status().is_success());
     }
-    let launch = |id: &str| {
-        let mut spec = sh("echo second copy");
-        spec.run_id = Some(id.to_string());
-        spec
-    };
-    let adopted = client.enqueue("ray", &launch(&ours)).await.unwrap().id;
+    let _agent = server.agent(&server.dir.path().join("agent"), &["--queue", "ray"]);
     let item = wait_ended(&client, adopted, Duration::from_secs(60)).await;
     assert_eq!(item.state, ItemState::Finished, "{item:?}");
     let log = log_of(&client, &item).await;
@@ -493,9 +518,16 @@ async fn a_job_ray_already_took_is_adopted_and_a_strangers_is_not_run_over() {
         log.contains("first copy") && !log.contains("second copy"),
         "the job Ray had is the run, not a second one: {log}"
     );
-    let refused = client.enqueue("ray", &launch(&theirs)).await.unwrap().id;
     let item = wait_ended(&client, refused, Duration::from_secs(60)).await;
     assert_eq!(item.state, ItemState::Failed);
     let message = &item.failure.as_ref().unwrap().message;
     assert!(message.contains("not this run's"), "{message}");
+    let mut spec = sh("true");
+    spec.resource_args
+        .insert("ray".into(), json!({"address": "http://elsewhere:8265"}));
+    let err = client.enqueue("ray", &spec).await.unwrap_err().to_string();
+    assert!(
+        err.contains("resource_args.ray.address"),
+        "a launch cannot send the agent to another cluster: {err}"
+    );
 }

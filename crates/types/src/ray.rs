@@ -28,9 +28,10 @@ pub const KEYS: &[&str] = &[
 
 /// The `runtime_env` keys passed on to Ray. Left out on purpose: `working_dir` and
 /// `py_modules` (a run's code is its job's source, which liftoff ships itself; a local path
-/// there would name a file of the agent's machine), `image_uri` and `container` (a Ray queue
+/// there would name a file of the agent's machine), `excludes` (liftoff packs the source
+/// itself; the job's `.gitignore` already left files out at `job create`), `image_uri` and `container` (a Ray queue
 /// runs no images), and plugins liftoff has not tried.
-pub const RUNTIME_ENV_KEYS: &[&str] = &["pip", "uv", "conda", "env_vars", "excludes", "config"];
+pub const RUNTIME_ENV_KEYS: &[&str] = &["pip", "uv", "conda", "env_vars", "config"];
 
 /// A Ray queue's resource args, as the runner uses them.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

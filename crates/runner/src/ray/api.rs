@@ -46,11 +46,19 @@ pub fn status_of(job: &JobInfo) -> RunStatus {
             code: 0,
             signal: None,
         }),
-        // The driver ran and exited non-zero: its code is the run's.
-        "FAILED" if job.driver_exit_code.is_some() => RunStatus::Exited(Exit {
-            code: job.driver_exit_code.unwrap_or(1),
-            signal: None,
-        }),
+        // The driver ran and exited non-zero: its code is the run's (a negative one is the
+        // signal that ended it, as Python's subprocess reports it).
+        "FAILED" if job.driver_exit_code.is_some_and(|c| c != 0) => {
+            let code = job.driver_exit_code.unwrap_or(1);
+            RunStatus::Exited(if code < 0 {
+                Exit {
+                    code: 128 - code,
+                    signal: Some(-code),
+                }
+            } else {
+                Exit { code, signal: None }
+            })
+        }
         // Its environment could not be made (a pip install failed): it never started.
         "FAILED" if job.error_type.as_deref() == Some("RUNTIME_ENV_SETUP_FAILED") => {
             RunStatus::NotStarted(format!(
@@ -184,6 +192,16 @@ impl Api<'_> {
                 .map_err(|e| RunnerError::Transient(format!("Ray's logs of {id}: {e}"))),
             404 => Ok(String::new()),
             _ => Err(self.refused("a job's logs", code, &text)),
+        }
+    }
+
+    /// Removes an ended job's record (Ray refuses a live one).
+    pub async fn delete(&self, id: &str) -> RunnerResult<()> {
+        let req = self.request(reqwest::Method::DELETE, &format!("/api/jobs/{id}"));
+        let (code, text) = self.send(req, "a delete").await?;
+        match code {
+            200 | 404 => Ok(()),
+            _ => Err(self.refused("the delete", code, &text)),
         }
     }
 

@@ -106,6 +106,8 @@ const SUBMIT_FOR: Duration = Duration::from_secs(60);
 /// The most a stop waits for Ray to say the job ended, past the grace (Ray sends SIGKILL
 /// `RAY_JOB_STOP_WAIT_TIME_S`, 3 s by default, after its SIGTERM).
 const STOP_SETTLE: Duration = Duration::from_secs(10);
+/// How long `wait` keeps asking a cluster that does not answer before it gives up on a run.
+const UNANSWERED_FOR: Duration = Duration::from_secs(300);
 
 impl RayRunner {
     pub fn new(config: RayConfig) -> RayRunner {
@@ -275,6 +277,7 @@ impl RayRunner {
         if let Some(of) = &spec.attempt_of {
             metadata.insert("liftoff_attempt_of".into(), of.clone().into());
         }
+        metadata.insert("liftoff_attempt".into(), attempt(spec).into());
         let mut body = serde_json::json!({
             "entrypoint": shell_join(&spec.argv),
             "submission_id": spec.run_id.to_string(),
@@ -302,7 +305,7 @@ impl RayRunner {
         let Some(of) = &spec.attempt_of else {
             return Ok(());
         };
-        if spec.env.get("LIFTOFF_ATTEMPT").is_none_or(|a| a == "1") {
+        if attempt(spec) == "1" {
             return Ok(());
         }
         self.refresh(address, Instant::now()).await?;
@@ -337,25 +340,41 @@ impl RayRunner {
         let id = spec.run_id.as_str();
         let mut pause = Duration::from_millis(250);
         let give_up = Instant::now() + SUBMIT_FOR;
+        let mut replaced = false;
         loop {
             let error = match api.submit(body).await {
                 Ok(Submitted::New) => return Ok(()),
-                Ok(Submitted::Exists) => {
-                    return match api.get(id).await? {
-                        Some(job) if job.meta("liftoff_run") == Some(id) => {
-                            tracing::info!(run = %id, "Ray already had the run's job: adopting it");
-                            Ok(())
-                        }
-                        _ => Err(RunnerError::Permanent(format!(
-                            "Ray at {address} already has a job {id:?} that is not this run's"
-                        ))),
+                Ok(Submitted::Exists) => match api.get(id).await? {
+                    Some(job) if is_this_attempt(&job, spec) => {
+                        tracing::info!(run = %id, "Ray already had the run's job: adopting it");
+                        return Ok(());
                     }
-                }
+                    // An earlier attempt of the same run id (a retry keeps a fixed id): its
+                    // record goes, and this attempt takes the id.
+                    Some(job)
+                        if job.meta("liftoff_run") == Some(id) && job.ended() && !replaced =>
+                    {
+                        replaced = true;
+                        tracing::info!(run = %id, "removing an earlier attempt's ended Ray job");
+                        api.delete(id).await?;
+                        continue;
+                    }
+                    Some(job) if job.meta("liftoff_run") == Some(id) => {
+                        return Err(RunnerError::Transient(format!(
+                            "an earlier attempt's Ray job {id:?} still runs; waiting for it to stop"
+                        )));
+                    }
+                    _ => {
+                        return Err(RunnerError::Permanent(format!(
+                            "Ray at {address} already has a job {id:?} that is not this run's"
+                        )))
+                    }
+                },
                 Err(RunnerError::Transient(e)) => e,
                 Err(permanent) => return Err(permanent),
             };
             if let Ok(Some(job)) = api.get(id).await {
-                if job.meta("liftoff_run") == Some(id) {
+                if is_this_attempt(&job, spec) {
                     return Ok(());
                 }
             }
@@ -367,6 +386,21 @@ impl RayRunner {
             pause = (pause * 2).min(Duration::from_secs(8));
         }
     }
+}
+
+/// Which attempt of its item a run is (`LIFTOFF_ATTEMPT`, 1 for the first).
+fn attempt(spec: &RunSpec) -> String {
+    spec.env
+        .get("LIFTOFF_ATTEMPT")
+        .cloned()
+        .unwrap_or_else(|| "1".into())
+}
+
+/// A job on Ray is this attempt's own (submitted by an earlier try of this launch).
+fn is_this_attempt(job: &JobInfo, spec: &RunSpec) -> bool {
+    job.meta("liftoff_run") == Some(spec.run_id.as_str())
+        && job.meta("liftoff_attempt").unwrap_or("1") == attempt(spec)
+        && job.meta("liftoff_attempt_of") == spec.attempt_of.as_deref()
 }
 
 /// The cluster a run goes to.
@@ -508,12 +542,43 @@ impl Runner for RayRunner {
         let h = RayHandle::of(handle)?;
         let mut logs_every = self.config.poll_every;
         let mut logs_at: Option<Instant> = None;
+        let mut unanswered_since: Option<Instant> = None;
         loop {
-            let status = self.job(&h).await?;
+            let status = match self.job(&h).await {
+                Ok(status) => {
+                    unanswered_since = None;
+                    status
+                }
+                // Ray away for a moment (a dashboard restart) does not end a run.
+                Err(e) if e.is_transient() => {
+                    let since = *unanswered_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > UNANSWERED_FOR {
+                        return Err(e);
+                    }
+                    tracing::warn!(run = %handle.run_id, error = %e, "asking Ray the job's state; again soon");
+                    tokio::time::sleep(self.config.poll_every.max(Duration::from_secs(1))).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            // Missing from the list: asked by id before it counts as gone.
+            let status = match status {
+                RunStatus::Gone => match self.api(&h.address).get(&h.submission_id).await {
+                    Ok(Some(job)) => api::status_of(&job),
+                    Ok(None) => RunStatus::Gone,
+                    Err(_) => {
+                        tokio::time::sleep(self.config.poll_every).await;
+                        continue;
+                    }
+                },
+                s => s,
+            };
             if ended(&status) {
                 let _forget = lock(&self.submitted).remove(&h.submission_id);
                 if !matches!(status, RunStatus::Gone) {
-                    self.pull_logs(&h).await?;
+                    if let Err(e) = self.pull_logs(&h).await {
+                        tracing::warn!(run = %handle.run_id, error = %e, "reading the Ray job's last output");
+                    }
                 }
                 return Ok(status);
             } else if status == RunStatus::Running
@@ -561,7 +626,14 @@ impl Runner for RayRunner {
         let addresses: Vec<String> = lock(&self.addresses).iter().cloned().collect();
         let mut owned = Vec::new();
         for address in addresses {
-            let jobs = self.api(&address).list().await?;
+            // A cluster gone for good must not keep the agent from finding the others' jobs.
+            let jobs = match self.api(&address).list().await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::warn!(%address, error = %e, "listing a Ray cluster's jobs");
+                    continue;
+                }
+            };
             for job in jobs {
                 let (Some(id), false) = (job.submission_id.clone(), job.ended()) else {
                     continue;

@@ -140,6 +140,17 @@ pub async fn new_item(
     )?;
     let mut resource_args = template::substitute(&queue.config, &values);
     if let Some(own) = spec_resource_args(&spec, queue.resource) {
+        // Which cluster an agent sends its Ray credentials and the run's token to is the
+        // admin's choice (the queue's config), never a launcher's.
+        if queue.resource == ResourceType::Ray && own.get("address").is_some() {
+            ApiError::check(vec![(
+                "resource_args.ray.address".into(),
+                format!(
+                    "the cluster is the queue's to name (queue {:?}'s config), not a launch's",
+                    queue.name
+                ),
+            )])?;
+        }
         merge(&mut resource_args, own, queue.resource);
     }
     ApiError::check(resource_problems(
