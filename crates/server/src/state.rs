@@ -40,14 +40,15 @@ impl AppState {
         let wait = item
             .available_at_ms
             .map_or(0, |at| at - liftoff_types::now_ms());
+        let kind = item.kind;
         if wait <= 0 {
-            self.wakers.wake(&key);
+            self.wakers.wake_one(&key, kind);
             return;
         }
         let wakers = self.wakers.clone();
         tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
-            wakers.wake(&key);
+            wakers.wake_one(&key, kind);
         });
     }
 

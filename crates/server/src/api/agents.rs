@@ -4,7 +4,7 @@ use crate::auth::{Access, Caller};
 use crate::error::ApiError;
 use crate::extract::{Body, Path};
 use crate::state::AppState;
-use crate::wake::{agent_key, queue_key};
+use crate::wake::{agent_key, queue_key, LeaseWaiter, PassOn};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -228,15 +228,23 @@ pub async fn lease(
         schedulers: req.schedulers,
     };
     let keys: Vec<String> = req.queues.iter().map(|q| queue_key(q)).collect();
-    let waiter = Arc::new(Notify::new());
+    let waiter = Arc::new(LeaseWaiter::new(req.runs, req.schedulers));
     let _open = crate::metrics::PollOpen::new(&state.metrics.lease_polls_open);
+    // Wakes this call is given and does not use go to another waiter (see `wake.rs`).
+    let mut pass = PassOn {
+        wakers: &state.wakers,
+        waiter: &waiter,
+        owed: Vec::new(),
+    };
     loop {
         // Register before trying, so an enqueue between the try and the wait is not missed.
-        state.wakers.register(&keys, &waiter);
+        state.wakers.register_lease(&keys, &waiter);
+        pass.cover();
         let leases = state.store.lease(params.clone(), now_ms()).await?;
         if !leases.is_empty() || Instant::now() >= deadline {
             let now = now_ms();
             for lease in &leases {
+                pass.used(&lease.item.queue, lease.item.kind);
                 let wait = (now - lease.item.created_at_ms).max(0) as f64 / 1000.0;
                 state
                     .metrics
@@ -248,7 +256,8 @@ pub async fn lease(
             }
             return Ok(Json(LeaseResponse { leases }));
         }
-        if tokio::time::timeout_at(deadline, waiter.notified())
+        pass.spent();
+        if tokio::time::timeout_at(deadline, waiter.notify.notified())
             .await
             .is_err()
         {

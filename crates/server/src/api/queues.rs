@@ -97,7 +97,7 @@ pub async fn enqueue(
     let Json(spec) = Json::<LaunchSpec>::from_bytes(&bytes)?;
     let item = new_item(&state, &name, spec, ItemKind::Run).await?;
     let item = state.store.enqueue(item, now_ms()).await?;
-    state.wakers.wake(&queue_key(&item.queue));
+    state.wakers.wake_one(&queue_key(&item.queue), item.kind);
     Ok((StatusCode::CREATED, Json(item)))
 }
 

@@ -137,7 +137,9 @@ pub async fn create(
         concurrency,
     };
     let sweep = state.store.create_sweep(sweep, scheduler, now_ms()).await?;
-    state.wakers.wake(&queue_key(&queue.name));
+    state
+        .wakers
+        .wake_one(&queue_key(&queue.name), liftoff_types::ItemKind::Scheduler);
     Ok((StatusCode::CREATED, Json(sweep)))
 }
 
@@ -316,6 +318,6 @@ pub async fn enqueue_run(
         item,
     };
     let item = state.store.enqueue_sweep_run(run, now_ms()).await?;
-    state.wakers.wake(&queue_key(&item.queue));
+    state.wakers.wake_one(&queue_key(&item.queue), item.kind);
     Ok((StatusCode::CREATED, Json(item)))
 }
