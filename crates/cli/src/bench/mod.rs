@@ -9,6 +9,7 @@ mod fleet;
 mod listing;
 mod queue;
 mod ray;
+mod rig;
 mod slurm;
 mod sweep;
 mod upload;

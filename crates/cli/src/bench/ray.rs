@@ -7,14 +7,11 @@
 //! an in-process server (SQLite) and agent with the Ray runner: enqueue N items, time until
 //! the server has every item `finished`.
 
+use super::rig::Rig;
 use clap::Args;
-use liftoff_agent::{Agent, AgentConfig, Control};
-use liftoff_client::Client;
 use liftoff_runner::ray::api::{Api, Submitted};
 use liftoff_runner::ray::{RayConfig, RayRunner};
-use liftoff_server::ServerConfig;
-use liftoff_store::{NewItem, SqliteStore, Store};
-use liftoff_types::{now_ms, LaunchSpec, NewQueue, Priority, ResourceType, Scope};
+use liftoff_types::{now_ms, LaunchSpec, ResourceType};
 use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -123,84 +120,26 @@ async fn bare_jobs(address: &str, n: usize) -> anyhow::Result<(f64, u64)> {
 
 /// N items through an in-process server and agent with the Ray runner.
 async fn through_liftoff(address: &str, dir: &Path, n: usize) -> anyhow::Result<(f64, u64)> {
-    std::fs::create_dir_all(dir)?;
-    let store = Arc::new(SqliteStore::open(&dir.join("liftoff.db"))?);
-    let mut queue = NewQueue::named("ray");
-    queue.resource = ResourceType::Ray;
-    store.create_queue(queue, now_ms()).await?;
-    let (token, hash) = liftoff_server::auth::new_token();
-    store
-        .create_token("bench agent", Scope::Agent, &hash, now_ms())
-        .await?;
-    let server =
-        liftoff_server::start(ServerConfig::local("127.0.0.1:0".parse()?), store.clone()).await?;
-    let config = AgentConfig {
-        queues: vec!["ray".into()],
-        max_jobs: -1,
-        state_dir: dir.join("agent"),
-        ..AgentConfig::default()
-    };
-    std::fs::create_dir_all(&config.state_dir)?;
-    let runner = RayRunner::new(RayConfig::new(
-        format!("liftoff:bench-{}-{}", std::process::id(), now_ms()),
-        &config.state_dir,
-    ));
-    let calls = runner.call_counter();
-    let client = Client::new(&server.url(), Some(token))?;
-    let runners = liftoff_runner::Runners::of(vec![Arc::new(runner)]);
-    let agent = Agent::start(client, config, runners, std::env::vars()).await?;
-    let (stop, rx) = tokio::sync::mpsc::channel(2);
-    let task = tokio::spawn(agent.run(rx));
-    let spec = LaunchSpec::command(vec!["true".into()]);
+    let label = format!("liftoff:bench-{}-{}", std::process::id(), now_ms());
+    let mut calls = None;
+    let rig = Rig::start(dir, "ray", ResourceType::Ray, |config| {
+        let runner = RayRunner::new(RayConfig::new(label, &config.state_dir));
+        calls = Some(runner.call_counter());
+        Arc::new(runner)
+    })
+    .await?;
     let start = Instant::now();
-    for _ in 0..n {
-        let item = NewItem {
-            queue: "ray".into(),
-            spec: spec.clone(),
-            priority: Priority::Medium,
-            resource_args: json!({"address": address}),
-            kind: liftoff_types::ItemKind::Run,
-        };
-        store.enqueue(item, now_ms()).await?;
-        // Written to the store directly, so wake the agent's long-poll as the API would.
-        server
-            .state
-            .wakers
-            .wake(&liftoff_server::wake::queue_key("ray"));
-    }
-    loop {
-        let d = store
-            .get_queue("ray", true)
-            .await?
-            .depth
-            .unwrap_or_default();
-        if d.finished + d.failed + d.stopped + d.cancelled == n as u64 {
-            if d.finished != n as u64 {
-                let filter = liftoff_types::api::ItemFilter {
-                    state: Some(liftoff_types::ItemState::Failed),
-                    ..Default::default()
-                };
-                let why: Vec<String> = store
-                    .list_items(&filter)
-                    .await?
-                    .into_iter()
-                    .filter_map(|i| i.failure.map(|f| f.message))
-                    .collect();
-                anyhow::bail!("not every run finished: {d:?}: {why:?}");
-            }
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "runs never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.enqueue(
+        n,
+        &LaunchSpec::command(vec!["true".into()]),
+        &json!({"address": address}),
+    )
+    .await?;
+    rig.wait_finished(n, start).await?;
     let seconds = start.elapsed().as_secs_f64();
-    let _ = stop.send(Control::StopNow).await;
-    let _ = task.await;
-    server.stop().await;
-    Ok((seconds, calls.load(Ordering::Relaxed)))
+    rig.stop().await;
+    let calls = calls.map_or(0, |c| c.load(Ordering::Relaxed));
+    Ok((seconds, calls))
 }
 
 fn round3(x: f64) -> f64 {

@@ -7,14 +7,11 @@
 //! an in-process server (SQLite) and agent with the Slurm runner: enqueue N items, time until
 //! the server has every item `finished`.
 
+use super::rig::Rig;
 use anyhow::Context;
 use clap::Args;
-use liftoff_agent::{Agent, AgentConfig, Control};
-use liftoff_client::Client;
 use liftoff_runner::slurm::{command, SlurmConfig, SlurmRunner};
-use liftoff_server::ServerConfig;
-use liftoff_store::{NewItem, SqliteStore, Store};
-use liftoff_types::{now_ms, LaunchSpec, NewQueue, Priority, ResourceType, Scope};
+use liftoff_types::{LaunchSpec, ResourceType};
 use serde_json::json;
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -118,71 +115,26 @@ async fn bare_sbatch(dir: &Path, n: usize) -> anyhow::Result<(f64, u64)> {
 
 /// N items through an in-process server and agent with the Slurm runner.
 async fn through_liftoff(dir: &Path, n: usize) -> anyhow::Result<(f64, u64)> {
-    std::fs::create_dir_all(dir)?;
-    let store = Arc::new(SqliteStore::open(&dir.join("liftoff.db"))?);
-    let mut queue = NewQueue::named("hpc");
-    queue.resource = ResourceType::Slurm;
-    store.create_queue(queue, now_ms()).await?;
-    let (token, hash) = liftoff_server::auth::new_token();
-    store
-        .create_token("bench agent", Scope::Agent, &hash, now_ms())
-        .await?;
-    let server =
-        liftoff_server::start(ServerConfig::local("127.0.0.1:0".parse()?), store.clone()).await?;
-    let config = AgentConfig {
-        queues: vec!["hpc".into()],
-        max_jobs: -1,
-        state_dir: dir.join("agent"),
-        ..AgentConfig::default()
-    };
-    std::fs::create_dir_all(&config.state_dir)?;
-    let mut slurm = SlurmConfig::new(format!("liftoff:bench-{}", std::process::id()));
-    slurm.poll_every = config.slurm_poll_interval;
-    let runner = SlurmRunner::new(slurm);
-    let commands = runner.command_counter();
-    let client = Client::new(&server.url(), Some(token))?;
-    let runners = liftoff_runner::Runners::of(vec![Arc::new(runner)]);
-    let agent = Agent::start(client, config, runners, std::env::vars()).await?;
-    let (stop, rx) = tokio::sync::mpsc::channel(2);
-    let task = tokio::spawn(agent.run(rx));
-    let spec = LaunchSpec::command(vec!["/bin/true".into()]);
+    let mut commands = None;
+    let rig = Rig::start(dir, "hpc", ResourceType::Slurm, |config| {
+        let mut slurm = SlurmConfig::new(format!("liftoff:bench-{}", std::process::id()));
+        slurm.poll_every = config.slurm_poll_interval;
+        let runner = SlurmRunner::new(slurm);
+        commands = Some(runner.command_counter());
+        Arc::new(runner)
+    })
+    .await?;
     let start = Instant::now();
-    for _ in 0..n {
-        let item = NewItem {
-            queue: "hpc".into(),
-            spec: spec.clone(),
-            priority: Priority::Medium,
-            resource_args: json!({}),
-            kind: liftoff_types::ItemKind::Run,
-        };
-        store.enqueue(item, now_ms()).await?;
-        // Written to the store directly, so wake the agent's long-poll as the API would.
-        server
-            .state
-            .wakers
-            .wake(&liftoff_server::wake::queue_key("hpc"));
-    }
-    loop {
-        let d = store
-            .get_queue("hpc", true)
-            .await?
-            .depth
-            .unwrap_or_default();
-        if d.finished + d.failed + d.stopped + d.cancelled == n as u64 {
-            anyhow::ensure!(d.finished == n as u64, "not every run finished: {d:?}");
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(600),
-            "runs never ended"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    rig.enqueue(
+        n,
+        &LaunchSpec::command(vec!["/bin/true".into()]),
+        &json!({}),
+    )
+    .await?;
+    rig.wait_finished(n, start).await?;
     let seconds = start.elapsed().as_secs_f64();
-    let _ = stop.send(Control::StopNow).await;
-    let _ = task.await;
-    server.stop().await;
-    Ok((seconds, commands.load(Ordering::Relaxed)))
+    rig.stop().await;
+    Ok((seconds, commands.map_or(0, |c| c.load(Ordering::Relaxed))))
 }
 
 fn round3(x: f64) -> f64 {
