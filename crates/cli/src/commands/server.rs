@@ -123,7 +123,7 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
     config.lost_grace = std::time::Duration::from_secs(args.lost_grace);
     config.artifact_limit = args.limits.artifact_limit as usize;
     config.retention = args.limits.retention_duration();
-    let server = start_local(&g.data_dir(), &args.database, config).await?;
+    let server = start_local(&g.data_dir(), &args.database, config, false).await?;
     shutdown_signal().await;
     tracing::info!("stopping");
     server.stop().await;
@@ -132,10 +132,14 @@ pub async fn run(g: &Global, args: ServerArgs) -> anyhow::Result<()> {
 
 /// Opens the data directory's database, makes the first admin token if there is none,
 /// starts the server and writes the client file for the CLI on this machine.
+/// Opens the store, starts the server and writes the client file. With `default_queue`
+/// (`liftoff up`), a `default` queue is made first if the store has none: before the client
+/// file appears, so nobody who finds the server finds it without its queue.
 pub async fn start_local(
     data_dir: &Path,
     database: &DatabaseArgs,
     config: ServerConfig,
+    default_queue: bool,
 ) -> anyhow::Result<Server> {
     // Refuse before anything is created on disk.
     config.check()?;
@@ -147,6 +151,18 @@ pub async fn start_local(
     crate::dirlock::hold(data_dir, "data directory")?;
     let (store, db) = open_store(data_dir, database).await?;
     let new_token = bootstrap::first_admin_token(store.as_ref()).await?;
+    if default_queue {
+        if let Err(liftoff_store::StoreError::NotFound { .. }) =
+            store.get_queue("default", false).await
+        {
+            store
+                .create_queue(
+                    liftoff_types::NewQueue::named("default"),
+                    liftoff_types::now_ms(),
+                )
+                .await?;
+        }
+    }
     let server = liftoff_server::start(config, store).await?;
     let mut addr = server.addr;
     if addr.ip().is_unspecified() {

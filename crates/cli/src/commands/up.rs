@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Args;
 use liftoff_client::Client;
 use liftoff_server::ServerConfig;
-use liftoff_types::{now_ms, NewQueue, Scope};
+use liftoff_types::{now_ms, Scope};
 use std::net::SocketAddr;
 use std::path::Path;
 
@@ -30,14 +30,8 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     let mut config = ServerConfig::local(args.bind);
     config.artifact_limit = args.limits.artifact_limit as usize;
     config.retention = args.limits.retention_duration();
-    let server = start_local(&data_dir, &args.database, config).await?;
+    let server = start_local(&data_dir, &args.database, config, true).await?;
     let store = server.state.store.clone();
-    if let Err(liftoff_store::StoreError::NotFound { .. }) = store.get_queue("default", false).await
-    {
-        store
-            .create_queue(NewQueue::named("default"), now_ms())
-            .await?;
-    }
     let token = agent_token(&data_dir, store.as_ref()).await?;
     let cfg = args.agent.load(data_dir.join("agent"))?;
     // The agent reaches the server in this process: the same API, without a socket.
