@@ -45,11 +45,27 @@ async fn metrics_need_a_token_parse_and_move_as_runs_go_by() {
         .await
         .unwrap();
     let url = server.url();
-    let read = ok(&server.run(&["token", "create", "--scope", "user", "--name", "prom"]));
+    let read = ok(&server.run(&["token", "create", "--scope", "read", "--name", "prom"]));
     let read = read.trim();
 
     let anonymous = reqwest::get(format!("{url}/metrics")).await.unwrap();
     assert_eq!(anonymous.status(), 401, "metrics need a token");
+    // The scraper's token reads, and does nothing else.
+    let reader = liftoff_client::Client::new(&url, Some(read.to_string())).unwrap();
+    assert_eq!(reader.list_queues().await.unwrap().len(), 1);
+    let spec = LaunchSpec::command(vec!["true".into()]);
+    let err = reader
+        .enqueue("train", &spec)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("403"), "a read token cannot enqueue: {err}");
+    let err = reader
+        .create_queue(&NewQueue::named("mine"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("403"), "{err}");
 
     let spec = LaunchSpec::command(vec!["sh".into(), "-c".into(), "echo hi".into()]);
     client.enqueue("train", &spec).await.unwrap();

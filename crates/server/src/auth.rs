@@ -37,7 +37,7 @@ const RUN_MAC_LEN: usize = 20;
 /// What a route needs from the caller's scope.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
-    /// Listings and shows: every scope.
+    /// Listings and shows: every scope but `run`.
     Read,
     /// Enqueue, cancel, stop: `admin` and `user`.
     Submit,
@@ -60,7 +60,7 @@ impl Access {
 
     fn needs(self) -> &'static str {
         match self {
-            Access::Read => "an admin, user or agent token",
+            Access::Read => "an admin, user, agent or read token",
             Access::Submit => "an admin or user token",
             Access::Work => "an admin or agent token",
             Access::Admin => "an admin token",

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 string_enum!(
     /// `admin`: everything. `user`: enqueue, read, cancel. `agent`: lease, ack, report, read.
+    /// `read`: reading only (dashboards, a Prometheus scraper, audits).
     /// `run`: made by the server for one run, which may read only itself (and, later, write
     /// its own metrics); revoked when the run ends.
     Scope {
@@ -15,6 +16,7 @@ string_enum!(
         User = "user",
         Agent = "agent",
         Run = "run",
+        Read = "read",
     }
 );
 
