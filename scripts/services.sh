@@ -503,7 +503,10 @@ start_ray() {
     tmp="$rd/tmp"
     if [ ${#tmp} -gt 40 ]; then tmp=/tmp/liftoff-ray; fi
     rm -rf "$tmp"
-    setsid "$RAY_VENV/bin/ray" start --head --block --disable-usage-stats \
+    # Tests reach nothing past loopback: pip in a run's runtime_env may use what the Ray
+    # environment has, never an index.
+    PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+        setsid "$RAY_VENV/bin/ray" start --head --block --disable-usage-stats \
         --include-dashboard=true --dashboard-host=127.0.0.1 --node-ip-address=127.0.0.1 \
         --port=6379 --dashboard-port="${RAY_DASHBOARD##*:}" --temp-dir="$tmp" \
         --num-cpus=4 --num-gpus=0 </dev/null >"$rd/ray.log" 2>&1 &

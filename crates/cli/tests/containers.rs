@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ok, wait_async, ServerProcess};
+use common::{ok, wait_async, wait_ended, ServerProcess};
 use liftoff_client::Client;
 use liftoff_types::{ItemId, ItemState, LaunchSpec, NewQueue, Phase, ResourceType, RunState};
 use serde_json::json;
@@ -87,14 +87,6 @@ fn in_image(image: &str, script: &str) -> LaunchSpec {
         docker_image: Some(image.into()),
     });
     spec
-}
-
-async fn wait_ended(client: &Client, id: ItemId, within: Duration) -> liftoff_types::Item {
-    wait_async("the item to end", within, || async {
-        client.get_item(id).await.unwrap().state.is_terminal()
-    })
-    .await;
-    client.get_item(id).await.unwrap()
 }
 
 async fn output(client: &Client, item: &liftoff_types::Item) -> String {

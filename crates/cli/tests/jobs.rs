@@ -34,11 +34,7 @@ fn line<'a>(output: &'a str, key: &str) -> &'a str {
 }
 
 async fn wait_ended(client: &Client, id: ItemId) -> liftoff_types::Item {
-    wait_async("the item to end", Duration::from_secs(60), || async {
-        client.get_item(id).await.unwrap().state.is_terminal()
-    })
-    .await;
-    client.get_item(id).await.unwrap()
+    common::wait_ended(client, id, Duration::from_secs(60)).await
 }
 
 fn item_id(out: &std::process::Output) -> ItemId {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{ok, wait_async, ServerProcess};
+use common::{ok, wait_async, wait_ended, ServerProcess};
 use liftoff_client::Client;
 use liftoff_types::{ItemId, ItemState, LaunchSpec, NewQueue, Phase, ResourceType, RunState};
 use serde_json::{json, Value};
@@ -43,14 +43,6 @@ async fn ray_queue(client: &Client, name: &str, config: Value) {
     queue.resource = ResourceType::Ray;
     queue.config = config;
     client.create_queue(&queue).await.unwrap();
-}
-
-async fn wait_ended(client: &Client, id: ItemId, within: Duration) -> liftoff_types::Item {
-    wait_async("the item to end", within, || async {
-        client.get_item(id).await.unwrap().state.is_terminal()
-    })
-    .await;
-    client.get_item(id).await.unwrap()
 }
 
 /// A job as Ray's own API shows it.
@@ -330,7 +322,6 @@ async fn a_restarted_agent_readopts_its_ray_jobs_with_their_output_whole() {
     )
     .await;
     agent.kill9();
-    let label_of = |jobs: &[Value]| jobs.len();
     let _agent = server.agent(&state, &["--queue", "ray", "--max-jobs", "2"]);
     std::fs::write(&marker, "").unwrap();
     let mut codes = Vec::new();
@@ -363,7 +354,7 @@ async fn a_restarted_agent_readopts_its_ray_jobs_with_their_output_whole() {
         .unwrap()
         .to_string();
     assert_eq!(
-        label_of(&ray_jobs_of(&ray, &label).await),
+        ray_jobs_of(&ray, &label).await.len(),
         2,
         "two Ray jobs, none twice"
     );

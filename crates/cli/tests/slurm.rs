@@ -5,9 +5,9 @@
 
 mod common;
 
-use common::{wait_async, ServerProcess};
+use common::{wait_async, wait_ended, ServerProcess};
 use liftoff_client::Client;
-use liftoff_types::{ItemId, ItemState, LaunchSpec, NewQueue, Phase, ResourceType, RunState};
+use liftoff_types::{ItemState, LaunchSpec, NewQueue, Phase, ResourceType, RunState};
 use serde_json::json;
 use std::process::Command;
 use std::time::Duration;
@@ -37,14 +37,6 @@ async fn slurm_queue(client: &Client, name: &str, config: serde_json::Value) {
     queue.resource = ResourceType::Slurm;
     queue.config = config;
     client.create_queue(&queue).await.unwrap();
-}
-
-async fn wait_ended(client: &Client, id: ItemId, within: Duration) -> liftoff_types::Item {
-    wait_async("the item to end", within, || async {
-        client.get_item(id).await.unwrap().state.is_terminal()
-    })
-    .await;
-    client.get_item(id).await.unwrap()
 }
 
 /// The Slurm job of a run, as `scontrol` shows it (one line of `key=value`).

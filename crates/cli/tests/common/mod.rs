@@ -266,6 +266,19 @@ where
     }
 }
 
+/// Waits until item `id` has ended; the item as it ended.
+pub async fn wait_ended(
+    client: &Client,
+    id: liftoff_types::ItemId,
+    within: Duration,
+) -> liftoff_types::Item {
+    wait_async("the item to end", within, || async {
+        client.get_item(id).await.unwrap().state.is_terminal()
+    })
+    .await;
+    client.get_item(id).await.unwrap()
+}
+
 pub fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),

@@ -232,9 +232,35 @@ impl RayRunner {
         written.map_err(|e| RunnerError::Transient(format!("writing the run's output: {e}")))
     }
 
+    /// A spec's resource args and cluster, or why the runner cannot run it.
+    fn checked(&self, spec: &RunSpec) -> RunnerResult<(RayArgs, String)> {
+        let args = RayArgs::parse(&spec.resource_args, "resource_args").map_err(|p| {
+            RunnerError::Permanent(
+                p.iter()
+                    .map(|(at, m)| format!("{at}: {m}"))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            )
+        })?;
+        let address = address_of(&args, &self.config)?;
+        if spec.image.is_some() {
+            return Err(RunnerError::Permanent(
+                "a Ray queue runs no images: launch a code job or a command".into(),
+            ));
+        }
+        if spec.argv.is_empty() {
+            return Err(RunnerError::Permanent("the run has no command".into()));
+        }
+        Ok((args, address))
+    }
+
     /// The `POST /api/jobs/` body for a run.
-    async fn submission(&self, spec: &RunSpec, args: &RayArgs) -> RunnerResult<serde_json::Value> {
-        let address = address_of(args, &self.config)?;
+    async fn submission(
+        &self,
+        spec: &RunSpec,
+        args: &RayArgs,
+        address: &str,
+    ) -> RunnerResult<serde_json::Value> {
         let mut runtime_env = args.runtime_env.clone();
         let workdir = spec.workdir.clone();
         let made = tokio::task::spawn_blocking(move || {
@@ -244,7 +270,7 @@ impl RayRunner {
         .map_err(|e| RunnerError::Transient(e.to_string()))?;
         let (package, pip) = made.map_err(RunnerError::Permanent)?;
         if let Some(package) = package {
-            let api = self.api(&address);
+            let api = self.api(address);
             if !api.package_exists(&package.uri).await? {
                 tracing::info!(run = %spec.run_id, uri = %package.uri, bytes = package.zip.len(), "uploading the run's source to Ray");
                 api.upload_package(&package.uri, package.zip).await?;
@@ -481,33 +507,14 @@ impl Runner for RayRunner {
     }
 
     async fn check(&self, spec: &RunSpec) -> RunnerResult<()> {
-        let args = RayArgs::parse(&spec.resource_args, "resource_args").map_err(|p| {
-            RunnerError::Permanent(
-                p.iter()
-                    .map(|(at, m)| format!("{at}: {m}"))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            )
-        })?;
-        address_of(&args, &self.config)?;
-        if spec.image.is_some() {
-            return Err(RunnerError::Permanent(
-                "a Ray queue runs no images: launch a code job or a command".into(),
-            ));
-        }
-        if spec.argv.is_empty() {
-            return Err(RunnerError::Permanent("the run has no command".into()));
-        }
-        Ok(())
+        self.checked(spec).map(|_| ())
     }
 
     async fn launch(&self, spec: &RunSpec) -> RunnerResult<Handle> {
-        self.check(spec).await?;
-        let args = RayArgs::parse(&spec.resource_args, "resource_args").unwrap_or_default();
-        let address = address_of(&args, &self.config)?;
+        let (args, address) = self.checked(spec)?;
         self.remember(&address)?;
         self.fence(&address, spec).await?;
-        let body = self.submission(spec, &args).await?;
+        let body = self.submission(spec, &args, &address).await?;
         self.submit(&address, &body, spec).await?;
         // After Ray's answer: a list read from now on shows the job.
         lock(&self.submitted).insert(spec.run_id.to_string(), Instant::now());
@@ -544,7 +551,16 @@ impl Runner for RayRunner {
         let mut logs_at: Option<Instant> = None;
         let mut unanswered_since: Option<Instant> = None;
         loop {
-            let status = match self.job(&h).await {
+            // Missing from the list: asked by id before it counts as gone.
+            let asked = match self.job(&h).await {
+                Ok(RunStatus::Gone) => self
+                    .api(&h.address)
+                    .get(&h.submission_id)
+                    .await
+                    .map(|job| job.as_ref().map_or(RunStatus::Gone, api::status_of)),
+                other => other,
+            };
+            let status = match asked {
                 Ok(status) => {
                     unanswered_since = None;
                     status
@@ -560,18 +576,6 @@ impl Runner for RayRunner {
                     continue;
                 }
                 Err(e) => return Err(e),
-            };
-            // Missing from the list: asked by id before it counts as gone.
-            let status = match status {
-                RunStatus::Gone => match self.api(&h.address).get(&h.submission_id).await {
-                    Ok(Some(job)) => api::status_of(&job),
-                    Ok(None) => RunStatus::Gone,
-                    Err(_) => {
-                        tokio::time::sleep(self.config.poll_every).await;
-                        continue;
-                    }
-                },
-                s => s,
             };
             if ended(&status) {
                 let _forget = lock(&self.submitted).remove(&h.submission_id);
