@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts the real services the tests use, all under one state directory: a
 # PostgreSQL cluster of our own, a single-node Slurm (slurmctld + slurmd), a Docker engine of our
-# own, a local image registry, a podman API service, and a Ray head node (from PyPI, in a
-# virtual environment kept in $LIFTOFF_RAY_VENV). Test images are made locally (no
+# own, a local image registry, a podman API service, a Ray head node (from PyPI, in a
+# virtual environment kept in $LIFTOFF_RAY_VENV), and Chromium with chromedriver installed
+# (the browser tests start their own). Test images are made locally (no
 # registry can be reached): liftoff-test/busybox:latest and liftoff-test/python:3. Nothing here
 # touches the machine's packaged PostgreSQL cluster or any Docker engine we did not start.
 #
@@ -59,6 +60,9 @@ install() {
     command -v runc >/dev/null || missing+=(runc)
     command -v debootstrap >/dev/null || missing+=(debootstrap)
     command -v curl >/dev/null || missing+=(curl)
+    # The dashboard's browser tests: headless Chromium driven over WebDriver.
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
     command -v ip >/dev/null || missing+=(iproute2)
     case "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" in
         *"ok installed") ;;

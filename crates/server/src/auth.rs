@@ -96,11 +96,30 @@ impl Auth {
         self.run_tokens.mint(run, item)
     }
 
-    async fn lookup(&self, store: &dyn Store, token: &str) -> Result<Caller, ApiError> {
+    /// A MAC under the store's shared key for `purpose` (the dashboard's session cookies and
+    /// their forms' CSRF fields), so every server of a store accepts what another signed.
+    pub fn sign(&self, purpose: &str, data: &str) -> String {
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(&self.run_tokens.key).expect("HMAC takes any key");
+        mac.update(b"liftoff ");
+        mac.update(purpose.as_bytes());
+        mac.update(b"\0");
+        mac.update(data.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..RUN_MAC_LEN])
+    }
+
+    /// The caller a bearer token (of any scope) stands for.
+    pub async fn lookup(&self, store: &dyn Store, token: &str) -> Result<Caller, ApiError> {
         if let Some(signed) = token.strip_prefix(RUN_PREFIX) {
             return self.run_caller(store, signed).await;
         }
-        let hash = hash_token(token);
+        self.by_hash(store, &hash_token(token)).await
+    }
+
+    /// The caller of a stored token, by its hash (a dashboard session holds the hash, never
+    /// the token): revoking the token ends the session within [`CACHE_TTL`].
+    pub async fn by_hash(&self, store: &dyn Store, hash: &str) -> Result<Caller, ApiError> {
+        let hash = hash.to_string();
         let info = match self.cached(&hash) {
             Some(info) => info,
             None => {

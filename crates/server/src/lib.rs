@@ -1,5 +1,5 @@
-//! The liftoff server: the HTTP API over a [`Store`], long-poll wake-ups, the lease reaper,
-//! and token auth.
+//! The liftoff server: the HTTP API over a [`Store`], the dashboard, long-poll wake-ups, the
+//! lease reaper, and token auth.
 //!
 //! `start` binds, spawns the server and its reaper, and returns a [`Server`] handle that
 //! knows its address (port 0 works) and stops both on `stop`. Only the server touches the
@@ -16,6 +16,7 @@ pub mod prune;
 pub mod reaper;
 pub mod state;
 pub mod wake;
+pub mod web;
 
 use liftoff_store::Store;
 use state::AppState;

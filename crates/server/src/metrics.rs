@@ -236,7 +236,17 @@ pub async fn track(
     );
     let method = req.method().as_str().to_string();
     let started = Instant::now();
+    // Live pages re-read what they show after a write: told at its start (a held heartbeat
+    // wrote on arrival) and at its end.
+    let writes =
+        req.method() != axum::http::Method::GET && req.method() != axum::http::Method::HEAD;
+    if writes {
+        state.wakers.changed();
+    }
     let response = next.run(req).await;
+    if writes {
+        state.wakers.changed();
+    }
     let m = &state.metrics;
     m.http_seconds
         .get_or_create(&RouteLabels {

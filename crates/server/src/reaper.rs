@@ -80,6 +80,8 @@ pub async fn run(state: AppState, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        reap_once(&state).await;
+        if reap_once(&state).await > 0 {
+            state.wakers.changed();
+        }
     }
 }

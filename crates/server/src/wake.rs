@@ -22,6 +22,10 @@
 //! When several servers share a store (PostgreSQL), each wake is also handed to the store to
 //! publish, and what other servers publish comes back through [`Wakers::wake_local`]: a
 //! long-poll on one replica is woken by an enqueue through another.
+//!
+//! Beside the keyed wakes, [`Wakers::changed`] counts every change anyone may want to see
+//! (the dashboard's live pages wait on [`Wakers::changes`]): a write through the API, a wake
+//! from another server, a pass of the reaper that changed something.
 
 use liftoff_types::ItemKind;
 use std::collections::{HashMap, VecDeque};
@@ -68,6 +72,7 @@ const ONE: char = '\u{1}';
 
 #[derive(Default)]
 pub struct Wakers {
+    changes: tokio::sync::watch::Sender<u64>,
     queues: Mutex<HashMap<String, Vec<Weak<Notify>>>>,
     lease_waiters: Mutex<HashMap<String, VecDeque<Weak<LeaseWaiter>>>>,
     /// Where wakes go to be published to other servers, when the store is shared.
@@ -75,6 +80,16 @@ pub struct Wakers {
 }
 
 impl Wakers {
+    /// Something changed that a page may show.
+    pub fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Hears of every [`changed`](Self::changed).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     /// Registers `waiter` on each key until the next wake of that key.
     pub fn register(&self, keys: &[String], waiter: &Arc<Notify>) {
         let Ok(mut map) = self.queues.lock() else {
@@ -148,6 +163,7 @@ impl Wakers {
 
     /// Wakes the waiters of this server only; [`liftoff_store::WAKE_EVERYONE`] wakes all.
     pub fn wake_local(&self, key: &str) {
+        self.changed();
         if let Some((key, kind)) = key.split_once(ONE) {
             if let Ok(kind) = kind.parse() {
                 self.wake_one_local(key, kind);

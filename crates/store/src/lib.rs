@@ -258,6 +258,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Up to `max` bytes of output from `offset`.
     async fn read_log(&self, id: &RunId, offset: u64, max: usize) -> StoreResult<LogChunk>;
+    /// How many bytes of output the run has (where a follower of its tail starts).
+    async fn log_len(&self, id: &RunId) -> StoreResult<u64>;
 
     /// Called once the server has stopped: leaves the store tidy (SQLite empties its WAL
     /// into the database file, so a stopped server leaves one file behind).

@@ -37,7 +37,8 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     // The agent reaches the server in this process: the same API, without a socket.
     let client = Client::new(&server.url(), Some(token))?.in_process(in_process(&server));
     eprintln!(
-        "liftoff is up at {} · data in {} · launch with: liftoff launch --wait -- CMD",
+        "liftoff is up at {} (open it in a browser: log in with the token in client.json) \
+         · data in {} · launch with: liftoff launch --wait -- CMD",
         server.url(),
         data_dir.display()
     );

@@ -164,6 +164,7 @@ pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Rout
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::serve))
         .nest("/api/v1", v1)
+        .merge(crate::web::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -216,7 +216,7 @@ pub async fn show(
 pub struct ShowParams {
     /// With its runs (default); `false` for the sweep alone (an agent checking its state).
     #[serde(default = "yes")]
-    runs: bool,
+    pub runs: bool,
 }
 
 fn yes() -> bool {

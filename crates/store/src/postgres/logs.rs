@@ -63,3 +63,15 @@ pub async fn read(tx: &Tx<'_>, id: &RunId, offset: u64, max: usize) -> StoreResu
         ended: run.state.is_terminal(),
     })
 }
+
+pub async fn len(tx: &Tx<'_>, id: &RunId) -> StoreResult<u64> {
+    let stmt = tx
+        .prepare_cached("SELECT log_len FROM runs WHERE id = $1")
+        .await?;
+    let row = tx
+        .query_opt(&stmt, &[&id.as_str()])
+        .await?
+        .ok_or_else(|| StoreError::not_found("run", id))?;
+    let len: i64 = get(&row, 0)?;
+    Ok(len as u64)
+}

@@ -309,6 +309,10 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| logs::read(&tx, id, offset, max).await)
     }
 
+    async fn log_len(&self, id: &RunId) -> StoreResult<u64> {
+        in_tx!(self, |tx| logs::len(&tx, id).await)
+    }
+
     async fn register_agent(&self, agent: NewAgent, now: Millis) -> StoreResult<Agent> {
         in_tx!(self, |tx| agents::register(&tx, &agent, now).await)
     }

@@ -57,3 +57,12 @@ pub fn read(conn: &Connection, id: &RunId, offset: u64, max: usize) -> StoreResu
         ended: run.state.is_terminal(),
     })
 }
+
+pub fn len(conn: &Connection, id: &RunId) -> StoreResult<u64> {
+    let mut stmt = conn.prepare_cached("SELECT log_len FROM runs WHERE id = ?1")?;
+    let len: Option<i64> = stmt
+        .query_row(params![id.as_str()], |row| row.get(0))
+        .optional()?;
+    len.map(|l| l as u64)
+        .ok_or_else(|| StoreError::not_found("run", id))
+}

@@ -382,6 +382,11 @@ impl Store for SqliteStore {
         self.read(move |c| logs::read(c, &id, offset, max)).await
     }
 
+    async fn log_len(&self, id: &RunId) -> StoreResult<u64> {
+        let id = id.clone();
+        self.read(move |c| logs::len(c, &id)).await
+    }
+
     async fn request_agent_stop(&self, id: AgentId, now: Millis) -> StoreResult<Agent> {
         self.write(move |c| agents::request_stop(c, id, now)).await
     }
