@@ -107,7 +107,7 @@ async fn measure(
 }
 
 /// `n` items run to their end through the store, 8 at a time (as agents would).
-async fn fill(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<()> {
+pub(super) async fn fill(store: &Arc<dyn Store>, n: usize) -> anyhow::Result<()> {
     for q in ["bench", "other"] {
         store.create_queue(NewQueue::named(q), now_ms()).await?;
     }

@@ -4,6 +4,7 @@
 mod agent;
 mod chaos;
 mod container;
+mod dashboard;
 mod env;
 mod fleet;
 mod listing;
@@ -29,6 +30,11 @@ pub enum BenchCommand {
         after_help = "Examples:\n  liftoff bench listing\n  liftoff bench listing --runs 10000 --samples 20"
     )]
     Listing(listing::ListingBench),
+    /// The dashboard's pages on a big history: server time, weight, change-to-page latency.
+    #[command(
+        after_help = "Examples:\n  liftoff bench dashboard\n  liftoff bench dashboard --runs 10000 --samples 10"
+    )]
+    Dashboard(dashboard::DashboardBench),
     /// Enqueue rate, lease→ack→finish cycles (store and HTTP), lease latency by depth.
     #[command(
         after_help = "Examples:\n  liftoff bench queue\n  liftoff bench queue --postgres postgres://postgres@127.0.0.1/postgres"
@@ -79,6 +85,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Sweep(b) => sweep::run(b).await,
         BenchCommand::Env(b) => env::run(b).await,
         BenchCommand::Listing(b) => listing::run(b).await,
+        BenchCommand::Dashboard(b) => dashboard::run(b).await,
         BenchCommand::Upload(b) => upload::run(b).await,
         BenchCommand::Wal(b) => wal::run(b).await,
         BenchCommand::Chaos(b) => chaos::run(b).await,
