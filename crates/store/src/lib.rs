@@ -102,6 +102,14 @@ pub struct LogChunk {
     pub ended: bool,
 }
 
+/// Item counts for the metrics: pending items by queue and priority (0 critical .. 3 low),
+/// ended items by queue, state and failure phase (`None` unless failed).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ItemCounts {
+    pub pending: Vec<(String, i64, u64)>,
+    pub ended: Vec<(String, String, Option<String>, u64)>,
+}
+
 /// What a prune removed, or with `dry_run` would remove.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pruned {
@@ -258,6 +266,11 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<u64>;
     /// Up to `max` bytes of output from `offset`.
     async fn read_log(&self, id: &RunId, offset: u64, max: usize) -> StoreResult<LogChunk>;
+    /// The first `limit` pending items of a queue in the order they will be leased, each
+    /// with its position (what a queue's page lists, without reading the whole queue).
+    async fn pending_front(&self, queue: &str, limit: u32) -> StoreResult<Vec<Item>>;
+    /// Pending and ended items counted for `/metrics`.
+    async fn item_counts(&self) -> StoreResult<ItemCounts>;
     /// How many bytes of output the run has (where a follower of its tail starts).
     async fn log_len(&self, id: &RunId) -> StoreResult<u64>;
 

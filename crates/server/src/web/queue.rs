@@ -60,11 +60,9 @@ async fn items(
 pub async fn live(state: &AppState, viewer: &Viewer, name: &str) -> Result<Markup, ApiError> {
     let queue = state.store.get_queue(name, true).await?;
     let depth = queue.depth.clone().unwrap_or_default();
-    // The front of the queue: a high-priority item enqueued late may be first, so the
-    // oldest thousand are read and ordered by the position the store gives them.
-    let mut pending = items(state, name, ItemState::Pending, true, 1000).await?;
-    pending.sort_by_key(|i| (i.position.unwrap_or(u64::MAX), i.id.0));
-    pending.truncate(SHOWN);
+    // The front of the queue in lease order (a high-priority item enqueued late may be
+    // first), read along the store's pending index.
+    let mut pending = state.store.pending_front(name, SHOWN as u32).await?;
     crate::pending::explain(state.store.as_ref(), &mut pending).await?;
     let mut live = items(state, name, ItemState::Claimed, false, 100).await?;
     live.extend(items(state, name, ItemState::Leased, false, 100).await?);

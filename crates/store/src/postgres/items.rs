@@ -86,6 +86,27 @@ pub async fn get_item(tx: &Tx<'_>, id: ItemId) -> StoreResult<Item> {
     Ok(item)
 }
 
+pub async fn pending_front(tx: &Tx<'_>, queue: &str, limit: u32) -> StoreResult<Vec<Item>> {
+    let queue_id = rows::queue_id(tx, queue).await?;
+    let sql = format!(
+        "SELECT {ITEM_SHOWN_COLUMNS} FROM {ITEM_SHOWN_FROM}
+         WHERE i.queue_id = $1 AND i.state = 'pending' AND i.kind IN ('run', 'scheduler')
+         ORDER BY i.rank, i.id LIMIT $2"
+    );
+    let stmt = tx.prepare_cached(&sql).await?;
+    let limit = i64::from(limit.clamp(1, 1000));
+    let found = tx.query(&stmt, &[&queue_id, &limit]).await?;
+    let mut items = found
+        .iter()
+        .map(rows::shown_item)
+        .collect::<StoreResult<Vec<_>>>()?;
+    for (n, item) in items.iter_mut().enumerate() {
+        item.warnings = rows::warnings(tx, item.id).await?;
+        item.position = Some(n as u64);
+    }
+    Ok(items)
+}
+
 pub async fn list(tx: &Tx<'_>, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
     let limit = filter.limit.unwrap_or(100).clamp(1, 1000) as i64;
     let queue_id = match filter.queue.as_deref() {

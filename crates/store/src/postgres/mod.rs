@@ -309,6 +309,14 @@ impl Store for PostgresStore {
         in_tx!(self, |tx| logs::read(&tx, id, offset, max).await)
     }
 
+    async fn pending_front(&self, queue: &str, limit: u32) -> StoreResult<Vec<Item>> {
+        in_tx!(self, |tx| items::pending_front(&tx, queue, limit).await)
+    }
+
+    async fn item_counts(&self) -> StoreResult<crate::ItemCounts> {
+        in_tx!(self, |tx| queues::item_counts(&tx).await)
+    }
+
     async fn log_len(&self, id: &RunId) -> StoreResult<u64> {
         in_tx!(self, |tx| logs::len(&tx, id).await)
     }

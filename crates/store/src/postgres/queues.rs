@@ -113,3 +113,31 @@ pub async fn delete(tx: &Tx<'_>, name: &str, force: bool) -> StoreResult<()> {
     tx.execute(&delete, &[&id]).await?;
     Ok(())
 }
+
+pub async fn item_counts(tx: &Tx<'_>) -> StoreResult<crate::ItemCounts> {
+    let mut counts = crate::ItemCounts::default();
+    let stmt = tx
+        .prepare_cached(
+            "SELECT q.name, i.priority, count(*) FROM items i JOIN queues q ON q.id = i.queue_id
+             WHERE i.state = 'pending' GROUP BY q.name, i.priority",
+        )
+        .await?;
+    for row in tx.query(&stmt, &[]).await? {
+        let (queue, priority, n): (String, i64, i64) =
+            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+        counts.pending.push((queue, priority, n as u64));
+    }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT q.name, i.state, i.fail_phase, count(*) FROM items i JOIN queues q ON q.id = i.queue_id
+             WHERE i.state IN ('finished', 'failed', 'stopped', 'cancelled')
+             GROUP BY q.name, i.state, i.fail_phase",
+        )
+        .await?;
+    for row in tx.query(&stmt, &[]).await? {
+        let (queue, state, phase, n): (String, String, Option<String>, i64) =
+            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?, get(&row, 3)?);
+        counts.ended.push((queue, state, phase, n as u64));
+    }
+    Ok(counts)
+}

@@ -128,6 +128,23 @@ pub fn list(conn: &Connection, filter: &ItemFilter) -> StoreResult<Vec<Item>> {
     Ok(items)
 }
 
+pub fn pending_front(conn: &Connection, queue: &str, limit: u32) -> StoreResult<Vec<Item>> {
+    let queue_id = rows::queue_id(conn, queue)?;
+    let sql = format!(
+        "SELECT {ITEM_SHOWN_COLUMNS} FROM {ITEM_SHOWN_FROM}
+         WHERE i.queue_id = ?1 AND i.state = 'pending' AND i.kind IN ('run', 'scheduler')
+         ORDER BY i.rank, i.id LIMIT ?2"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let found = stmt.query_map(params![queue_id, limit.clamp(1, 1000)], rows::shown_item)?;
+    let mut items: Vec<Item> = found.collect::<Result<_, _>>()?;
+    for (n, item) in items.iter_mut().enumerate() {
+        item.warnings = rows::warnings(conn, item.id)?;
+        item.position = Some(n as u64);
+    }
+    Ok(items)
+}
+
 /// Sets `position` on the pending items given. Per queue, the items are walked in lease
 /// order and only the index ranges between consecutive ones are counted, so a page costs
 /// about as much as counting up to its last item once.

@@ -382,6 +382,16 @@ impl Store for SqliteStore {
         self.read(move |c| logs::read(c, &id, offset, max)).await
     }
 
+    async fn pending_front(&self, queue: &str, limit: u32) -> StoreResult<Vec<Item>> {
+        let queue = queue.to_string();
+        self.read(move |c| items::pending_front(c, &queue, limit))
+            .await
+    }
+
+    async fn item_counts(&self) -> StoreResult<crate::ItemCounts> {
+        self.read(queues::item_counts).await
+    }
+
     async fn log_len(&self, id: &RunId) -> StoreResult<u64> {
         let id = id.clone();
         self.read(move |c| logs::len(c, &id)).await

@@ -94,3 +94,40 @@ pub fn delete(conn: &Connection, name: &str, force: bool, _now: Millis) -> Store
         .execute([id])?;
     Ok(())
 }
+
+pub fn item_counts(conn: &Connection) -> StoreResult<crate::ItemCounts> {
+    let mut counts = crate::ItemCounts::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT q.name, i.priority, count(*) FROM items i JOIN queues q ON q.id = i.queue_id
+         WHERE i.state = 'pending' GROUP BY q.name, i.priority",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (queue, priority, n) = row?;
+        counts.pending.push((queue, priority, n as u64));
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT q.name, i.state, i.fail_phase, count(*) FROM items i JOIN queues q ON q.id = i.queue_id
+         WHERE i.state IN ('finished', 'failed', 'stopped', 'cancelled')
+         GROUP BY q.name, i.state, i.fail_phase",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (queue, state, phase, n) = row?;
+        counts.ended.push((queue, state, phase, n as u64));
+    }
+    Ok(counts)
+}
