@@ -70,10 +70,33 @@ async fn metrics_need_a_token_parse_and_move_as_runs_go_by() {
     let spec = LaunchSpec::command(vec!["sh".into(), "-c".into(), "echo hi".into()]);
     client.enqueue("train", &spec).await.unwrap();
     client.enqueue("train", &spec).await.unwrap();
+    let mut failing = LaunchSpec::command(vec!["sh".into(), "-c".into(), "exit 3".into()]);
+    failing.priority = Some(liftoff_types::Priority::High);
+    client.enqueue("train", &failing).await.unwrap();
     let before = scrape(&url, read).await;
     assert_eq!(
         value(&before, "liftoff_pending_items", &[("queue", "train")]),
-        Some(2.0)
+        Some(3.0)
+    );
+    for (priority, n) in [("medium", 2.0), ("high", 1.0)] {
+        assert_eq!(
+            value(
+                &before,
+                "liftoff_pending_items_by_priority",
+                &[("queue", "train"), ("priority", priority)]
+            ),
+            Some(n),
+            "{priority}"
+        );
+    }
+    assert_eq!(
+        value(
+            &before,
+            "liftoff_pending_items_by_reason",
+            &[("queue", "train"), ("reason", "no_agent")]
+        ),
+        Some(3.0),
+        "no agent serves the queue yet"
     );
     assert_eq!(
         value(
@@ -93,13 +116,18 @@ async fn metrics_need_a_token_parse_and_move_as_runs_go_by() {
         &server.dir.path().join("agent"),
         &["--queue", "train", "--max-jobs", "3"],
     );
-    wait_async("both runs to finish", Duration::from_secs(30), || async {
+    wait_async("the runs to end", Duration::from_secs(30), || async {
         let s = scrape(&url, read).await;
         value(
             &s,
             "liftoff_items",
             &[("queue", "train"), ("state", "finished")],
         ) == Some(2.0)
+            && value(
+                &s,
+                "liftoff_ended_items",
+                &[("queue", "train"), ("state", "failed"), ("phase", "run")],
+            ) == Some(1.0)
     })
     .await;
     wait_async(
@@ -136,8 +164,25 @@ async fn metrics_need_a_token_parse_and_move_as_runs_go_by() {
             "liftoff_admission_wait_time_seconds",
             &[("queue", "train")]
         )),
-        Some(2.0),
+        Some(3.0),
         "one admission per run"
+    );
+    assert_eq!(
+        value(
+            &after,
+            "liftoff_ended_items",
+            &[("queue", "train"), ("state", "finished"), ("phase", "none")]
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(
+            &after,
+            "liftoff_pending_items_by_reason",
+            &[("queue", "train"), ("reason", "dispatching")]
+        ),
+        Some(0.0),
+        "an agent with free slots serves it now"
     );
     assert_eq!(
         value(&after, "liftoff_agent_free_slots", &[]),
@@ -161,7 +206,7 @@ async fn metrics_need_a_token_parse_and_move_as_runs_go_by() {
         .collect();
     assert_eq!(
         enqueues,
-        Some(2.0),
+        Some(3.0),
         "requests by route, not by id: {http:#?}"
     );
     assert!(

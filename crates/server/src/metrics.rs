@@ -43,6 +43,25 @@ pub struct QueueStateLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PriorityLabels {
+    pub queue: String,
+    pub priority: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub queue: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndedLabels {
+    pub queue: String,
+    pub state: String,
+    pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunnerLabels {
     pub queue: String,
     pub runner: String,
@@ -73,7 +92,12 @@ pub struct Metrics {
     pub http_seconds: Family<RouteLabels, Histogram>,
     pub lease_polls_open: Gauge,
     pub admission_wait: Family<QueueLabels, Histogram>,
+    /// Runs declared lost with their agent, by queue (the reaper counts them).
+    pub lost_runs: Family<QueueLabels, Counter>,
     pending: Family<QueueLabels, Gauge>,
+    pending_priority: Family<PriorityLabels, Gauge>,
+    pending_reason: Family<ReasonLabels, Gauge>,
+    ended: Family<EndedLabels, Gauge>,
     items: Family<QueueStateLabels, Gauge>,
     running: Family<RunnerLabels, Gauge>,
     agents: Family<StatusLabels, Gauge>,
@@ -91,7 +115,11 @@ impl Default for Metrics {
             http_seconds: Family::new_with_constructor(hist),
             lease_polls_open: Gauge::default(),
             admission_wait: Family::new_with_constructor(hist),
+            lost_runs: Family::default(),
             pending: Family::default(),
+            pending_priority: Family::default(),
+            pending_reason: Family::default(),
+            ended: Family::default(),
             items: Family::default(),
             running: Family::default(),
             agents: Family::default(),
@@ -125,6 +153,28 @@ impl Default for Metrics {
             m.pending.clone(),
         );
         r.register(
+            "pending_items_by_priority",
+            "Items waiting in each queue, by priority (critical, high, medium, low)",
+            m.pending_priority.clone(),
+        );
+        r.register(
+            "pending_items_by_reason",
+            "Items waiting in each queue, by why the queue's items wait: no_agent (no live \
+             agent serves it), queue_limit (its max_concurrency is reached), agents_busy (every \
+             agent serving it is full), dispatching (an agent can take them now)",
+            m.pending_reason.clone(),
+        );
+        r.register(
+            "ended_items",
+            "Ended items per queue, state and failure phase (none unless failed)",
+            m.ended.clone(),
+        );
+        r.register(
+            "lost_runs",
+            "Runs declared lost because their agent stopped answering, by queue (this server's)",
+            m.lost_runs.clone(),
+        );
+        r.register(
             "items",
             "Items per queue and state (pending, leased, claimed, finished, failed, stopped, cancelled)",
             m.items.clone(),
@@ -152,7 +202,9 @@ impl Metrics {
     ) -> liftoff_store::StoreResult<String> {
         let _one = self.scraping.lock().await;
         let queues = store.list_queues().await?;
+        let agents = store.list_agents().await?;
         self.pending.clear();
+        self.pending_reason.clear();
         self.items.clear();
         self.running.clear();
         for queue in &queues {
@@ -165,6 +217,13 @@ impl Metrics {
                 queue: queue.name.clone(),
             };
             self.pending.get_or_create(&q()).set(depth.pending as i64);
+            let reason = ReasonLabels {
+                queue: queue.name.clone(),
+                reason: pending_reason(queue, &depth, &agents).into(),
+            };
+            self.pending_reason
+                .get_or_create(&reason)
+                .set(depth.pending as i64);
             for (state, n) in [
                 ("pending", depth.pending),
                 ("leased", depth.leased),
@@ -188,7 +247,24 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(depth.live_runs as i64);
         }
-        let agents = store.list_agents().await?;
+        let counts = store.item_counts().await?;
+        self.pending_priority.clear();
+        self.ended.clear();
+        for (queue, priority, n) in counts.pending {
+            let labels = PriorityLabels {
+                queue,
+                priority: priority_name(priority).into(),
+            };
+            self.pending_priority.get_or_create(&labels).set(n as i64);
+        }
+        for (queue, state, phase, n) in counts.ended {
+            let labels = EndedLabels {
+                queue,
+                state,
+                phase: phase.unwrap_or_else(|| "none".into()),
+            };
+            self.ended.get_or_create(&labels).set(n as i64);
+        }
         self.agents.clear();
         self.free_slots.clear();
         for status in ["starting", "polling", "running", "stopped", "lost"] {
@@ -220,6 +296,45 @@ impl Metrics {
             .map_err(|e| liftoff_store::StoreError::Backend(Box::new(e)))?;
         Ok(text)
     }
+}
+
+fn priority_name(p: i64) -> &'static str {
+    match p {
+        0 => "critical",
+        1 => "high",
+        2 => "medium",
+        _ => "low",
+    }
+}
+
+/// Why a queue's pending items wait, as one word (the per-item reasons, in words, are the
+/// API's `pending_reason`).
+fn pending_reason(
+    queue: &liftoff_types::Queue,
+    depth: &liftoff_types::QueueDepth,
+    agents: &[liftoff_types::Agent],
+) -> &'static str {
+    use liftoff_types::AgentStatus;
+    let serving: Vec<_> = agents
+        .iter()
+        .filter(|a| !matches!(a.status, AgentStatus::Lost | AgentStatus::Stopped))
+        .filter(|a| a.queues.contains(&queue.name))
+        .collect();
+    if serving.is_empty() {
+        return "no_agent";
+    }
+    if queue
+        .max_concurrency
+        .is_some_and(|cap| depth.live_runs >= u64::from(cap))
+    {
+        return "queue_limit";
+    }
+    let full =
+        |a: &&liftoff_types::Agent| a.max_jobs >= 0 && i64::from(a.running_jobs) >= a.max_jobs;
+    if serving.iter().all(full) {
+        return "agents_busy";
+    }
+    "dispatching"
 }
 
 /// Counts and times every request by its route's pattern (`/api/v1/runs/:id`, never the
