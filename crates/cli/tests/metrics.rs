@@ -217,3 +217,53 @@ async fn metrics_need_a_token_parse_and_move_as_runs_go_by() {
         "no per-id series"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_lost_runs_and_store_commits_are_counted() {
+    let server = ServerProcess::start();
+    let client = server.client();
+    let url = server.url();
+    let admin = server.client_file()["token"].as_str().unwrap().to_string();
+    // Exit code 3 is retried once on `flaky`.
+    ok(&server.run(&["queue", "create", "flaky", "--retry", "exit-code=1:3"]));
+    client.create_queue(&NewQueue::named("long")).await.unwrap();
+    let _agent = server.agent(
+        &server.dir.path().join("agent"),
+        &["--queue", "flaky", "--queue", "long", "--max-jobs", "2"],
+    );
+    let failing = LaunchSpec::command(vec!["sh".into(), "-c".into(), "exit 3".into()]);
+    let flaky = client.enqueue("flaky", &failing).await.unwrap();
+    let ended = common::wait_ended(&client, flaky.id, Duration::from_secs(30)).await;
+    assert_eq!(ended.attempts, 1, "{ended:?}");
+    let s = scrape(&url, &admin).await;
+    assert_eq!(
+        value(
+            &s,
+            "liftoff_requeues",
+            &[("queue", "flaky"), ("cause", "exit-code")]
+        ),
+        Some(1.0)
+    );
+
+    // A running item cancelled with --force: its run is lost, and counted so.
+    let sleeper = LaunchSpec::command(vec!["sleep".into(), "30".into()]);
+    let long = client.enqueue("long", &sleeper).await.unwrap();
+    wait_async("the long run to start", Duration::from_secs(30), || async {
+        client.get_item(long.id).await.unwrap().state == liftoff_types::ItemState::Claimed
+    })
+    .await;
+    client.force_cancel_item(long.id).await.unwrap();
+    let s = scrape(&url, &admin).await;
+    assert_eq!(
+        value(
+            &s,
+            "liftoff_lost_runs_total",
+            &[("queue", "long"), ("cause", "force_cancel")]
+        ),
+        Some(1.0)
+    );
+    let commits = value(&s, "liftoff_store_commit_duration_seconds_count", &[])
+        .or_else(|| value(&s, "liftoff_store_commit_duration_seconds", &[]))
+        .unwrap_or(0.0);
+    assert!(commits >= 4.0, "every write is a timed commit: {commits}");
+}

@@ -146,6 +146,10 @@ pub async fn start(config: ServerConfig, store: Arc<dyn Store>) -> Result<Server
         artifact_limit: config.artifact_limit,
         metrics: Arc::default(),
     };
+    if let Some(commits) = state.store.commit_times() {
+        let histogram = state.metrics.store_commit.clone();
+        commits.report_to(Box::new(move |took| histogram.observe(took.as_secs_f64())));
+    }
     let reaper = tokio::spawn(reaper::run(state.clone(), config.reaper_every));
     let mut relays = wake_relays(&state);
     if let Some(keep) = config.retention {

@@ -62,6 +62,12 @@ pub struct EndedLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabels {
+    pub queue: String,
+    pub cause: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RunnerLabels {
     pub queue: String,
     pub runner: String,
@@ -75,6 +81,15 @@ pub struct StatusLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AgentLabels {
     pub agent: String,
+}
+
+/// Buckets for store transactions, in seconds: 50 µs to 2.5 s.
+fn commit_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+        1.0, 2.5,
+    ]
+    .into_iter()
 }
 
 /// Latency buckets for requests and waits, in seconds: 1 ms to 10 min.
@@ -92,8 +107,10 @@ pub struct Metrics {
     pub http_seconds: Family<RouteLabels, Histogram>,
     pub lease_polls_open: Gauge,
     pub admission_wait: Family<QueueLabels, Histogram>,
-    /// Runs declared lost with their agent, by queue (the reaper counts them).
-    pub lost_runs: Family<QueueLabels, Counter>,
+    /// Runs declared lost, by queue and cause: `agent_timeout` (the reaper), `force_cancel`.
+    pub lost_runs: Family<CauseLabels, Counter>,
+    pub store_commit: Histogram,
+    requeues: Family<CauseLabels, Gauge>,
     pending: Family<QueueLabels, Gauge>,
     pending_priority: Family<PriorityLabels, Gauge>,
     pending_reason: Family<ReasonLabels, Gauge>,
@@ -116,6 +133,8 @@ impl Default for Metrics {
             lease_polls_open: Gauge::default(),
             admission_wait: Family::new_with_constructor(hist),
             lost_runs: Family::default(),
+            store_commit: Histogram::new(commit_buckets()),
+            requeues: Family::default(),
             pending: Family::default(),
             pending_priority: Family::default(),
             pending_reason: Family::default(),
@@ -171,8 +190,20 @@ impl Default for Metrics {
         );
         r.register(
             "lost_runs",
-            "Runs declared lost because their agent stopped answering, by queue (this server's)",
+            "Runs declared lost, by queue and cause: agent_timeout (their agent stopped \
+             answering), force_cancel (cancelled with --force) (this server's)",
             m.lost_runs.clone(),
+        );
+        r.register(
+            "requeues",
+            "Retries of the stored items, by queue and cause (lost, preempted, start-timeout, \
+             build, exit-code)",
+            m.requeues.clone(),
+        );
+        r.register(
+            "store_commit_duration_seconds",
+            "Time of one store transaction from begin to commit (SQLite: one group commit)",
+            m.store_commit.clone(),
         );
         r.register(
             "items",
@@ -195,6 +226,16 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts a run declared lost.
+    pub fn run_lost(&self, queue: &str, cause: &str) {
+        self.lost_runs
+            .get_or_create(&CauseLabels {
+                queue: queue.into(),
+                cause: cause.into(),
+            })
+            .inc();
+    }
+
     /// The text exposition, after reading the store's figures.
     pub async fn scrape(
         &self,
@@ -250,6 +291,12 @@ impl Metrics {
         let counts = store.item_counts().await?;
         self.pending_priority.clear();
         self.ended.clear();
+        self.requeues.clear();
+        for (queue, cause, n) in counts.requeues {
+            self.requeues
+                .get_or_create(&CauseLabels { queue, cause })
+                .set(n as i64);
+        }
         for (queue, priority, n) in counts.pending {
             let labels = PriorityLabels {
                 queue,

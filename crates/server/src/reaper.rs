@@ -59,13 +59,7 @@ async fn lose_agents(state: &AppState) -> usize {
             for run in &lost.runs {
                 state.wakers.wake(&run_key(run));
                 if let Ok(run) = state.store.get_run(run).await {
-                    state
-                        .metrics
-                        .lost_runs
-                        .get_or_create(&crate::metrics::QueueLabels {
-                            queue: run.queue.clone(),
-                        })
-                        .inc();
+                    state.metrics.run_lost(&run.queue, "agent_timeout");
                     state.run_slot_freed(&run.queue).await;
                 }
             }

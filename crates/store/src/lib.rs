@@ -108,6 +108,26 @@ pub struct LogChunk {
 pub struct ItemCounts {
     pub pending: Vec<(String, i64, u64)>,
     pub ended: Vec<(String, String, Option<String>, u64)>,
+    /// Retries of the stored items by queue and cause (`lost`, `exit-code`, ...).
+    pub requeues: Vec<(String, String, u64)>,
+}
+
+/// Where a store tells how long its transactions take, from begin to commit (SQLite: one
+/// group commit), for the server's metrics. Set once.
+#[derive(Default)]
+pub struct CommitTimes(std::sync::OnceLock<Box<dyn Fn(std::time::Duration) + Send + Sync>>);
+
+impl CommitTimes {
+    pub fn observe(&self, took: std::time::Duration) {
+        if let Some(report) = self.0.get() {
+            report(took);
+        }
+    }
+
+    /// Sends every later transaction's time to `report` (a second call is ignored).
+    pub fn report_to(&self, report: Box<dyn Fn(std::time::Duration) + Send + Sync>) {
+        let _ = self.0.set(report);
+    }
 }
 
 /// What a prune removed, or with `dry_run` would remove.
@@ -271,6 +291,10 @@ pub trait Store: Send + Sync + 'static {
     async fn pending_front(&self, queue: &str, limit: u32) -> StoreResult<Vec<Item>>;
     /// Pending and ended items counted for `/metrics`.
     async fn item_counts(&self) -> StoreResult<ItemCounts>;
+    /// Where this store reports its transactions' times.
+    fn commit_times(&self) -> Option<&CommitTimes> {
+        None
+    }
     /// How many bytes of output the run has (where a follower of its tail starts).
     async fn log_len(&self, id: &RunId) -> StoreResult<u64>;
 

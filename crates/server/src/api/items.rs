@@ -86,7 +86,11 @@ pub async fn cancel(
             "cancelled with --force: {agent} did not confirm the stop; \
              whatever it started may still be running on its machine"
         );
-        state.store.force_cancel(id, &reason, now_ms()).await?
+        let item = state.store.force_cancel(id, &reason, now_ms()).await?;
+        if found.state == liftoff_types::ItemState::Claimed {
+            state.metrics.run_lost(&item.queue, "force_cancel");
+        }
+        item
     } else {
         state.store.cancel(id, now_ms()).await?
     };

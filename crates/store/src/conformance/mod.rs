@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             a_lost_run_found_finished_by_its_agent_ends_its_item_finished,
             a_held_item_whose_lost_run_is_found_finished_is_not_run_again,
             retries_by_cause_are_taken_and_refused_as_configured,
+            fronts_log_lengths_and_counts_read_what_the_lists_hold,
             preemptions_go_back_five_times_and_a_launch_may_ask_fewer,
             lifecycle_to_finished, failures_keep_phase_message_and_files,
             run_end_decides_the_item, ack_after_expiry_is_a_conflict, positions_follow_lease_order,

@@ -175,3 +175,63 @@ pub async fn preemptions_go_back_five_times_and_a_launch_may_ask_fewer(store: Dy
         assert_eq!(store.get_item(own).await.unwrap().state, want);
     }
 }
+
+/// What the dashboard and `/metrics` read: a queue's front in lease order, a run's output
+/// length, and the grouped counts of pending, ended and retried items.
+pub async fn fronts_log_lengths_and_counts_read_what_the_lists_hold(store: DynStore) {
+    let mut flaky = NewQueue::named("flaky");
+    flaky.retry = Some(RetryPolicy {
+        exit_code: Some(ExitCodeRetry {
+            max: 1,
+            codes: vec![3],
+        }),
+        ..RetryPolicy::default()
+    });
+    store.create_queue(flaky, T0).await.unwrap();
+    let low = enqueue(&store, "flaky", Priority::Low, "low").await;
+    let crit = enqueue(&store, "flaky", Priority::Critical, "crit").await;
+    let front = store.pending_front("flaky", 5).await.unwrap();
+    let order: Vec<_> = front.iter().map(|i| (i.id, i.position)).collect();
+    assert_eq!(order, [(crit, Some(0)), (low, Some(1))], "lease order");
+    assert_eq!(store.pending_front("flaky", 1).await.unwrap().len(), 1);
+
+    let fence = start(&store, "flaky", crit, "c1", T0).await;
+    let run: liftoff_types::RunId = "c1".parse().unwrap();
+    assert_eq!(store.log_len(&run).await.unwrap(), 0);
+    let at = crate::LogAppend { fence, offset: 0 };
+    store
+        .append_log(&run, at, b"hello\n".to_vec(), T0)
+        .await
+        .unwrap();
+    assert_eq!(store.log_len(&run).await.unwrap(), 6);
+    // Exit 3 is retried once; the second time the item fails in the run phase.
+    store
+        .fail(crit, failed(fence, Phase::Run, Some(3), None), T0)
+        .await
+        .unwrap();
+    let fence = start(&store, "flaky", crit, "c2", T0 + 3_600_000).await;
+    store
+        .fail(
+            crit,
+            failed(fence, Phase::Run, Some(3), None),
+            T0 + 3_600_000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_item(crit).await.unwrap().state, ItemState::Failed);
+    let counts = store.item_counts().await.unwrap();
+    assert_eq!(counts.pending, [("flaky".to_string(), 3, 1)], "low waits");
+    assert_eq!(
+        counts.ended,
+        [(
+            "flaky".to_string(),
+            "failed".to_string(),
+            Some("run".to_string()),
+            1
+        )]
+    );
+    assert_eq!(
+        counts.requeues,
+        [("flaky".to_string(), "exit-code".to_string(), 1)]
+    );
+}

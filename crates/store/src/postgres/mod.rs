@@ -57,6 +57,7 @@ pub struct PostgresStore {
     replica: String,
     /// Lease calls per agent, for the round-robin start (per replica, like SQLite's).
     turns: Mutex<HashMap<AgentId, u64>>,
+    commits: crate::CommitTimes,
 }
 
 /// Runs `$body` (which uses the transaction `$tx`) in a transaction, commits, and retries the
@@ -66,12 +67,16 @@ macro_rules! in_tx {
         let mut attempt = 0;
         loop {
             let mut client = $store.pool.get().await?;
+            let started = std::time::Instant::now();
             let $tx = client.transaction().await?;
             let result = async { $body }.await;
             let result = match result {
                 Ok(value) => $tx.commit().await.map(|()| value).map_err(StoreError::from),
                 Err(e) => Err(e),
             };
+            if result.is_ok() {
+                $store.commits.observe(started.elapsed());
+            }
             match result {
                 Err(StoreError::Busy(reason)) if attempt < RETRIES => {
                     attempt += 1;
@@ -110,6 +115,7 @@ impl PostgresStore {
             config,
             replica: format!("{:016x}", rand::random::<u64>()),
             turns: Mutex::new(HashMap::new()),
+            commits: crate::CommitTimes::default(),
         })
     }
 
@@ -315,6 +321,10 @@ impl Store for PostgresStore {
 
     async fn item_counts(&self) -> StoreResult<crate::ItemCounts> {
         in_tx!(self, |tx| queues::item_counts(&tx).await)
+    }
+
+    fn commit_times(&self) -> Option<&crate::CommitTimes> {
+        Some(&self.commits)
     }
 
     async fn log_len(&self, id: &RunId) -> StoreResult<u64> {

@@ -139,5 +139,17 @@ pub async fn item_counts(tx: &Tx<'_>) -> StoreResult<crate::ItemCounts> {
             (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?, get(&row, 3)?);
         counts.ended.push((queue, state, phase, n as u64));
     }
+    let stmt = tx
+        .prepare_cached(
+            "SELECT q.name, j.key, sum(j.value::BIGINT)::BIGINT FROM items i
+             JOIN queues q ON q.id = i.queue_id, jsonb_each_text(i.retries::jsonb) j
+             WHERE i.retries <> '{}' GROUP BY q.name, j.key",
+        )
+        .await?;
+    for row in tx.query(&stmt, &[]).await? {
+        let (queue, cause, n): (String, String, i64) =
+            (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
+        counts.requeues.push((queue, cause, n as u64));
+    }
     Ok(counts)
 }

@@ -392,6 +392,10 @@ impl Store for SqliteStore {
         self.read(queues::item_counts).await
     }
 
+    fn commit_times(&self) -> Option<&crate::CommitTimes> {
+        Some(&self.writer.commits)
+    }
+
     async fn log_len(&self, id: &RunId) -> StoreResult<u64> {
         let id = id.clone();
         self.read(move |c| logs::len(c, &id)).await

@@ -129,5 +129,20 @@ pub fn item_counts(conn: &Connection) -> StoreResult<crate::ItemCounts> {
         let (queue, state, phase, n) = row?;
         counts.ended.push((queue, state, phase, n as u64));
     }
+    let mut stmt = conn.prepare_cached(
+        "SELECT q.name, j.key, sum(j.value) FROM items i JOIN queues q ON q.id = i.queue_id,
+         json_each(i.retries) j WHERE i.retries != '{}' GROUP BY q.name, j.key",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (queue, cause, n) = row?;
+        counts.requeues.push((queue, cause, n as u64));
+    }
     Ok(counts)
 }

@@ -56,6 +56,7 @@ pub struct Writer {
     wal: PathBuf,
     wal_limit: u64,
     nudge: Arc<Nudge>,
+    pub commits: crate::CommitTimes,
 }
 
 impl Writer {
@@ -74,6 +75,7 @@ impl Writer {
             wal: PathBuf::from(wal),
             wal_limit,
             nudge: nudge.clone(),
+            commits: crate::CommitTimes::default(),
         });
         let checkpoint_conn = super::open_connection(path, false)?;
         checkpoint_conn.pragma_update(None, "journal_size_limit", wal_limit as i64)?;
@@ -130,7 +132,9 @@ impl Writer {
             return;
         };
         let Some(job) = job.take() else { return };
+        let started = std::time::Instant::now();
         let replies = commit_group(&conn, vec![job]);
+        self.commits.observe(started.elapsed());
         drop(conn);
         self.watch_wal();
         for (reply, result) in replies {
@@ -188,7 +192,9 @@ fn write_loop(writer: Weak<Writer>) {
             continue;
         }
         let conn = lock(&w.conn);
+        let started = std::time::Instant::now();
         let replies = commit_group(&conn, group);
+        w.commits.observe(started.elapsed());
         drop(conn);
         w.watch_wal();
         for (reply, result) in replies {
