@@ -84,12 +84,32 @@ async fn tail(state: &AppState, run: &RunId) -> Result<(String, u64, u64), ApiEr
     let len = state.store.log_len(run).await?;
     let start = len.saturating_sub(TAIL);
     let chunk = state.store.read_log(run, start, TAIL as usize).await?;
-    let end = start + chunk.data.len() as u64;
+    // A character cut at the end is left to the live stream, which sends it whole.
+    let whole = whole_chars(&chunk.data);
+    let end = start + whole as u64;
     Ok((
-        String::from_utf8_lossy(&chunk.data).into_owned(),
+        String::from_utf8_lossy(&chunk.data[..whole]).into_owned(),
         start,
         end,
     ))
+}
+
+/// Where the bytes stop being whole characters: before an incomplete UTF-8 sequence at
+/// their end (at most 3 bytes), else their length. Invalid bytes elsewhere do not matter.
+pub fn whole_chars(bytes: &[u8]) -> usize {
+    for cut in 1..=3.min(bytes.len()) {
+        let at = bytes.len() - cut;
+        let lead = bytes[at];
+        let width = match lead {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            0x80..=0xBF => continue,
+            _ => return bytes.len(),
+        };
+        return if width > cut { at } else { bytes.len() };
+    }
+    bytes.len()
 }
 
 #[derive(Deserialize)]
@@ -139,6 +159,10 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: ItemId) -> Result<Marku
         None => Vec::new(),
     };
     let live_run = run.as_ref().is_some_and(|r| !r.state.is_terminal());
+    let agent = match &run {
+        Some(r) => state.store.get_agent(r.agent_id).await.ok().map(|a| a.name),
+        None => None,
+    };
     Ok(html! {
         h1 { "Item " (item.id) " " (badge(item.state)) }
         p.facts {
@@ -178,7 +202,7 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: ItemId) -> Result<Marku
         ol.history {
             li { "enqueued " (ago(item.created_at_ms)) " (" (time(item.created_at_ms)) ")" }
             @if let Some(run) = &run {
-                li { "taken by agent " (run.agent_id) " as run " code { (run.id) } " " (ago(run.created_at_ms)) }
+                li { "taken by agent " (agent.as_deref().unwrap_or("?")) " as run " code { (run.id) } " " (ago(run.created_at_ms)) }
                 @if let Some(at) = run.started_at_ms { li { "started " (ago(at)) " (" (time(at)) ")" } }
             }
             @for w in &item.warnings { li.warning { "⚠ " (w.message) " " (ago(w.at_ms)) } }
@@ -191,7 +215,7 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: ItemId) -> Result<Marku
         @if let Some(run) = &run {
             h2 { "Run " code { (run.id) } " " (badge(run.state)) }
             dl.run {
-                dt { "Agent" } dd { (run.agent_id) }
+                dt { "Agent" } dd { (agent.as_deref().unwrap_or("?")) " (" (run.agent_id) ")" }
                 @if let Some(code) = run.exit_code { dt { "Exit code" } dd.exit { (code) } }
                 @if let Some(m) = &run.message { dt { "Message" } dd { (m) } }
                 @if run.stop_requested && !run.state.is_terminal() { dt { "Stop" } dd { "asked; the agent is stopping it" } }
@@ -270,5 +294,27 @@ pub async fn file(
     match state.store.item_file(id, &name).await {
         Ok(text) => ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response(),
         Err(e) => super::error_page(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::whole_chars;
+
+    #[test]
+    fn a_character_cut_at_the_end_is_held_back() {
+        let e = "é".as_bytes(); // 2 bytes
+        let euro = "€".as_bytes(); // 3 bytes
+        assert_eq!(whole_chars(b"abc"), 3);
+        assert_eq!(whole_chars(&[b'a', e[0]]), 1);
+        assert_eq!(whole_chars(&[b'a', e[0], e[1]]), 3);
+        assert_eq!(whole_chars(&[b'a', euro[0], euro[1]]), 1);
+        assert_eq!(
+            whole_chars(&[0xFF, b'a', euro[0]]),
+            2,
+            "invalid bytes before do not matter"
+        );
+        assert_eq!(whole_chars(&[0x80, 0x80, 0x80, 0x80]), 4);
+        assert_eq!(whole_chars(&[]), 0);
     }
 }

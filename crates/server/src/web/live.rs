@@ -26,6 +26,9 @@ use std::time::{Duration, Instant};
 const TICK: Duration = Duration::from_secs(2);
 /// Writes within this of the first make one render.
 const SETTLE: Duration = Duration::from_millis(100);
+/// Renders of one stream are at least this far apart: a busy server (a write every few
+/// milliseconds) costs each open page a few renders a second, not one per write.
+const MIN_GAP: Duration = Duration::from_millis(400);
 const LIFETIME: Duration = Duration::from_secs(300);
 /// Most output one event carries.
 const LOG_CHUNK: usize = 64 * 1024;
@@ -59,6 +62,7 @@ struct Live {
     out: VecDeque<Event>,
     first: bool,
     until: Instant,
+    rendered: Instant,
 }
 
 pub async fn events(
@@ -77,6 +81,9 @@ pub async fn events(
         )
             .into_response();
     }
+    if i64::try_from(q.offset).is_err() {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "offset: out of range").into_response();
+    }
     let mut follow = q.item.map(|item| Follow {
         item,
         run: q.run.clone(),
@@ -88,10 +95,11 @@ pub async fn events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|id| id.rsplit_once(':'))
-        .and_then(|(run, offset)| Some((run.parse::<RunId>().ok()?, offset.parse::<u64>().ok()?)));
+        .and_then(|(run, offset)| Some((run.parse::<RunId>().ok()?, offset.parse::<i64>().ok()?)))
+        .filter(|(_, offset)| *offset >= 0);
     if let (Some(f), Some((run, offset))) = (follow.as_mut(), resumed) {
         f.run = Some(run);
-        f.offset = offset;
+        f.offset = offset as u64;
     }
     let live = Live {
         changes: state.wakers.changes(),
@@ -103,6 +111,7 @@ pub async fn events(
         out: VecDeque::new(),
         first: true,
         until: Instant::now() + LIFETIME,
+        rendered: Instant::now(),
     };
     let stream = futures_util::stream::unfold(live, next);
     Sse::new(stream)
@@ -124,13 +133,15 @@ async fn next(mut l: Live) -> Option<(Result<Event, std::convert::Infallible>, L
                     if changed.is_err() {
                         return None;
                     }
-                    tokio::time::sleep(SETTLE).await;
+                    let gap = MIN_GAP.saturating_sub(l.rendered.elapsed());
+                    tokio::time::sleep(SETTLE.max(gap)).await;
                 }
                 _ = tokio::time::sleep(TICK) => {}
             }
             l.changes.borrow_and_update();
         }
         l.first = false;
+        l.rendered = Instant::now();
         render(&mut l).await;
         follow(&mut l).await;
     }
@@ -177,16 +188,17 @@ async fn follow(l: &mut Live) {
         let Ok(chunk) = l.state.store.read_log(&run, f.offset, LOG_CHUNK).await else {
             return;
         };
-        if chunk.data.is_empty() {
+        if chunk.data.is_empty() && (f.carry.is_empty() || !chunk.ended) {
             return;
         }
         f.offset = chunk.next_offset;
         let mut bytes = std::mem::take(&mut f.carry);
         bytes.extend_from_slice(&chunk.data);
-        let whole = match std::str::from_utf8(&bytes) {
-            Ok(_) => bytes.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => bytes.len(),
+        // A character cut by the read waits for its rest, unless the run has ended.
+        let whole = if chunk.ended && chunk.data.is_empty() {
+            bytes.len()
+        } else {
+            super::item::whole_chars(&bytes)
         };
         let text = String::from_utf8_lossy(&bytes[..whole]).into_owned();
         f.carry = bytes[whole..].to_vec();

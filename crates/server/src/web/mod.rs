@@ -211,8 +211,9 @@ fn decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(b);
+            let hex = |b: u8| (b as char).to_digit(16);
+            if let (Some(hi), Some(lo)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((hi * 16 + lo) as u8);
                 i += 3;
                 continue;
             }
@@ -324,5 +325,6 @@ mod tests {
         assert_eq!(decode("a%"), "a%");
         assert_eq!(decode("a%zz"), "a%zz");
         assert_eq!(decode("plain"), "plain");
+        assert_eq!(decode("%aé"), "%aé", "a character cut in two is not hex");
     }
 }

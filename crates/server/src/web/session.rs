@@ -158,14 +158,16 @@ fn check_origin(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    // Behind a proxy that rewrites `Host`, the host the browser used is the forwarded one (a
+    // cross-site form cannot set that header, and we answer no CORS preflight).
+    let hosts: Vec<&str> = [header::HOST.as_str(), "x-forwarded-host"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .collect();
     let same = origin
         .strip_prefix("http://")
         .or_else(|| origin.strip_prefix("https://"))
-        .is_some_and(|o| o == host);
+        .is_some_and(|o| hosts.contains(&o));
     if same {
         Ok(())
     } else {
@@ -189,7 +191,15 @@ pub fn encode(s: &str) -> String {
 /// Where to go after logging in: only a path of this site (never `//host` or a URL).
 fn local_path(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
+        // Browsers drop tabs and newlines from URLs (`/\t/host` is `//host` to them).
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.bytes().any(|b| b < 0x21 || b == 0x7f) =>
+        {
+            n.to_string()
+        }
         _ => "/".to_string(),
     }
 }
@@ -270,9 +280,14 @@ pub async fn login(
     }
     let signed = format!("{hash}.{}", now_ms() + SESSION_MS);
     let value = format!("{signed}.{}", state.auth.sign(PURPOSE, &signed));
+    // Over HTTPS (a TLS proxy in front), the cookie is never sent in the clear.
+    let secure = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes() == b"https");
     let cookie = format!(
-        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
-        SESSION_MS / 1000
+        "{COOKIE}={value}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{}",
+        SESSION_MS / 1000,
+        if secure { "; Secure" } else { "" }
     );
     ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
 }
@@ -296,6 +311,8 @@ mod tests {
         assert_eq!(local_path(Some("//evil.example")), "/");
         assert_eq!(local_path(Some("https://evil.example")), "/");
         assert_eq!(local_path(Some("/\\evil.example")), "/");
+        assert_eq!(local_path(Some("/\t/evil.example")), "/");
+        assert_eq!(local_path(Some("/\n/evil.example")), "/");
         assert_eq!(local_path(None), "/");
     }
 
@@ -311,5 +328,11 @@ mod tests {
         h.remove(header::ORIGIN);
         h.insert("sec-fetch-site", "cross-site".parse().unwrap());
         assert!(check_origin(&h).is_err());
+        // Behind a proxy that rewrote Host.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "127.0.0.1:8765".parse().unwrap());
+        h.insert("x-forwarded-host", "liftoff.example".parse().unwrap());
+        h.insert(header::ORIGIN, "https://liftoff.example".parse().unwrap());
+        assert!(check_origin(&h).is_ok());
     }
 }
