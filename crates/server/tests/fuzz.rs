@@ -12,7 +12,9 @@ mod common;
 mod fuzz_support;
 
 use common::TestServer;
-use fuzz_support::{apply, cases, frame, framing, junk, mutation, Peak, CASE_MEMORY};
+use fuzz_support::{
+    apply, cases, frame, framing, hostile_string, junk, mutation, Peak, CASE_MEMORY,
+};
 use liftoff_types::api::{ErrorBody, LeaseRequest};
 use liftoff_types::{NewAgent, NewQueue, Scope};
 use proptest::prelude::*;
@@ -543,4 +545,181 @@ fn walk(dir: &std::path::Path) -> u64 {
         }
     }
     total
+}
+
+/// The dashboard's pages and forms, with a real session: mutated path segments and queries
+/// to every page (and the event stream), mutated login and launch forms and action posts.
+/// Every case is answered (never a 5xx) within 5 s, an action's refusal says why, and the
+/// server's queues are whole afterwards.
+#[test]
+fn dashboard_pages_and_forms_answer_mutated_input_without_a_server_error() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let t = rt.block_on(TestServer::start());
+    let f = rt.block_on(fixtures(&t));
+    let admin = t.token(Scope::Admin).to_string();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (cookie, csrf) = rt.block_on(async {
+        let job = json!({"kind": "image", "source": {"image": "python:3.11"},
+            "entrypoint": ["python", "t.py"],
+            "input_schema": {"type": "object", "properties": {"lr": {"type": "number", "maximum": 1}}}});
+        let made = http
+            .post(t.url("/api/v1/jobs/web/versions"))
+            .bearer_auth(&admin)
+            .json(&job)
+            .send()
+            .await
+            .unwrap();
+        assert!(made.status().is_success());
+        let login = http
+            .post(t.url("/login"))
+            .form(&[("token", admin.as_str()), ("next", "/")])
+            .send()
+            .await
+            .unwrap();
+        let cookie = login.headers()["set-cookie"]
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_string();
+        let page = http
+            .get(t.url("/jobs/web"))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let at = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+        let csrf = page[at..].split('"').next().unwrap().to_string();
+        (cookie, csrf)
+    });
+    let (item, run, sweep) = (f.item, f.run.clone(), f.sweep.clone());
+    let gets: Vec<(String, Value)> = vec![
+        ("/".into(), json!({})),
+        ("/queues/{junk}".into(), json!({})),
+        ("/items/{junk}".into(), json!({})),
+        (format!("/items/{item}/output"), json!({"before": 100})),
+        ("/items/{junk}/files/{junk}".into(), json!({})),
+        ("/runs/{junk}".into(), json!({})),
+        ("/sweeps/{junk}".into(), json!({})),
+        ("/jobs/{junk}".into(), json!({})),
+        ("/login".into(), json!({"next": "/queues/q"})),
+        ("/assets/{junk}".into(), json!({})),
+        (
+            "/events".into(),
+            json!({"page": format!("/items/{item}"), "item": item, "run": run, "offset": 0}),
+        ),
+        // A page path as the browser sends it, with raw text (a `%` before it) in a name.
+        ("/events".into(), json!({"page": "/queues/%{junk}"})),
+        ("/events".into(), json!({"page": "/jobs/{junk}"})),
+    ];
+    let posts: Vec<(String, Value)> = vec![
+        ("/login".into(), json!({"token": "lft_0", "next": "/"})),
+        (
+            "/jobs/web".into(),
+            json!({"csrf": csrf, "queue": "box", "version": "0", "cfg.lr": "0.5"}),
+        ),
+        (format!("/items/{item}/cancel"), json!({"csrf": csrf})),
+        (format!("/items/{item}/rerun"), json!({"csrf": csrf})),
+        (format!("/items/{item}/stop"), json!({"csrf": csrf})),
+        (
+            format!("/sweeps/{sweep}/state"),
+            json!({"csrf": csrf, "state": "paused"}),
+        ),
+    ];
+    let text_of = |v: &Value| -> String {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        text.chars().take(300).collect()
+    };
+    let pairs_of = |v: &Value| -> Vec<(String, String)> {
+        match v {
+            Value::Object(m) => m
+                .iter()
+                .map(|(k, v)| (k.chars().take(300).collect(), text_of(v)))
+                .collect(),
+            other => vec![("q".into(), text_of(other))],
+        }
+    };
+    let strategy = (
+        0..gets.len() + posts.len(),
+        prop::collection::vec(mutation(), 0..4),
+        hostile_string(),
+    );
+    runner(300)
+        .run(&strategy, |(pick, mutations, segment)| {
+            let began = Instant::now();
+            let (what, status, text) = rt.block_on(async {
+                let request = if pick < gets.len() {
+                    let (path, seed) = &gets[pick];
+                    let raw: String = segment.chars().take(300).collect();
+                    let path = path.replace("{junk}", &url_segment(&raw));
+                    // In a query value the junk goes in raw: `page` is a path as text.
+                    let pairs: Vec<(String, String)> = pairs_of(&apply(seed, &mutations))
+                        .into_iter()
+                        .map(|(k, v)| (k, v.replace("{junk}", &raw)))
+                        .collect();
+                    http.get(t.url(&path)).query(&pairs)
+                } else {
+                    let (path, seed) = &posts[pick - gets.len()];
+                    http.post(t.url(path))
+                        .form(&pairs_of(&apply(seed, &mutations)))
+                };
+                let mut resp = request
+                    .header("cookie", &cookie)
+                    .timeout(Duration::from_secs(10))
+                    .send()
+                    .await
+                    .map_err(|e| TestCaseError::fail(format!("case {pick}: no answer: {e}")))?;
+                let status = resp.status().as_u16();
+                let what = resp.url().path().to_string();
+                // An event stream stays open: its first event (the page, or why there is
+                // none) is the answer; a stream that breaks first is a failure.
+                let stream = resp
+                    .headers()
+                    .get("content-type")
+                    .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+                let text = if stream {
+                    let first = tokio::time::timeout(Duration::from_secs(4), resp.chunk()).await;
+                    match first {
+                        Ok(Ok(Some(event))) => String::from_utf8_lossy(&event).into_owned(),
+                        other => {
+                            return Err(TestCaseError::fail(format!(
+                                "{what}: the event stream broke before its first event: {other:?}"
+                            )))
+                        }
+                    }
+                } else {
+                    resp.text().await.unwrap_or_default()
+                };
+                Ok::<_, TestCaseError>((what, status, text))
+            })?;
+            let took = began.elapsed();
+            prop_assert!(took < Duration::from_secs(5), "{what}: took {took:?}");
+            prop_assert!(status < 500, "{what}: {status} {text}");
+            if status >= 400 && text.contains("<html") {
+                prop_assert!(
+                    text.contains("role=\"alert\""),
+                    "{what}: a refusal saying nothing: {text}"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+    let queues = rt.block_on(t.admin.list_queues()).unwrap();
+    for name in ["q", "tpl", "box"] {
+        assert!(queues.iter().any(|q| q.name == name), "queue {name} gone");
+    }
 }

@@ -46,7 +46,7 @@ pub fn cases(default: u32) -> u32 {
 
 /// Strings that have broken parsers before: paths that climb, placeholders, NULs, control
 /// and wide characters, shell and YAML syntax, and one long string.
-fn hostile_string() -> impl Strategy<Value = String> {
+pub fn hostile_string() -> impl Strategy<Value = String> {
     prop_oneof![
         Just(String::new()),
         Just("../../../../etc/passwd".to_string()),
