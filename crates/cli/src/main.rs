@@ -109,6 +109,10 @@ enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(commands::token::TokenCommand),
+    /// Print a link that opens the dashboard in a browser, signed in as this CLI's token
+    /// (valid 2 minutes; the session it opens lasts 12 hours).
+    #[command(after_help = "Examples:\n  liftoff dashboard\n  xdg-open \"$(liftoff dashboard)\"")]
+    Dashboard,
     /// Measure liftoff's own speed; prints JSON.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -203,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rerun { id, config } => commands::show::rerun(g, &id, &config).await,
         Command::Stop { id } => commands::follow::stop(g, &id).await,
         Command::Agents => commands::follow::agents(g).await,
+        Command::Dashboard => commands::token::dashboard(g).await,
         Command::Supervise(_) | Command::Completions { .. } => Ok(()),
         Command::Prune {
             older_than,

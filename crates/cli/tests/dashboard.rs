@@ -584,3 +584,43 @@ async fn a_form_launch_that_breaks_the_jobs_schema_shows_the_errors_by_their_fie
     assert_eq!(items[0].spec.job.as_deref(), Some("t:v0"));
     session.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_link_from_the_cli_opens_the_dashboard_signed_in_as_its_token() {
+    let Some(session) = browser().await else {
+        return;
+    };
+    let b = session.b();
+    let server = ServerProcess::start();
+    let url = server.url();
+    let link = ok(&server.run(&["dashboard"])).trim().to_string();
+    assert!(
+        link.starts_with(&format!("{url}/login/link?code=")),
+        "{link}"
+    );
+    assert!(!link.contains(&token(&server)), "the link carries no token");
+    b.goto(&link).await.unwrap();
+    wait_text(b, "h1", "Queues").await;
+    wait_text(b, "nav .who", "admin").await;
+
+    // A link with its code changed opens nothing, and says what to do.
+    let forged = link.replace("code=", "code=0");
+    b.goto(&forged).await.unwrap();
+    wait_text(b, "p.error", "liftoff dashboard").await;
+    assert_eq!(b.current_url().await.unwrap().path(), "/login/link");
+
+    // A read token's link opens the read-only view.
+    let read = ok(&server.run(&["token", "create", "--scope", "read", "--name", "viewer"]));
+    let out = server.run_with(
+        &["dashboard"],
+        &[
+            ("LIFTOFF_URL", url.as_str()),
+            ("LIFTOFF_TOKEN", read.trim()),
+        ],
+    );
+    let read_link = ok(&out).trim().to_string();
+    b.delete_all_cookies().await.unwrap();
+    b.goto(&read_link).await.unwrap();
+    wait_text(b, "nav .who", "read").await;
+    session.close().await;
+}

@@ -687,6 +687,14 @@ impl Client {
         self.post("/api/v1/tokens", req).await
     }
 
+    /// A link (a path on this server) that opens the dashboard signed in, for 2 minutes.
+    pub async fn login_link(&self) -> ClientResult<String> {
+        let answer: serde_json::Value = self
+            .post("/api/v1/login-links", &serde_json::json!({}))
+            .await?;
+        Ok(answer["path"].as_str().unwrap_or("/").to_string())
+    }
+
     pub async fn list_tokens(&self) -> ClientResult<Vec<TokenInfo>> {
         self.get("/api/v1/tokens").await
     }

@@ -13,7 +13,7 @@ pub enum TokenCommand {
         after_help = "Examples:\n  liftoff token create --scope agent --name gpu-box-1\n  liftoff token create --scope user --name alice"
     )]
     Create {
-        /// admin, user or agent.
+        /// admin, user, agent or read.
         #[arg(long)]
         scope: Scope,
         #[arg(long)]
@@ -62,4 +62,16 @@ pub async fn run(g: &Global, cmd: TokenCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `liftoff dashboard`: a link that opens the dashboard signed in, on stdout alone (so
+/// `xdg-open "$(liftoff dashboard)"` works); how long it lasts on stderr.
+pub async fn dashboard(g: &Global) -> anyhow::Result<()> {
+    let client = g.client()?;
+    let path = client.login_link().await?;
+    println!("{}{path}", client.url().trim_end_matches('/'));
+    if path != "/" {
+        eprintln!("open it within 2 minutes; the session it opens lasts 12 hours");
+    }
+    Ok(())
 }

@@ -37,7 +37,7 @@ pub async fn run(g: &Global, args: UpArgs) -> anyhow::Result<()> {
     // The agent reaches the server in this process: the same API, without a socket.
     let client = Client::new(&server.url(), Some(token))?.in_process(in_process(&server));
     eprintln!(
-        "liftoff is up at {} (open it in a browser: log in with the token in client.json) \
+        "liftoff is up at {} (the dashboard: `liftoff dashboard` prints a login link) \
          · data in {} · launch with: liftoff launch --wait -- CMD",
         server.url(),
         data_dir.display()

@@ -32,7 +32,7 @@ use utoipa::OpenApi;
         sweeps::create, sweeps::list, sweeps::show, sweeps::set_state, sweeps::enqueue_run,
         batch::acks, batch::reports,
         tokens::create, tokens::list, tokens::delete,
-        healthz, openapi, limits, prune,
+        healthz, openapi, limits, prune, crate::web::session::login_link,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -159,7 +159,8 @@ pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Rout
         .route("/tokens/{id}", axum::routing::delete(tokens::delete))
         .route("/openapi.json", get(openapi))
         .route("/limits", get(limits))
-        .route("/prune", post(prune));
+        .route("/prune", post(prune))
+        .route("/login-links", post(crate::web::session::login_link));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(crate::metrics::serve))

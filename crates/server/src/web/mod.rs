@@ -40,6 +40,7 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(overview::page))
         .route("/login", get(session::login_page).post(session::login))
+        .route("/login/link", get(session::open_link))
         .route("/logout", post(session::logout))
         .route("/queues/{name}", get(queue::page))
         .route("/items/{id}", get(item::page))

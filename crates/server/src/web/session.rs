@@ -27,6 +27,9 @@ pub const COOKIE: &str = "liftoff_session";
 const SESSION_MS: i64 = 12 * 3600 * 1000;
 const PURPOSE: &str = "dashboard session v1";
 const CSRF_PURPOSE: &str = "dashboard form v1";
+const LINK_PURPOSE: &str = "dashboard login link v1";
+/// How long a login link (`liftoff dashboard`) may be opened.
+const LINK_MS: i64 = 120_000;
 
 /// Who is looking at a page: their scope, and the CSRF value their forms carry.
 pub struct Viewer {
@@ -89,7 +92,7 @@ impl FromRequestParts<AppState> for Viewer {
         let Some(cookie) = cookie(&parts.headers) else {
             return Err(NoSession::Login(next));
         };
-        let Some(hash) = verify(state, &cookie) else {
+        let Some(hash) = verify(state, PURPOSE, &cookie) else {
             return Err(NoSession::Login(next));
         };
         match state.auth.by_hash(state.store.as_ref(), &hash).await {
@@ -115,11 +118,12 @@ fn cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_string())
 }
 
-/// The token hash a cookie stands for, when its MAC checks and it has not expired.
-fn verify(state: &AppState, cookie: &str) -> Option<String> {
+/// The token hash a cookie (or a login link's code) stands for, when its MAC checks and it
+/// has not expired.
+fn verify(state: &AppState, purpose: &str, cookie: &str) -> Option<String> {
     let (signed, mac) = cookie.rsplit_once('.')?;
     let (hash, expires) = signed.split_once('.')?;
-    let expected = state.auth.sign(PURPOSE, signed);
+    let expected = state.auth.sign(purpose, signed);
     if !constant_eq(expected.as_bytes(), mac.as_bytes()) {
         return None;
     }
@@ -278,6 +282,11 @@ pub async fn login(
             )
         }
     }
+    signed_in(&state, &hash, &headers, &next)
+}
+
+/// The session cookie for `hash`, and on to `next`.
+fn signed_in(state: &AppState, hash: &str, headers: &HeaderMap, next: &str) -> Response {
     let signed = format!("{hash}.{}", now_ms() + SESSION_MS);
     let value = format!("{signed}.{}", state.auth.sign(PURPOSE, &signed));
     // Over HTTPS (a TLS proxy in front), the cookie is never sent in the clear.
@@ -289,7 +298,66 @@ pub async fn login(
         SESSION_MS / 1000,
         if secure { "; Secure" } else { "" }
     );
-    ([(header::SET_COOKIE, cookie)], Redirect::to(&next)).into_response()
+    ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
+}
+
+/// `POST /api/v1/login-links`: a link that opens the dashboard signed in as the caller's
+/// token, for [`LINK_MS`] (what `liftoff dashboard` prints). The link holds the token's
+/// hash, signed, never the token; run tokens get none.
+#[utoipa::path(post, path = "/api/v1/login-links", tag = "meta",
+    responses((status = 200, body = Object), (status = 401, body = liftoff_types::api::ErrorBody)))]
+pub async fn login_link(
+    caller: Caller,
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    caller.require(crate::auth::Access::Read)?;
+    if !state.auth.enabled() {
+        return Ok(axum::Json(serde_json::json!({"path": "/"})));
+    }
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    let signed = format!("{}.{}", crate::auth::hash_token(token), now_ms() + LINK_MS);
+    let code = format!("{signed}.{}", state.auth.sign(LINK_PURPOSE, &signed));
+    Ok(axum::Json(serde_json::json!({
+        "path": format!("/login/link?code={code}"),
+        "expires_in_s": LINK_MS / 1000,
+    })))
+}
+
+#[derive(Deserialize)]
+pub struct LinkQuery {
+    #[serde(default)]
+    code: String,
+}
+
+/// `GET /login/link?code=...`: a login link opened; signed in, on to the overview.
+pub async fn open_link(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    axum::extract::Query(q): axum::extract::Query<LinkQuery>,
+) -> Response {
+    if !state.auth.enabled() {
+        return Redirect::to("/").into_response();
+    }
+    let refused = || {
+        login_form(
+            "/",
+            Some("This login link is wrong or has expired (links last 2 minutes): run `liftoff dashboard` again, or paste a token."),
+            StatusCode::UNAUTHORIZED,
+        )
+    };
+    let Some(hash) = verify(&state, LINK_PURPOSE, &q.code) else {
+        return refused();
+    };
+    match state.auth.by_hash(state.store.as_ref(), &hash).await {
+        Ok(caller) if caller.scope != Scope::Run => signed_in(&state, &hash, &headers, "/"),
+        _ => refused(),
+    }
 }
 
 /// `POST /logout`: forgets the cookie.
