@@ -91,7 +91,14 @@ pub async fn run(g: &Global, cmd: JobCommand) -> anyhow::Result<()> {
                 };
                 eprintln!("{what} job {}", made.job.reference());
             }
-            output::print(g.output, &made, &["JOB"], vec![vec![made.job.reference()]])
+            // The reference alone (`name:vN`), so a script can take it.
+            match g.output {
+                crate::connect::Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&made)?)
+                }
+                crate::connect::Output::Table => println!("{}", made.job.reference()),
+            }
+            Ok(())
         }
         JobCommand::List => {
             let all = client.list_jobs().await?;

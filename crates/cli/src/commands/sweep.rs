@@ -66,7 +66,14 @@ pub async fn run(g: &Global, cmd: SweepCommand) -> anyhow::Result<()> {
                 concurrency: args.concurrency,
             };
             let sweep = client.create_sweep(&req).await?;
-            return output::print(g.output, &sweep, &["SWEEP"], vec![vec![sweep.id.clone()]]);
+            // The id alone, as `launch` prints its item's: `sid=$(liftoff sweep create ...)`.
+            match g.output {
+                crate::connect::Output::Json => {
+                    println!("{}", serde_json::to_string_pretty(&sweep)?)
+                }
+                crate::connect::Output::Table => println!("{}", sweep.id),
+            }
+            return Ok(());
         }
         SweepCommand::List => {
             let sweeps = client.list_sweeps().await?;
