@@ -304,12 +304,42 @@ async fn a_queue_no_agent_serves_says_so_and_why_its_items_wait() {
         .unwrap();
     wait_text(b, "p.warning", "no agent serves this queue").await;
     // The same reason the API and CLI give, with the item's place in line.
-    wait_text(b, &format!("tr[data-item='{}'] .reason", item.id), &reason).await;
+    // (its `commands` shown as code).
+    let shown = reason.replace('`', "");
+    wait_text(b, &format!("tr[data-item='{}'] .reason", item.id), &shown).await;
+    assert!(exists(b, &format!("tr[data-item='{}'] .reason code", item.id)).await);
     assert_eq!(
         text(b, &format!("tr[data-item='{}'] td.num", item.id)).await,
-        "1"
+        "next"
     );
     screenshot(b, "queue").await;
+
+    // Nothing changes, so nothing is pushed again: the page's live part stays the same
+    // nodes (a reader's selection or open fold survives) while its ages count up.
+    b.execute(
+        "document.querySelector('#live table.pending').dataset.mark = 'kept'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let age = format!("tr[data-item='{}'] time.ago", item.id);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = text(b, &age).await;
+        let secs: u64 = shown.split(' ').next().unwrap_or("").parse().unwrap_or(0);
+        if secs >= 5 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "age shows {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        exists(b, "#live table.pending[data-mark=kept]").await,
+        "the live part was replaced though nothing changed"
+    );
     session.close().await;
 }
 

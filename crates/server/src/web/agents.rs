@@ -52,7 +52,8 @@ pub async fn live(state: &AppState) -> Result<Markup, ApiError> {
                                 @if let Some(r) = runners.get(q) { " (" (r) ")" }
                                 " "
                             } }
-                            td.num { (a.running_jobs) " of " @if a.max_jobs < 0 { "unlimited" } @else { (a.max_jobs) } }
+                            td.num { (a.running_jobs) " of " @if a.max_jobs < 0 { "unlimited" } @else { (a.max_jobs) }
+                                @if a.running_schedulers > 0 { " · " (a.running_schedulers) " sweep scheduler(s)" } }
                             td.num { (super::overview::free_slots(a)) }
                             td { @for i in &a.in_flight { a href={ "/items/" (i) } { "#" (i) } " " } }
                             td { (a.version) }

@@ -84,12 +84,25 @@ pub fn svg(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> Stri
         H - BOTTOM,
         H - BOTTOM
     );
+    // Steps and run numbers are whole: their ticks are too.
+    let whole_x = series
+        .iter()
+        .flat_map(|s| s.points.iter())
+        .all(|(x, _)| x.fract() == 0.0);
     for t in [0.0, 0.5, 1.0] {
         let yv = y0 + t * (y1 - y0);
-        let xv = x0 + t * (x1 - x0);
+        let mut xv = x0 + t * (x1 - x0);
+        if whole_x {
+            xv = xv.round();
+        }
+        let anchor = match t {
+            0.0 => "start",
+            1.0 => "end",
+            _ => "middle",
+        };
         let _ = write!(
             out,
-            r#"<text x="{}" y="{}" class="tick" text-anchor="end">{}</text><text x="{}" y="{}" class="tick" text-anchor="middle">{}</text>"#,
+            r#"<text x="{}" y="{}" class="tick" text-anchor="end">{}</text><text x="{}" y="{}" class="tick" text-anchor="{anchor}">{}</text>"#,
             LEFT - 4.0,
             py(yv) + 4.0,
             num(yv),

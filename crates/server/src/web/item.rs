@@ -167,11 +167,11 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: ItemId) -> Result<Marku
         h1 { "Item " (item.id) " " (badge(item.state)) }
         p.facts {
             "on queue " a href={ "/queues/" (item.queue) } { (item.queue) } " · "
-            (format!("{:?}", item.priority).to_lowercase()) " priority · "
-            "attempts " span.attempts { (attempts(&item)) }
+            (format!("{:?}", item.priority).to_lowercase()) " priority"
+            @if let Some(retried) = attempts(&item) { " · " span.attempts { (retried) } }
             @if let Some(sweep) = &item.spec.sweep_id { " · sweep " a href={ "/sweeps/" (sweep) } { (sweep) } }
         }
-        p.what { "Runs " code { (what(&item.spec)) } }
+        p.what { "Runs " code { (what(&item)) } }
         div.actions {
             @if live_run && viewer.may_steer() && !run.as_ref().is_some_and(|r| r.stop_requested) {
                 (super::action(viewer, &format!("/items/{}/stop", item.id), "Stop", "danger"))
@@ -184,7 +184,7 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: ItemId) -> Result<Marku
             }
         }
         @if let Some(reason) = &item.pending_reason {
-            p.reason role="status" { "Waiting: " (reason) }
+            p.reason role="status" { "Waiting: " (super::prose(reason)) }
         }
         @if let Some(f) = &item.failure {
             section.failure {
@@ -207,7 +207,8 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: ItemId) -> Result<Marku
             }
             @for w in &item.warnings { li.warning { "⚠ " (w.message) " " (ago(w.at_ms)) } }
             @for (cause, n) in &item.retries { li { "retried " (n) " time(s) after " (cause) } }
-            @if let Some(at) = item.ended_at_ms.or(run.as_ref().and_then(|r| r.ended_at_ms)) {
+            @if let Some(at) = item.ended_at_ms.or(run.as_ref().and_then(|r| r.ended_at_ms))
+                .or(item.state.is_terminal().then_some(item.updated_at_ms)) {
                 li { "ended " (badge(item.state)) " " (ago(at)) " (" (time(at)) ")"
                     @if let Some(start) = item.started_at_ms { ", after " (span(at - start)) } }
             }
@@ -230,13 +231,21 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: ItemId) -> Result<Marku
     })
 }
 
-/// `2 (exit-code 1, lost 1)`, as `liftoff show` says it.
-fn attempts(i: &Item) -> String {
+/// `retried 2 times (exit-code 1, lost 1)`; nothing for an item never retried.
+fn attempts(i: &Item) -> Option<String> {
+    if i.attempts == 0 {
+        return None;
+    }
+    let times = if i.attempts == 1 {
+        "once".to_string()
+    } else {
+        format!("{} times", i.attempts)
+    };
     if i.retries.is_empty() {
-        return i.attempts.to_string();
+        return Some(format!("retried {times}"));
     }
     let causes: Vec<String> = i.retries.iter().map(|(c, n)| format!("{c} {n}")).collect();
-    format!("{} ({})", i.attempts, causes.join(", "))
+    Some(format!("retried {times} ({})", causes.join(", ")))
 }
 
 fn run_config(item: &Item) -> Option<String> {

@@ -62,8 +62,9 @@ pub async fn page(
         Ok(form) => form,
         Err(e) => return super::error_page(e),
     };
+    let rest = html! { (schema_part(&state, &name).await) (form) };
     let path = format!("/jobs/{}", super::session::encode(&name));
-    super::page(&state, &viewer, &format!("Job {name}"), &path, form).await
+    super::page(&state, &viewer, &format!("Job {name}"), &path, rest).await
 }
 
 pub async fn live(state: &AppState, name: &str) -> Result<Markup, ApiError> {
@@ -87,13 +88,22 @@ pub async fn live(state: &AppState, name: &str) -> Result<Markup, ApiError> {
                 }
             } }
         }
+    })
+}
+
+/// What a reader may unfold: outside the live part, so it stays open.
+async fn schema_part(state: &AppState, name: &str) -> Markup {
+    let Ok(latest) = state.store.get_job_version(name, None).await else {
+        return html! {};
+    };
+    html! {
         @if let Some(schema) = &latest.spec.input_schema {
             details { summary { "Input schema (v" (latest.version) ")" } pre.json { (pretty(schema)) } }
         }
         @if !latest.spec.default_config.is_empty() {
-            details { summary { "Default config" } pre.json { (pretty(&Value::Object(latest.spec.default_config.clone()))) } }
+            details { summary { "Default config (v" (latest.version) ")" } pre.json { (pretty(&Value::Object(latest.spec.default_config.clone()))) } }
         }
-    })
+    }
 }
 
 fn source(v: &JobVersion) -> String {
@@ -154,14 +164,26 @@ async fn launch_form(
                 }
                 fieldset {
                     legend { "Config (empty: the job's default)" }
-                    @for (key, hint, default) in &fields {
+                    @for f in &fields {
+                        @let key = &f.key;
                         @let id = format!("cfg-{key}");
                         @let path = format!("{CONFIG_PATH}.{key}");
                         @let errors = filled.problems.get(&path);
+                        @let typed = filled.values.get(key).map_or("", String::as_str);
                         div.field.invalid[errors.is_some()] {
-                            label for=(id) { (key) " " small { (hint) } }
-                            input id=(id) name={ "cfg." (key) } value=(filled.values.get(key).map_or("", String::as_str))
-                                placeholder=(default) aria-invalid=[errors.map(|_| "true")];
+                            label for=(id) { (key) " " small { (f.hint) } }
+                            @if let Some(d) = &f.description { p.hint { (d) } }
+                            @if f.allowed.is_empty() {
+                                input id=(id) name={ "cfg." (key) } value=(typed)
+                                    placeholder=(f.default) aria-invalid=[errors.map(|_| "true")];
+                            } @else {
+                                select id=(id) name={ "cfg." (key) } aria-invalid=[errors.map(|_| "true")] {
+                                    option value="" selected[typed.is_empty()] { "(default" @if !f.default.is_empty() { ": " (f.default) } ")" }
+                                    @for v in &f.allowed {
+                                        option value=(v) selected[typed == v.as_str()] { (v) }
+                                    }
+                                }
+                            }
                             @if let Some(errors) = errors {
                                 @for e in errors { span.error role="alert" data-field=(path) { (e) } }
                             }
@@ -174,8 +196,20 @@ async fn launch_form(
     })
 }
 
-/// `(key, what the schema says of it, its default as text)` per config key.
-fn fields_of(v: &JobVersion) -> Vec<(String, String, String)> {
+/// One config key of the launch form.
+struct Field {
+    key: String,
+    /// Its type, bounds and whether it is required.
+    hint: String,
+    /// The schema's default, else the job's default config value, as text.
+    default: String,
+    /// The schema's `enum`, as the texts a form sends (a string as itself, else JSON).
+    allowed: Vec<String>,
+    description: Option<String>,
+}
+
+/// A field per config key: the schema's properties, else the default config's keys.
+fn fields_of(v: &JobVersion) -> Vec<Field> {
     let mut out = Vec::new();
     let props = v
         .spec
@@ -191,11 +225,14 @@ fn fields_of(v: &JobVersion) -> Vec<(String, String, String)> {
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    let default_text = |k: &str| {
-        v.spec
-            .default_config
-            .get(k)
-            .map_or(String::new(), |d| d.to_string())
+    let text = |d: &Value| match d {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let default_text = |k: &str, p: Option<&Value>| {
+        p.and_then(|p| p.get("default"))
+            .or_else(|| v.spec.default_config.get(k))
+            .map_or(String::new(), text)
     };
     match props {
         Some(props) => {
@@ -210,19 +247,41 @@ fn fields_of(v: &JobVersion) -> Vec<(String, String, String)> {
                 if let Some(max) = p.get("maximum") {
                     hint.push(format!("≤ {max}"));
                 }
-                if let Some(e) = p.get("enum").and_then(Value::as_array) {
-                    let list: Vec<String> = e.iter().map(Value::to_string).collect();
-                    hint.push(format!("one of {}", list.join(", ")));
-                }
+                let allowed: Vec<String> = p
+                    .get("enum")
+                    .and_then(Value::as_array)
+                    .map(|e| e.iter().map(text).collect())
+                    .unwrap_or_default();
                 if required.contains(&k.as_str()) {
                     hint.push("required".into());
                 }
-                out.push((k.clone(), hint.join(", "), default_text(k)));
+                out.push(Field {
+                    key: k.clone(),
+                    hint: hint.join(", "),
+                    default: default_text(k, Some(p)),
+                    allowed,
+                    description: p
+                        .get("description")
+                        .and_then(Value::as_str)
+                        .map(String::from),
+                });
             }
         }
         None => {
-            for k in v.spec.default_config.keys() {
-                out.push((k.clone(), String::new(), default_text(k)));
+            for (k, d) in &v.spec.default_config {
+                let kind = match d {
+                    Value::Number(_) => "number",
+                    Value::Bool(_) => "boolean",
+                    Value::String(_) => "string",
+                    _ => "JSON",
+                };
+                out.push(Field {
+                    key: k.clone(),
+                    hint: kind.into(),
+                    default: default_text(k, None),
+                    allowed: Vec::new(),
+                    description: None,
+                });
             }
         }
     }
@@ -314,7 +373,7 @@ pub async fn launch(
                 filled.general.push(e.message.clone());
             }
             let form = match launch_form(&state, &viewer, &name, &filled).await {
-                Ok(form) => form,
+                Ok(form) => html! { (schema_part(&state, &name).await) (form) },
                 Err(e) => return super::error_page(e),
             };
             let path = format!("/jobs/{}", super::session::encode(&name));

@@ -167,7 +167,7 @@ pub(crate) fn layout(
                 link rel="stylesheet" href="/assets/app.css";
                 script src="/assets/app.js" defer {}
             }
-            body data-live=[live] {
+            body data-live=[live] data-now=(liftoff_types::now_ms()) {
                 header {
                     nav aria-label="main" {
                         a.brand href="/" { "liftoff" }
@@ -176,7 +176,10 @@ pub(crate) fn layout(
                         a href="/sweeps" { "Sweeps" }
                         a href="/jobs" { "Jobs" }
                         @if let Some(v) = viewer {
-                            span.who { "signed in with a " strong { (v.scope) } " token" }
+                            span.who {
+                                "signed in with " (if v.scope == liftoff_types::Scope::Admin { "an " } else { "a " })
+                                strong { (v.scope) } " token"
+                            }
                             form.inline.logout method="post" action="/logout" {
                                 (csrf(v))
                                 button.link type="submit" { "Log out" }
@@ -264,10 +267,37 @@ pub(crate) fn span(ms: i64) -> String {
     }
 }
 
-/// A time as its date (in a tooltip) and how long ago.
+/// A time: the page's script shows how long ago (and keeps it counting); the markup holds
+/// only the time itself, so a live part does not change, and is not sent again, as time
+/// passes.
 pub(crate) fn ago(ms: Millis) -> Markup {
-    let now = liftoff_types::now_ms();
-    html! { time datetime=(ms) title=(time(ms)) { (span(now - ms)) " ago" } }
+    html! { time.ago datetime=(ms) title=(time(ms)) { (time(ms)) } }
+}
+
+/// A number as a person reads it: at most 6 significant digits.
+pub(crate) fn num(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return v.to_string();
+    }
+    if !(1e-4..1e7).contains(&v.abs()) {
+        return format!("{v:.4e}");
+    }
+    let digits = (5 - v.abs().log10().floor() as i32).clamp(0, 10) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Text whose `backquoted` parts are commands: shown as code, the rest as text.
+pub(crate) fn prose(text: &str) -> Markup {
+    html! {
+        @for (i, part) in text.split('`').enumerate() {
+            @if i % 2 == 1 { code { (part) } } @else { (part) }
+        }
+    }
 }
 
 /// JSON as indented text.
@@ -290,8 +320,15 @@ pub(crate) fn action(viewer: &Viewer, action: &str, label: &str, class: &str) ->
     }
 }
 
-/// What an item runs: `job@version`, or its command.
-pub(crate) fn what(spec: &liftoff_types::LaunchSpec) -> String {
+/// What an item runs: `job@version`, its command, or which sweep it schedules.
+pub(crate) fn what(item: &liftoff_types::Item) -> String {
+    let spec = &item.spec;
+    if item.kind == liftoff_types::ItemKind::Scheduler {
+        return format!(
+            "the scheduler of sweep {}",
+            spec.sweep_id.as_deref().unwrap_or("?")
+        );
+    }
     if let Some(job) = &spec.job {
         return job.clone();
     }
@@ -318,6 +355,22 @@ mod tests {
         assert_eq!(time(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(time(1_796_300_405_000), "2026-12-03 12:20:05 UTC");
         assert_eq!(time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+    }
+
+    #[test]
+    fn numbers_read_short() {
+        assert_eq!(num(0.123456789), "0.123457");
+        assert_eq!(num(3.0), "3");
+        assert_eq!(num(1234.5678), "1234.57");
+        assert_eq!(num(0.0), "0");
+        assert_eq!(num(1e-9), "1.0000e-9");
+    }
+
+    #[test]
+    fn backquotes_become_code() {
+        let m = prose("start one with `liftoff agent -q gpu` now").into_string();
+        assert_eq!(m, "start one with <code>liftoff agent -q gpu</code> now");
+        assert_eq!(prose("a <b>").into_string(), "a &lt;b&gt;");
     }
 
     #[test]

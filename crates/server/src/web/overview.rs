@@ -52,7 +52,7 @@ pub async fn live(state: &AppState, _viewer: &Viewer) -> Result<Markup, ApiError
             p.empty { "No queues yet: " code { "liftoff queue create NAME" } " makes one." }
         } @else {
             table.queues {
-                thead { tr { th { "Queue" } th { "Runs on" } th.num { "Pending" } th.num { "Running" } th.num { "Ended" } th { "Agents serving it (free slots)" } } }
+                thead { tr { th { "Queue" } th { "Runs on" } th.num { "Pending" } th.num { "Running" } th.num { "Ended" } th { "Agents serving it" } } }
                 tbody {
                     @for (q, d) in &rows {
                         @let serving: Vec<&Agent> = up(&agents).filter(|a| a.queues.contains(&q.name)).collect();
@@ -67,7 +67,7 @@ pub async fn live(state: &AppState, _viewer: &Viewer) -> Result<Markup, ApiError
                                     span.warning role="status" { "⚠ no agent serves this queue: its items wait until one does" }
                                 } @else {
                                     @for a in &serving {
-                                        span.agent { (a.name) " (" (free_slots(a)) ")" } " "
+                                        span.agent { (a.name) ": " (free_slots(a)) " free" } " "
                                     }
                                 }
                             }
@@ -81,14 +81,14 @@ pub async fn live(state: &AppState, _viewer: &Viewer) -> Result<Markup, ApiError
             p.empty { "Nothing launched yet: " code { "liftoff launch -q QUEUE -- COMMAND" } }
         } @else {
             table.items {
-                thead { tr { th { "Item" } th { "Queue" } th { "State" } th { "Runs" } th { "Enqueued" } } }
+                thead { tr { th { "Item" } th { "Queue" } th { "State" } th { "Command" } th { "Enqueued" } } }
                 tbody {
                     @for i in &recent {
                         tr data-item=(i.id) {
                             td { a href={ "/items/" (i.id) } { "#" (i.id) } }
                             td { a href={ "/queues/" (i.queue) } { (i.queue) } }
                             td { (badge(i.state)) }
-                            td.what { (what(&i.spec)) }
+                            td.what { (what(i)) }
                             td { (ago(i.created_at_ms)) }
                         }
                     }

@@ -88,29 +88,31 @@ pub async fn live(state: &AppState, viewer: &Viewer, name: &str) -> Result<Marku
             "runs on " strong { (queue.resource) } " · "
             (depth.pending) " pending · " (depth.leased + depth.claimed) " running · "
             (depth.finished) " finished · " (depth.failed) " failed · "
+            (depth.stopped) " stopped · " (depth.cancelled) " cancelled · "
             @if let Some(cap) = queue.max_concurrency { "at most " (cap) " live runs · " }
             @if queue.prioritization { "priorities on · " }
-            @if queue.requeue_lost { "lost runs requeued" } @else { "lost runs not requeued" }
+            @if queue.requeue_lost { "a run lost with its agent starts again" } @else { "a run lost with its agent fails" }
         }
         @if serving.is_empty() {
-            p.warning role="status" { "⚠ no agent serves this queue: its items wait until one does (" code { "liftoff agent -q " (queue.name) } ")" }
+            p.warning role="status" { "⚠ no agent serves this queue: its items wait until one does. Start one: "
+                code { "liftoff agent -q " (queue.name) } " (beside " code { "liftoff up" } ", add " code { "--state-dir DIR" } ")" }
         } @else {
-            p { "Served by " @for a in &serving { span.agent { (a.name) " (" (super::overview::free_slots(a)) " free)" } " " } }
+            p { "Served by " @for a in &serving { span.agent { (a.name) ": " (super::overview::free_slots(a)) " free" } " " } }
         }
         h2 { "Pending, in the order they will start" }
         @if pending.is_empty() {
             p.empty { "Nothing pending." }
         } @else {
             table.pending {
-                thead { tr { th.num { "Position" } th { "Item" } th { "Priority" } th { "Runs" } th { "Why it waits" } th { "Enqueued" } @if viewer.may_submit() { th {} } } }
+                thead { tr { th.num { "Ahead of it" } th { "Item" } th { "Priority" } th { "Command" } th { "Why it waits" } th { "Enqueued" } @if viewer.may_submit() { th {} } } }
                 tbody {
                     @for i in &pending {
                         tr data-item=(i.id) {
-                            td.num { @if let Some(p) = i.position { (p + 1) } }
+                            td.num { @match i.position { Some(0) => "next", Some(p) => (p), None => "" } }
                             td { a href={ "/items/" (i.id) } { "#" (i.id) } }
                             td { (format!("{:?}", i.priority).to_lowercase()) }
-                            td.what { (what(&i.spec)) }
-                            td.reason { (i.pending_reason.as_deref().unwrap_or("")) }
+                            td.what { (what(i)) }
+                            td.reason { (super::prose(i.pending_reason.as_deref().unwrap_or(""))) }
                             td { (ago(i.created_at_ms)) }
                             @if viewer.may_submit() { td { (super::action(viewer, &format!("/items/{}/cancel", i.id), "Cancel", "danger")) } }
                         }
@@ -124,12 +126,12 @@ pub async fn live(state: &AppState, viewer: &Viewer, name: &str) -> Result<Marku
         h2 { "Running" }
         @if live.is_empty() { p.empty { "Nothing running." } } @else {
             table.running {
-                thead { tr { th { "Item" } th { "State" } th { "Runs" } th { "Started" } } }
+                thead { tr { th { "Item" } th { "State" } th { "Command" } th { "Started" } } }
                 tbody { @for i in &live {
                     tr data-item=(i.id) {
                         td { a href={ "/items/" (i.id) } { "#" (i.id) } }
                         td { (badge(i.state)) }
-                        td.what { (what(&i.spec)) }
+                        td.what { (what(i)) }
                         td { @if let Some(at) = i.started_at_ms { (ago(at)) } }
                     }
                 } }
@@ -138,12 +140,12 @@ pub async fn live(state: &AppState, viewer: &Viewer, name: &str) -> Result<Marku
         h2 { "Latest ended" }
         @if recent.is_empty() { p.empty { "Nothing has ended yet." } } @else {
             table.ended {
-                thead { tr { th { "Item" } th { "State" } th { "Runs" } th { "Ended" } } }
+                thead { tr { th { "Item" } th { "State" } th { "Command" } th { "Ended" } } }
                 tbody { @for i in &recent {
                     tr data-item=(i.id) {
                         td { a href={ "/items/" (i.id) } { "#" (i.id) } }
                         td { (badge(i.state)) }
-                        td.what { (what(&i.spec)) }
+                        td.what { (what(i)) }
                         td { @if let Some(at) = i.ended_at_ms { (ago(at)) } }
                     }
                 } }

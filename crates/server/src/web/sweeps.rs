@@ -76,7 +76,8 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup,
     let mut best_so_far: Option<f64> = None;
     let mut ordered: Vec<_> = runs.iter().collect();
     ordered.sort_by_key(|r| r.index);
-    for r in &ordered {
+    // Only runs that ended: a running run's latest value is not its result.
+    for r in ordered.iter().filter(|r| r.item_state.is_terminal()) {
         let Some(v) = r.metric.as_ref().map(|m| m.last) else {
             continue;
         };
@@ -122,6 +123,7 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup,
         .map(|name| {
             let pts: Vec<(f64, f64)> = runs
                 .iter()
+                .filter(|r| r.item_state.is_terminal())
                 .filter_map(|r| Some((r.params.get(name)?.as_f64()?, r.metric.as_ref()?.last)))
                 .collect();
             chart::svg(
@@ -143,7 +145,9 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup,
             "on queue " a href={ "/queues/" (sweep.queue) } { (sweep.queue) } " · "
             (sweep.config.get("method").and_then(Value::as_str).unwrap_or("?")) " search · "
             @if let Some(m) = &metric { (format!("{:?}", m.goal).to_lowercase()) " " code { (m.name) } " · " }
-            "up to " (sweep.concurrency) " runs at once · " (runs.len()) " runs"
+            "at most " (sweep.concurrency) " at once · " (runs.len())
+            @if let Some(cap) = sweep.config.get("run_cap").and_then(Value::as_u64) { " of " (cap) } " runs"
+            @if let Some(job) = sweep.config.get("job").and_then(Value::as_str) { " · job " code { (job) } }
         }
         @if let Some(m) = &sweep.message { p.message { (m) } }
         @if live && viewer.may_steer() {
@@ -153,12 +157,13 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup,
                 } @else {
                     (state_button(viewer, &sweep.id, "paused", "Pause"))
                 }
+                (state_button(viewer, &sweep.id, "finished", "Finish (no new runs)"))
                 (state_button(viewer, &sweep.id, "cancelled", "Cancel sweep"))
             }
         }
         @if let Some(b) = &best {
-            p.best { "Best so far: run " a href={ "/items/" (b.item_id) } { "#" (b.index) } " with "
-                code { (metric_name) " = " (b.metric.as_ref().map_or(String::new(), |m| m.last.to_string())) } " at "
+            p.best { "Best so far: " a href={ "/items/" (b.item_id) } { "item " (b.item_id) } " (run " (b.index) " of the sweep) with "
+                code { (metric_name) " = " (b.metric.as_ref().map_or(String::new(), |m| super::num(m.last))) } " at "
                 code { (serde_json::to_string(&b.params).unwrap_or_default()) } }
         }
         div.charts #sweep-chart { (super::raw_svg(main)) }
@@ -175,7 +180,7 @@ pub async fn live(state: &AppState, viewer: &Viewer, id: &str) -> Result<Markup,
                     td { a href={ "/items/" (r.item_id) } { "item " (r.item_id) } }
                     td { (badge(r.item_state)) @if r.stop_requested { " (stopping)" } }
                     td { code { (serde_json::to_string(&r.params).unwrap_or_default()) } }
-                    td.num { @if let Some(m) = &r.metric { (m.last) } }
+                    td.num { @if let Some(m) = &r.metric { (super::num(m.last)) } }
                 }
             } }
         }

@@ -2,6 +2,23 @@
 // server's event stream. Everything else is plain HTML and forms.
 (function () {
   "use strict";
+  // Times are sent as times; how long ago is counted here, against the server's clock.
+  var skew = Number(document.body.dataset.now || Date.now()) - Date.now();
+  function span(s) {
+    if (s < 120) return s + " s";
+    if (s < 7200) return Math.floor(s / 60) + " min";
+    if (s < 172800) return Math.floor(s / 3600) + " h " + Math.floor((s % 3600) / 60) + " min";
+    return Math.floor(s / 86400) + " d";
+  }
+  function ages() {
+    var now = Date.now() + skew;
+    document.querySelectorAll("time.ago").forEach(function (t) {
+      var s = Math.max(0, Math.round((now - Number(t.getAttribute("datetime"))) / 1000));
+      t.textContent = span(s) + " ago";
+    });
+  }
+  ages();
+  setInterval(ages, 1000);
   var page = document.body.dataset.live;
   if (!page || !window.EventSource) return;
   var live = document.getElementById("live");
@@ -14,6 +31,7 @@
   var source = new EventSource(url);
   source.addEventListener("live", function (e) {
     live.innerHTML = JSON.parse(e.data);
+    ages();
     document.body.dataset.updated = String(Date.now());
   });
   source.addEventListener("log", function (e) {
