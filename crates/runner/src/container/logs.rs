@@ -41,20 +41,70 @@ async fn follow_once(docker: &Docker, container: &str, output: &PathBuf) -> std:
         .append(true)
         .open(output)?;
     let mut skip = file.metadata()?.len();
-    let options = LogsOptions {
-        follow: true,
+    let mut stream = docker.logs(container, Some(options(true)));
+    let mut check = tokio::time::interval(Duration::from_secs(1));
+    let mut ended_at: Option<std::time::Instant> = None;
+    loop {
+        tokio::select! {
+            frame = stream.next() => match frame {
+                Some(frame) => {
+                    let bytes = frame.map_err(std::io::Error::other)?.into_bytes();
+                    write_new(&mut file, &mut skip, &bytes)?;
+                }
+                None => return Ok(()),
+            },
+            _ = check.tick() => match ended_at {
+                None => {
+                    if super::still_running(docker, container).await == Some(false) {
+                        ended_at = Some(std::time::Instant::now());
+                    }
+                }
+                // Podman may keep a followed log open after its container has ended (seen
+                // in CI: the run never ended). Past a grace for the last frames, what is
+                // left is read once, without following, and the follower is done.
+                Some(at) if at.elapsed() >= ENDED_GRACE => {
+                    drop(stream);
+                    return read_rest(docker, container, &mut file).await;
+                }
+                Some(_) => {}
+            },
+        }
+    }
+}
+
+/// How long a followed log may stay open once its container has ended.
+const ENDED_GRACE: Duration = Duration::from_secs(2);
+
+fn options(follow: bool) -> LogsOptions {
+    LogsOptions {
+        follow,
         stdout: true,
         stderr: true,
         ..Default::default()
-    };
-    let mut stream = docker.logs(container, Some(options));
+    }
+}
+
+/// The log read from its start once more, without following: what the file lacks is added.
+async fn read_rest(
+    docker: &Docker,
+    container: &str,
+    file: &mut std::fs::File,
+) -> std::io::Result<()> {
+    let mut skip = file.metadata()?.len();
+    let mut stream = docker.logs(container, Some(options(false)));
     while let Some(frame) = stream.next().await {
         let bytes = frame.map_err(std::io::Error::other)?.into_bytes();
-        let already = skip.min(bytes.len() as u64) as usize;
-        skip -= already as u64;
-        if already < bytes.len() {
-            file.write_all(&bytes[already..])?;
-        }
+        write_new(file, &mut skip, &bytes)?;
+    }
+    Ok(())
+}
+
+/// Writes what of `bytes` lies past the `skip` bytes the file already holds.
+fn write_new(file: &mut std::fs::File, skip: &mut u64, bytes: &[u8]) -> std::io::Result<()> {
+    let already = (*skip).min(bytes.len() as u64) as usize;
+    *skip -= already as u64;
+    if already < bytes.len() {
+        file.write_all(&bytes[already..])?;
     }
     Ok(())
 }
