@@ -45,6 +45,23 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
+/// A time in [`Millis`] as its UTC date and time of day: `(year, month, day, ms into the
+/// day)`, for people reading times (the CLI's `show`, the dashboard).
+pub fn utc_parts(ms: Millis) -> (i64, i64, i64, i64) {
+    let (days, rest) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rest)
+}
+
 /// The file a local server writes into its data directory so that the CLI on the same
 /// machine finds it with no set-up: `<data_dir>/client.json`, mode 0600.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
