@@ -585,7 +585,6 @@ async fn a_sweep_over_a_job_runs_the_job_with_its_parameters() {
         "sweep.yaml",
         "method: grid\nmetric: {name: f, goal: minimize}\nparameters:\n  x: {values: [1, 3, 5]}\n",
     );
-    let _agent = server.agent(&dir.join("agent"), &["--queue", "q", "--max-jobs", "3"]);
     let out = server.run(&[
         "sweep", "create", &file, "--queue", "q", "--job", "obj", "-o", "json",
     ]);
@@ -593,7 +592,23 @@ async fn a_sweep_over_a_job_runs_the_job_with_its_parameters() {
         .as_str()
         .unwrap()
         .to_string();
+    // A version made after the sweep does not change what its runs run: the sweep keeps the
+    // version that was the latest when it was made.
+    ok(&server.run(&[
+        "job",
+        "create",
+        "code",
+        code.to_str().unwrap(),
+        "--name",
+        "obj",
+        "--entrypoint",
+        "python3 objective.py",
+        "--config",
+        "offset=200",
+    ]));
+    let _agent = server.agent(&dir.join("agent"), &["--queue", "q", "--max-jobs", "3"]);
     let done = wait_sweep(&client, &id, SweepState::Finished, Duration::from_secs(60)).await;
+    assert_eq!(done.sweep.config["job"], "obj:v0", "pinned at creation");
     assert_eq!(done.runs.len(), 3);
     let best = done.best.unwrap();
     assert_eq!(best.params["x"], 3);

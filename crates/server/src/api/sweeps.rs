@@ -53,11 +53,14 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 /// A sweep must say what its runs run: a `job` this server has, or a `program` (needed by
 /// W&B's default command and any command that names `${program}`).
+/// Checks the sweep names something to run. For a job, returns its version's reference
+/// (`name:vN`): a sweep's runs all run the version that was the latest at its creation, so
+/// a version made mid-sweep does not change what the later runs compare.
 async fn check_runs_something(
     state: &AppState,
     config: &SweepConfig,
     raw: &serde_json::Value,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let field = |f: &str, m: String| liftoff_types::api::FieldError {
         field: f.into(),
         message: m,
@@ -68,7 +71,7 @@ async fn check_runs_something(
             .parse()
             .map_err(|e: String| ApiError::invalid(vec![field("config.job", e)]))?;
         return match state.store.get_job_version(&r.name, r.version).await {
-            Ok(_) => Ok(()),
+            Ok(version) => Ok(Some(version.reference())),
             Err(liftoff_store::StoreError::NotFound { .. }) => Err(ApiError::invalid(vec![field(
                 "config.job",
                 format!("no job {job} on this server (liftoff job list shows them)"),
@@ -86,7 +89,7 @@ async fn check_runs_something(
             "says neither what to run: give `program` (a script) or `job`".into(),
         )]));
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Create a sweep on a queue; its scheduler is enqueued there for an agent to run.
@@ -115,7 +118,10 @@ pub async fn create(
     ApiError::check(problems)?;
     let config = SweepConfig::parse(&req.config).map_err(config_problems)?;
     let queue = state.store.get_queue(&req.queue, false).await?;
-    check_runs_something(&state, &config, &req.config).await?;
+    let mut req = req;
+    if let Some(pinned) = check_runs_something(&state, &config, &req.config).await? {
+        req.config["job"] = serde_json::Value::String(pinned);
+    }
     let id = new_id();
     let scheduler = NewItem {
         queue: queue.name.clone(),
