@@ -361,12 +361,7 @@ fn pending_reason(
     depth: &liftoff_types::QueueDepth,
     agents: &[liftoff_types::Agent],
 ) -> &'static str {
-    use liftoff_types::AgentStatus;
-    let serving: Vec<_> = agents
-        .iter()
-        .filter(|a| !matches!(a.status, AgentStatus::Lost | AgentStatus::Stopped))
-        .filter(|a| a.queues.contains(&queue.name))
-        .collect();
+    let serving: Vec<_> = crate::pending::serving(agents, &queue.name).collect();
     if serving.is_empty() {
         return "no_agent";
     }

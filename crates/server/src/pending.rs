@@ -180,3 +180,12 @@ fn span(ms: i64) -> String {
         _ => format!("{}d", s / 86400),
     }
 }
+
+/// The agents that are up (not lost, not stopped) and serve `queue`: who can take its items
+/// (the dashboard's and `/metrics`' "no agent serves this queue").
+pub fn serving<'a>(agents: &'a [Agent], queue: &'a str) -> impl Iterator<Item = &'a Agent> {
+    agents
+        .iter()
+        .filter(|a| !matches!(a.status, AgentStatus::Lost | AgentStatus::Stopped))
+        .filter(move |a| a.queues.iter().any(|q| q == queue))
+}

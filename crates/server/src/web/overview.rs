@@ -8,18 +8,11 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::response::Response;
 use liftoff_types::api::ItemFilter;
-use liftoff_types::{Agent, AgentStatus};
+use liftoff_types::Agent;
 use maud::{html, Markup};
 
 pub async fn page(viewer: Viewer, State(state): State<AppState>) -> Response {
     super::page(&state, &viewer, "Overview", "/", html! {}).await
-}
-
-/// Agents that are up (not lost, not stopped).
-pub(crate) fn up(agents: &[Agent]) -> impl Iterator<Item = &Agent> {
-    agents
-        .iter()
-        .filter(|a| !matches!(a.status, AgentStatus::Lost | AgentStatus::Stopped))
 }
 
 /// An agent's free run slots, as text.
@@ -55,7 +48,7 @@ pub async fn live(state: &AppState, _viewer: &Viewer) -> Result<Markup, ApiError
                 thead { tr { th { "Queue" } th { "Runs on" } th.num { "Pending" } th.num { "Running" } th.num { "Ended" } th { "Agents serving it" } } }
                 tbody {
                     @for (q, d) in &rows {
-                        @let serving: Vec<&Agent> = up(&agents).filter(|a| a.queues.contains(&q.name)).collect();
+                        @let serving: Vec<&Agent> = crate::pending::serving(&agents, &q.name).collect();
                         tr data-queue=(q.name) {
                             td { a href={ "/queues/" (q.name) } { (q.name) } }
                             td { (q.resource) }

@@ -42,7 +42,6 @@ async fn items(
     state: &AppState,
     name: &str,
     item_state: ItemState,
-    oldest_first: bool,
     limit: u32,
 ) -> Result<Vec<Item>, ApiError> {
     Ok(state
@@ -50,7 +49,6 @@ async fn items(
         .list_items(&ItemFilter {
             queue: Some(name.to_string()),
             state: Some(item_state),
-            after: oldest_first.then_some(0),
             limit: Some(limit),
             ..ItemFilter::default()
         })
@@ -64,8 +62,8 @@ pub async fn live(state: &AppState, viewer: &Viewer, name: &str) -> Result<Marku
     // first), read along the store's pending index.
     let mut pending = state.store.pending_front(name, SHOWN as u32).await?;
     crate::pending::explain(state.store.as_ref(), &mut pending).await?;
-    let mut live = items(state, name, ItemState::Claimed, false, 100).await?;
-    live.extend(items(state, name, ItemState::Leased, false, 100).await?);
+    let mut live = items(state, name, ItemState::Claimed, 100).await?;
+    live.extend(items(state, name, ItemState::Leased, 100).await?);
     let recent: Vec<Item> = state
         .store
         .list_items(&ItemFilter {
@@ -79,9 +77,7 @@ pub async fn live(state: &AppState, viewer: &Viewer, name: &str) -> Result<Marku
         .take(30)
         .collect();
     let agents = state.store.list_agents().await?;
-    let serving: Vec<_> = super::overview::up(&agents)
-        .filter(|a| a.queues.contains(&queue.name))
-        .collect();
+    let serving: Vec<_> = crate::pending::serving(&agents, &queue.name).collect();
     Ok(html! {
         h1 { "Queue " (queue.name) }
         p.facts {
