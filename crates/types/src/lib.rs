@@ -11,6 +11,7 @@ pub mod container;
 pub mod ids;
 pub mod item;
 pub mod job;
+pub mod kubernetes;
 pub mod queue;
 pub mod ray;
 pub mod retry;

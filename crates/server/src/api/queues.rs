@@ -217,6 +217,7 @@ fn resource_problems(
             .collect(),
         ResourceType::Slurm => liftoff_types::slurm::check_keys(args, at),
         ResourceType::Ray => liftoff_types::ray::check(args, at, templated),
+        ResourceType::Kubernetes => liftoff_types::kubernetes::check(args, at),
         _ => Vec::new(),
     }
 }
