@@ -1,0 +1,798 @@
+//! The stand-in's one node and its controllers, woken by every change to the objects:
+//!
+//! - The Job controller makes a Job's pod from its template (one at a time, a new one after
+//!   a failure while `backoffLimit` allows), keeps the Job's status and its `Complete` /
+//!   `Failed` conditions, and deletes a finished Job after `ttlSecondsAfterFinished`.
+//! - The scheduler binds a pod when its requests fit what the node has left; otherwise the
+//!   pod stays `Pending` with `PodScheduled=False`, reason `Unschedulable`, and the message
+//!   a real scheduler gives.
+//! - The kubelet runs a bound pod's first container on the Docker engine. It never pulls:
+//!   an image the engine lacks is `ErrImagePull`, then `ImagePullBackOff` (tests must not
+//!   reach a registry). The container's end gives the exit code and `OOMKilled`.
+
+use crate::store::{Kind, Store};
+use crate::Shared;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, RemoveContainerOptions, StopContainerOptions,
+    WaitContainerOptions,
+};
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+const NODE: &str = "standin-node";
+const INSTANCE_LABEL: &str = "liftoff.kube-standin";
+
+pub async fn run(shared: Arc<Shared>) {
+    let mut tick = shared.lock().tick.subscribe();
+    loop {
+        jobs(&shared);
+        pods(&shared);
+        tokio::select! {
+            _ = tick.changed() => {}
+            _ = shared.node.notified() => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+fn owned_by(object: &Value, uid: &str) -> bool {
+    object["metadata"]["ownerReferences"]
+        .as_array()
+        .is_some_and(|refs| refs.iter().any(|r| r["uid"] == uid))
+}
+
+fn condition(object: &Value, kind: &str) -> bool {
+    object["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == kind && c["status"] == "True")
+    })
+}
+
+fn age_secs(stamp: &Value) -> Option<i64> {
+    let at = chrono::DateTime::parse_from_rfc3339(stamp.as_str()?).ok()?;
+    Some((chrono::Utc::now() - at.with_timezone(&chrono::Utc)).num_seconds())
+}
+
+/// What a deleted owner leaves: with `cascade`, its pods end (gracefully) and its secrets
+/// go; without, they stay, no longer owned (an orphan).
+pub fn dependents(store: &mut Store, ns: &str, uid: &str, cascade: bool, grace: Option<i64>) {
+    for kind in [Kind::Pod, Kind::Secret] {
+        let names: Vec<String> = store
+            .list(kind, Some(ns))
+            .filter(|o| owned_by(o, uid))
+            .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        for name in names {
+            if !cascade {
+                store.update(kind, ns, &name, |o| {
+                    if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                        refs.retain(|r| r["uid"] != uid);
+                    }
+                });
+            } else if kind == Kind::Pod {
+                let now = crate::now();
+                store.update(kind, ns, &name, |p| {
+                    if p["metadata"]["deletionTimestamp"].is_null() {
+                        let g = grace
+                            .or(p["spec"]["terminationGracePeriodSeconds"].as_i64())
+                            .unwrap_or(30);
+                        p["metadata"]["deletionTimestamp"] = json!(now);
+                        p["metadata"]["deletionGracePeriodSeconds"] = json!(g);
+                    }
+                });
+            } else {
+                store.remove(kind, ns, &name);
+            }
+        }
+    }
+}
+
+fn jobs(shared: &Shared) {
+    let mut store = shared.lock();
+    for (ns, name) in store.names(Kind::Job) {
+        let Some(job) = store.get(Kind::Job, &ns, &name).cloned() else {
+            continue;
+        };
+        let uid = job["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let pods: Vec<Value> = store
+            .list(Kind::Pod, Some(&ns))
+            .filter(|p| owned_by(p, &uid))
+            .cloned()
+            .collect();
+        let phase = |p: &Value| {
+            p["status"]["phase"]
+                .as_str()
+                .unwrap_or("Pending")
+                .to_string()
+        };
+        let active = pods
+            .iter()
+            .filter(|p| matches!(phase(p).as_str(), "Pending" | "Running"))
+            .count();
+        let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count();
+        let failed = pods.iter().filter(|p| phase(p) == "Failed").count();
+        let backoff = job["spec"]["backoffLimit"].as_u64().unwrap_or(6) as usize;
+        let finished = condition(&job, "Complete") || condition(&job, "Failed");
+        let now = crate::now();
+        if finished {
+            let ttl = job["spec"]["ttlSecondsAfterFinished"].as_i64();
+            let done_at = &job["status"]["completionTime"];
+            let done_at = if done_at.is_null() {
+                job["status"]["conditions"]
+                    .as_array()
+                    .and_then(|cs| cs.last())
+                    .map(|c| c["lastTransitionTime"].clone())
+                    .unwrap_or_default()
+            } else {
+                done_at.clone()
+            };
+            if let (Some(ttl), Some(age)) = (ttl, age_secs(&done_at)) {
+                if age >= ttl {
+                    store.remove(Kind::Job, &ns, &name);
+                    dependents(&mut store, &ns, &uid, true, None);
+                }
+            }
+            continue;
+        }
+        let made_pod = if succeeded == 0 && failed <= backoff && active == 0 {
+            let pod = pod_of(&job, &ns, &name, &uid);
+            store.put(Kind::Pod, pod);
+            true
+        } else {
+            false
+        };
+        store.update(Kind::Job, &ns, &name, |job| {
+            let status = &mut job["status"];
+            if status["startTime"].is_null() {
+                status["startTime"] = json!(now);
+            }
+            status["active"] = json!(active + usize::from(made_pod));
+            status["ready"] = json!(pods.iter().filter(|p| phase(p) == "Running").count());
+            if succeeded > 0 {
+                status["succeeded"] = json!(succeeded);
+            }
+            if failed > 0 {
+                status["failed"] = json!(failed);
+            }
+            let mut add = |kind: &str, reason: &str, message: &str| {
+                let entry = json!({"type": kind, "status": "True", "reason": reason,
+                    "message": message, "lastProbeTime": now, "lastTransitionTime": now});
+                match status["conditions"].as_array_mut() {
+                    Some(cs) => cs.push(entry),
+                    None => status["conditions"] = json!([entry]),
+                }
+            };
+            if succeeded > 0 {
+                add(
+                    "SuccessCriteriaMet",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                );
+                add(
+                    "Complete",
+                    "CompletionsReached",
+                    "Reached expected number of succeeded pods",
+                );
+                status["completionTime"] = json!(now);
+                status["active"] = json!(0);
+            } else if failed > backoff {
+                add(
+                    "FailureTarget",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                );
+                add(
+                    "Failed",
+                    "BackoffLimitExceeded",
+                    "Job has reached the specified backoff limit",
+                );
+                status["active"] = json!(0);
+            }
+        });
+    }
+}
+
+/// A Job's next pod, from its template, owned by the Job.
+fn pod_of(job: &Value, ns: &str, name: &str, uid: &str) -> Value {
+    let template = &job["spec"]["template"];
+    let mut labels = template["metadata"]["labels"].clone();
+    if !labels.is_object() {
+        labels = json!({});
+    }
+    for (k, v) in [
+        ("batch.kubernetes.io/job-name", name),
+        ("job-name", name),
+        ("batch.kubernetes.io/controller-uid", uid),
+        ("controller-uid", uid),
+    ] {
+        labels[k] = json!(v);
+    }
+    json!({
+        "metadata": {
+            "name": format!("{name}-{}", crate::api::suffix()),
+            "generateName": format!("{name}-"),
+            "namespace": ns,
+            "uid": crate::uid(),
+            "creationTimestamp": crate::now(),
+            "labels": labels,
+            "annotations": template["metadata"]["annotations"].clone(),
+            "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": name,
+                "uid": uid, "controller": true, "blockOwnerDeletion": true}],
+        },
+        "spec": template["spec"].clone(),
+        "status": {"phase": "Pending", "qosClass": "BestEffort"},
+    })
+}
+
+/// A quantity of CPU in millicores (`500m`, `2`, `1.5`).
+pub fn cpu_millis(q: &Value) -> Option<u64> {
+    let text = match q {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    if let Some(m) = text.strip_suffix('m') {
+        return m.parse().ok();
+    }
+    text.parse::<f64>()
+        .ok()
+        .map(|c| (c * 1000.0).round() as u64)
+}
+
+/// A quantity of memory in bytes (`128Mi`, `1G`, `1000`).
+pub fn bytes(q: &Value) -> Option<u64> {
+    let text = match q {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    let units: [(&str, u64); 8] = [
+        ("Ki", 1 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1_000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (suffix, scale) in units {
+        if let Some(n) = text.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| (n * scale as f64) as u64);
+        }
+    }
+    text.parse::<f64>().ok().map(|n| n as u64)
+}
+
+/// A pod's requests (or its limits where it names no request): millicores and bytes.
+fn requests(pod: &Value) -> (u64, u64) {
+    let mut total = (0, 0);
+    for c in pod["spec"]["containers"].as_array().into_iter().flatten() {
+        let r = &c["resources"];
+        let pick = |k: &str| {
+            let v = &r["requests"][k];
+            if v.is_null() {
+                r["limits"][k].clone()
+            } else {
+                v.clone()
+            }
+        };
+        total.0 += cpu_millis(&pick("cpu")).unwrap_or(0);
+        total.1 += bytes(&pick("memory")).unwrap_or(0);
+    }
+    total
+}
+
+fn pods(shared: &Arc<Shared>) {
+    let mut store = shared.lock();
+    let all: Vec<Value> = store.list(Kind::Pod, None).cloned().collect();
+    let bound = |p: &Value| p["spec"]["nodeName"].as_str() == Some(NODE);
+    let live = |p: &Value| matches!(p["status"]["phase"].as_str(), Some("Pending" | "Running"));
+    let (mut cpu, mut memory) = all
+        .iter()
+        .filter(|p| bound(p) && live(p))
+        .map(requests)
+        .fold((0, 0), |a, r| (a.0 + r.0, a.1 + r.1));
+    for pod in all {
+        let ns = pod["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let key = (ns.clone(), name.clone());
+        if !pod["metadata"]["deletionTimestamp"].is_null() {
+            let grace = pod["metadata"]["deletionGracePeriodSeconds"]
+                .as_i64()
+                .unwrap_or(30);
+            let mut kubelets = shared.lock_kubelets();
+            match kubelets.get_mut(&key) {
+                Some(k) if k.container.is_some() => {
+                    if !k.stopping {
+                        drop(kubelets);
+                        stop_container(shared.clone(), &ns, &name, grace, true);
+                    }
+                }
+                other => {
+                    if let Some(k) = other {
+                        k.gone = true;
+                    }
+                    kubelets.remove(&key);
+                    store.remove(Kind::Pod, &ns, &name);
+                }
+            }
+            continue;
+        }
+        if !bound(&pod) {
+            if !live(&pod) {
+                continue;
+            }
+            let (c, m) = requests(&pod);
+            let now = crate::now();
+            if cpu + c <= shared.config.cpu_millis && memory + m <= shared.config.memory_bytes {
+                cpu += c;
+                memory += m;
+                store.update(Kind::Pod, &ns, &name, |p| {
+                    p["spec"]["nodeName"] = json!(NODE);
+                    p["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "True",
+                        "lastProbeTime": null, "lastTransitionTime": now}]);
+                });
+            } else {
+                let mut short = Vec::new();
+                if cpu + c > shared.config.cpu_millis {
+                    short.push("1 Insufficient cpu");
+                }
+                if memory + m > shared.config.memory_bytes {
+                    short.push("1 Insufficient memory");
+                }
+                let message = format!(
+                    "0/1 nodes are available: {}. preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.",
+                    short.join(", ")
+                );
+                store.update(Kind::Pod, &ns, &name, |p| {
+                    let same = p["status"]["conditions"][0]["message"] == message.as_str();
+                    if !same {
+                        p["status"]["conditions"] = json!([{"type": "PodScheduled",
+                            "status": "False", "reason": "Unschedulable", "message": message,
+                            "lastProbeTime": null, "lastTransitionTime": now}]);
+                    }
+                });
+            }
+            continue;
+        }
+        let pending = pod["status"]["phase"] == "Pending";
+        let mut kubelets = shared.lock_kubelets();
+        if pending && !kubelets.contains_key(&key) {
+            kubelets.insert(key, crate::Kubelet::default());
+            tokio::spawn(kubelet(shared.clone(), ns, name));
+        }
+    }
+}
+
+/// Writes a pod's status through `change`, if the pod is still there.
+fn set_status(shared: &Shared, ns: &str, name: &str, change: impl FnOnce(&mut Value)) -> bool {
+    shared
+        .lock()
+        .update(Kind::Pod, ns, name, |p| change(&mut p["status"]))
+        .is_some()
+}
+
+fn container_status(name: &str, image: &str, state: Value, id: Option<&str>) -> Value {
+    let running = state.get("running").is_some();
+    let mut s = json!({"name": name, "image": image, "imageID": "", "ready": running,
+        "started": running, "restartCount": 0, "state": state, "lastState": {}});
+    if let Some(id) = id {
+        s["containerID"] = json!(format!("docker://{id}"));
+    }
+    s
+}
+
+fn conditions(ready: bool, now: &str) -> Value {
+    let t = |b: bool| if b { "True" } else { "False" };
+    json!([
+        {"type": "PodReadyToStartContainers", "status": t(ready), "lastProbeTime": null, "lastTransitionTime": now},
+        {"type": "Initialized", "status": "True", "lastProbeTime": null, "lastTransitionTime": now},
+        {"type": "Ready", "status": t(ready), "lastProbeTime": null, "lastTransitionTime": now},
+        {"type": "ContainersReady", "status": t(ready), "lastProbeTime": null, "lastTransitionTime": now},
+        {"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": now},
+    ])
+}
+
+/// Keeps any `DisruptionTarget` condition a preemption put on the pod.
+fn merge_conditions(status: &mut Value, fresh: Value) {
+    let disruption: Vec<Value> = status["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["type"] == "DisruptionTarget")
+        .cloned()
+        .collect();
+    let mut all = fresh.as_array().cloned().unwrap_or_default();
+    all.extend(disruption);
+    status["conditions"] = json!(all);
+}
+
+fn waiting(
+    shared: &Shared,
+    ns: &str,
+    name: &str,
+    c: &str,
+    image: &str,
+    reason: &str,
+    message: &str,
+) -> bool {
+    let now = crate::now();
+    let state = if message.is_empty() {
+        json!({"waiting": {"reason": reason}})
+    } else {
+        json!({"waiting": {"reason": reason, "message": message}})
+    };
+    set_status(shared, ns, name, |s| {
+        merge_conditions(s, conditions(false, &now));
+        s["containerStatuses"] = json!([container_status(c, image, state, None)]);
+        s["hostIP"] = json!("127.0.0.1");
+        if s["startTime"].is_null() {
+            s["startTime"] = json!(now);
+        }
+    })
+}
+
+/// Docker's reference rules, roughly: lowercase repository, optional tag or digest.
+fn image_name_ok(image: &str) -> bool {
+    let (path, _) = image.split_once('@').unwrap_or((image, ""));
+    let last = path.rsplit('/').next().unwrap_or(path);
+    let repo_len = path.len() - last.len() + last.split(':').next().unwrap_or("").len();
+    let repo = &path[..repo_len];
+    !repo.is_empty()
+        && !image.contains(char::is_whitespace)
+        && repo
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/:".contains(c))
+}
+
+/// The container's environment: `env` (values and secret keys) and `envFrom` secrets.
+fn environment(shared: &Shared, ns: &str, c: &Value) -> Result<Vec<String>, String> {
+    use base64::Engine;
+    let store = shared.lock();
+    let secret = |name: &str| -> Result<HashMap<String, String>, String> {
+        let s = store
+            .get(Kind::Secret, ns, name)
+            .ok_or_else(|| format!("secret \"{name}\" not found"))?;
+        let mut out = HashMap::new();
+        for (k, v) in s["data"].as_object().into_iter().flatten() {
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap_or_default())
+                .map_err(|e| format!("secret \"{name}\" key {k}: {e}"))?;
+            out.insert(k.clone(), String::from_utf8_lossy(&raw).into_owned());
+        }
+        Ok(out)
+    };
+    let mut env = Vec::new();
+    for from in c["envFrom"].as_array().into_iter().flatten() {
+        if let Some(name) = from["secretRef"]["name"].as_str() {
+            let mut pairs: Vec<_> = secret(name)?.into_iter().collect();
+            pairs.sort();
+            let prefix = from["prefix"].as_str().unwrap_or("");
+            env.extend(pairs.into_iter().map(|(k, v)| format!("{prefix}{k}={v}")));
+        }
+    }
+    for e in c["env"].as_array().into_iter().flatten() {
+        let Some(name) = e["name"].as_str() else {
+            continue;
+        };
+        if let Some(v) = e["value"].as_str() {
+            env.push(format!("{name}={v}"));
+        } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
+            let s = secret(r.get("name").and_then(Value::as_str).unwrap_or_default())?;
+            let key = r.get("key").and_then(Value::as_str).unwrap_or_default();
+            let v = s
+                .get(key)
+                .ok_or_else(|| format!("couldn't find key {key} in Secret"))?;
+            env.push(format!("{name}={v}"));
+        } else {
+            env.push(format!("{name}="));
+        }
+    }
+    Ok(env)
+}
+
+fn pod_exists(shared: &Shared, ns: &str, name: &str) -> bool {
+    shared
+        .lock()
+        .get(Kind::Pod, ns, name)
+        .is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null())
+}
+
+/// Runs a bound pod's first container to its end.
+async fn kubelet(shared: Arc<Shared>, ns: String, name: String) {
+    let Some(pod) = shared.lock().get(Kind::Pod, &ns, &name).cloned() else {
+        return;
+    };
+    let c = pod["spec"]["containers"][0].clone();
+    let cname = c["name"].as_str().unwrap_or("main").to_string();
+    let image = c["image"].as_str().unwrap_or_default().to_string();
+    waiting(&shared, &ns, &name, &cname, &image, "ContainerCreating", "");
+    if !image_name_ok(&image) {
+        let message = format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": invalid reference format");
+        waiting(
+            &shared,
+            &ns,
+            &name,
+            &cname,
+            &image,
+            "InvalidImageName",
+            &message,
+        );
+        return;
+    }
+    loop {
+        match shared.docker.inspect_image(&image).await {
+            Ok(_) => break,
+            Err(_) => {
+                let message = format!("failed to pull and unpack image \"{image}\": the stand-in's node pulls no images, and its engine has none by that name");
+                if !waiting(
+                    &shared,
+                    &ns,
+                    &name,
+                    &cname,
+                    &image,
+                    "ErrImagePull",
+                    &message,
+                ) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let backoff = format!("Back-off pulling image \"{image}\"");
+                if !pod_exists(&shared, &ns, &name)
+                    || !waiting(
+                        &shared,
+                        &ns,
+                        &name,
+                        &cname,
+                        &image,
+                        "ImagePullBackOff",
+                        &backoff,
+                    )
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                if !pod_exists(&shared, &ns, &name) {
+                    return;
+                }
+            }
+        }
+    }
+    let env = loop {
+        match environment(&shared, &ns, &c) {
+            Ok(env) => break env,
+            Err(message) => {
+                if !waiting(
+                    &shared,
+                    &ns,
+                    &name,
+                    &cname,
+                    &image,
+                    "CreateContainerConfigError",
+                    &message,
+                ) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !pod_exists(&shared, &ns, &name) {
+                    return;
+                }
+            }
+        }
+    };
+    let strings = |v: &Value| -> Option<Vec<String>> {
+        v.as_array().map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+    };
+    let limits = &c["resources"]["limits"];
+    let uid = pod["metadata"]["uid"]
+        .as_str()
+        .unwrap_or("00000000")
+        .to_string();
+    let body = ContainerCreateBody {
+        image: Some(image.clone()),
+        entrypoint: strings(&c["command"]),
+        cmd: strings(&c["args"]),
+        env: Some(env),
+        working_dir: c["workingDir"].as_str().map(str::to_string),
+        labels: Some(HashMap::from([
+            (INSTANCE_LABEL.to_string(), shared.instance.clone()),
+            ("io.kubernetes.pod.name".to_string(), name.clone()),
+            ("io.kubernetes.pod.namespace".to_string(), ns.clone()),
+        ])),
+        host_config: Some(HostConfig {
+            memory: bytes(&limits["memory"]).map(|b| b as i64),
+            // No swap beyond the limit, as the kubelet sets it.
+            memory_swap: bytes(&limits["memory"]).map(|b| b as i64),
+            nano_cpus: cpu_millis(&limits["cpu"]).map(|m| m as i64 * 1_000_000),
+            network_mode: Some(shared.config.network.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let cname_engine = format!("k8s_{cname}_{name}_{ns}_{}", &uid[..8.min(uid.len())]);
+    let options = CreateContainerOptions {
+        name: Some(cname_engine),
+        platform: String::new(),
+    };
+    let id = match shared.docker.create_container(Some(options), body).await {
+        Ok(made) => made.id,
+        Err(e) => {
+            waiting(
+                &shared,
+                &ns,
+                &name,
+                &cname,
+                &image,
+                "CreateContainerError",
+                &e.to_string(),
+            );
+            return;
+        }
+    };
+    let kept = match shared.lock_kubelets().get_mut(&(ns.clone(), name.clone())) {
+        Some(k) if !k.gone => {
+            k.container = Some(id.clone());
+            true
+        }
+        _ => false,
+    };
+    if !kept {
+        let _ = shared.docker.remove_container(&id, Some(force())).await;
+        return;
+    }
+    if let Err(e) = shared.docker.start_container(&id, None).await {
+        let now = crate::now();
+        let state = json!({"terminated": {"exitCode": 128, "reason": "StartError",
+            "message": e.to_string(), "startedAt": now, "finishedAt": now,
+            "containerID": format!("docker://{id}")}});
+        set_status(&shared, &ns, &name, |s| {
+            s["phase"] = json!("Failed");
+            s["containerStatuses"] = json!([container_status(&cname, &image, state, Some(&id))]);
+        });
+        return;
+    }
+    let started = crate::now();
+    set_status(&shared, &ns, &name, |s| {
+        s["phase"] = json!("Running");
+        merge_conditions(s, conditions(true, &started));
+        s["podIP"] = json!("10.88.0.2");
+        s["podIPs"] = json!([{"ip": "10.88.0.2"}]);
+        let state = json!({"running": {"startedAt": started}});
+        s["containerStatuses"] = json!([container_status(&cname, &image, state, Some(&id))]);
+    });
+    let mut wait = shared
+        .docker
+        .wait_container(&id, None::<WaitContainerOptions>);
+    while let Some(step) = wait.next().await {
+        if step.is_err() {
+            break;
+        }
+    }
+    ended(&shared, &ns, &name, &id).await;
+}
+
+/// Writes a container's end into its pod's status: the exit code, `OOMKilled`, the phase.
+async fn ended(shared: &Shared, ns: &str, name: &str, id: &str) {
+    let Some(pod) = shared.lock().get(Kind::Pod, ns, name).cloned() else {
+        return;
+    };
+    let c = &pod["spec"]["containers"][0];
+    let cname = c["name"].as_str().unwrap_or("main").to_string();
+    let image = c["image"].as_str().unwrap_or_default().to_string();
+    let started = pod["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    let info = shared.docker.inspect_container(id, None).await.ok();
+    let state = info.and_then(|i| i.state).unwrap_or_default();
+    let code = state.exit_code.unwrap_or(137);
+    let reason = if state.oom_killed == Some(true) {
+        "OOMKilled"
+    } else if code == 0 {
+        "Completed"
+    } else {
+        "Error"
+    };
+    let finished = crate::now();
+    let terminated = json!({"terminated": {"exitCode": code, "reason": reason,
+        "startedAt": started, "finishedAt": finished, "containerID": format!("docker://{id}")}});
+    set_status(shared, ns, name, |s| {
+        s["phase"] = json!(if code == 0 { "Succeeded" } else { "Failed" });
+        merge_conditions(s, conditions(false, &finished));
+        s["containerStatuses"] = json!([container_status(&cname, &image, terminated, Some(id))]);
+    });
+}
+
+fn force() -> RemoveContainerOptions {
+    RemoveContainerOptions {
+        force: true,
+        v: true,
+        ..Default::default()
+    }
+}
+
+/// Stops a pod's container (SIGTERM, `grace`, SIGKILL); with `remove`, then removes it and
+/// the pod (a delete), else leaves both (a preemption: the kubelet records the end).
+pub fn stop_container(shared: Arc<Shared>, ns: &str, name: &str, grace: i64, remove: bool) {
+    let key = (ns.to_string(), name.to_string());
+    let id = {
+        let mut kubelets = shared.lock_kubelets();
+        let Some(k) = kubelets.get_mut(&key) else {
+            return;
+        };
+        k.stopping = true;
+        k.container.clone()
+    };
+    tokio::spawn(async move {
+        if let Some(id) = &id {
+            let options = StopContainerOptions {
+                t: Some(grace.clamp(0, 3600) as i32),
+                signal: None,
+            };
+            let _ = shared.docker.stop_container(id, Some(options)).await;
+            if remove {
+                // As a kubelet does: the container's end is written to the pod's status
+                // before the pod goes, so watchers see how it ended.
+                ended(&shared, &key.0, &key.1, id).await;
+                let _ = shared.docker.remove_container(id, Some(force())).await;
+            }
+        }
+        if remove {
+            shared.lock_kubelets().remove(&key);
+            shared.lock().remove(Kind::Pod, &key.0, &key.1);
+        }
+    });
+}
+
+/// Removes every container this stand-in made (at its stop).
+pub async fn remove_all(shared: &Shared) {
+    let options = ListContainersOptions {
+        all: true,
+        filters: Some(HashMap::from([(
+            "label".to_string(),
+            vec![format!("{INSTANCE_LABEL}={}", shared.instance)],
+        )])),
+        ..Default::default()
+    };
+    let Ok(found) = shared.docker.list_containers(Some(options)).await else {
+        return;
+    };
+    for c in found {
+        if let Some(id) = c.id {
+            let _ = shared.docker.remove_container(&id, Some(force())).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_read_as_the_api_writes_them() {
+        assert_eq!(cpu_millis(&json!("500m")), Some(500));
+        assert_eq!(cpu_millis(&json!("1.5")), Some(1500));
+        assert_eq!(cpu_millis(&json!(2)), Some(2000));
+        assert_eq!(bytes(&json!("128Mi")), Some(128 << 20));
+        assert_eq!(bytes(&json!("1G")), Some(1_000_000_000));
+        assert!(image_name_ok("busybox:1.36"));
+        assert!(image_name_ok("registry.local:5000/team/img@sha256:abc"));
+        assert!(!image_name_ok("Bad Image"));
+        assert!(!image_name_ok("UPPER"));
+    }
+}
