@@ -63,6 +63,10 @@ install() {
     # The dashboard's browser tests: headless Chromium driven over WebDriver.
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    # The Kubernetes stand-in is checked with clients no one here wrote: kubectl (the
+    # machine's, else Debian's) and Debian's Python client, for the system python3.
+    command -v kubectl >/dev/null || missing+=(kubernetes-client)
+    /usr/bin/python3 -c 'import kubernetes' >/dev/null 2>&1 || missing+=(python3-kubernetes)
     command -v ip >/dev/null || missing+=(iproute2)
     case "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null || true)" in
         *"ok installed") ;;

@@ -1,5 +1,5 @@
 //! Runners: an agent's adapter to one backend. The agent talks to every backend through
-//! [`Runner`]; each backend (a folder here: `local`, `container`, `slurm`, `ray`) maps its own
+//! [`Runner`]; each backend (a folder here: `local`, `container`, `slurm`, `ray`, `kubernetes`) maps its own
 //! states onto [`RunStatus`], and [`registry`] builds the runners an agent's queues need from
 //! its config sections. What the agent needs to know of a backend it asks the runner
 //! ([`Runner::capabilities`]), never its name.
@@ -8,6 +8,7 @@
 //! what it owns ([`Runner::owned`]) and re-adopt it instead of losing or duplicating it.
 
 pub mod container;
+pub mod kubernetes;
 pub mod local;
 pub mod procs;
 pub mod ray;

@@ -4,6 +4,7 @@
 //! The agent picks a runner per item by its queue's resource.
 
 use crate::container::{ContainerConfig, ContainerRunner, Pull};
+use crate::kubernetes::{KubeConfig, KubeRunner};
 use crate::local::{LocalRunner, SupervisorCommand};
 use crate::ray::{RayConfig, RayRunner};
 use crate::slurm::{SlurmConfig, SlurmRunner};
@@ -24,6 +25,22 @@ pub enum Section {
     Container(ContainerSection),
     Slurm(SlurmSection),
     Ray(RaySection),
+    Kubernetes(KubernetesSection),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubernetesSection {
+    pub max_jobs: Option<u32>,
+    /// A kubeconfig file (default: `KUBECONFIG`, `~/.kube/config`, then in-cluster).
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig's context (default: its current one).
+    pub context: Option<String>,
+    /// The namespace of runs whose queue and manifest name none (default: the context's).
+    pub namespace: Option<String>,
+    /// Seconds an image pull may fail (`ErrImagePull`, `ImagePullBackOff`) before the run
+    /// fails; default 30.
+    pub image_pull_grace: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -76,6 +93,7 @@ impl Section {
             Section::Container(_) => ResourceType::Container,
             Section::Slurm(_) => ResourceType::Slurm,
             Section::Ray(_) => ResourceType::Ray,
+            Section::Kubernetes(_) => ResourceType::Kubernetes,
         }
     }
 
@@ -85,6 +103,7 @@ impl Section {
             Section::Container(s) => s.max_jobs,
             Section::Slurm(s) => s.max_jobs,
             Section::Ray(s) => s.max_jobs,
+            Section::Kubernetes(s) => s.max_jobs,
         }
     }
 
@@ -121,7 +140,7 @@ impl Section {
                     Err(p) => problems.push(format!("runners.{kind}: {p}")),
                 },
                 Err(e) => problems.push(format!(
-                    "runners.{kind}: {e} (types: local-process, container, slurm, ray)"
+                    "runners.{kind}: {e} (types: local-process, container, slurm, ray, kubernetes)"
                 )),
             }
         }
@@ -154,6 +173,12 @@ impl Section {
             }) if !(a.starts_with("http://") || a.starts_with("https://")) => Err(format!(
                 "address: {a:?} must be the Ray dashboard's URL, http://HOST:8265"
             )),
+            Section::Kubernetes(KubernetesSection {
+                image_pull_grace: Some(s),
+                ..
+            }) if !(0.0..=3600.0).contains(s) => {
+                Err("image_pull_grace: must be from 0 to 3600 seconds".into())
+            }
             Section::Container(c) => {
                 if let Some(n) = &c.network {
                     if !["bridge", "none", "host"].contains(&n.as_str()) {
@@ -325,10 +350,25 @@ fn make(
             }
             Arc::new(RayRunner::new(config))
         }
-        (other, _) => {
-            return Err(format!(
-            "no runner for {other} in this agent (it has local-process, container, slurm and ray)"
-        ))
+        (ResourceType::Kubernetes, s) => {
+            let mut config = KubeConfig::new(label(ctx).trim_start_matches("liftoff:").to_string());
+            // A list of files (`a:b`) is left to the client to merge.
+            config.kubeconfig = ctx
+                .env
+                .get("KUBECONFIG")
+                .filter(|p| !p.contains(':'))
+                .map(PathBuf::from);
+            if let Some(Section::Kubernetes(section)) = s {
+                if section.kubeconfig.is_some() {
+                    config.kubeconfig = section.kubeconfig.clone();
+                }
+                config.context = section.context.clone();
+                config.namespace_override = section.namespace.clone();
+                if let Some(g) = section.image_pull_grace {
+                    config.image_pull_grace = Duration::from_secs_f64(g);
+                }
+            }
+            Arc::new(KubeRunner::new(config))
         }
     })
 }
@@ -371,7 +411,7 @@ mod tests {
         let err = Section::parse_map(json!({
             "container": {"hots": "x"},
             "slurm": {"poll_interval": 900},
-            "kubernetes": {},
+            "kubernetes": {"namespaces": "x"},
             "local-process": {"max_jobs": 0},
         }))
         .unwrap_err();

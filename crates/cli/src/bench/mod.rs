@@ -7,6 +7,7 @@ mod container;
 mod dashboard;
 mod env;
 mod fleet;
+mod kubernetes;
 mod listing;
 mod queue;
 mod ray;
@@ -52,6 +53,11 @@ pub enum BenchCommand {
     /// N trivial runs through liftoff onto Ray against N bare Jobs API submissions.
     #[command(after_help = "Examples:\n  liftoff bench ray\n  liftoff bench ray --runs 50")]
     Ray(ray::RayBench),
+    /// N trivial runs through liftoff onto the Kubernetes stand-in against N bare Job creates.
+    #[command(
+        after_help = "Examples:\n  liftoff bench kubernetes\n  liftoff bench kubernetes --runs 20"
+    )]
+    Kubernetes(kubernetes::KubeBench),
     /// The environment cache: a job's first run (builds) against later runs (reuse).
     #[command(after_help = "Examples:\n  liftoff bench env")]
     Env(env::EnvBench),
@@ -81,6 +87,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Agent(b) => agent::run(b).await,
         BenchCommand::Slurm(b) => slurm::run(b).await,
         BenchCommand::Ray(b) => ray::run(b).await,
+        BenchCommand::Kubernetes(b) => kubernetes::run(b).await,
         BenchCommand::Container(b) => container::run(b).await,
         BenchCommand::Sweep(b) => sweep::run(b).await,
         BenchCommand::Env(b) => env::run(b).await,

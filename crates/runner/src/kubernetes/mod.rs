@@ -1,0 +1,654 @@
+//! The Kubernetes runner (resource `kubernetes`): a run is a batch/v1 Job made from the
+//! queue's manifest ([`manifest`]), with the run's environment in a Secret of its own.
+//!
+//! - Namespaced only: every call is on Jobs, Pods (`get`, `list`, `watch`, `pods/log`) and
+//!   Secrets of the run's namespace, so a Role in one namespace is enough
+//!   (`docs/kubernetes-role.yaml`).
+//! - Watched, not polled ([`watch`]): status is read from the watch's view; the only calls
+//!   per run are its create (Secret, Job), the fence list, the log stream and the deletes.
+//! - States: `starting` with the reason while the pod is pending (`Unschedulable` with the
+//!   scheduler's message, `ContainerCreating`, image pulls); a failing image pull fails the
+//!   run after `image_pull_grace`; a `DisruptionTarget` condition (preemption, eviction) is
+//!   `preempted`; `OOMKilled` named; the exit code from the container's terminated state;
+//!   Job conditions `Complete` / `Failed` when the pod is gone.
+//! - Output: the pod's log followed into the run's output file ([`logs`]).
+//! - Stop and release delete the Job with `propagationPolicy: Background` (its pods go too;
+//!   batch/v1's default would orphan them) and the run's Secret.
+//! - Re-adoption: Jobs carry the agent's label and the run id, found again by
+//!   [`Runner::owned`]; an earlier attempt's Job of the same item is deleted before a new
+//!   attempt starts (fencing at the backend).
+
+mod logs;
+mod manifest;
+mod watch;
+
+use crate::{Capabilities, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError, RunnerResult};
+use async_trait::async_trait;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::{Api, Client};
+use liftoff_types::{ResourceType, RunId};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::OnceCell;
+
+pub const RUN_LABEL: &str = "liftoff.run-id";
+pub const AGENT_LABEL: &str = "liftoff.agent";
+pub const ITEM_LABEL: &str = "liftoff.item";
+/// The whole run id (a label holds at most 63 characters).
+pub const RUN_ANNOTATION: &str = "liftoff.run-id";
+
+#[derive(Clone, Debug)]
+pub struct KubeConfig {
+    /// The agent's label value (a hex digest), on everything the runner makes.
+    pub agent: String,
+    /// A kubeconfig file; `None`: `KUBECONFIG`, `~/.kube/config`, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// The namespace for manifests that name none; `None`: the context's, then `default`.
+    pub namespace_override: Option<String>,
+    /// Filled once the client is made.
+    pub namespace: String,
+    /// How long an image pull may fail before the run fails.
+    pub image_pull_grace: Duration,
+    /// W&B's `ttlSecondsAfterFinished`, long enough for a restarted agent to read an end.
+    pub ttl_after_finished: u64,
+}
+
+impl KubeConfig {
+    pub fn new(agent: String) -> KubeConfig {
+        KubeConfig {
+            agent,
+            kubeconfig: None,
+            context: None,
+            namespace_override: None,
+            namespace: "default".into(),
+            image_pull_grace: Duration::from_secs(30),
+            ttl_after_finished: 600,
+        }
+    }
+
+    #[cfg(test)]
+    fn for_tests() -> KubeConfig {
+        KubeConfig::new("abc".into())
+    }
+}
+
+/// What the runner keeps in a [`Handle`]'s data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubeHandle {
+    pub namespace: String,
+    /// The Job's name (its Secret is `NAME-env`).
+    pub job: String,
+    pub container: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<PathBuf>,
+}
+
+impl KubeHandle {
+    fn of(handle: &Handle) -> RunnerResult<KubeHandle> {
+        serde_json::from_value(handle.data.clone())
+            .map_err(|e| RunnerError::Permanent(format!("not a Kubernetes handle: {e}")))
+    }
+}
+
+struct Connected {
+    client: Client,
+    /// The namespace for manifests that name none.
+    namespace: String,
+}
+
+/// What the runner tracks of a run it launched or adopted.
+#[derive(Default)]
+struct Live {
+    /// Since when its image pull has been failing.
+    pull_failing: Option<Instant>,
+    logs: Option<tokio::task::JoinHandle<()>>,
+    launched: Option<Instant>,
+    /// The watch has told of its Job or pod.
+    seen: bool,
+}
+
+pub struct KubeRunner {
+    config: KubeConfig,
+    connected: OnceCell<Connected>,
+    views: Mutex<HashMap<String, Arc<watch::View>>>,
+    live: Arc<Mutex<HashMap<RunId, Live>>>,
+}
+
+fn transient(what: &str, e: kube::Error) -> RunnerError {
+    match &e {
+        kube::Error::Api(s) if (400..500).contains(&s.code) && s.code != 429 && s.code != 409 => {
+            RunnerError::Permanent(format!("{what}: {} ({})", s.message, s.reason))
+        }
+        _ => RunnerError::Transient(format!("{what}: {e}")),
+    }
+}
+
+fn is_status(e: &kube::Error, code: u16) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == code)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl KubeRunner {
+    pub fn new(config: KubeConfig) -> KubeRunner {
+        KubeRunner {
+            config,
+            connected: OnceCell::new(),
+            views: Mutex::default(),
+            live: Arc::default(),
+        }
+    }
+
+    async fn connect(&self) -> RunnerResult<&Connected> {
+        self.connected
+            .get_or_try_init(|| async {
+                let options = kube::config::KubeConfigOptions {
+                    context: self.config.context.clone(),
+                    ..Default::default()
+                };
+                let config = match &self.config.kubeconfig {
+                    Some(path) => {
+                        let file = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                            RunnerError::Permanent(format!("kubeconfig {}: {e}", path.display()))
+                        })?;
+                        kube::Config::from_custom_kubeconfig(file, &options)
+                            .await
+                            .map_err(|e| {
+                                RunnerError::Permanent(format!(
+                                    "kubeconfig {}: {e}",
+                                    path.display()
+                                ))
+                            })?
+                    }
+                    None if self.config.context.is_some() => {
+                        kube::Config::from_kubeconfig(&options)
+                            .await
+                            .map_err(|e| RunnerError::Permanent(format!("kubeconfig: {e}")))?
+                    }
+                    None => kube::Config::infer().await.map_err(|e| {
+                        RunnerError::Permanent(format!("no Kubernetes cluster: {e}"))
+                    })?,
+                };
+                let namespace = self
+                    .config
+                    .namespace_override
+                    .clone()
+                    .unwrap_or_else(|| config.default_namespace.clone());
+                let client = Client::try_from(config)
+                    .map_err(|e| RunnerError::Permanent(format!("Kubernetes client: {e}")))?;
+                Ok(Connected { client, namespace })
+            })
+            .await
+    }
+
+    fn selector(&self) -> String {
+        format!("{AGENT_LABEL}={}", self.config.agent)
+    }
+
+    /// The namespace's view, its watches started on first use.
+    fn view(&self, c: &Connected, namespace: &str) -> Arc<watch::View> {
+        lock(&self.views)
+            .entry(namespace.to_string())
+            .or_insert_with(|| watch::start(c.client.clone(), namespace, &self.selector()))
+            .clone()
+    }
+
+    /// The run's state from the namespace's view.
+    fn state(&self, view: &watch::View, handle: &Handle) -> RunStatus {
+        let run = handle.run_id.as_str();
+        let seen = view.lock();
+        let synced = seen.jobs_synced && seen.pods_synced;
+        let pod = seen.pods.get(run);
+        let job = seen.jobs.get(run);
+        let mut live = lock(&self.live);
+        let entry = live.entry(handle.run_id.clone()).or_default();
+        if let Some(pod) = pod {
+            entry.seen = true;
+            let state = pod_state(pod, entry, self.config.image_pull_grace);
+            // A pod deleted before its end was written: nothing more will come of it.
+            let deleted = seen.deleted.contains(run);
+            if deleted && matches!(state, RunStatus::Starting(_) | RunStatus::Running) {
+                return RunStatus::Gone;
+            }
+            return state;
+        }
+        if let Some(job) = job {
+            entry.seen = true;
+            return job_state(job);
+        }
+        // Just made: the watch has not told of it yet.
+        let fresh = !entry.seen
+            && entry
+                .launched
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(60));
+        if !synced || fresh {
+            RunStatus::Starting(Some("the Job is being created".into()))
+        } else {
+            RunStatus::Gone
+        }
+    }
+
+    /// Follows the run's pod log once its container has started.
+    fn follow_logs(&self, c: &Connected, view: &Arc<watch::View>, handle: &Handle, k: &KubeHandle) {
+        let Some(output) = k.output.clone() else {
+            return;
+        };
+        let mut live = lock(&self.live);
+        let entry = live.entry(handle.run_id.clone()).or_default();
+        if entry.logs.is_some() {
+            return;
+        }
+        let started = view.lock().pods.get(handle.run_id.as_str()).and_then(|p| {
+            let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+            let s = statuses.iter().find(|s| s.name == k.container)?;
+            let st = s.state.as_ref()?;
+            (st.running.is_some() || st.terminated.is_some())
+                .then(|| p.metadata.name.clone())
+                .flatten()
+        });
+        let Some(pod) = started else { return };
+        let api: Api<Pod> = Api::namespaced(c.client.clone(), &k.namespace);
+        entry.logs = Some(tokio::spawn(logs::follow(
+            api,
+            view.clone(),
+            handle.run_id.as_str().to_string(),
+            pod,
+            k.container.clone(),
+            output,
+        )));
+    }
+
+    /// Deletes the run's Job (its pods with it) and Secret; 404s are fine.
+    async fn delete(&self, k: &KubeHandle, grace: Option<Duration>) -> RunnerResult<()> {
+        let c = self.connect().await?;
+        let params = DeleteParams {
+            propagation_policy: Some(PropagationPolicy::Background),
+            grace_period_seconds: grace.map(|g| g.as_secs().min(u32::MAX as u64) as u32),
+            ..Default::default()
+        };
+        let jobs: Api<Job> = Api::namespaced(c.client.clone(), &k.namespace);
+        match jobs.delete(&k.job, &params).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(transient("deleting the Job", e)),
+        }
+        let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &k.namespace);
+        match secrets
+            .delete(&format!("{}-env", k.job), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 404) => {}
+            Err(e) => return Err(transient("deleting the run's Secret", e)),
+        }
+        Ok(())
+    }
+
+    /// Ends the Jobs of earlier attempts of the same item (an agent that died left them).
+    async fn fence(
+        &self,
+        c: &Connected,
+        made: &manifest::Made,
+        spec: &RunSpec,
+    ) -> RunnerResult<()> {
+        let Some(item) = &spec.attempt_of else {
+            return Ok(());
+        };
+        let jobs: Api<Job> = Api::namespaced(c.client.clone(), &made.namespace);
+        let selector = format!("{ITEM_LABEL}={}", manifest::short_hash(item));
+        let found = jobs
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| transient("listing earlier attempts' Jobs", e))?;
+        for job in found {
+            let Some(name) = job.metadata.name.clone() else {
+                continue;
+            };
+            if name == made.name {
+                continue;
+            }
+            tracing::warn!(job = %name, %item, "deleting an earlier attempt's Job");
+            let k = KubeHandle {
+                namespace: made.namespace.clone(),
+                job: name,
+                container: made.container.clone(),
+                output: None,
+            };
+            self.delete(&k, Some(Duration::ZERO)).await?;
+        }
+        Ok(())
+    }
+
+    fn handle(&self, run: &RunId, k: &KubeHandle) -> Handle {
+        Handle {
+            runner: ResourceType::Kubernetes,
+            run_id: run.clone(),
+            data: serde_json::to_value(k).unwrap_or_default(),
+        }
+    }
+}
+
+/// A pod's state as the agent needs it.
+fn pod_state(pod: &Pod, live: &mut Live, pull_grace: Duration) -> RunStatus {
+    let Some(status) = &pod.status else {
+        return RunStatus::Starting(None);
+    };
+    let conditions = status.conditions.as_deref().unwrap_or_default();
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c.type_ == "DisruptionTarget" && c.status == "True")
+    {
+        let why = c
+            .reason
+            .clone()
+            .unwrap_or_else(|| "DisruptionTarget".into());
+        return RunStatus::Preempted(match &c.message {
+            Some(m) => format!("{why}: {m}"),
+            None => why,
+        });
+    }
+    let container = status.container_statuses.as_deref().and_then(|s| s.first());
+    if let Some(t) = container.and_then(|c| c.state.as_ref()?.terminated.as_ref()) {
+        let exit = Exit {
+            code: t.exit_code,
+            signal: None,
+        };
+        return match t.reason.as_deref() {
+            Some("OOMKilled") => RunStatus::Failed {
+                message: "OOMKilled: the container ran out of memory".into(),
+                exit: Some(exit),
+            },
+            _ => RunStatus::Exited(exit),
+        };
+    }
+    if container.is_some_and(|c| c.state.as_ref().is_some_and(|s| s.running.is_some())) {
+        live.pull_failing = None;
+        return RunStatus::Running;
+    }
+    if let Some(w) = container.and_then(|c| c.state.as_ref()?.waiting.as_ref()) {
+        let reason = w.reason.clone().unwrap_or_default();
+        let said = match &w.message {
+            Some(m) => format!("{reason}: {m}"),
+            None => reason.clone(),
+        };
+        if matches!(
+            reason.as_str(),
+            "ErrImagePull" | "ImagePullBackOff" | "InvalidImageName"
+        ) {
+            let since = *live.pull_failing.get_or_insert_with(Instant::now);
+            if reason == "InvalidImageName" || since.elapsed() >= pull_grace {
+                return RunStatus::NotStarted(said);
+            }
+        }
+        return RunStatus::Starting(Some(said));
+    }
+    if let Some(c) = conditions
+        .iter()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+    {
+        let reason = c.reason.clone().unwrap_or_else(|| "Unschedulable".into());
+        return RunStatus::Starting(Some(match &c.message {
+            Some(m) => format!("{reason}: {m}"),
+            None => reason,
+        }));
+    }
+    match status.phase.as_deref() {
+        Some("Failed") => {
+            let reason = status.reason.clone().unwrap_or_else(|| "Failed".into());
+            let message = format!("{reason}: {}", status.message.clone().unwrap_or_default());
+            if reason == "Evicted" {
+                RunStatus::Preempted(message)
+            } else {
+                RunStatus::Failed {
+                    message,
+                    exit: None,
+                }
+            }
+        }
+        Some("Succeeded") => RunStatus::Exited(Exit {
+            code: 0,
+            signal: None,
+        }),
+        _ => RunStatus::Starting(Some("the pod is pending".into())),
+    }
+}
+
+/// A Job's state when its pod is gone.
+fn job_state(job: &Job) -> RunStatus {
+    let conditions = job
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
+    for c in conditions.iter().filter(|c| c.status == "True") {
+        let said = format!(
+            "{}: {}",
+            c.reason.clone().unwrap_or_default(),
+            c.message.clone().unwrap_or_default()
+        );
+        match c.type_.as_str() {
+            "Complete" => {
+                return RunStatus::Exited(Exit {
+                    code: 0,
+                    signal: None,
+                })
+            }
+            "Failed" => {
+                return RunStatus::Failed {
+                    message: said,
+                    exit: None,
+                }
+            }
+            _ => {}
+        }
+    }
+    RunStatus::Starting(Some("waiting for the Job's pod".into()))
+}
+
+#[async_trait]
+impl Runner for KubeRunner {
+    fn resource(&self) -> ResourceType {
+        ResourceType::Kubernetes
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            images: true,
+            runs_at_launch: false,
+            keeps_ended: true,
+            sandboxed: true,
+            keeps_lease: false,
+            ships_source: false,
+        }
+    }
+
+    async fn check(&self, spec: &RunSpec) -> RunnerResult<()> {
+        manifest::build(spec, &self.config).map(drop)
+    }
+
+    async fn launch(&self, spec: &RunSpec) -> RunnerResult<Handle> {
+        let c = self.connect().await?;
+        let mut config = self.config.clone();
+        config.namespace = c.namespace.clone();
+        let made = manifest::build(spec, &config)?;
+        let view = self.view(c, &made.namespace);
+        self.fence(c, &made, spec).await?;
+        let post = PostParams::default();
+        let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &made.namespace);
+        let secret: Secret = serde_json::from_value(made.secret.clone())
+            .map_err(|e| RunnerError::Permanent(format!("the run's Secret: {e}")))?;
+        match secrets.create(&post, &secret).await {
+            Ok(_) => {}
+            // Made by an earlier try of this same launch.
+            Err(e) if is_status(&e, 409) => {}
+            Err(e) => return Err(transient("creating the run's Secret", e)),
+        }
+        let jobs: Api<Job> = Api::namespaced(c.client.clone(), &made.namespace);
+        let job: Job = serde_json::from_value(made.job.clone()).map_err(|e| {
+            RunnerError::Permanent(format!("resource_args: not a batch/v1 Job: {e}"))
+        })?;
+        match jobs.create(&post, &job).await {
+            Ok(_) => {}
+            Err(e) if is_status(&e, 409) => {
+                let theirs = jobs.get(&made.name).await.ok();
+                let ours = theirs
+                    .and_then(|j| j.metadata.annotations)
+                    .and_then(|a| a.get(RUN_ANNOTATION).cloned())
+                    .is_some_and(|r| r == spec.run_id.as_str());
+                if !ours {
+                    return Err(RunnerError::Permanent(format!(
+                        "a Job named {} already exists and is not this run's",
+                        made.name
+                    )));
+                }
+            }
+            Err(e) => {
+                let _ = secrets
+                    .delete(&format!("{}-env", made.name), &DeleteParams::default())
+                    .await;
+                return Err(transient("creating the Job", e));
+            }
+        }
+        lock(&self.live)
+            .entry(spec.run_id.clone())
+            .or_default()
+            .launched = Some(Instant::now());
+        let k = KubeHandle {
+            namespace: made.namespace.clone(),
+            job: made.name.clone(),
+            container: made.container.clone(),
+            output: Some(made.output.clone()),
+        };
+        let handle = self.handle(&spec.run_id, &k);
+        self.follow_logs(c, &view, &handle, &k);
+        Ok(handle)
+    }
+
+    async fn status(&self, handles: &[Handle]) -> RunnerResult<Vec<RunStatus>> {
+        let c = self.connect().await?;
+        let mut out = Vec::with_capacity(handles.len());
+        for handle in handles {
+            let k = KubeHandle::of(handle)?;
+            let view = self.view(c, &k.namespace);
+            self.follow_logs(c, &view, handle, &k);
+            out.push(self.state(&view, handle));
+        }
+        Ok(out)
+    }
+
+    fn poll_every(&self) -> Duration {
+        // Reads of the watch's view, not calls to the API server.
+        Duration::from_millis(250)
+    }
+
+    async fn wait(&self, handle: &Handle) -> RunnerResult<RunStatus> {
+        let c = self.connect().await?;
+        let k = KubeHandle::of(handle)?;
+        let view = self.view(c, &k.namespace);
+        let mut changed = view.changed.subscribe();
+        loop {
+            self.follow_logs(c, &view, handle, &k);
+            let state = self.state(&view, handle);
+            match state {
+                RunStatus::Starting(_) | RunStatus::Running => {}
+                done => {
+                    // The end is told once the output is all written.
+                    let follower = lock(&self.live)
+                        .get_mut(&handle.run_id)
+                        .and_then(|l| l.logs.take());
+                    if let Some(f) = follower {
+                        let _ = tokio::time::timeout(Duration::from_secs(30), f).await;
+                    }
+                    return Ok(done);
+                }
+            }
+            // Also on a timer: the image-pull grace passes without an event.
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
+        }
+    }
+
+    async fn cancel(&self, handle: &Handle, grace: Duration) -> RunnerResult<()> {
+        let c = self.connect().await?;
+        let k = KubeHandle::of(handle)?;
+        let view = self.view(c, &k.namespace);
+        self.delete(&k, Some(grace)).await?;
+        // Returns once the pod is gone (or past the grace and a margin).
+        let deadline = Instant::now() + grace + Duration::from_secs(15);
+        let mut changed = view.changed.subscribe();
+        let gone = |v: &watch::View| {
+            let s = v.lock();
+            let run = handle.run_id.as_str();
+            !s.pods.contains_key(run) || s.deleted.contains(run)
+        };
+        while !gone(&view) && Instant::now() < deadline {
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed.changed()).await;
+        }
+        Ok(())
+    }
+
+    async fn owned(&self) -> RunnerResult<Vec<Handle>> {
+        let c = self.connect().await?;
+        let mut namespaces: Vec<String> = lock(&self.views).keys().cloned().collect();
+        if !namespaces.contains(&c.namespace) {
+            namespaces.push(c.namespace.clone());
+        }
+        let mut out = Vec::new();
+        for ns in namespaces {
+            let jobs: Api<Job> = Api::namespaced(c.client.clone(), &ns);
+            let found = jobs
+                .list(&ListParams::default().labels(&self.selector()))
+                .await
+                .map_err(|e| transient("listing the agent's Jobs", e))?;
+            for job in found {
+                let run = job
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(RUN_ANNOTATION))
+                    .and_then(|r| r.parse::<RunId>().ok());
+                let (Some(run), Some(name)) = (run, job.metadata.name.clone()) else {
+                    continue;
+                };
+                let container = job
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.spec.as_ref())
+                    .and_then(|s| s.containers.first())
+                    .map(|c| c.name.clone())
+                    .unwrap_or_else(|| "launch0".into());
+                let k = KubeHandle {
+                    namespace: ns.clone(),
+                    job: name,
+                    container,
+                    output: None,
+                };
+                out.push(self.handle(&run, &k));
+            }
+        }
+        Ok(out)
+    }
+
+    async fn release(&self, handle: &Handle) -> RunnerResult<()> {
+        let k = KubeHandle::of(handle)?;
+        if let Some(live) = lock(&self.live).remove(&handle.run_id) {
+            if let Some(f) = live.logs {
+                f.abort();
+            }
+        }
+        if let Some(view) = lock(&self.views).get(&k.namespace) {
+            let mut seen = view.lock();
+            seen.pods.remove(handle.run_id.as_str());
+            seen.deleted.remove(handle.run_id.as_str());
+            seen.jobs.remove(handle.run_id.as_str());
+        }
+        self.delete(&k, None).await
+    }
+}
