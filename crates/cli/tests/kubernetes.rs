@@ -256,10 +256,15 @@ async fn kubernetes_runs_finish_fail_stop_and_say_why_they_cannot_start() {
     assert!(failure.message.contains("OOMKilled"), "{failure:?}");
 
     // A stop ends the Job with its pods: none is left, nor a container.
+    // Its pod (whose `sleep`, as PID 1, ignores SIGTERM) is killed at the stop's grace
+    // (2 s), not at the pod's own 30 s, which the garbage collector would give it.
     let run = wait_running(&client, silent).await;
+    let asked = Instant::now();
     ok(&server.run(&["stop", run.as_str()]));
-    let item = wait_ended(&client, silent, Duration::from_secs(30)).await;
+    let item = wait_ended(&client, silent, Duration::from_secs(60)).await;
+    let took = asked.elapsed();
     assert_eq!(item.state, ItemState::Stopped);
+    assert!(took < Duration::from_secs(10), "grace 2 s, took {took:?}");
     wait_async(
         "no pod of the stopped run",
         Duration::from_secs(20),
@@ -268,12 +273,15 @@ async fn kubernetes_runs_finish_fail_stop_and_say_why_they_cannot_start() {
     .await;
 
     // Watched, not polled: per run a Secret and a Job create, a fence list, one log stream
-    // (and at most a reconnect), deletes; no gets or lists of pods.
+    // (and at most a reconnect), deletes; no gets of pods, and lists of pods only for the
+    // watch's first list and the two stops (the stopped run, the one past its start
+    // timeout), which delete the run's pods with the stop's grace.
     let requests = standin.shared.requests();
     let count = |k: &str| requests.get(k).copied().unwrap_or(0);
     assert_eq!(count("create jobs"), 6, "{requests:?}");
     assert_eq!(count("get pods"), 0, "{requests:?}");
-    assert!(count("list pods") <= 2, "{requests:?}");
+    assert!(count("list pods") <= 3, "{requests:?}");
+    assert_eq!(count("delete pods"), 2, "{requests:?}");
     assert!(count("watch pods") <= 4, "{requests:?}");
     drop(agent);
     standin.stop().await;
@@ -329,6 +337,24 @@ async fn a_preempted_pod_is_requeued_and_a_killed_agent_readopts_its_pods() {
         config.to_str().unwrap(),
     ];
     let mut agent = server.agent(&state, &args);
+
+    // The API server ends every watch and has compacted past the versions they were at:
+    // the runner's watches get 410 Gone, list again, and still see the run end.
+    let later = client
+        .enqueue("k8s", &in_image(BUSYBOX, "sleep 2; echo still heard"))
+        .await
+        .unwrap()
+        .id;
+    wait_running(&client, later).await;
+    let lists = standin.shared.requests()["list pods"];
+    standin.end_watches_and_compact();
+    let item = wait_ended(&client, later, Duration::from_secs(60)).await;
+    assert_eq!(item.state, ItemState::Finished, "{item:?}");
+    assert!(output(&client, &item).await.contains("still heard"));
+    assert!(
+        standin.shared.requests()["list pods"] > lists,
+        "no relist after 410"
+    );
 
     // Preempted on its first attempt, it runs again and finishes.
     let once = client

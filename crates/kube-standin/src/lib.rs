@@ -81,6 +81,8 @@ pub struct Shared {
     pub(crate) kubelets: Mutex<HashMap<(String, String), Kubelet>>,
     /// The label value on this stand-in's containers, for its shutdown to remove them.
     pub(crate) instance: String,
+    /// Bumped to end every open watch (as an API server restart would).
+    pub(crate) watches: tokio::sync::watch::Sender<u64>,
 }
 
 impl Shared {
@@ -128,6 +130,7 @@ impl Standin {
             node: Notify::new(),
             kubelets: Mutex::default(),
             instance: format!("{}-{}", std::process::id(), api::suffix()),
+            watches: tokio::sync::watch::channel(0).0,
         });
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
@@ -160,6 +163,14 @@ impl Standin {
              current-context: standin\n",
             self.url()
         )
+    }
+
+    /// Ends every open watch and forgets the changes they could resume from, as an API
+    /// server restarted after etcd compacted: a client that resumes from its last version
+    /// gets 410 Gone and must list again.
+    pub fn end_watches_and_compact(&self) {
+        self.shared.lock().compact(0);
+        self.shared.watches.send_modify(|n| *n += 1);
     }
 
     /// Stops serving and removes every container this stand-in made.

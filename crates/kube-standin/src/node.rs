@@ -25,6 +25,31 @@ use std::time::Duration;
 
 const NODE: &str = "standin-node";
 const INSTANCE_LABEL: &str = "liftoff.kube-standin";
+const REMOVED_ANNOTATION: &str = "standin.liftoff/removed-unfinished-pods";
+
+/// Removes a pod; one that had not succeeded counts against its Job.
+fn remove_pod(store: &mut Store, ns: &str, name: &str) {
+    let Some(pod) = store.remove(Kind::Pod, ns, name) else {
+        return;
+    };
+    if pod["status"]["phase"] == "Succeeded" {
+        return;
+    }
+    let owner = pod["metadata"]["ownerReferences"]
+        .as_array()
+        .and_then(|refs| refs.iter().find(|r| r["kind"] == "Job"))
+        .and_then(|r| r["name"].as_str())
+        .map(str::to_string);
+    if let Some(job) = owner {
+        store.update(Kind::Job, ns, &job, |j| {
+            let n = j["metadata"]["annotations"][REMOVED_ANNOTATION]
+                .as_str()
+                .and_then(|n| n.parse::<usize>().ok())
+                .unwrap_or(0);
+            j["metadata"]["annotations"][REMOVED_ANNOTATION] = json!((n + 1).to_string());
+        });
+    }
+}
 
 pub async fn run(shared: Arc<Shared>) {
     let mut tick = shared.lock().tick.subscribe();
@@ -117,7 +142,13 @@ fn jobs(shared: &Shared) {
             .filter(|p| matches!(phase(p).as_str(), "Pending" | "Running"))
             .count();
         let succeeded = pods.iter().filter(|p| phase(p) == "Succeeded").count();
-        let failed = pods.iter().filter(|p| phase(p) == "Failed").count();
+        // Pods deleted before they succeeded count as failed, as the Job controller counts
+        // them (it tracks them with a finalizer); the stand-in keeps the count on the Job.
+        let removed = job["metadata"]["annotations"][REMOVED_ANNOTATION]
+            .as_str()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+        let failed = pods.iter().filter(|p| phase(p) == "Failed").count() + removed;
         let backoff = job["spec"]["backoffLimit"].as_u64().unwrap_or(6) as usize;
         let finished = condition(&job, "Complete") || condition(&job, "Failed");
         let now = crate::now();
@@ -327,7 +358,7 @@ fn pods(shared: &Arc<Shared>) {
                         k.gone = true;
                     }
                     kubelets.remove(&key);
-                    store.remove(Kind::Pod, &ns, &name);
+                    remove_pod(&mut store, &ns, &name);
                 }
             }
             continue;
@@ -754,7 +785,7 @@ pub fn stop_container(shared: Arc<Shared>, ns: &str, name: &str, grace: i64, rem
         }
         if remove {
             shared.lock_kubelets().remove(&key);
-            shared.lock().remove(Kind::Pod, &key.0, &key.1);
+            remove_pod(&mut shared.lock(), &key.0, &key.1);
         }
     });
 }

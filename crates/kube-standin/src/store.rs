@@ -106,10 +106,13 @@ impl Store {
 
     /// Forgets all kept changes but the last `n` (a test's way to make a watch's version
     /// too old).
+    /// The version moves on too: resourceVersions are the whole cluster's, and other
+    /// objects change meanwhile.
     pub fn compact(&mut self, n: usize) {
         while self.changes.len() > n {
             self.changes.pop_front();
         }
+        self.version += 1;
     }
 
     pub fn get(&self, kind: Kind, ns: &str, name: &str) -> Option<&Value> {

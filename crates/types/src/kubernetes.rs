@@ -38,6 +38,10 @@ const REFUSED: &[(&str, &str)] = &[
         "shareProcessNamespace",
         "a shared process namespace lets containers see each other",
     ),
+    (
+        "serviceAccountToken",
+        "a projected service account token is another's credentials",
+    ),
 ];
 
 /// The keys the runner reads beside the manifest's own.
@@ -78,8 +82,75 @@ pub fn check(args: &Value, at: &str) -> Vec<(String, String)> {
             }
         }
     }
+    let kind = map.get("kind").and_then(Value::as_str).unwrap_or("Job");
+    let api = map
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("batch/v1");
+    if (api, kind) == ("batch/v1", "Job") {
+        job_shape(args, at, &mut problems);
+    }
     walk(args, at, &mut problems, 0);
     problems
+}
+
+/// A Job's parts the runner fills in must be of the right shape, and its retries are
+/// liftoff's (per queue, by cause): a Job that restarts its own pods would be reported
+/// ended while it retries.
+fn job_shape(args: &Value, at: &str, problems: &mut Vec<(String, String)>) {
+    let mappings = [
+        "/metadata",
+        "/metadata/labels",
+        "/metadata/annotations",
+        "/spec",
+        "/spec/template",
+        "/spec/template/metadata",
+        "/spec/template/metadata/labels",
+        "/spec/template/metadata/annotations",
+        "/spec/template/spec",
+    ];
+    for pointer in mappings {
+        if let Some(v) = args.pointer(pointer) {
+            if !v.is_object() && !v.is_null() {
+                let path = pointer.replace('/', ".");
+                problems.push((format!("{at}{path}"), "must be a mapping".into()));
+            }
+        }
+    }
+    match args.pointer("/spec/template/spec/containers") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(items)) => {
+            for (i, c) in items.iter().enumerate() {
+                if !c.is_object() {
+                    problems.push((
+                        format!("{at}.spec.template.spec.containers[{i}]"),
+                        "must be a mapping".into(),
+                    ));
+                }
+            }
+        }
+        Some(_) => problems.push((
+            format!("{at}.spec.template.spec.containers"),
+            "must be a list of containers".into(),
+        )),
+    }
+    if let Some(v) = args.pointer("/spec/backoffLimit") {
+        if v.as_u64() != Some(0) {
+            problems.push((
+                format!("{at}.spec.backoffLimit"),
+                "must be 0: liftoff retries runs itself, by cause (the queue's retry rules)".into(),
+            ));
+        }
+    }
+    if let Some(v) = args.pointer("/spec/template/spec/restartPolicy") {
+        if v.as_str() != Some("Never") {
+            problems.push((
+                format!("{at}.spec.template.spec.restartPolicy"),
+                "must be Never: liftoff retries runs itself, by cause (the queue's retry rules)"
+                    .into(),
+            ));
+        }
+    }
 }
 
 fn namespace_ok(ns: &str) -> bool {
@@ -180,6 +251,21 @@ mod tests {
             assert!(paths.contains(&want), "{want} not in {paths:?}");
         }
         assert_eq!(paths.len(), 6, "{problems:?}");
+        let shapes = check(
+            &json!({"metadata": {"annotations": "x"}, "spec": {"backoffLimit": 2,
+            "template": {"spec": {"restartPolicy": "OnFailure", "containers": [1]}}}}),
+            "r",
+        );
+        let paths: Vec<&str> = shapes.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "r.metadata.annotations",
+                "r.spec.template.spec.containers[0]",
+                "r.spec.backoffLimit",
+                "r.spec.template.spec.restartPolicy"
+            ]
+        );
         let fine = json!({"namespace": "ml", "spec": {"template": {"spec": {"containers": [
             {"resources": {"limits": {"memory": "1Gi"}}}]}}}});
         assert!(check(&fine, "r").is_empty());

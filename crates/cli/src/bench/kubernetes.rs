@@ -3,7 +3,8 @@
 //! stand-in, in one process: the time from enqueue (or create) to the pod running, and the
 //! API requests the runner made per run, by verb.
 //!
-//! Both sides go one run at a time, so each latency is one run's alone. The moment a pod
+//! Both sides go one run at a time, so each latency is one run's alone, and take turns in
+//! blocks of ten (bare first), so both see the same drift of this shared machine. The moment a pod
 //! runs is read from the stand-in's own objects (in process, no API call), the same way for
 //! both sides.
 
@@ -37,6 +38,9 @@ pub struct KubeBench {
     pub image: String,
 }
 
+/// Runs per block: the sides take turns in blocks, so that both see the machine's drift.
+const BLOCK: usize = 10;
+
 pub async fn run(b: KubeBench) -> anyhow::Result<()> {
     let tmp = tempfile::Builder::new()
         .prefix("liftoff-bench-kube")
@@ -50,16 +54,45 @@ pub async fn run(b: KubeBench) -> anyhow::Result<()> {
     let standin = Standin::start(([127, 0, 0, 1], 0).into(), config).await?;
     let kubeconfig = tmp.path().join("kubeconfig");
     std::fs::write(&kubeconfig, standin.kubeconfig("default"))?;
+    let file = kube::config::Kubeconfig::read_from(&kubeconfig)?;
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(file, &Default::default()).await?,
+    )?;
+    let jobs: kube::Api<Job> = kube::Api::namespaced(client, "default");
+    let path = kubeconfig.clone();
+    let rig = Rig::start(
+        &tmp.path().join("rig"),
+        "k8s",
+        ResourceType::Kubernetes,
+        |_| {
+            let mut config = KubeConfig::new("bench".into());
+            config.kubeconfig = Some(path);
+            Arc::new(KubeRunner::new(config))
+        },
+    )
+    .await?;
 
-    let bare = bare_jobs(&standin, &kubeconfig, &b).await?;
-    let before = standin.shared.requests();
-    let ours = through_liftoff(&standin, &kubeconfig, tmp.path(), &b).await?;
-    let after = standin.shared.requests();
+    let (mut bare, mut ours) = (Vec::new(), Vec::new());
+    let mut per_verb: BTreeMap<String, u64> = BTreeMap::new();
+    let start = Instant::now();
+    let mut done = 0;
+    while done < b.runs {
+        let n = BLOCK.min(b.runs - done);
+        bare.extend(bare_jobs(&standin, &jobs, &b.image, done, n).await?);
+        let before = standin.shared.requests();
+        ours.extend(through_liftoff(&standin, &rig, &b.image, n).await?);
+        rig.wait_finished(done + n, start).await?;
+        released(&standin).await?;
+        for (k, v) in standin.shared.requests() {
+            *per_verb.entry(k.clone()).or_default() += v - before.get(&k).copied().unwrap_or(0);
+        }
+        done += n;
+    }
+    rig.stop().await;
     standin.stop().await;
 
-    let per_run: BTreeMap<String, f64> = after
-        .iter()
-        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0)))
+    let per_run: BTreeMap<String, f64> = per_verb
+        .into_iter()
         .filter(|(_, d)| *d > 0)
         .map(|(k, d)| (k, round3(d as f64 / b.runs as f64)))
         .collect();
@@ -129,22 +162,20 @@ async fn wait_started(
 
 async fn bare_jobs(
     standin: &Standin,
-    kubeconfig: &std::path::Path,
-    b: &KubeBench,
+    jobs: &kube::Api<Job>,
+    image: &str,
+    from: usize,
+    n: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let file = kube::config::Kubeconfig::read_from(kubeconfig)?;
-    let config = kube::Config::from_custom_kubeconfig(file, &Default::default()).await?;
-    let client = kube::Client::try_from(config)?;
-    let jobs: kube::Api<Job> = kube::Api::namespaced(client, "default");
     let mut took = Vec::new();
     let mut seen = HashSet::new();
     started(standin, &mut seen);
-    for i in 0..b.runs {
+    for i in from..from + n {
         let job: Job = serde_json::from_value(json!({
             "apiVersion": "batch/v1", "kind": "Job",
             "metadata": {"name": format!("bare-{i}")},
             "spec": {"backoffLimit": 0, "template": {"spec": {"restartPolicy": "Never",
-                "containers": [{"name": "main", "image": b.image, "args": ["true"]}]}}},
+                "containers": [{"name": "main", "image": image, "args": ["true"]}]}}},
         }))?;
         let at = Instant::now();
         jobs.create(&PostParams::default(), &job).await?;
@@ -155,44 +186,39 @@ async fn bare_jobs(
 
 async fn through_liftoff(
     standin: &Standin,
-    kubeconfig: &std::path::Path,
-    dir: &std::path::Path,
-    b: &KubeBench,
+    rig: &Rig,
+    image: &str,
+    n: usize,
 ) -> anyhow::Result<Vec<f64>> {
-    let path = kubeconfig.to_path_buf();
-    let rig = Rig::start(&dir.join("rig"), "k8s", ResourceType::Kubernetes, |_| {
-        let mut config = KubeConfig::new("bench".into());
-        config.kubeconfig = Some(path);
-        Arc::new(KubeRunner::new(config))
-    })
-    .await?;
     let mut spec = LaunchSpec::command(vec!["true".into()]);
     spec.docker = Some(liftoff_types::spec::DockerSpec {
-        docker_image: Some(b.image.clone()),
+        docker_image: Some(image.into()),
     });
     let mut seen = HashSet::new();
     started(standin, &mut seen);
     let mut took = Vec::new();
-    let start = Instant::now();
-    for _ in 0..b.runs {
+    for _ in 0..n {
         let at = Instant::now();
         rig.enqueue(1, &spec, &Value::Null).await?;
         took.push(wait_started(standin, &mut seen, at).await?);
     }
-    rig.wait_finished(b.runs, start).await?;
-    // The releases (deletes) come after each end is reported: wait for the last.
+    Ok(took)
+}
+
+/// Waits until liftoff has deleted every Job it made (each after its end is reported).
+async fn released(standin: &Standin) -> anyhow::Result<()> {
     let since = Instant::now();
-    while standin.shared.lock().list(Kind::Job, None).any(|j| {
+    let ours = |j: &Value| {
         j["metadata"]["name"]
             .as_str()
             .is_some_and(|n| n.starts_with("liftoff-"))
-    }) {
+    };
+    while standin.shared.lock().list(Kind::Job, None).any(ours) {
         anyhow::ensure!(
             since.elapsed() < Duration::from_secs(60),
             "Jobs never released"
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    rig.stop().await;
-    Ok(took)
+    Ok(())
 }

@@ -36,15 +36,19 @@ pub async fn follow(
         };
         // The stream ends when the container does, or when the connection breaks: a pod
         // whose container still runs is followed again.
-        let running = view.lock().pods.get(&run).is_some_and(|p| {
-            p.metadata.name.as_deref() == Some(pod.as_str())
-                && p.status
-                    .as_ref()
-                    .and_then(|s| s.container_statuses.as_ref())
-                    .and_then(|s| s.iter().find(|s| s.name == container))
-                    .and_then(|s| s.state.as_ref())
-                    .is_some_and(|s| s.terminated.is_none())
-        });
+        let running = {
+            let seen = view.lock();
+            !seen.deleted.contains(&run)
+                && seen.pods.get(&run).is_some_and(|p| {
+                    p.metadata.name.as_deref() == Some(pod.as_str())
+                        && p.status
+                            .as_ref()
+                            .and_then(|s| s.container_statuses.as_ref())
+                            .and_then(|s| s.iter().find(|s| s.name == container))
+                            .and_then(|s| s.state.as_ref())
+                            .is_some_and(|s| s.terminated.is_none())
+                })
+        };
         if !running || failures > 300 {
             // A followed stream that ended with its container has it all; after a broken
             // one, one last read without following adds what the file lacks.

@@ -2,7 +2,7 @@
 //! W&B's batch/v1 defaults, and the Secret that carries the run's environment (its token
 //! among it) so that no secret is a plain value in the Job.
 
-use super::{KubeConfig, AGENT_LABEL, ITEM_LABEL, RUN_ANNOTATION, RUN_LABEL};
+use super::{KubeConfig, AGENT_LABEL, ITEM_LABEL, OUTPUT_ANNOTATION, RUN_ANNOTATION, RUN_LABEL};
 use crate::{RunSpec, RunnerError, RunnerResult};
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -83,6 +83,9 @@ fn tag(meta: &mut Value, labels: &Value, run: &str) {
     if !meta["labels"].is_object() {
         meta["labels"] = labels.clone();
     }
+    if !meta["annotations"].is_object() {
+        meta["annotations"] = json!({});
+    }
     meta["annotations"][RUN_ANNOTATION] = json!(run);
 }
 
@@ -140,8 +143,12 @@ pub fn build(spec: &RunSpec, config: &KubeConfig) -> RunnerResult<Made> {
         m.remove("uid");
     }
     tag(&mut job["metadata"], &labels, run);
+    // Where a restarted agent that finds the Job (not its journal) writes the output.
+    job["metadata"]["annotations"][OUTPUT_ANNOTATION] = json!(spec.output.to_string_lossy());
     tag(&mut job["spec"]["template"]["metadata"], &labels, run);
     let pod = &mut job["spec"]["template"]["spec"];
+    // A run gets no service account token (the namespace's default one included).
+    pod["automountServiceAccountToken"] = json!(false);
     if pod["containers"].as_array().is_none_or(|c| c.is_empty()) {
         pod["containers"] = json!([{}]);
     }
@@ -222,14 +229,19 @@ mod tests {
     #[test]
     fn the_manifest_merges_over_wandbs_defaults_and_the_token_rides_in_a_secret() {
         let config = KubeConfig::for_tests();
-        let args = json!({"namespace": "ml", "spec": {"backoffLimit": 2, "template": {"spec": {
+        let args = json!({"namespace": "ml", "spec": {"activeDeadlineSeconds": 60, "template": {"spec": {
             "containers": [{"resources": {"limits": {"memory": "1Gi"}},
                 "env": [{"name": "A", "value": "1"}]}]}}}});
         let made = build(&spec(args), &config).unwrap();
         assert_eq!(made.namespace, "ml");
         assert!(made.name.starts_with("liftoff-run-a1-"), "{}", made.name);
         let job = &made.job;
-        assert_eq!(job["spec"]["backoffLimit"], 2);
+        assert_eq!(job["spec"]["activeDeadlineSeconds"], 60);
+        assert_eq!(job["spec"]["backoffLimit"], 0);
+        assert_eq!(
+            job["spec"]["template"]["spec"]["automountServiceAccountToken"],
+            false
+        );
         assert_eq!(job["spec"]["template"]["spec"]["restartPolicy"], "Never");
         let c = &job["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["name"], "launch0");

@@ -41,6 +41,9 @@ pub const AGENT_LABEL: &str = "liftoff.agent";
 pub const ITEM_LABEL: &str = "liftoff.item";
 /// The whole run id (a label holds at most 63 characters).
 pub const RUN_ANNOTATION: &str = "liftoff.run-id";
+/// The run's output file on the agent's machine, for an agent that finds the Job after a
+/// crash before its journal had the run.
+pub const OUTPUT_ANNOTATION: &str = "liftoff.output";
 
 #[derive(Clone, Debug)]
 pub struct KubeConfig {
@@ -111,6 +114,8 @@ struct Live {
     launched: Option<Instant>,
     /// The watch has told of its Job or pod.
     seen: bool,
+    /// When the Job was first seen ended with no pod in the view yet.
+    job_ended_alone: Option<Instant>,
 }
 
 pub struct KubeRunner {
@@ -210,9 +215,10 @@ impl KubeRunner {
         let job = seen.jobs.get(run);
         let mut live = lock(&self.live);
         let entry = live.entry(handle.run_id.clone()).or_default();
+        let container = handle.data["container"].as_str().unwrap_or("launch0");
         if let Some(pod) = pod {
             entry.seen = true;
-            let state = pod_state(pod, entry, self.config.image_pull_grace);
+            let state = pod_state(pod, container, entry, self.config.image_pull_grace);
             // A pod deleted before its end was written: nothing more will come of it.
             let deleted = seen.deleted.contains(run);
             if deleted && matches!(state, RunStatus::Starting(_) | RunStatus::Running) {
@@ -222,7 +228,20 @@ impl KubeRunner {
         }
         if let Some(job) = job {
             entry.seen = true;
-            return job_state(job);
+            let state = job_state(job);
+            // The two watches are apart: a Job's end may come before its pod, whose log
+            // and exit code are worth a moment's wait.
+            if !matches!(state, RunStatus::Starting(_)) {
+                let since = *entry.job_ended_alone.get_or_insert_with(Instant::now);
+                if since.elapsed() < Duration::from_secs(5) {
+                    return RunStatus::Running;
+                }
+            }
+            return state;
+        }
+        if entry.launched.is_none() && !synced {
+            // Re-adopted, the view not filled yet: it was running when last known.
+            return RunStatus::Running;
         }
         // Just made: the watch has not told of it yet.
         let fresh = !entry.seen
@@ -233,6 +252,28 @@ impl KubeRunner {
             RunStatus::Starting(Some("the Job is being created".into()))
         } else {
             RunStatus::Gone
+        }
+    }
+
+    /// `Gone` by the view is checked with the API server before it is believed (a watch
+    /// that lags or is failing must not lose a run).
+    async fn confirmed(
+        &self,
+        c: &Connected,
+        k: &KubeHandle,
+        state: RunStatus,
+    ) -> RunnerResult<RunStatus> {
+        if state != RunStatus::Gone {
+            return Ok(state);
+        }
+        let jobs: Api<Job> = Api::namespaced(c.client.clone(), &k.namespace);
+        match jobs.get_opt(&k.job).await {
+            Ok(None) => Ok(RunStatus::Gone),
+            Ok(Some(job)) => Ok(match job_state(&job) {
+                RunStatus::Starting(_) => RunStatus::Running,
+                done => done,
+            }),
+            Err(e) => Err(transient("reading the run's Job", e)),
         }
     }
 
@@ -308,6 +349,7 @@ impl KubeRunner {
             .list(&ListParams::default().labels(&selector))
             .await
             .map_err(|e| transient("listing earlier attempts' Jobs", e))?;
+        let mut fenced = false;
         for job in found {
             let Some(name) = job.metadata.name.clone() else {
                 continue;
@@ -322,9 +364,72 @@ impl KubeRunner {
                 container: made.container.clone(),
                 output: None,
             };
-            self.delete(&k, Some(Duration::ZERO)).await?;
+            self.delete(&k, None).await?;
+            fenced = true;
+        }
+        if !fenced {
+            return Ok(());
+        }
+        // The Job's pods go with their own grace: they are ended now, and this attempt
+        // starts only once none is left.
+        let ours = spec.run_id.as_str();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self
+            .delete_pods(c, &made.namespace, &selector, Duration::ZERO, Some(ours))
+            .await?
+            > 0
+        {
+            if Instant::now() >= deadline {
+                return Err(RunnerError::Transient(
+                    "an earlier attempt's pod is still there after 120 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         Ok(())
+    }
+
+    /// Deletes the pods `selector` finds (but `except`'s run's) with `grace`; how many there
+    /// were. A Job's delete leaves its pods to the garbage collector, which gives them their
+    /// own grace (30 s by default, or whatever the manifest says), not the stop's.
+    async fn delete_pods(
+        &self,
+        c: &Connected,
+        namespace: &str,
+        selector: &str,
+        grace: Duration,
+        except: Option<&str>,
+    ) -> RunnerResult<usize> {
+        let pods: Api<Pod> = Api::namespaced(c.client.clone(), namespace);
+        let found = pods
+            .list(&ListParams::default().labels(selector))
+            .await
+            .map_err(|e| transient("listing the run's pods", e))?;
+        let params = DeleteParams {
+            grace_period_seconds: Some(grace.as_secs().min(u32::MAX as u64) as u32),
+            ..Default::default()
+        };
+        let mut n = 0;
+        for pod in found {
+            let run = pod
+                .metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(RUN_ANNOTATION));
+            let Some(name) = pod.metadata.name.clone() else {
+                continue;
+            };
+            if except.is_some_and(|e| run.is_some_and(|r| r == e)) {
+                continue;
+            }
+            n += 1;
+            match pods.delete(&name, &params).await {
+                Ok(_) => {}
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) => return Err(transient("deleting a pod", e)),
+            }
+        }
+        Ok(n)
     }
 
     fn handle(&self, run: &RunId, k: &KubeHandle) -> Handle {
@@ -337,7 +442,7 @@ impl KubeRunner {
 }
 
 /// A pod's state as the agent needs it.
-fn pod_state(pod: &Pod, live: &mut Live, pull_grace: Duration) -> RunStatus {
+fn pod_state(pod: &Pod, name: &str, live: &mut Live, pull_grace: Duration) -> RunStatus {
     let Some(status) = &pod.status else {
         return RunStatus::Starting(None);
     };
@@ -355,7 +460,11 @@ fn pod_state(pod: &Pod, live: &mut Live, pull_grace: Duration) -> RunStatus {
             None => why,
         });
     }
-    let container = status.container_statuses.as_deref().and_then(|s| s.first());
+    // The run's container (a real kubelet lists sidecars too, sorted by name).
+    let container = status
+        .container_statuses
+        .as_deref()
+        .and_then(|s| s.iter().find(|c| c.name == name));
     if let Some(t) = container.and_then(|c| c.state.as_ref()?.terminated.as_ref()) {
         let exit = Exit {
             code: t.exit_code,
@@ -539,7 +648,8 @@ impl Runner for KubeRunner {
             let k = KubeHandle::of(handle)?;
             let view = self.view(c, &k.namespace);
             self.follow_logs(c, &view, handle, &k);
-            out.push(self.state(&view, handle));
+            let state = self.state(&view, handle);
+            out.push(self.confirmed(c, &k, state).await?);
         }
         Ok(out)
     }
@@ -557,6 +667,7 @@ impl Runner for KubeRunner {
         loop {
             self.follow_logs(c, &view, handle, &k);
             let state = self.state(&view, handle);
+            let state = self.confirmed(c, &k, state).await?;
             match state {
                 RunStatus::Starting(_) | RunStatus::Running => {}
                 done => {
@@ -564,8 +675,13 @@ impl Runner for KubeRunner {
                     let follower = lock(&self.live)
                         .get_mut(&handle.run_id)
                         .and_then(|l| l.logs.take());
-                    if let Some(f) = follower {
-                        let _ = tokio::time::timeout(Duration::from_secs(30), f).await;
+                    if let Some(mut f) = follower {
+                        if tokio::time::timeout(Duration::from_secs(30), &mut f)
+                            .await
+                            .is_err()
+                        {
+                            f.abort();
+                        }
                     }
                     return Ok(done);
                 }
@@ -579,6 +695,14 @@ impl Runner for KubeRunner {
         let c = self.connect().await?;
         let k = KubeHandle::of(handle)?;
         let view = self.view(c, &k.namespace);
+        // The pods first, with the stop's grace: the garbage collector would give them
+        // their own once the Job is gone (and a deletion can only be shortened).
+        let selector = format!(
+            "{RUN_LABEL}={}",
+            manifest::run_label(handle.run_id.as_str())
+        );
+        self.delete_pods(c, &k.namespace, &selector, grace, None)
+            .await?;
         self.delete(&k, Some(grace)).await?;
         // Returns once the pod is gone (or past the grace and a margin).
         let deadline = Instant::now() + grace + Duration::from_secs(15);
@@ -624,11 +748,17 @@ impl Runner for KubeRunner {
                     .and_then(|s| s.containers.first())
                     .map(|c| c.name.clone())
                     .unwrap_or_else(|| "launch0".into());
+                let output = job
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(OUTPUT_ANNOTATION))
+                    .map(PathBuf::from);
                 let k = KubeHandle {
                     namespace: ns.clone(),
                     job: name,
                     container,
-                    output: None,
+                    output,
                 };
                 out.push(self.handle(&run, &k));
             }
@@ -645,9 +775,14 @@ impl Runner for KubeRunner {
         }
         if let Some(view) = lock(&self.views).get(&k.namespace) {
             let mut seen = view.lock();
-            seen.pods.remove(handle.run_id.as_str());
-            seen.deleted.remove(handle.run_id.as_str());
-            seen.jobs.remove(handle.run_id.as_str());
+            let run = handle.run_id.as_str();
+            seen.pods.remove(run);
+            seen.deleted.remove(run);
+            seen.jobs.remove(run);
+            // Remembered long enough for its objects' last events to pass.
+            seen.released
+                .retain(|_, at| at.elapsed() < Duration::from_secs(600));
+            seen.released.insert(run.to_string(), Instant::now());
         }
         self.delete(&k, None).await
     }

@@ -21,6 +21,8 @@ pub struct Seen {
     pub pods: HashMap<String, Pod>,
     /// Runs whose pod was deleted.
     pub deleted: HashSet<String>,
+    /// Runs released (their end reported), and when: later events of theirs are ignored.
+    pub released: HashMap<String, std::time::Instant>,
     pub jobs_synced: bool,
     pub pods_synced: bool,
 }
@@ -69,7 +71,7 @@ pub fn start(client: Client, namespace: &str, selector: &str) -> Arc<View> {
         let config2 = config.clone();
         let pods_task = tokio::spawn(async move {
             let mut stream = watcher::watcher(pods, config).default_backoff().boxed();
-            let mut fresh = HashSet::new();
+            let mut fresh = None;
             while let Some(event) = stream.next().await {
                 let Some(view) = w1.upgrade() else { return };
                 apply(
@@ -86,7 +88,7 @@ pub fn start(client: Client, namespace: &str, selector: &str) -> Arc<View> {
         });
         let jobs_task = tokio::spawn(async move {
             let mut stream = watcher::watcher(jobs, config2).default_backoff().boxed();
-            let mut fresh = HashSet::new();
+            let mut fresh = None;
             while let Some(event) = stream.next().await {
                 let Some(view) = w2.upgrade() else { return };
                 apply(
@@ -121,7 +123,7 @@ fn newer_pod(held: &Pod, new: &Pod) -> bool {
 fn apply<K: Resource + Clone>(
     view: &View,
     event: Result<Event<K>, watcher::Error>,
-    fresh: &mut HashSet<String>,
+    fresh: &mut Option<HashSet<String>>,
     namespace: &str,
     map: impl Fn(&mut Seen) -> &mut HashMap<String, K>,
     synced: impl Fn(&mut Seen) -> &mut bool,
@@ -132,7 +134,13 @@ fn apply<K: Resource + Clone>(
     match event {
         Ok(Event::Apply(o)) | Ok(Event::InitApply(o)) => {
             if let Some(run) = run_of(&o) {
-                fresh.insert(run.clone());
+                if let Some(f) = fresh.as_mut() {
+                    f.insert(run.clone());
+                }
+                if seen.released.contains_key(&run) {
+                    // Its end is reported and its objects are going: nothing to keep.
+                    return;
+                }
                 if keep_deleted {
                     seen.deleted.remove(&run);
                 }
@@ -144,6 +152,9 @@ fn apply<K: Resource + Clone>(
         }
         Ok(Event::Delete(o)) => {
             if let Some(run) = run_of(&o) {
+                if seen.released.contains_key(&run) {
+                    return;
+                }
                 let held = map(&mut seen)
                     .get(&run)
                     .is_some_and(|h| h.meta().name == o.meta().name);
@@ -155,9 +166,10 @@ fn apply<K: Resource + Clone>(
                 }
             }
         }
-        Ok(Event::Init) => fresh.clear(),
+        Ok(Event::Init) => *fresh = Some(HashSet::new()),
         Ok(Event::InitDone) => {
-            map(&mut seen).retain(|run, _| fresh.contains(run));
+            let listed = fresh.take().unwrap_or_default();
+            map(&mut seen).retain(|run, _| listed.contains(run));
             *synced(&mut seen) = true;
         }
         Err(e) => {
