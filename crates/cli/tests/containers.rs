@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{ok, wait_async, wait_ended, ServerProcess};
+use common::{in_image, ok, output, wait_async, wait_ended, wait_running, ServerProcess};
 use liftoff_client::Client;
 use liftoff_types::{ItemId, ItemState, LaunchSpec, NewQueue, Phase, ResourceType, RunState};
 use serde_json::json;
@@ -79,30 +79,6 @@ async fn container_queue(client: &Client, name: &str, config: serde_json::Value)
     queue.resource = ResourceType::Container;
     queue.config = config;
     client.create_queue(&queue).await.unwrap();
-}
-
-fn in_image(image: &str, script: &str) -> LaunchSpec {
-    let mut spec = LaunchSpec::command(vec!["sh".into(), "-c".into(), script.into()]);
-    spec.docker = Some(liftoff_types::spec::DockerSpec {
-        docker_image: Some(image.into()),
-    });
-    spec
-}
-
-async fn output(client: &Client, item: &liftoff_types::Item) -> String {
-    let run = item.run_id.clone().expect("a run");
-    String::from_utf8(client.read_log(&run, 0).await.unwrap()).unwrap()
-}
-
-async fn wait_running(client: &Client, id: ItemId) -> liftoff_types::RunId {
-    wait_async("the run to be running", Duration::from_secs(30), || async {
-        match client.get_item(id).await.unwrap().run_id {
-            Some(run) => client.get_run(&run).await.unwrap().state == RunState::Running,
-            None => false,
-        }
-    })
-    .await;
-    client.get_item(id).await.unwrap().run_id.unwrap()
 }
 
 /// What a user of one engine sees: a run finishes with its output and config, a failing one

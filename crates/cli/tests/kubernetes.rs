@@ -9,10 +9,10 @@
 
 mod common;
 
-use common::{ok, wait_async, wait_ended, ServerProcess};
+use common::{in_image, ok, output, wait_async, wait_ended, wait_running, ServerProcess};
 use liftoff_client::Client;
 use liftoff_kube_standin::{Config, Standin};
-use liftoff_types::{ItemId, ItemState, LaunchSpec, NewQueue, Phase, ResourceType, RunState};
+use liftoff_types::{ItemState, LaunchSpec, NewQueue, Phase, ResourceType, RunState};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -76,35 +76,11 @@ async fn kube_queue(client: &Client, name: &str, config: Value) {
     client.create_queue(&queue).await.unwrap();
 }
 
-fn in_image(image: &str, script: &str) -> LaunchSpec {
-    let mut spec = LaunchSpec::command(vec!["sh".into(), "-c".into(), script.into()]);
-    spec.docker = Some(liftoff_types::spec::DockerSpec {
-        docker_image: Some(image.into()),
-    });
-    spec
-}
-
 fn with_pod_spec(mut spec: LaunchSpec, pod: Value) -> LaunchSpec {
     spec.resource_args =
         serde_json::from_value(json!({"kubernetes": {"spec": {"template": {"spec": pod}}}}))
             .unwrap();
     spec
-}
-
-async fn output(client: &Client, item: &liftoff_types::Item) -> String {
-    let run = item.run_id.clone().expect("a run");
-    String::from_utf8(client.read_log(&run, 0).await.unwrap()).unwrap()
-}
-
-async fn wait_running(client: &Client, id: ItemId) -> liftoff_types::RunId {
-    wait_async("the run to be running", Duration::from_secs(60), || async {
-        match client.get_item(id).await.unwrap().run_id {
-            Some(run) => client.get_run(&run).await.unwrap().state == RunState::Running,
-            None => false,
-        }
-    })
-    .await;
-    client.get_item(id).await.unwrap().run_id.unwrap()
 }
 
 /// The stand-in's objects of a kind that carry a run's id.
@@ -284,6 +260,63 @@ async fn kubernetes_runs_finish_fail_stop_and_say_why_they_cannot_start() {
     assert_eq!(count("delete pods"), 2, "{requests:?}");
     assert!(count("watch pods") <= 4, "{requests:?}");
     drop(agent);
+    standin.stop().await;
+}
+
+/// Another kind than a Job (here a JobSet, the stand-in's custom resource) is made as a
+/// custom object: each pod template runs the run, and the object's conditions end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jobset_runs_as_a_custom_object_and_ends_by_its_conditions() {
+    let Some(host) = engine() else { return };
+    let server = ServerProcess::start();
+    let client = server.client();
+    let (standin, kubeconfig) = standin(&host, server.dir.path()).await;
+    let pod = json!({"spec": {"restartPolicy": "Never", "containers": [{"name": "trainer"}]}});
+    kube_queue(
+        &client,
+        "sets",
+        json!({"apiVersion": "jobset.x-k8s.io/v1alpha2", "kind": "JobSet",
+            "spec": {"replicatedJobs": [{"name": "workers",
+                "template": {"spec": {"backoffLimit": 0, "template": pod}}}]}}),
+    )
+    .await;
+    let config = agent_config(server.dir.path(), &kubeconfig);
+    let state = server.dir.path().join("agent");
+    let agent = server.agent(
+        &state,
+        &["--queue", "sets", "--config", config.to_str().unwrap()],
+    );
+    let fine = client
+        .enqueue("sets", &in_image(BUSYBOX, "echo from a jobset replica"))
+        .await
+        .unwrap()
+        .id;
+    let five = client
+        .enqueue("sets", &in_image(BUSYBOX, "exit 5"))
+        .await
+        .unwrap()
+        .id;
+    let item = wait_ended(&client, fine, Duration::from_secs(60)).await;
+    assert_eq!(item.state, ItemState::Finished, "{item:?}\n{}", agent.log());
+    assert!(output(&client, &item)
+        .await
+        .contains("from a jobset replica"));
+    let run = item.run_id.clone().unwrap();
+    let item = wait_ended(&client, five, Duration::from_secs(60)).await;
+    assert_eq!(item.state, ItemState::Failed, "{item:?}");
+    let r = client.get_run(&item.run_id.clone().unwrap()).await.unwrap();
+    assert_eq!(r.exit_code, Some(5), "{r:?}");
+    wait_async(
+        "the JobSet, its pods and Secret deleted",
+        Duration::from_secs(20),
+        || async {
+            ["jobsets", "pods", "secrets"]
+                .iter()
+                .all(|k| objects_of(&standin, k, run.as_str()).is_empty())
+        },
+    )
+    .await;
+    assert_eq!(standin.shared.requests()["create jobsets"], 2);
     standin.stop().await;
 }
 

@@ -46,6 +46,15 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/apis/batch/v1/namespaces/{ns}/jobs/{name}",
             get(get_job).delete(delete_job),
         )
+        .route("/apis/jobset.x-k8s.io/v1alpha2", get(jobset_resources))
+        .route(
+            "/apis/jobset.x-k8s.io/v1alpha2/namespaces/{ns}/jobsets",
+            get(list_jobsets).post(create_jobset),
+        )
+        .route(
+            "/apis/jobset.x-k8s.io/v1alpha2/namespaces/{ns}/jobsets/{name}",
+            get(get_jobset).delete(delete_jobset),
+        )
         .route(
             "/standin/namespaces/{ns}/pods/{name}/preempt",
             post(preempt),
@@ -82,6 +91,7 @@ fn not_found(kind: Kind, name: &str) -> Response {
 fn group(kind: Kind) -> &'static str {
     match kind {
         Kind::Job => "batch",
+        Kind::JobSet => "jobset.x-k8s.io",
         _ => "",
     }
     .trim_end_matches('.')
@@ -199,6 +209,10 @@ async fn groups() -> Response {
             "name": "batch",
             "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
             "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"},
+        }, {
+            "name": "jobset.x-k8s.io",
+            "versions": [{"groupVersion": "jobset.x-k8s.io/v1alpha2", "version": "v1alpha2"}],
+            "preferredVersion": {"groupVersion": "jobset.x-k8s.io/v1alpha2", "version": "v1alpha2"},
         }],
     }))
     .into_response()
@@ -212,12 +226,52 @@ async fn batch_resources() -> Response {
     .into_response()
 }
 
+async fn jobset_resources() -> Response {
+    axum::Json(json!({
+        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "jobset.x-k8s.io/v1alpha2",
+        "resources": [resource("jobsets", "JobSet", &[], &["create", "delete", "get", "list", "watch"])],
+    }))
+    .into_response()
+}
+
+async fn list_jobsets(
+    State(shared): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    params: Params,
+) -> Response {
+    list_or_watch(shared, Kind::JobSet, Some(ns), params.0).await
+}
+
+async fn create_jobset(
+    State(shared): State<Arc<Shared>>,
+    Path(ns): Path<String>,
+    body: Bytes,
+) -> Response {
+    create(&shared, Kind::JobSet, &ns, &body)
+}
+
+async fn get_jobset(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    get_one(&shared, Kind::JobSet, &ns, &name)
+}
+
+async fn delete_jobset(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, name)): Path<(String, String)>,
+    params: Params,
+    body: Bytes,
+) -> Response {
+    delete(&shared, Kind::JobSet, &ns, &name, &params.0, &body)
+}
+
 /// The query of a list or watch.
 type Params = Query<HashMap<String, String>>;
 
 fn kind_of(plural: &str) -> Result<Kind, Box<Response>> {
     match Kind::from_plural(plural) {
-        Some(Kind::Job) | None => Err(Box::new(status(
+        Some(Kind::Job | Kind::JobSet) | None => Err(Box::new(status(
             404,
             "NotFound",
             format!("the server could not find the requested resource ({plural})"),
@@ -572,7 +626,7 @@ fn create(shared: &Shared, kind: Kind, ns: &str, body: &[u8]) -> Response {
     meta["creationTimestamp"] = json!(crate::now());
     match kind {
         Kind::Pod => object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"}),
-        Kind::Job => object["status"] = json!({}),
+        Kind::Job | Kind::JobSet => object["status"] = json!({}),
         Kind::Secret => {
             // `stringData` is write-only: merged into `data`, base64-encoded.
             if let Some(Value::Object(plain)) =

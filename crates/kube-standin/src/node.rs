@@ -26,6 +26,7 @@ use std::time::Duration;
 const NODE: &str = "standin-node";
 const INSTANCE_LABEL: &str = "liftoff.kube-standin";
 const REMOVED_ANNOTATION: &str = "standin.liftoff/removed-unfinished-pods";
+const MADE_ANNOTATION: &str = "standin.liftoff/jobs-made";
 
 /// Removes a pod; one that had not succeeded counts against its Job.
 fn remove_pod(store: &mut Store, ns: &str, name: &str) {
@@ -54,6 +55,7 @@ fn remove_pod(store: &mut Store, ns: &str, name: &str) {
 pub async fn run(shared: Arc<Shared>) {
     let mut tick = shared.lock().tick.subscribe();
     loop {
+        jobsets(&shared);
         jobs(&shared);
         pods(&shared);
         tokio::select! {
@@ -85,6 +87,27 @@ fn age_secs(stamp: &Value) -> Option<i64> {
 /// What a deleted owner leaves: with `cascade`, its pods end (gracefully) and its secrets
 /// go; without, they stay, no longer owned (an orphan).
 pub fn dependents(store: &mut Store, ns: &str, uid: &str, cascade: bool, grace: Option<i64>) {
+    // A JobSet's Jobs go first, each with what it owns in turn.
+    let jobs: Vec<(String, String)> = store
+        .list(Kind::Job, Some(ns))
+        .filter(|o| owned_by(o, uid))
+        .filter_map(|o| {
+            let name = o["metadata"]["name"].as_str()?.to_string();
+            Some((name, o["metadata"]["uid"].as_str()?.to_string()))
+        })
+        .collect();
+    for (name, job_uid) in jobs {
+        if cascade {
+            store.remove(Kind::Job, ns, &name);
+            dependents(store, ns, &job_uid, true, grace);
+        } else {
+            store.update(Kind::Job, ns, &name, |o| {
+                if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"] != uid);
+                }
+            });
+        }
+    }
     for kind in [Kind::Pod, Kind::Secret] {
         let names: Vec<String> = store
             .list(kind, Some(ns))
@@ -112,6 +135,98 @@ pub fn dependents(store: &mut Store, ns: &str, uid: &str, cascade: bool, grace: 
             } else {
                 store.remove(kind, ns, &name);
             }
+        }
+    }
+}
+
+/// The JobSet controller: a Job per replica of each replicated job (made once), and the
+/// JobSet's `Completed` / `Failed` condition from its Jobs'.
+fn jobsets(shared: &Shared) {
+    let mut store = shared.lock();
+    for (ns, name) in store.names(Kind::JobSet) {
+        let Some(set) = store.get(Kind::JobSet, &ns, &name).cloned() else {
+            continue;
+        };
+        if condition(&set, "Completed") || condition(&set, "Failed") {
+            continue;
+        }
+        let uid = set["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let made = !set["metadata"]["annotations"][MADE_ANNOTATION].is_null();
+        if !made {
+            for rj in set["spec"]["replicatedJobs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let rj_name = rj["name"].as_str().unwrap_or("job");
+                for i in 0..rj["replicas"].as_u64().unwrap_or(1).min(64) {
+                    let job_name = format!("{name}-{rj_name}-{i}");
+                    let mut job = json!({
+                        "metadata": rj["template"]["metadata"].clone(),
+                        "spec": rj["template"]["spec"].clone(),
+                    });
+                    if !job["metadata"].is_object() {
+                        job["metadata"] = json!({});
+                    }
+                    let meta = &mut job["metadata"];
+                    if !meta["labels"].is_object() {
+                        meta["labels"] = json!({});
+                    }
+                    meta["name"] = json!(job_name);
+                    meta["namespace"] = json!(ns);
+                    meta["uid"] = json!(crate::uid());
+                    meta["creationTimestamp"] = json!(crate::now());
+                    meta["labels"]["jobset.sigs.k8s.io/jobset-name"] = json!(name);
+                    meta["labels"]["jobset.sigs.k8s.io/replicatedjob-name"] = json!(rj_name);
+                    meta["ownerReferences"] = json!([{"apiVersion": "jobset.x-k8s.io/v1alpha2",
+                        "kind": "JobSet", "name": name, "uid": uid, "controller": true,
+                        "blockOwnerDeletion": true}]);
+                    let template = &mut job["spec"]["template"];
+                    if !template["metadata"].is_object() {
+                        template["metadata"] = json!({});
+                    }
+                    if !template["metadata"]["labels"].is_object() {
+                        template["metadata"]["labels"] = json!({});
+                    }
+                    template["metadata"]["labels"]["jobset.sigs.k8s.io/jobset-name"] = json!(name);
+                    job["status"] = json!({});
+                    store.put(Kind::Job, job);
+                }
+            }
+            store.update(Kind::JobSet, &ns, &name, |s| {
+                s["metadata"]["annotations"][MADE_ANNOTATION] = json!("true");
+            });
+            continue;
+        }
+        let children: Vec<Value> = store
+            .list(Kind::Job, Some(&ns))
+            .filter(|j| owned_by(j, &uid))
+            .cloned()
+            .collect();
+        let now = crate::now();
+        let failed = children.iter().any(|j| condition(j, "Failed"));
+        let done = !children.is_empty() && children.iter().all(|j| condition(j, "Complete"));
+        if failed || done {
+            let (kind, reason, message) = if failed {
+                (
+                    "Failed",
+                    "FailedJobs",
+                    "jobset failed due to one or more job failures",
+                )
+            } else {
+                (
+                    "Completed",
+                    "AllJobsCompleted",
+                    "jobset completed successfully",
+                )
+            };
+            store.update(Kind::JobSet, &ns, &name, |s| {
+                s["status"]["conditions"] = json!([{"type": kind, "status": "True",
+                    "reason": reason, "message": message, "lastTransitionTime": now}]);
+            });
         }
     }
 }
@@ -551,18 +666,12 @@ async fn kubelet(shared: Arc<Shared>, ns: String, name: String) {
     let c = pod["spec"]["containers"][0].clone();
     let cname = c["name"].as_str().unwrap_or("main").to_string();
     let image = c["image"].as_str().unwrap_or_default().to_string();
-    waiting(&shared, &ns, &name, &cname, &image, "ContainerCreating", "");
+    let say =
+        |reason: &str, message: &str| waiting(&shared, &ns, &name, &cname, &image, reason, message);
+    say("ContainerCreating", "");
     if !image_name_ok(&image) {
         let message = format!("Failed to apply default image tag \"{image}\": couldn't parse image name \"{image}\": invalid reference format");
-        waiting(
-            &shared,
-            &ns,
-            &name,
-            &cname,
-            &image,
-            "InvalidImageName",
-            &message,
-        );
+        say("InvalidImageName", &message);
         return;
     }
     loop {
@@ -570,30 +679,12 @@ async fn kubelet(shared: Arc<Shared>, ns: String, name: String) {
             Ok(_) => break,
             Err(_) => {
                 let message = format!("failed to pull and unpack image \"{image}\": the stand-in's node pulls no images, and its engine has none by that name");
-                if !waiting(
-                    &shared,
-                    &ns,
-                    &name,
-                    &cname,
-                    &image,
-                    "ErrImagePull",
-                    &message,
-                ) {
+                if !say("ErrImagePull", &message) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 let backoff = format!("Back-off pulling image \"{image}\"");
-                if !pod_exists(&shared, &ns, &name)
-                    || !waiting(
-                        &shared,
-                        &ns,
-                        &name,
-                        &cname,
-                        &image,
-                        "ImagePullBackOff",
-                        &backoff,
-                    )
-                {
+                if !pod_exists(&shared, &ns, &name) || !say("ImagePullBackOff", &backoff) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(5)).await;
@@ -607,15 +698,7 @@ async fn kubelet(shared: Arc<Shared>, ns: String, name: String) {
         match environment(&shared, &ns, &c) {
             Ok(env) => break env,
             Err(message) => {
-                if !waiting(
-                    &shared,
-                    &ns,
-                    &name,
-                    &cname,
-                    &image,
-                    "CreateContainerConfigError",
-                    &message,
-                ) {
+                if !say("CreateContainerConfigError", &message) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -666,15 +749,7 @@ async fn kubelet(shared: Arc<Shared>, ns: String, name: String) {
     let id = match shared.docker.create_container(Some(options), body).await {
         Ok(made) => made.id,
         Err(e) => {
-            waiting(
-                &shared,
-                &ns,
-                &name,
-                &cname,
-                &image,
-                "CreateContainerError",
-                &e.to_string(),
-            );
+            say("CreateContainerError", &e.to_string());
             return;
         }
     };

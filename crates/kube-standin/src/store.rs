@@ -14,6 +14,8 @@ pub enum Kind {
     Job,
     Secret,
     Event,
+    /// The one custom resource: `jobset.x-k8s.io/v1alpha2` JobSet.
+    JobSet,
 }
 
 impl Kind {
@@ -23,6 +25,7 @@ impl Kind {
             "jobs" => Kind::Job,
             "secrets" => Kind::Secret,
             "events" => Kind::Event,
+            "jobsets" => Kind::JobSet,
             _ => return None,
         })
     }
@@ -33,6 +36,7 @@ impl Kind {
             Kind::Job => "jobs",
             Kind::Secret => "secrets",
             Kind::Event => "events",
+            Kind::JobSet => "jobsets",
         }
     }
 
@@ -42,12 +46,14 @@ impl Kind {
             Kind::Job => "Job",
             Kind::Secret => "Secret",
             Kind::Event => "Event",
+            Kind::JobSet => "JobSet",
         }
     }
 
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::Job => "batch/v1",
+            Kind::JobSet => "jobset.x-k8s.io/v1alpha2",
             _ => "v1",
         }
     }

@@ -2,7 +2,7 @@
 //! get it wrong: names, and a pod's (or a Job's pod template's) containers.
 
 use crate::store::Kind;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 /// DNS-1123 subdomain rules for object names (and `generateName`, which may end in `-`).
 fn name_problem(name: &str, prefix: bool) -> Option<String> {
@@ -19,6 +19,10 @@ fn name_problem(name: &str, prefix: bool) -> Option<String> {
 }
 
 pub fn object(kind: Kind, object: &Value) -> Result<(), String> {
+    object_inner(kind, object)
+}
+
+fn object_inner(kind: Kind, object: &Value) -> Result<(), String> {
     let meta = &object["metadata"];
     if let Some(n) = meta["name"].as_str().filter(|n| !n.is_empty()) {
         if let Some(p) = name_problem(n, false) {
@@ -46,6 +50,25 @@ pub fn object(kind: Kind, object: &Value) -> Result<(), String> {
                 ));
             }
             &object["spec"]["template"]["spec"]
+        }
+        Kind::JobSet => {
+            let jobs = object["spec"]["replicatedJobs"]
+                .as_array()
+                .filter(|j| !j.is_empty());
+            let Some(jobs) = jobs else {
+                return Err("JobSet is invalid: spec.replicatedJobs: Required value".into());
+            };
+            for (i, j) in jobs.iter().enumerate() {
+                let job = json!({"spec": j["template"]["spec"]});
+                if j["name"].as_str().is_none_or(str::is_empty) {
+                    return Err(format!(
+                        "JobSet is invalid: spec.replicatedJobs[{i}].name: Required value"
+                    ));
+                }
+                object_inner(Kind::Job, &job)
+                    .map_err(|e| format!("spec.replicatedJobs[{i}].template: {e}"))?;
+            }
+            return Ok(());
         }
         _ => return Ok(()),
     };

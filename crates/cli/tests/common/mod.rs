@@ -314,3 +314,33 @@ pub fn kill_group(pgrp: i32) {
         nix::sys::signal::Signal::SIGKILL,
     );
 }
+
+/// A launch of `script` under `sh -c` in `image` (container and Kubernetes queues).
+pub fn in_image(image: &str, script: &str) -> liftoff_types::LaunchSpec {
+    let mut spec =
+        liftoff_types::LaunchSpec::command(vec!["sh".into(), "-c".into(), script.into()]);
+    spec.docker = Some(liftoff_types::spec::DockerSpec {
+        docker_image: Some(image.into()),
+    });
+    spec
+}
+
+/// The whole output of an item's run, from the server.
+pub async fn output(client: &Client, item: &liftoff_types::Item) -> String {
+    let run = item.run_id.clone().expect("a run");
+    String::from_utf8(client.read_log(&run, 0).await.unwrap()).unwrap()
+}
+
+/// Waits (a minute at most) until the item's run is running; its id.
+pub async fn wait_running(client: &Client, id: liftoff_types::ItemId) -> liftoff_types::RunId {
+    wait_async("the run to be running", Duration::from_secs(60), || async {
+        match client.get_item(id).await.unwrap().run_id {
+            Some(run) => {
+                client.get_run(&run).await.unwrap().state == liftoff_types::RunState::Running
+            }
+            None => false,
+        }
+    })
+    .await;
+    client.get_item(id).await.unwrap().run_id.unwrap()
+}

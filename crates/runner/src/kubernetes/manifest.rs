@@ -15,6 +15,8 @@ pub struct Made {
     pub job: Value,
     pub secret: Value,
     pub output: PathBuf,
+    /// `(apiVersion, kind)` of a custom object; `None` for a batch/v1 Job.
+    pub custom: Option<(String, String)>,
 }
 
 /// A name for the run's objects: lowercase DNS-1123, unique per run id (a hash of the id
@@ -89,64 +91,18 @@ fn tag(meta: &mut Value, labels: &Value, run: &str) {
     meta["annotations"][RUN_ANNOTATION] = json!(run);
 }
 
-pub fn build(spec: &RunSpec, config: &KubeConfig) -> RunnerResult<Made> {
-    let args = &spec.resource_args;
-    let problems = liftoff_types::kubernetes::check(args, "resource_args");
-    if !problems.is_empty() {
-        let text: Vec<String> = problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
-        return Err(RunnerError::Permanent(text.join("; ")));
-    }
-    let mut manifest = match args {
-        Value::Object(m) => m.clone(),
-        _ => Map::new(),
-    };
-    let queue_namespace = manifest.remove("namespace");
-    let api = manifest
-        .get("apiVersion")
-        .and_then(Value::as_str)
-        .unwrap_or("batch/v1");
-    let kind = manifest
-        .get("kind")
-        .and_then(Value::as_str)
-        .unwrap_or("Job");
-    if (api, kind) != ("batch/v1", "Job") {
-        return Err(RunnerError::Permanent(format!(
-            "resource_args.kind: {api} {kind} is not run by this runner yet (only batch/v1 Job)"
-        )));
-    }
-    let namespace = manifest
-        .get("metadata")
-        .and_then(|m| m.get("namespace"))
-        .and_then(Value::as_str)
-        .map(str::to_string)
-        .or_else(|| queue_namespace.and_then(|n| n.as_str().map(str::to_string)))
-        .unwrap_or_else(|| config.namespace.clone());
-    let mut job = json!({
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {},
-        "spec": {
-            "backoffLimit": 0,
-            "ttlSecondsAfterFinished": config.ttl_after_finished,
-            "template": {"spec": {"restartPolicy": "Never"}},
-        },
-    });
-    merge(&mut job, &Value::Object(manifest));
-    let name = object_name(spec.run_id.as_str());
-    let run = spec.run_id.as_str();
-    let labels = labels(spec, config);
-    job["metadata"]["name"] = json!(name);
-    job["metadata"]["namespace"] = json!(namespace);
-    if let Some(m) = job["metadata"].as_object_mut() {
-        m.remove("generateName");
-        m.remove("resourceVersion");
-        m.remove("uid");
-    }
-    tag(&mut job["metadata"], &labels, run);
-    // Where a restarted agent that finds the Job (not its journal) writes the output.
-    job["metadata"]["annotations"][OUTPUT_ANNOTATION] = json!(spec.output.to_string_lossy());
-    tag(&mut job["spec"]["template"]["metadata"], &labels, run);
-    let pod = &mut job["spec"]["template"]["spec"];
+/// Fills in one pod template (`{metadata, spec: {containers}}`): the run's labels and
+/// annotation, no service account token, and in its first container the run's image, argv
+/// and the Secret with its environment. Returns that container's name.
+fn fill_pod_template(
+    template: &mut Value,
+    labels: &Value,
+    spec: &RunSpec,
+    secret_name: &str,
+    at: &str,
+) -> RunnerResult<String> {
+    tag(&mut template["metadata"], labels, spec.run_id.as_str());
+    let pod = &mut template["spec"];
     // A run gets no service account token (the namespace's default one included).
     pod["automountServiceAccountToken"] = json!(false);
     if pod["containers"].as_array().is_none_or(|c| c.is_empty()) {
@@ -164,20 +120,145 @@ pub fn build(spec: &RunSpec, config: &KubeConfig) -> RunnerResult<Made> {
         (Some(image), _) => first["image"] = json!(image),
         (None, Some(_)) => {}
         (None, None) => {
-            return Err(RunnerError::Permanent(
-                "a Kubernetes run needs an image: the job's, or resource_args.spec.template.spec.containers[0].image".into(),
-            ))
+            return Err(RunnerError::Permanent(format!(
+                "a Kubernetes run needs an image: the job's, or {at}.spec.containers[0].image"
+            )))
         }
     }
     if !spec.argv.is_empty() {
         first["args"] = json!(spec.argv);
     }
-    let secret_name = format!("{name}-env");
     let mut from = vec![json!({"secretRef": {"name": secret_name}})];
     if let Some(Value::Array(theirs)) = first.get("envFrom") {
         from.extend(theirs.iter().cloned());
     }
     first["envFrom"] = json!(from);
+    Ok(container)
+}
+
+/// The pod templates of a custom object (a JobSet's replicated jobs', a PyTorchJob's
+/// replica specs'): every mapping whose `spec.containers` is a list, with its path.
+fn pod_templates<'a>(value: &'a mut Value, path: String, out: &mut Vec<(String, &'a mut Value)>) {
+    if value
+        .get("spec")
+        .and_then(|s| s.get("containers"))
+        .is_some_and(Value::is_array)
+    {
+        out.push((path, value));
+        return;
+    }
+    match value {
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                pod_templates(v, format!("{path}.{k}"), out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                pod_templates(v, format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+pub fn build(spec: &RunSpec, config: &KubeConfig) -> RunnerResult<Made> {
+    let args = &spec.resource_args;
+    let problems = liftoff_types::kubernetes::check(args, "resource_args");
+    if !problems.is_empty() {
+        let text: Vec<String> = problems.iter().map(|(p, m)| format!("{p}: {m}")).collect();
+        return Err(RunnerError::Permanent(text.join("; ")));
+    }
+    let mut manifest = match args {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    let queue_namespace = manifest.remove("namespace");
+    let api = manifest
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("batch/v1")
+        .to_string();
+    let kind = manifest
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("Job")
+        .to_string();
+    let custom = (api.as_str(), kind.as_str()) != ("batch/v1", "Job");
+    if custom && !api.contains('/') {
+        return Err(RunnerError::Permanent(format!(
+            "resource_args.apiVersion: {api:?} must be GROUP/VERSION for a custom object"
+        )));
+    }
+    let namespace = manifest
+        .get("metadata")
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .map(str::to_string)
+        .or_else(|| queue_namespace.and_then(|n| n.as_str().map(str::to_string)))
+        .unwrap_or_else(|| config.namespace.clone());
+    let mut object = if custom {
+        Value::Object(manifest)
+    } else {
+        let mut job = json!({
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {},
+            "spec": {
+                "backoffLimit": 0,
+                "ttlSecondsAfterFinished": config.ttl_after_finished,
+                "template": {"spec": {"restartPolicy": "Never"}},
+            },
+        });
+        merge(&mut job, &Value::Object(manifest));
+        job
+    };
+    let name = object_name(spec.run_id.as_str());
+    let run = spec.run_id.as_str();
+    let labels = labels(spec, config);
+    if !object["metadata"].is_object() {
+        object["metadata"] = json!({});
+    }
+    object["metadata"]["name"] = json!(name);
+    object["metadata"]["namespace"] = json!(namespace);
+    if let Some(m) = object["metadata"].as_object_mut() {
+        m.remove("generateName");
+        m.remove("resourceVersion");
+        m.remove("uid");
+    }
+    tag(&mut object["metadata"], &labels, run);
+    // Where a restarted agent that finds the Job (not its journal) writes the output.
+    object["metadata"]["annotations"][OUTPUT_ANNOTATION] = json!(spec.output.to_string_lossy());
+    let secret_name = format!("{name}-env");
+    let container = if custom {
+        // Every replica runs the run's program (distributed training): each pod template
+        // gets the run's image, argv, environment and labels.
+        let mut templates = Vec::new();
+        pod_templates(
+            &mut object["spec"],
+            "resource_args.spec".into(),
+            &mut templates,
+        );
+        if templates.is_empty() {
+            return Err(RunnerError::Permanent(format!(
+                "resource_args: a {kind} needs a pod template (a mapping with spec.containers) to run the run in"
+            )));
+        }
+        let mut first = None;
+        for (at, template) in templates {
+            let c = fill_pod_template(template, &labels, spec, &secret_name, &at)?;
+            first.get_or_insert(c);
+        }
+        first.unwrap_or_else(|| "launch0".into())
+    } else {
+        fill_pod_template(
+            &mut object["spec"]["template"],
+            &labels,
+            spec,
+            &secret_name,
+            "resource_args.spec.template",
+        )?
+    };
     // The run's own variables only (the agent's PATH and HOME mean nothing in the image),
     // less the files that are on the agent's machine: the pod reads its config from
     // LIFTOFF_CONFIG and posts metrics to the API with its token.
@@ -198,9 +279,10 @@ pub fn build(spec: &RunSpec, config: &KubeConfig) -> RunnerResult<Made> {
         namespace,
         name,
         container,
-        job,
+        job: object,
         secret,
         output: spec.output.clone(),
+        custom: custom.then_some((api, kind)),
     })
 }
 

@@ -26,7 +26,10 @@ use crate::{Capabilities, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError,
 use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
+    PropagationPolicy,
+};
 use kube::{Api, Client};
 use liftoff_types::{ResourceType, RunId};
 use serde::{Deserialize, Serialize};
@@ -90,6 +93,29 @@ pub struct KubeHandle {
     pub container: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<PathBuf>,
+    /// A custom object's `apiVersion` and `kind` (a JobSet's...); none for a Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+impl KubeHandle {
+    /// The custom kind's API resource, if the run is a custom object.
+    fn custom(&self) -> Option<ApiResource> {
+        Some(resource_of(
+            self.api_version.as_deref()?,
+            self.kind.as_deref()?,
+        ))
+    }
+}
+
+/// A custom kind's resource, its plural the API's convention (`JobSet` → `jobsets`,
+/// `PyTorchJob` → `pytorchjobs`), without a discovery call.
+fn resource_of(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", kind.to_lowercase()))
 }
 
 impl KubeHandle {
@@ -216,6 +242,9 @@ impl KubeRunner {
         let mut live = lock(&self.live);
         let entry = live.entry(handle.run_id.clone()).or_default();
         let container = handle.data["container"].as_str().unwrap_or("launch0");
+        if handle.data.get("kind").is_some_and(|k| k.is_string()) {
+            return self.custom_view_state(&seen, handle, entry, synced);
+        }
         if let Some(pod) = pod {
             entry.seen = true;
             let state = pod_state(pod, container, entry, self.config.image_pull_grace);
@@ -255,6 +284,37 @@ impl KubeRunner {
         }
     }
 
+    /// A custom object's run: its end from the object's conditions, the rest from its pod.
+    fn custom_view_state(
+        &self,
+        seen: &watch::Seen,
+        handle: &Handle,
+        entry: &mut Live,
+        synced: bool,
+    ) -> RunStatus {
+        let run = handle.run_id.as_str();
+        let container = handle.data["container"].as_str().unwrap_or("launch0");
+        let pod = seen
+            .pods
+            .get(run)
+            .map(|p| pod_state(p, container, entry, self.config.image_pull_grace));
+        if let Some(object) = seen.customs.get(run) {
+            entry.seen = true;
+            return custom_state(object, pod);
+        }
+        let fresh = !entry.seen
+            && entry
+                .launched
+                .is_some_and(|at| at.elapsed() < Duration::from_secs(60));
+        if entry.launched.is_none() && !seen.customs_synced {
+            RunStatus::Running
+        } else if !(synced && seen.customs_synced) || fresh {
+            RunStatus::Starting(Some("the object is being created".into()))
+        } else {
+            RunStatus::Gone
+        }
+    }
+
     /// `Gone` by the view is checked with the API server before it is believed (a watch
     /// that lags or is failing must not lose a run).
     async fn confirmed(
@@ -265,6 +325,18 @@ impl KubeRunner {
     ) -> RunnerResult<RunStatus> {
         if state != RunStatus::Gone {
             return Ok(state);
+        }
+        if let Some(resource) = k.custom() {
+            let objects: Api<DynamicObject> =
+                Api::namespaced_with(c.client.clone(), &k.namespace, &resource);
+            return match objects.get_opt(&k.job).await {
+                Ok(None) => Ok(RunStatus::Gone),
+                Ok(Some(o)) => Ok(match custom_state(&o, None) {
+                    RunStatus::Starting(_) => RunStatus::Running,
+                    done => done,
+                }),
+                Err(e) => Err(transient("reading the run's object", e)),
+            };
         }
         let jobs: Api<Job> = Api::namespaced(c.client.clone(), &k.namespace);
         match jobs.get_opt(&k.job).await {
@@ -315,11 +387,21 @@ impl KubeRunner {
             grace_period_seconds: grace.map(|g| g.as_secs().min(u32::MAX as u64) as u32),
             ..Default::default()
         };
-        let jobs: Api<Job> = Api::namespaced(c.client.clone(), &k.namespace);
-        match jobs.delete(&k.job, &params).await {
-            Ok(_) => {}
+        let deleted = match k.custom() {
+            Some(resource) => {
+                let objects: Api<DynamicObject> =
+                    Api::namespaced_with(c.client.clone(), &k.namespace, &resource);
+                objects.delete(&k.job, &params).await.map(drop)
+            }
+            None => {
+                let jobs: Api<Job> = Api::namespaced(c.client.clone(), &k.namespace);
+                jobs.delete(&k.job, &params).await.map(drop)
+            }
+        };
+        match deleted {
+            Ok(()) => {}
             Err(e) if is_status(&e, 404) => {}
-            Err(e) => return Err(transient("deleting the Job", e)),
+            Err(e) => return Err(transient("deleting the run's object", e)),
         }
         let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &k.namespace);
         match secrets
@@ -343,15 +425,31 @@ impl KubeRunner {
         let Some(item) = &spec.attempt_of else {
             return Ok(());
         };
-        let jobs: Api<Job> = Api::namespaced(c.client.clone(), &made.namespace);
         let selector = format!("{ITEM_LABEL}={}", manifest::short_hash(item));
-        let found = jobs
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|e| transient("listing earlier attempts' Jobs", e))?;
+        let lp = ListParams::default().labels(&selector);
+        let names: Vec<Option<String>> = match &made.custom {
+            Some((api, kind)) => {
+                let resource = resource_of(api, kind);
+                let objects: Api<DynamicObject> =
+                    Api::namespaced_with(c.client.clone(), &made.namespace, &resource);
+                let found = objects
+                    .list(&lp)
+                    .await
+                    .map_err(|e| transient("listing earlier attempts' objects", e))?;
+                found.into_iter().map(|o| o.metadata.name).collect()
+            }
+            None => {
+                let jobs: Api<Job> = Api::namespaced(c.client.clone(), &made.namespace);
+                let found = jobs
+                    .list(&lp)
+                    .await
+                    .map_err(|e| transient("listing earlier attempts' Jobs", e))?;
+                found.into_iter().map(|j| j.metadata.name).collect()
+            }
+        };
         let mut fenced = false;
-        for job in found {
-            let Some(name) = job.metadata.name.clone() else {
+        for name in names {
+            let Some(name) = name else {
                 continue;
             };
             if name == made.name {
@@ -363,6 +461,8 @@ impl KubeRunner {
                 job: name,
                 container: made.container.clone(),
                 output: None,
+                api_version: made.custom.as_ref().map(|c| c.0.clone()),
+                kind: made.custom.as_ref().map(|c| c.1.clone()),
             };
             self.delete(&k, None).await?;
             fenced = true;
@@ -530,6 +630,56 @@ fn pod_state(pod: &Pod, name: &str, live: &mut Live, pull_grace: Duration) -> Ru
     }
 }
 
+/// A custom object's state: ended by its conditions (`Completed`/`Complete`/`Succeeded`,
+/// `Failed`), with the exit code of its pod; until then what its pod says, but a pod's end
+/// is not the object's (other replicas may still run, a controller may start another).
+fn custom_state(object: &DynamicObject, pod: Option<RunStatus>) -> RunStatus {
+    let conditions = object.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let pod_exit = match &pod {
+        Some(RunStatus::Exited(e)) => Some(*e),
+        Some(RunStatus::Failed { exit, .. }) => *exit,
+        _ => None,
+    };
+    for c in conditions.iter().filter(|c| c["status"] == "True") {
+        let said = format!(
+            "{}: {}",
+            c["reason"].as_str().unwrap_or_default(),
+            c["message"].as_str().unwrap_or_default()
+        );
+        match c["type"].as_str().unwrap_or_default() {
+            "Completed" | "Complete" | "Succeeded" => {
+                return RunStatus::Exited(pod_exit.unwrap_or(Exit {
+                    code: 0,
+                    signal: None,
+                }))
+            }
+            "Failed" => {
+                return match pod {
+                    Some(p @ RunStatus::Failed { .. }) | Some(p @ RunStatus::Preempted(_)) => p,
+                    _ => RunStatus::Failed {
+                        message: said,
+                        exit: pod_exit,
+                    },
+                }
+            }
+            _ => {}
+        }
+    }
+    match pod {
+        Some(RunStatus::Exited(_)) | Some(RunStatus::Failed { .. }) | Some(RunStatus::Gone) => {
+            RunStatus::Running
+        }
+        Some(other) => other,
+        None => RunStatus::Starting(Some(format!(
+            "the {} has no pod yet",
+            object.types.as_ref().map_or("object", |t| t.kind.as_str())
+        ))),
+    }
+}
+
 /// A Job's state when its pod is gone.
 fn job_state(job: &Job) -> RunStatus {
     let conditions = job
@@ -600,16 +750,38 @@ impl Runner for KubeRunner {
             Err(e) if is_status(&e, 409) => {}
             Err(e) => return Err(transient("creating the run's Secret", e)),
         }
-        let jobs: Api<Job> = Api::namespaced(c.client.clone(), &made.namespace);
-        let job: Job = serde_json::from_value(made.job.clone()).map_err(|e| {
-            RunnerError::Permanent(format!("resource_args: not a batch/v1 Job: {e}"))
-        })?;
-        match jobs.create(&post, &job).await {
-            Ok(_) => {}
-            Err(e) if is_status(&e, 409) => {
-                let theirs = jobs.get(&made.name).await.ok();
+        let created = match &made.custom {
+            Some((api, kind)) => {
+                let resource = resource_of(api, kind);
+                watch::watch_custom(&view, &resource);
+                let objects: Api<DynamicObject> =
+                    Api::namespaced_with(c.client.clone(), &made.namespace, &resource);
+                let object: DynamicObject = serde_json::from_value(made.job.clone())
+                    .map_err(|e| RunnerError::Permanent(format!("resource_args: {e}")))?;
+                match objects.create(&post, &object).await {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err((e, objects.get(&made.name).await.ok().map(|o| o.metadata))),
+                }
+            }
+            None => {
+                let jobs: Api<Job> = Api::namespaced(c.client.clone(), &made.namespace);
+                let job: Job = serde_json::from_value(made.job.clone()).map_err(|e| {
+                    RunnerError::Permanent(format!("resource_args: not a batch/v1 Job: {e}"))
+                })?;
+                match jobs.create(&post, &job).await {
+                    Ok(_) => Ok(()),
+                    Err(e) if is_status(&e, 409) => {
+                        Err((e, jobs.get(&made.name).await.ok().map(|j| j.metadata)))
+                    }
+                    Err(e) => Err((e, None)),
+                }
+            }
+        };
+        match created {
+            Ok(()) => {}
+            Err((e, theirs)) if is_status(&e, 409) => {
                 let ours = theirs
-                    .and_then(|j| j.metadata.annotations)
+                    .and_then(|m| m.annotations)
                     .and_then(|a| a.get(RUN_ANNOTATION).cloned())
                     .is_some_and(|r| r == spec.run_id.as_str());
                 if !ours {
@@ -619,11 +791,11 @@ impl Runner for KubeRunner {
                     )));
                 }
             }
-            Err(e) => {
+            Err((e, _)) => {
                 let _ = secrets
                     .delete(&format!("{}-env", made.name), &DeleteParams::default())
                     .await;
-                return Err(transient("creating the Job", e));
+                return Err(transient("creating the run's object", e));
             }
         }
         lock(&self.live)
@@ -635,6 +807,8 @@ impl Runner for KubeRunner {
             job: made.name.clone(),
             container: made.container.clone(),
             output: Some(made.output.clone()),
+            api_version: made.custom.as_ref().map(|c| c.0.clone()),
+            kind: made.custom.as_ref().map(|c| c.1.clone()),
         };
         let handle = self.handle(&spec.run_id, &k);
         self.follow_logs(c, &view, &handle, &k);
@@ -759,6 +933,8 @@ impl Runner for KubeRunner {
                     job: name,
                     container,
                     output,
+                    api_version: None,
+                    kind: None,
                 };
                 out.push(self.handle(&run, &k));
             }
@@ -779,6 +955,7 @@ impl Runner for KubeRunner {
             seen.pods.remove(run);
             seen.deleted.remove(run);
             seen.jobs.remove(run);
+            seen.customs.remove(run);
             // Remembered long enough for its objects' last events to pass.
             seen.released
                 .retain(|_, at| at.elapsed() < Duration::from_secs(600));

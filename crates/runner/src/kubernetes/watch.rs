@@ -7,6 +7,7 @@ use super::RUN_ANNOTATION;
 use futures_util::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client, Resource};
@@ -25,6 +26,10 @@ pub struct Seen {
     pub released: HashMap<String, std::time::Instant>,
     pub jobs_synced: bool,
     pub pods_synced: bool,
+    /// Custom objects (JobSets, PyTorchJobs...) of runs, from a watch per kind.
+    pub customs: HashMap<String, DynamicObject>,
+    /// Whether the custom watches started so far have listed.
+    pub customs_synced: bool,
 }
 
 /// One namespace's view.
@@ -33,11 +38,24 @@ pub struct View {
     /// Bumped on every event.
     pub changed: signal::Sender<u64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The custom kinds watched, by `apiVersion/kind`.
+    custom: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    client: Client,
+    namespace: String,
+    selector: String,
 }
 
 impl Drop for View {
     fn drop(&mut self) {
         for t in &self.tasks {
+            t.abort();
+        }
+        for t in self
+            .custom
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+        {
             t.abort();
         }
     }
@@ -63,7 +81,7 @@ pub fn start(client: Client, namespace: &str, selector: &str) -> Arc<View> {
     let view = Arc::new_cyclic(|weak: &std::sync::Weak<View>| {
         let config = watcher::Config::default().labels(selector);
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let jobs: Api<Job> = Api::namespaced(client, namespace);
+        let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let w1 = weak.clone();
         let w2 = weak.clone();
         let ns = namespace.to_string();
@@ -107,9 +125,45 @@ pub fn start(client: Client, namespace: &str, selector: &str) -> Arc<View> {
             seen: Mutex::default(),
             changed: signal::channel(0).0,
             tasks: vec![pods_task, jobs_task],
+            custom: Mutex::default(),
+            client,
+            namespace: namespace.to_string(),
+            selector: selector.to_string(),
         }
     });
     view
+}
+
+/// Starts watching a custom kind in the view's namespace, once.
+pub fn watch_custom(view: &Arc<View>, resource: &ApiResource) {
+    let key = format!("{}/{}", resource.api_version, resource.kind);
+    let mut custom = view.custom.lock().unwrap_or_else(|e| e.into_inner());
+    if custom.contains_key(&key) {
+        return;
+    }
+    let api: Api<DynamicObject> =
+        Api::namespaced_with(view.client.clone(), &view.namespace, resource);
+    let config = watcher::Config::default().labels(&view.selector);
+    let weak = Arc::downgrade(view);
+    let ns = view.namespace.clone();
+    let task = tokio::spawn(async move {
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut fresh = None;
+        while let Some(event) = stream.next().await {
+            let Some(view) = weak.upgrade() else { return };
+            apply(
+                &view,
+                event,
+                &mut fresh,
+                &ns,
+                |s| &mut s.customs,
+                |s| &mut s.customs_synced,
+                |_, _| true,
+                false,
+            );
+        }
+    });
+    custom.insert(key, task);
 }
 
 /// A pod replaces the one held for its run only if it is the same pod or a newer one (a
