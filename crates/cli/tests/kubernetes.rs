@@ -235,6 +235,15 @@ async fn kubernetes_runs_finish_fail_stop_and_say_why_they_cannot_start() {
     // Its pod (whose `sleep`, as PID 1, ignores SIGTERM) is killed at the stop's grace
     // (2 s), not at the pod's own 30 s, which the garbage collector would give it.
     let run = wait_running(&client, silent).await;
+    // Its Secret is its Job's dependent: the cluster deletes it with the Job even if the
+    // agent never comes back.
+    let job = objects_of(&standin, "jobs", run.as_str()).remove(0);
+    let secret = objects_of(&standin, "secrets", run.as_str()).remove(0);
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"], job["metadata"]["uid"],
+        "{secret}"
+    );
+    assert!(secret["data"]["LIFTOFF_RUN_TOKEN"].is_string(), "{secret}");
     let asked = Instant::now();
     ok(&server.run(&["stop", run.as_str()]));
     let item = wait_ended(&client, silent, Duration::from_secs(60)).await;
@@ -255,6 +264,7 @@ async fn kubernetes_runs_finish_fail_stop_and_say_why_they_cannot_start() {
     let requests = standin.shared.requests();
     let count = |k: &str| requests.get(k).copied().unwrap_or(0);
     assert_eq!(count("create jobs"), 6, "{requests:?}");
+    assert_eq!(count("patch secrets"), 6, "{requests:?}");
     assert_eq!(count("get pods"), 0, "{requests:?}");
     assert!(count("list pods") <= 3, "{requests:?}");
     assert_eq!(count("delete pods"), 2, "{requests:?}");

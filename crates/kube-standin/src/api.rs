@@ -35,7 +35,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route(
             "/api/v1/namespaces/{ns}/{plural}/{name}",
-            get(get_core).delete(delete_core),
+            get(get_core).delete(delete_core).patch(patch_core),
         )
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(log))
         .route(
@@ -647,6 +647,68 @@ fn create(shared: &Shared, kind: Kind, ns: &str, body: &[u8]) -> Response {
     }
     let stored = store.put(kind, object);
     (StatusCode::CREATED, axum::Json(stored)).into_response()
+}
+
+/// A merge patch (RFC 7386, `application/merge-patch+json`; a strategic merge patch is
+/// taken as one, which it is for the maps the stand-in's clients patch). Names, namespace,
+/// uid and resourceVersion stay.
+async fn patch_core(
+    State(shared): State<Arc<Shared>>,
+    Path((ns, plural, name)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let kind = match kind_of(&plural) {
+        Ok(kind) => kind,
+        Err(e) => return *e,
+    };
+    let merge = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| {
+            t.starts_with("application/merge-patch+json")
+                || t.starts_with("application/strategic-merge-patch+json")
+        });
+    if !merge {
+        return status(
+            415,
+            "UnsupportedMediaType",
+            "the stand-in takes merge patches only (application/merge-patch+json)",
+        );
+    }
+    let patch: Value = match serde_json::from_slice(&body) {
+        Ok(p @ Value::Object(_)) => p,
+        _ => return status(400, "BadRequest", "a merge patch must be a JSON object"),
+    };
+    let mut store = shared.lock();
+    let Some(mut object) = store.get(kind, &ns, &name).cloned() else {
+        return not_found(kind, &name);
+    };
+    let keep = object["metadata"].clone();
+    merge_patch(&mut object, &patch);
+    for field in ["name", "namespace", "uid", "creationTimestamp"] {
+        object["metadata"][field] = keep[field].clone();
+    }
+    axum::Json(store.put(kind, object)).into_response()
+}
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    for (k, v) in p {
+        if v.is_null() {
+            if let Some(t) = target.as_object_mut() {
+                t.remove(k);
+            }
+        } else {
+            merge_patch(&mut target[k.as_str()], v);
+        }
+    }
 }
 
 async fn delete_core(

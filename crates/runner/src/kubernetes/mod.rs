@@ -26,9 +26,10 @@ use crate::{Capabilities, Exit, Handle, RunSpec, RunStatus, Runner, RunnerError,
 use async_trait::async_trait;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{
-    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, PostParams,
-    PropagationPolicy,
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+    PostParams, PropagationPolicy,
 };
 use kube::{Api, Client};
 use liftoff_types::{ResourceType, RunId};
@@ -415,6 +416,29 @@ impl KubeRunner {
         Ok(())
     }
 
+    /// Makes the run's Secret its Job's (or custom object's) dependent, so that the
+    /// cluster's garbage collector deletes it with them (after `ttlSecondsAfterFinished`,
+    /// or a delete by hand) even if this agent never comes back. Not fatal: without the
+    /// `patch` verb the runner still deletes the Secret at release.
+    async fn own_secret(&self, c: &Connected, made: &manifest::Made, owner: &ObjectMeta) {
+        let Some(uid) = &owner.uid else { return };
+        let (api_version, kind) = made
+            .custom
+            .clone()
+            .unwrap_or_else(|| ("batch/v1".into(), "Job".into()));
+        let patch = serde_json::json!({"metadata": {"ownerReferences": [{
+            "apiVersion": api_version, "kind": kind, "name": made.name, "uid": uid,
+        }]}});
+        let secrets: Api<Secret> = Api::namespaced(c.client.clone(), &made.namespace);
+        let name = format!("{}-env", made.name);
+        if let Err(e) = secrets
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            tracing::warn!(secret = %name, error = %e, "the run's Secret could not be given an owner");
+        }
+    }
+
     /// Ends the Jobs of earlier attempts of the same item (an agent that died left them).
     async fn fence(
         &self,
@@ -759,7 +783,7 @@ impl Runner for KubeRunner {
                 let object: DynamicObject = serde_json::from_value(made.job.clone())
                     .map_err(|e| RunnerError::Permanent(format!("resource_args: {e}")))?;
                 match objects.create(&post, &object).await {
-                    Ok(_) => Ok(()),
+                    Ok(o) => Ok(o.metadata),
                     Err(e) => Err((e, objects.get(&made.name).await.ok().map(|o| o.metadata))),
                 }
             }
@@ -769,7 +793,7 @@ impl Runner for KubeRunner {
                     RunnerError::Permanent(format!("resource_args: not a batch/v1 Job: {e}"))
                 })?;
                 match jobs.create(&post, &job).await {
-                    Ok(_) => Ok(()),
+                    Ok(o) => Ok(o.metadata),
                     Err(e) if is_status(&e, 409) => {
                         Err((e, jobs.get(&made.name).await.ok().map(|j| j.metadata)))
                     }
@@ -777,12 +801,13 @@ impl Runner for KubeRunner {
                 }
             }
         };
-        match created {
-            Ok(()) => {}
-            Err((e, theirs)) if is_status(&e, 409) => {
+        let owner = match created {
+            Ok(meta) => meta,
+            Err((e, Some(theirs))) if is_status(&e, 409) => {
                 let ours = theirs
-                    .and_then(|m| m.annotations)
-                    .and_then(|a| a.get(RUN_ANNOTATION).cloned())
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(RUN_ANNOTATION))
                     .is_some_and(|r| r == spec.run_id.as_str());
                 if !ours {
                     return Err(RunnerError::Permanent(format!(
@@ -790,6 +815,7 @@ impl Runner for KubeRunner {
                         made.name
                     )));
                 }
+                theirs
             }
             Err((e, _)) => {
                 let _ = secrets
@@ -797,7 +823,8 @@ impl Runner for KubeRunner {
                     .await;
                 return Err(transient("creating the run's object", e));
             }
-        }
+        };
+        self.own_secret(c, &made, &owner).await;
         lock(&self.live)
             .entry(spec.run_id.clone())
             .or_default()
