@@ -301,7 +301,20 @@ impl KubeRunner {
             .map(|p| pod_state(p, container, entry, self.config.image_pull_grace));
         if let Some(object) = seen.customs.get(run) {
             entry.seen = true;
-            return custom_state(object, pod);
+            let pod_ended = matches!(
+                pod,
+                Some(RunStatus::Exited(_) | RunStatus::Failed { .. } | RunStatus::Preempted(_))
+            );
+            let state = custom_state(object, pod);
+            // The object's watch may tell its end before the pod's watch tells the pod's
+            // (its exit code, its log): a moment's wait for it, as for a Job.
+            if !matches!(state, RunStatus::Starting(_) | RunStatus::Running) && !pod_ended {
+                let since = *entry.job_ended_alone.get_or_insert_with(Instant::now);
+                if since.elapsed() < Duration::from_secs(5) {
+                    return RunStatus::Running;
+                }
+            }
+            return state;
         }
         let fresh = !entry.seen
             && entry
