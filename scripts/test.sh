@@ -13,3 +13,12 @@ fi
 # shellcheck disable=SC1090
 source "$env_file"
 cargo test --workspace "$@"
+# Tests ignored for a known fault still run here, bounded and reported, not gating: each
+# names its fault in its #[ignore] reason (today: the SQLite WAL-bound test that hangs).
+if [ $# -eq 0 ]; then
+    if timeout 180 cargo test -p liftoff-store --test sqlite -- --ignored; then
+        echo "ignored tests: passed this time"
+    else
+        echo "ignored tests: failed or hung (known; see their #[ignore] reasons)"
+    fi
+fi

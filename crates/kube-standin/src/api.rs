@@ -7,7 +7,7 @@ use crate::store::{Fields, Kind, Selector};
 use crate::Shared;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -19,6 +19,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+
+use crate::discovery::{
+    batch_resources, core_resources, core_versions, groups, jobset_resources, version,
+};
+use crate::patch::patch_core;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -80,7 +85,7 @@ pub fn status(code: u16, reason: &str, message: impl Into<String>) -> Response {
     (code, axum::Json(body)).into_response()
 }
 
-fn not_found(kind: Kind, name: &str) -> Response {
+pub(crate) fn not_found(kind: Kind, name: &str) -> Response {
     status(
         404,
         "NotFound",
@@ -158,82 +163,6 @@ async fn requests(State(shared): State<Arc<Shared>>) -> Response {
     axum::Json(json!(*shared.lock_requests())).into_response()
 }
 
-async fn version() -> Response {
-    axum::Json(json!({
-        "major": "1", "minor": "33", "gitVersion": "v1.33.0+liftoff-standin",
-        "gitCommit": "", "gitTreeState": "clean", "buildDate": "2026-01-01T00:00:00Z",
-        "goVersion": "go1.24", "compiler": "gc", "platform": "linux/amd64",
-    }))
-    .into_response()
-}
-
-async fn core_versions(headers: HeaderMap) -> Response {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("127.0.0.1");
-    axum::Json(json!({
-        "kind": "APIVersions", "versions": ["v1"],
-        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
-    }))
-    .into_response()
-}
-
-fn resource(name: &str, kind: &str, short: &[&str], verbs: &[&str]) -> Value {
-    json!({
-        "name": name, "singularName": kind.to_lowercase(), "namespaced": true, "kind": kind,
-        "verbs": verbs, "shortNames": short,
-    })
-}
-
-async fn core_resources() -> Response {
-    let all = ["create", "delete", "get", "list", "watch"];
-    axum::Json(json!({
-        "kind": "APIResourceList", "groupVersion": "v1",
-        "resources": [
-            resource("pods", "Pod", &["po"], &all),
-            {"name": "pods/log", "singularName": "", "namespaced": true, "kind": "Pod", "verbs": ["get"]},
-            resource("secrets", "Secret", &[], &all),
-            resource("events", "Event", &["ev"], &["get", "list", "watch"]),
-            {"name": "namespaces", "singularName": "namespace", "namespaced": false,
-             "kind": "Namespace", "verbs": ["get", "list"], "shortNames": ["ns"]},
-        ],
-    }))
-    .into_response()
-}
-
-async fn groups() -> Response {
-    axum::Json(json!({
-        "kind": "APIGroupList", "apiVersion": "v1",
-        "groups": [{
-            "name": "batch",
-            "versions": [{"groupVersion": "batch/v1", "version": "v1"}],
-            "preferredVersion": {"groupVersion": "batch/v1", "version": "v1"},
-        }, {
-            "name": "jobset.x-k8s.io",
-            "versions": [{"groupVersion": "jobset.x-k8s.io/v1alpha2", "version": "v1alpha2"}],
-            "preferredVersion": {"groupVersion": "jobset.x-k8s.io/v1alpha2", "version": "v1alpha2"},
-        }],
-    }))
-    .into_response()
-}
-
-async fn batch_resources() -> Response {
-    axum::Json(json!({
-        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "batch/v1",
-        "resources": [resource("jobs", "Job", &[], &["create", "delete", "get", "list", "watch"])],
-    }))
-    .into_response()
-}
-
-async fn jobset_resources() -> Response {
-    axum::Json(json!({
-        "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "jobset.x-k8s.io/v1alpha2",
-        "resources": [resource("jobsets", "JobSet", &[], &["create", "delete", "get", "list", "watch"])],
-    }))
-    .into_response()
-}
-
 async fn list_jobsets(
     State(shared): State<Arc<Shared>>,
     Path(ns): Path<String>,
@@ -269,7 +198,7 @@ async fn delete_jobset(
 /// The query of a list or watch.
 type Params = Query<HashMap<String, String>>;
 
-fn kind_of(plural: &str) -> Result<Kind, Box<Response>> {
+pub(crate) fn kind_of(plural: &str) -> Result<Kind, Box<Response>> {
     match Kind::from_plural(plural) {
         Some(Kind::Job | Kind::JobSet) | None => Err(Box::new(status(
             404,
@@ -647,68 +576,6 @@ fn create(shared: &Shared, kind: Kind, ns: &str, body: &[u8]) -> Response {
     }
     let stored = store.put(kind, object);
     (StatusCode::CREATED, axum::Json(stored)).into_response()
-}
-
-/// A merge patch (RFC 7386, `application/merge-patch+json`; a strategic merge patch is
-/// taken as one, which it is for the maps the stand-in's clients patch). Names, namespace,
-/// uid and resourceVersion stay.
-async fn patch_core(
-    State(shared): State<Arc<Shared>>,
-    Path((ns, plural, name)): Path<(String, String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let kind = match kind_of(&plural) {
-        Ok(kind) => kind,
-        Err(e) => return *e,
-    };
-    let merge = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|t| {
-            t.starts_with("application/merge-patch+json")
-                || t.starts_with("application/strategic-merge-patch+json")
-        });
-    if !merge {
-        return status(
-            415,
-            "UnsupportedMediaType",
-            "the stand-in takes merge patches only (application/merge-patch+json)",
-        );
-    }
-    let patch: Value = match serde_json::from_slice(&body) {
-        Ok(p @ Value::Object(_)) => p,
-        _ => return status(400, "BadRequest", "a merge patch must be a JSON object"),
-    };
-    let mut store = shared.lock();
-    let Some(mut object) = store.get(kind, &ns, &name).cloned() else {
-        return not_found(kind, &name);
-    };
-    let keep = object["metadata"].clone();
-    merge_patch(&mut object, &patch);
-    for field in ["name", "namespace", "uid", "creationTimestamp"] {
-        object["metadata"][field] = keep[field].clone();
-    }
-    axum::Json(store.put(kind, object)).into_response()
-}
-
-fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = json!({});
-    }
-    for (k, v) in p {
-        if v.is_null() {
-            if let Some(t) = target.as_object_mut() {
-                t.remove(k);
-            }
-        } else {
-            merge_patch(&mut target[k.as_str()], v);
-        }
-    }
 }
 
 async fn delete_core(

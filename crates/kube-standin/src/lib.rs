@@ -7,7 +7,7 @@
 //! logs and OOM kills are real.
 //!
 //! - [`store`]: the objects and their numbered changes.
-//! - [`api`]: the HTTP routes.
+//! - [`api`]: the HTTP routes (discovery in `discovery.rs`).
 //! - [`node`]: the Job controller, a scheduler with a fixed node capacity, and a kubelet
 //!   that runs containers on the engine.
 //!
@@ -15,7 +15,9 @@
 //! `crates/cli/tests/kubernetes.rs`.
 
 pub mod api;
+mod discovery;
 pub mod node;
+mod patch;
 pub mod store;
 mod validate;
 
