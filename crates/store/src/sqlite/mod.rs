@@ -33,7 +33,7 @@ use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use writer::Writer;
+use writer::{ReadGate, Writer};
 
 /// Read connections kept open between reads.
 const MAX_IDLE_READERS: usize = 8;
@@ -43,6 +43,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: Arc<Writer>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Held by every read; the checkpointer empties the WAL with none in flight.
+    gate: ReadGate,
     /// Lease calls per agent, for the round-robin start. Kept in memory: writing it to the
     /// file would cost a page per lease, and after a restart any start queue is fair.
     turns: Mutex<HashMap<AgentId, u64>>,
@@ -58,11 +60,13 @@ impl SqliteStore {
     pub fn open_with_wal_limit(path: &Path, wal_limit: u64) -> StoreResult<SqliteStore> {
         let mut conn = open_connection(path, false)?;
         schema::migrate(&mut conn)?;
-        let writer = Writer::start(conn, path, wal_limit)?;
+        let gate = ReadGate::default();
+        let writer = Writer::start(conn, path, wal_limit, gate.clone())?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
             writer,
             readers: Arc::new(Mutex::new(Vec::new())),
+            gate,
             turns: Mutex::new(HashMap::new()),
         })
     }
@@ -79,9 +83,10 @@ impl SqliteStore {
     /// a bulk load, or before copying the file.
     pub async fn checkpoint(&self) -> StoreResult<()> {
         let path = self.path.clone();
+        let gate = self.gate.clone();
         tokio::task::spawn_blocking(move || {
             let conn = open_connection(&path, false)?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            gate.alone(|| conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())))?;
             Ok(())
         })
         .await
@@ -111,13 +116,17 @@ impl SqliteStore {
     {
         let readers = self.readers.clone();
         let path = self.path.clone();
+        let gate = self.gate.clone();
         tokio::task::spawn_blocking(move || {
             let pooled = readers.lock().map(|mut pool| pool.pop()).ok().flatten();
             let conn = match pooled {
                 Some(conn) => conn,
                 None => open_connection(&path, true)?,
             };
-            let result = f(&conn);
+            let result = {
+                let _reading = gate.enter();
+                f(&conn)
+            };
             if let Ok(mut pool) = readers.lock() {
                 if pool.len() < MAX_IDLE_READERS {
                     pool.push(conn);

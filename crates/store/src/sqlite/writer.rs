@@ -19,14 +19,26 @@
 //! with readers (the log restarts only when a checkpoint has caught up and no reader holds
 //! an old snapshot; a 1.4 GB WAL beside an 18 MB database was seen): after each commit the
 //! writer looks at the WAL's size, and past its limit the checkpointer runs a TRUNCATE
-//! checkpoint at once, which waits for readers, holds writers for its length and empties the
-//! file. `journal_size_limit` trims what a reset leaves.
+//! checkpoint at once, which holds writers for its length and empties the file.
+//! `journal_size_limit` trims what a reset leaves.
+//!
+//! A TRUNCATE must wait until no reader uses the log, and SQLite's busy handler only polls
+//! for that: with reads back to back (a dashboard, a fleet's lease polls) it rarely saw the
+//! moment, so it timed out while holding writers back (the WAL passed four times its limit,
+//! and writes waited seconds). Our reads therefore pass a [`ReadGate`]: while a TRUNCATE is
+//! due, new reads wait for it, the reads in flight finish, and the checkpoint runs with no
+//! reader at all.
+//!
+//! Writes go on while a TRUNCATE waits for the reads in flight (tens of milliseconds under a
+//! busy listing), and flat-out writers add megabytes in that time. So the limit is also a
+//! bound: past twice the limit, groups wait for the checkpointer (at most
+//! [`MAX_HOLD`]) before they commit.
 
 use crate::{StoreError, StoreResult};
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, Weak};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -36,11 +48,58 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// The WAL size past which it is emptied (a TRUNCATE checkpoint), unless told otherwise.
 pub const DEFAULT_WAL_LIMIT: u64 = 64 * 1024 * 1024;
 
-/// The writer's word to the checkpointer that the WAL has passed its limit.
+/// What every read of this store holds while it runs, and a TRUNCATE checkpoint holds
+/// alone. The lock prefers writers (std's futex lock on Linux): once the checkpointer asks,
+/// new reads queue behind it, so back-to-back reads cannot starve it.
+#[derive(Clone, Default)]
+pub struct ReadGate(Arc<RwLock<()>>);
+
+impl ReadGate {
+    /// Held for the length of one read.
+    pub fn enter(&self) -> RwLockReadGuard<'_, ()> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with no read in flight.
+    pub fn alone<T>(&self, f: impl FnOnce() -> T) -> T {
+        let _alone = self.0.write().unwrap_or_else(|p| p.into_inner());
+        f()
+    }
+}
+
+/// How long a group waits for a WAL past twice its limit to be emptied before it commits
+/// anyway (another process's reader can keep a TRUNCATE from finishing).
+const MAX_HOLD: Duration = Duration::from_secs(2);
+
+/// The writer's word to the checkpointer that the WAL has passed its limit, and the
+/// checkpointer's back that it has been emptied.
 #[derive(Default)]
 struct Nudge {
     due: Mutex<bool>,
     signal: Condvar,
+    /// Set past twice the limit: groups wait until the checkpointer clears it.
+    over: Mutex<bool>,
+    emptied: Condvar,
+}
+
+impl Nudge {
+    fn is_over(&self) -> bool {
+        *lock(&self.over)
+    }
+
+    /// Blocks while the WAL is over its bound, at most [`MAX_HOLD`].
+    fn wait_until_emptied(&self) {
+        let over = lock(&self.over);
+        let _ = self
+            .emptied
+            .wait_timeout_while(over, MAX_HOLD, |over| *over)
+            .unwrap_or_else(|p| p.into_inner());
+    }
+
+    fn tell_emptied(&self) {
+        *lock(&self.over) = false;
+        self.emptied.notify_all();
+    }
 }
 
 type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
@@ -60,7 +119,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn start(conn: Connection, path: &Path, wal_limit: u64) -> StoreResult<Arc<Writer>> {
+    pub fn start(
+        conn: Connection,
+        path: &Path,
+        wal_limit: u64,
+        gate: ReadGate,
+    ) -> StoreResult<Arc<Writer>> {
         // The checkpointer below does this work; the writer must never checkpoint inline.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "journal_size_limit", wal_limit as i64)?;
@@ -82,7 +146,7 @@ impl Writer {
         let weak = Arc::downgrade(&writer);
         std::thread::Builder::new()
             .name("liftoff-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoint_conn, weak, nudge))
+            .spawn(move || checkpoint_loop(checkpoint_conn, weak, nudge, gate))
             .map_err(|e| StoreError::Backend(Box::new(e)))?;
         let weak = Arc::downgrade(&writer);
         std::thread::Builder::new()
@@ -113,7 +177,9 @@ impl Writer {
         // writes started alongside it show up (a batch of acks starts them all together):
         // those go to the writer thread as one group.
         let mut job = Some(job);
-        if self.writers.load(Ordering::Acquire) == 1 {
+        // Past the bound the write must wait for the checkpointer, which only the writer
+        // thread may do (never block the runtime).
+        if self.writers.load(Ordering::Acquire) == 1 && !self.nudge.is_over() {
             tokio::task::yield_now().await;
             if self.writers.load(Ordering::Acquire) == 1 && lock(&self.queue).is_empty() {
                 self.run_here(&mut job);
@@ -146,6 +212,9 @@ impl Writer {
     /// call per group).
     fn watch_wal(&self) {
         let size = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        if size > self.wal_limit.saturating_mul(2) {
+            *lock(&self.nudge.over) = true;
+        }
         if size > self.wal_limit {
             *lock(&self.nudge.due) = true;
             self.nudge.signal.notify_one();
@@ -191,6 +260,7 @@ fn write_loop(writer: Weak<Writer>) {
         if group.is_empty() {
             continue;
         }
+        w.nudge.wait_until_emptied();
         let conn = lock(&w.conn);
         let started = std::time::Instant::now();
         let replies = commit_group(&conn, group);
@@ -276,9 +346,9 @@ fn commit_group(conn: &Connection, group: Vec<Job>) -> Vec<(Reply, StoreResult<(
 }
 
 /// Copies the WAL back into the database every half second (PASSIVE: never blocks the
-/// writer), and empties it (TRUNCATE) the moment the writer says it passed its limit, until
-/// the writer is gone.
-fn checkpoint_loop(conn: Connection, writer: Weak<Writer>, nudge: Arc<Nudge>) {
+/// writer), and empties it (TRUNCATE, with no read in flight) the moment the writer says it
+/// passed its limit, until the writer is gone.
+fn checkpoint_loop(conn: Connection, writer: Weak<Writer>, nudge: Arc<Nudge>, gate: ReadGate) {
     while writer.strong_count() > 0 {
         let due = {
             let due = lock(&nudge.due);
@@ -288,17 +358,26 @@ fn checkpoint_loop(conn: Connection, writer: Weak<Writer>, nudge: Arc<Nudge>) {
                 .unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut *due)
         };
-        let mode = if due { "TRUNCATE" } else { "PASSIVE" };
-        let done = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
-            r.get::<_, i64>(0)
-        });
+        let checkpoint = |mode: &str| {
+            conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+        };
+        let done = if due {
+            gate.alone(|| checkpoint("TRUNCATE"))
+        } else {
+            checkpoint("PASSIVE")
+        };
         match done {
-            // 1: readers or the writer kept a TRUNCATE from finishing within busy_timeout;
-            // the next commit past the limit asks again.
+            // 1: another process's reader or the writer kept a TRUNCATE from finishing
+            // within busy_timeout; the next commit past the limit asks again.
             Ok(1) => tracing::warn!("the WAL is past its limit and could not be emptied yet"),
             Ok(_) if due => tracing::debug!("emptied the WAL past its limit"),
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed"),
+        }
+        if due {
+            nudge.tell_emptied();
         }
     }
 }
