@@ -135,14 +135,17 @@ async fn postgres_figures(admin_url: &str, b: &QueueBench) -> anyhow::Result<ser
     let store8 = measure(Measure::Cycles(8)).await?;
     let http1 = measure(Measure::Http(1)).await?;
     let http8 = measure(Measure::Http(8)).await?;
+    // The target is for a durable server; a cluster with fsync off measures something else.
+    let durable = admin::durable(admin_url).await?;
     Ok(json!({
+        "durable": durable,
         "store": {
             "enqueues_per_s": {"clients_1": enq1, "clients_8": enq8},
             "cycles_per_s": {"clients_1": store1, "clients_8": store8},
         },
         "http": {"cycles_per_s": {"clients_1": http1, "clients_8": http8}},
-        "targets": {"store_cycles_per_s_8_clients": 3000},
-        "meets_targets": store8 >= 3000.0,
+        "targets": {"store_cycles_per_s_8_clients": 3000, "durable": true},
+        "meets_targets": durable && store8 >= 3000.0,
     }))
 }
 

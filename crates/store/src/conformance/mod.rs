@@ -411,6 +411,17 @@ pub async fn lifecycle_to_finished(store: DynStore) {
         .await
         .unwrap();
     assert_eq!(running.started_at_ms, Some(T0 + 2));
+    let stale_end = store
+        .update_run(
+            &rid,
+            update(l.fence - 1, RunState::Finished, Some(0)),
+            T0 + 2,
+        )
+        .await;
+    assert!(
+        is_conflict(stale_end),
+        "an end at an older fence is refused"
+    );
     let done = store
         .update_run(&rid, update(l.fence, RunState::Finished, Some(0)), T0 + 3)
         .await

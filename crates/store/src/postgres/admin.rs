@@ -29,6 +29,19 @@ pub async fn drop_database(admin_url: &str, name: &str) -> StoreResult<()> {
     Ok(())
 }
 
+/// Whether the server behind `url` makes every commit durable before it answers (`fsync`
+/// and `synchronous_commit` both on): benchmarks say which kind of figure they measured.
+pub async fn durable(url: &str) -> StoreResult<bool> {
+    let client = connect(url).await?;
+    let mut on = true;
+    for setting in ["fsync", "synchronous_commit"] {
+        let row = client.query_one(&format!("SHOW {setting}"), &[]).await?;
+        let value: String = row.get(0);
+        on &= value != "off" && value != "local";
+    }
+    Ok(on)
+}
+
 async fn connect(url: &str) -> StoreResult<tokio_postgres::Client> {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(conn);

@@ -185,6 +185,61 @@ async fn end_plainly(
     rows::run(&row)
 }
 
+/// A run's plain end (finished or stopped) in a single statement, outside any explicit
+/// transaction (one round trip instead of four): the common case of a live run whose item is
+/// claimed at the report's fence, which [`update`] would hand to [`end_plainly`]. Returns
+/// `None` when it changed nothing; the caller then runs [`update`], which says why or takes
+/// the other paths (a late finish, a retry). Every part keys on the run's row having been
+/// changed, which happens only with the item's row locked and checked.
+pub async fn end_at_once(
+    client: &deadpool_postgres::Client,
+    id: &RunId,
+    up: &RunUpdate,
+    now: Millis,
+) -> StoreResult<Option<Run>> {
+    if !matches!(up.state, RunState::Finished | RunState::Stopped) {
+        return Ok(None);
+    }
+    let sql = format!(
+        "WITH ctx AS (
+             SELECT i.id FROM runs r JOIN items i ON i.id = r.item_id
+             WHERE r.id = $1 AND i.fence = $8 AND i.state = 'claimed'
+             FOR UPDATE OF i),
+         run AS (
+             UPDATE runs SET state = $2, exit_code = coalesce($3, exit_code),
+                 message = CASE WHEN $2 = 'stopped' AND stop_reason IS NOT NULL
+                                THEN stop_reason ELSE coalesce($4, message) END,
+                 handle = coalesce($5, handle),
+                 started_at_ms = coalesce(started_at_ms, $7),
+                 ended_at_ms = $6, updated_at_ms = $6
+             WHERE id = $1 AND item_id = (SELECT id FROM ctx)
+               AND state NOT IN ('finished', 'failed', 'stopped', 'preempted', 'lost')
+             RETURNING {RUN_COLUMNS}),
+         item AS (UPDATE items SET state = $2, updated_at_ms = $6
+                  WHERE id = (SELECT item_id FROM run)),
+         revoked AS (DELETE FROM tokens WHERE run_id = $1 AND EXISTS (SELECT 1 FROM run))
+         SELECT * FROM run"
+    );
+    let handle = up.handle.as_ref().map(|h| h.to_string());
+    let stmt = client.prepare_cached(&sql).await?;
+    let row = client
+        .query_opt(
+            &stmt,
+            &[
+                &id.as_str(),
+                &up.state.as_str(),
+                &up.exit_code,
+                &up.message,
+                &handle,
+                &now,
+                &crate::rules::reported_start(up, now),
+                &up.fence,
+            ],
+        )
+        .await?;
+    row.as_ref().map(rows::run).transpose()
+}
+
 /// A run's end decides its item's, by [`crate::rules::item_outcome`].
 async fn end_item(tx: &Tx<'_>, ctx: &Context, up: &RunUpdate, now: Millis) -> StoreResult<()> {
     let item = ctx.item_id;
