@@ -74,7 +74,9 @@ pub async fn update(tx: &Tx<'_>, id: &RunId, up: &RunUpdate, now: Millis) -> Sto
     let ended = up.state.is_terminal().then_some(now);
     let handle = up.handle.as_ref().map(|h| h.to_string());
     if matches!(up.state, RunState::Finished | RunState::Stopped) {
-        return end_plainly(tx, id, &ctx, up, handle, now).await;
+        return end_at_once(tx, id, up, now)
+            .await?
+            .ok_or_else(|| StoreError::Conflict(format!("run {id} changed while it was ending")));
     }
     let sql = format!(
         "UPDATE runs SET state = $2, exit_code = coalesce($3, exit_code),
@@ -143,56 +145,15 @@ async fn late_finish(
     rows::run(&row)
 }
 
-/// A run that finished or stopped: the run, its item and its tokens in one statement (the
-/// hottest report, so one round trip instead of three).
-async fn end_plainly(
-    tx: &Tx<'_>,
-    id: &RunId,
-    ctx: &Context,
-    up: &RunUpdate,
-    handle: Option<String>,
-    now: Millis,
-) -> StoreResult<Run> {
-    let sql = format!(
-        "WITH run AS (
-             UPDATE runs SET state = $2, exit_code = coalesce($3, exit_code),
-                 message = CASE WHEN $2 = 'stopped' AND stop_reason IS NOT NULL
-                                THEN stop_reason ELSE coalesce($4, message) END,
-                 handle = coalesce($5, handle),
-                 started_at_ms = coalesce(started_at_ms, $8),
-                 ended_at_ms = $6, updated_at_ms = $6
-             WHERE id = $1 RETURNING {RUN_COLUMNS}),
-         item AS (UPDATE items SET state = $2, updated_at_ms = $6 WHERE id = $7),
-         revoked AS (DELETE FROM tokens WHERE run_id = $1)
-         SELECT * FROM run"
-    );
-    let stmt = tx.prepare_cached(&sql).await?;
-    let row = tx
-        .query_one(
-            &stmt,
-            &[
-                &id.as_str(),
-                &up.state.as_str(),
-                &up.exit_code,
-                &up.message,
-                &handle,
-                &now,
-                &ctx.item_id.0,
-                &crate::rules::reported_start(up, now),
-            ],
-        )
-        .await?;
-    rows::run(&row)
-}
-
-/// A run's plain end (finished or stopped) in a single statement, outside any explicit
-/// transaction (one round trip instead of four): the common case of a live run whose item is
-/// claimed at the report's fence, which [`update`] would hand to [`end_plainly`]. Returns
-/// `None` when it changed nothing; the caller then runs [`update`], which says why or takes
-/// the other paths (a late finish, a retry). Every part keys on the run's row having been
-/// changed, which happens only with the item's row locked and checked.
+/// A run's plain end (finished or stopped): the run, its item and its tokens in a single
+/// statement. The store runs it first outside any explicit transaction (one round trip
+/// instead of four), for the common case of a live run whose item is claimed at the
+/// report's fence; `None` when it changed nothing, and the caller then runs [`update`],
+/// which says why or takes the other paths (a late finish, a retry), and runs this again
+/// in its transaction when the end is plain after all. Every part keys on the run's row
+/// having been changed, which happens only with the item's row locked and checked.
 pub async fn end_at_once(
-    client: &deadpool_postgres::Client,
+    client: &impl deadpool_postgres::GenericClient,
     id: &RunId,
     up: &RunUpdate,
     now: Millis,
