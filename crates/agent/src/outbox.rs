@@ -9,7 +9,10 @@
 //! a burst, or a lone run, is told at once.
 //! A batch that cannot reach the server is
 //! retried as a whole (acks and reports are idempotent on the server); each entry's own answer
-//! goes back to its task.
+//! goes back to its task. An entry the server answered with a server error (its database
+//! restarting under it) is sent again too: given up, an ack the database had in fact taken
+//! left a run `starting` for good, and a report its end `running` (seen in the chaos soak
+//! with a PostgreSQL restart: the agent kept the report for its next start only).
 
 use liftoff_client::{Client, ClientError, ClientResult};
 use liftoff_types::api::{AckRequest, AckedRun, ItemAck, ReportedRun, RunReport, MAX_BATCH};
@@ -43,23 +46,60 @@ impl Outbox {
     }
 
     pub async fn ack(&self, item_id: ItemId, ack: AckRequest) -> ClientResult<AckedRun> {
-        let (tx, rx) = oneshot::channel();
-        self.tx
-            .send(Msg::Ack(ItemAck { item_id, ack }, tx))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.until_answered("acking", || {
+            let (tx, rx) = oneshot::channel();
+            let ack = ItemAck {
+                item_id,
+                ack: ack.clone(),
+            };
+            let sent = self.tx.send(Msg::Ack(ack, tx)).map_err(|_| closed());
+            async move {
+                sent?;
+                rx.await.map_err(|_| closed())?
+            }
+        })
+        .await
     }
 
     pub async fn report(&self, run_id: &RunId, update: RunUpdate) -> ClientResult<ReportedRun> {
-        let (tx, rx) = oneshot::channel();
-        let report = RunReport {
-            run_id: run_id.clone(),
-            update,
-        };
-        self.tx
-            .send(Msg::Report(report, tx))
-            .map_err(|_| closed())?;
-        rx.await.map_err(|_| closed())?
+        self.until_answered("reporting a run", || {
+            let (tx, rx) = oneshot::channel();
+            let report = RunReport {
+                run_id: run_id.clone(),
+                update: update.clone(),
+            };
+            let sent = self.tx.send(Msg::Report(report, tx)).map_err(|_| closed());
+            async move {
+                sent?;
+                rx.await.map_err(|_| closed())?
+            }
+        })
+        .await
+    }
+
+    /// Sends an entry again while the server answers it with a server error, with backoff,
+    /// for as long as [`crate::report::retry`] would. Unreachable servers are the batch's to
+    /// retry (see [`deliver`]); other answers are final.
+    async fn until_answered<T, F, Fut>(&self, what: &str, mut send: F) -> ClientResult<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = ClientResult<T>>,
+    {
+        let start = tokio::time::Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            match send().await {
+                Err(e)
+                    if e.status().is_some_and(|s| s.is_server_error())
+                        && start.elapsed() < crate::report::GIVE_UP =>
+                {
+                    tracing::warn!(error = %e, "{what}: the server failed; again in {pause:?}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(10));
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -176,6 +216,52 @@ mod tests {
             .unwrap()
             .in_process(answer);
         (Outbox::start(client, AgentId(1), ends_to_come), batches)
+    }
+
+    /// A server whose database fails the first report of each run it is sent (500 for that
+    /// entry only), then takes it.
+    #[tokio::test(start_paused = true)]
+    async fn a_report_the_server_failed_is_sent_again_until_taken() {
+        let tries = Arc::new(Mutex::new(Vec::new()));
+        let seen = tries.clone();
+        let answer: liftoff_client::InProcess =
+            Arc::new(move |req: http::Request<bytes::Bytes>| {
+                let batch: ReportBatch =
+                    serde_json::from_slice(req.body()).expect("a report batch");
+                let mut seen = seen.lock().unwrap();
+                let answers: Vec<ReportOutcome> = batch
+                    .reports
+                    .iter()
+                    .map(|r| {
+                        let first = !seen.contains(&r.run_id);
+                        seen.push(r.run_id.clone());
+                        if first {
+                            return ReportOutcome::Error(liftoff_types::api::EntryError {
+                                status: 500,
+                                error: liftoff_types::api::ErrorDetail {
+                                    code: "internal".into(),
+                                    message: "internal error".into(),
+                                    fields: Vec::new(),
+                                },
+                            });
+                        }
+                        ReportOutcome::Ok(ReportedRun {
+                            run_id: r.run_id.clone(),
+                            state: r.update.state,
+                        })
+                    })
+                    .collect();
+                let body = serde_json::to_vec(&answers).unwrap();
+                Box::pin(async move { http::Response::new(bytes::Bytes::from(body)) })
+            });
+        let client = Client::new("http://127.0.0.1:9", None)
+            .unwrap()
+            .in_process(answer);
+        let outbox = Outbox::start(client, AgentId(1), Arc::new(AtomicUsize::new(0)));
+        let run: RunId = "r1".parse().unwrap();
+        let reported = outbox.report(&run, finished()).await.unwrap();
+        assert_eq!(reported.state, RunState::Finished);
+        assert_eq!(*tries.lock().unwrap(), vec![run.clone(), run]);
     }
 
     fn finished() -> RunUpdate {

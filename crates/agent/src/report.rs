@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// How long a report keeps trying before the agent gives up on it (the journal keeps the
 /// run, so a restarted agent tries again).
-const GIVE_UP: Duration = Duration::from_secs(600);
+pub(crate) const GIVE_UP: Duration = Duration::from_secs(600);
 
 pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> ClientResult<T>
 where
