@@ -3,8 +3,8 @@
 //! server` (or two replicas on one PostgreSQL database, with `--postgres`) and several
 //! `liftoff agent`s; half the items on a queue that requeues lost runs, half on one that does
 //! not. On a schedule, agents are killed with SIGKILL and restarted after a random delay
-//! (some past the agent timeout, one down for three timeouts), and the server (one replica)
-//! is killed and restarted.
+//! (some past the agent timeout, one down for three timeouts), the server (one replica)
+//! is killed and restarted, and with `--database-restart`, PostgreSQL itself.
 //!
 //! Every run takes an exclusive `flock` on a file named after its item and appends `start`,
 //! then `end`, to a ledger: a run that finds the lock held writes `overlap` (two attempts at
@@ -67,6 +67,13 @@ pub struct ChaosBench {
     /// between them.
     #[arg(long, env = "LIFTOFF_BENCH_POSTGRES", hide_env_values = true)]
     pub postgres: Option<String>,
+    /// A command (run by `sh -c`) that restarts that PostgreSQL server, for example
+    /// `pg_ctl -D DATA restart -m immediate` (a crash, then recovery from its WAL); run
+    /// `--database-restarts` times over the soak, each while the soak goes on.
+    #[arg(long, requires = "postgres")]
+    pub database_restart: Option<String>,
+    #[arg(long, default_value_t = 1)]
+    pub database_restarts: u32,
 }
 
 pub async fn run(b: ChaosBench) -> anyhow::Result<()> {
@@ -332,6 +339,12 @@ impl Soak {
             let at = expected * (k as f64 + 0.5) / b.server_kills as f64;
             faults.push((Duration::from_secs_f64(at), Fault::Server));
         }
+        if b.database_restart.is_some() {
+            for k in 0..b.database_restarts {
+                let at = expected * (k as f64 + 0.75) / b.database_restarts as f64;
+                faults.push((Duration::from_secs_f64(at), Fault::Database));
+            }
+        }
         faults.sort_by_key(|(at, _)| *at);
         let counts = self.drive(began, faults).await?;
         let soak_s = began.elapsed().as_secs_f64();
@@ -364,6 +377,7 @@ impl Soak {
                 "agent_kills": counts.agent_kills,
                 "restarted_past_timeout": counts.past_timeout,
                 "server_kills": counts.server_kills,
+                "database_restarts": counts.database_restarts,
             }),
         );
         out.insert(
@@ -389,6 +403,8 @@ impl Soak {
         let mut counts = FaultCounts::default();
         let mut restarts: Vec<(Instant, usize)> = Vec::new();
         let mut server_back: Option<Instant> = None;
+        // The database's restart command while it runs (the soak goes on meanwhile).
+        let mut database: Option<Child> = None;
         let mut watching: Vec<Recovery> = Vec::new();
         let limit = Duration::from_secs(600) + Duration::from_secs(self.b.runs as u64);
         let mut last_look = Instant::now() - Duration::from_secs(1);
@@ -445,6 +461,31 @@ impl Soak {
                             .timeline
                             .push(format!("{} ms: server killed", began.elapsed().as_millis()));
                     }
+                    Fault::Database => {
+                        let command = self.b.database_restart.clone().unwrap_or_default();
+                        let child = Command::new("sh")
+                            .args(["-c", &command])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null())
+                            .spawn()
+                            .context("starting the database's restart command")?;
+                        database = Some(child);
+                        counts.database_restarts += 1;
+                        counts.timeline.push(format!(
+                            "{} ms: database restart begun",
+                            began.elapsed().as_millis()
+                        ));
+                    }
+                }
+            }
+            if let Some(child) = database.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    anyhow::ensure!(status.success(), "the database's restart failed: {status}");
+                    database = None;
+                    counts.timeline.push(format!(
+                        "{} ms: database restarted",
+                        began.elapsed().as_millis()
+                    ));
                 }
             }
             if server_back.is_some_and(|at| at <= now) {
@@ -483,6 +524,7 @@ impl Soak {
                 if faults.is_empty()
                     && restarts.is_empty()
                     && server_back.is_none()
+                    && database.is_none()
                     && self.all_ended().await
                 {
                     return Ok(counts);
@@ -624,6 +666,8 @@ enum Fault {
         down: Duration,
     },
     Server,
+    /// Runs `--database-restart`.
+    Database,
 }
 
 #[derive(Default)]
@@ -631,6 +675,7 @@ struct FaultCounts {
     agent_kills: u32,
     past_timeout: u32,
     server_kills: u32,
+    database_restarts: u32,
     recoveries: Vec<Duration>,
     /// What happened when, in soak milliseconds: the story behind a bad counter.
     timeline: Vec<String>,
