@@ -77,29 +77,16 @@ impl Outbox {
         .await
     }
 
-    /// Sends an entry again while the server answers it with a server error, with backoff,
-    /// for as long as [`crate::report::retry`] would. Unreachable servers are the batch's to
-    /// retry (see [`deliver`]); other answers are final.
-    async fn until_answered<T, F, Fut>(&self, what: &str, mut send: F) -> ClientResult<T>
+    /// Sends an entry again while the server answers it with a server error, with
+    /// [`crate::report::retry`]'s backoff. Unreachable servers are the batch's to retry (see
+    /// [`deliver`]); other answers are final.
+    async fn until_answered<T, F, Fut>(&self, what: &str, send: F) -> ClientResult<T>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = ClientResult<T>>,
     {
-        let start = tokio::time::Instant::now();
-        let mut pause = Duration::from_millis(100);
-        loop {
-            match send().await {
-                Err(e)
-                    if e.status().is_some_and(|s| s.is_server_error())
-                        && start.elapsed() < crate::report::GIVE_UP =>
-                {
-                    tracing::warn!(error = %e, "{what}: the server failed; again in {pause:?}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(10));
-                }
-                other => return other,
-            }
-        }
+        let server_failed = |e: &ClientError| e.status().is_some_and(|s| s.is_server_error());
+        crate::report::retry_while(what, server_failed, send).await
     }
 }
 
@@ -190,31 +177,37 @@ mod tests {
     use liftoff_types::RunState;
     use std::sync::Mutex;
 
-    /// An outbox whose server answers every report `ok` and records each batch's size.
-    fn outbox(ends_to_come: Arc<AtomicUsize>) -> (Outbox, Arc<Mutex<Vec<usize>>>) {
-        let batches = Arc::new(Mutex::new(Vec::new()));
-        let seen = batches.clone();
+    /// A client of an in-process server that answers each batch of reports with `answer`.
+    fn batch_server(
+        answer: impl Fn(&[RunReport]) -> Vec<ReportOutcome> + Send + Sync + 'static,
+    ) -> Client {
         let answer: liftoff_client::InProcess =
             Arc::new(move |req: http::Request<bytes::Bytes>| {
                 let batch: ReportBatch =
                     serde_json::from_slice(req.body()).expect("a report batch");
-                seen.lock().unwrap().push(batch.reports.len());
-                let answers: Vec<ReportOutcome> = batch
-                    .reports
-                    .iter()
-                    .map(|r| {
-                        ReportOutcome::Ok(ReportedRun {
-                            run_id: r.run_id.clone(),
-                            state: r.update.state,
-                        })
-                    })
-                    .collect();
-                let body = serde_json::to_vec(&answers).unwrap();
+                let body = serde_json::to_vec(&answer(&batch.reports)).unwrap();
                 Box::pin(async move { http::Response::new(bytes::Bytes::from(body)) })
             });
-        let client = Client::new("http://127.0.0.1:9", None)
+        Client::new("http://127.0.0.1:9", None)
             .unwrap()
-            .in_process(answer);
+            .in_process(answer)
+    }
+
+    fn taken(r: &RunReport) -> ReportOutcome {
+        ReportOutcome::Ok(ReportedRun {
+            run_id: r.run_id.clone(),
+            state: r.update.state,
+        })
+    }
+
+    /// An outbox whose server answers every report `ok` and records each batch's size.
+    fn outbox(ends_to_come: Arc<AtomicUsize>) -> (Outbox, Arc<Mutex<Vec<usize>>>) {
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let seen = batches.clone();
+        let client = batch_server(move |reports| {
+            seen.lock().unwrap().push(reports.len());
+            reports.iter().map(taken).collect()
+        });
         (Outbox::start(client, AgentId(1), ends_to_come), batches)
     }
 
@@ -224,39 +217,27 @@ mod tests {
     async fn a_report_the_server_failed_is_sent_again_until_taken() {
         let tries = Arc::new(Mutex::new(Vec::new()));
         let seen = tries.clone();
-        let answer: liftoff_client::InProcess =
-            Arc::new(move |req: http::Request<bytes::Bytes>| {
-                let batch: ReportBatch =
-                    serde_json::from_slice(req.body()).expect("a report batch");
-                let mut seen = seen.lock().unwrap();
-                let answers: Vec<ReportOutcome> = batch
-                    .reports
-                    .iter()
-                    .map(|r| {
-                        let first = !seen.contains(&r.run_id);
-                        seen.push(r.run_id.clone());
-                        if first {
-                            return ReportOutcome::Error(liftoff_types::api::EntryError {
-                                status: 500,
-                                error: liftoff_types::api::ErrorDetail {
-                                    code: "internal".into(),
-                                    message: "internal error".into(),
-                                    fields: Vec::new(),
-                                },
-                            });
-                        }
-                        ReportOutcome::Ok(ReportedRun {
-                            run_id: r.run_id.clone(),
-                            state: r.update.state,
-                        })
+        let client = batch_server(move |reports| {
+            let mut seen = seen.lock().unwrap();
+            reports
+                .iter()
+                .map(|r| {
+                    let first = !seen.contains(&r.run_id);
+                    seen.push(r.run_id.clone());
+                    if !first {
+                        return taken(r);
+                    }
+                    ReportOutcome::Error(liftoff_types::api::EntryError {
+                        status: 500,
+                        error: liftoff_types::api::ErrorDetail {
+                            code: "internal".into(),
+                            message: "internal error".into(),
+                            fields: Vec::new(),
+                        },
                     })
-                    .collect();
-                let body = serde_json::to_vec(&answers).unwrap();
-                Box::pin(async move { http::Response::new(bytes::Bytes::from(body)) })
-            });
-        let client = Client::new("http://127.0.0.1:9", None)
-            .unwrap()
-            .in_process(answer);
+                })
+                .collect()
+        });
         let outbox = Outbox::start(client, AgentId(1), Arc::new(AtomicUsize::new(0)));
         let run: RunId = "r1".parse().unwrap();
         let reported = outbox.report(&run, finished()).await.unwrap();

@@ -7,9 +7,22 @@ use std::time::Duration;
 
 /// How long a report keeps trying before the agent gives up on it (the journal keeps the
 /// run, so a restarted agent tries again).
-pub(crate) const GIVE_UP: Duration = Duration::from_secs(600);
+const GIVE_UP: Duration = Duration::from_secs(600);
 
-pub async fn retry<T, F, Fut>(what: &str, mut call: F) -> ClientResult<T>
+pub async fn retry<T, F, Fut>(what: &str, call: F) -> ClientResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = ClientResult<T>>,
+{
+    retry_while(what, ClientError::is_transient, call).await
+}
+
+/// [`retry`], for the errors `again` picks.
+pub async fn retry_while<T, F, Fut>(
+    what: &str,
+    again: impl Fn(&ClientError) -> bool,
+    mut call: F,
+) -> ClientResult<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = ClientResult<T>>,
@@ -18,7 +31,7 @@ where
     let mut pause = Duration::from_millis(100);
     loop {
         match call().await {
-            Err(e) if e.is_transient() && start.elapsed() < GIVE_UP => {
+            Err(e) if again(&e) && start.elapsed() < GIVE_UP => {
                 tracing::warn!(error = %e, "{what}: retrying in {pause:?}");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(10));
