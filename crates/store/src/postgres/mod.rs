@@ -35,7 +35,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use liftoff_types::api::{FailRequest, ItemFilter, RunFilter};
 use liftoff_types::{
     Agent, AgentId, Heartbeat, HeartbeatReply, Item, ItemId, JobSpec, JobVersion, Lease, Millis,
-    NewAgent, NewQueue, Queue, Run, RunId, RunUpdate, Scope, Sweep, SweepState, TokenInfo,
+    NewAgent, NewQueue, Queue, Run, RunId, RunState, RunUpdate, Scope, Sweep, SweepState,
+    TokenInfo,
 };
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -248,8 +249,11 @@ impl Store for PostgresStore {
     }
 
     async fn update_run(&self, id: &RunId, update: RunUpdate, now: Millis) -> StoreResult<Run> {
-        if let Some(run) = at_once!(self, |c| runs::end_at_once(&c, id, &update, now)) {
-            return Ok(run);
+        // Only a plain end has a fast path: other reports take no connection for it.
+        if matches!(update.state, RunState::Finished | RunState::Stopped) {
+            if let Some(run) = at_once!(self, |c| runs::end_at_once(&c, id, &update, now)) {
+                return Ok(run);
+            }
         }
         in_tx!(self, |tx| runs::update(&tx, id, &update, now).await)
     }
