@@ -140,6 +140,13 @@ impl From<StoreError> for ApiError {
                     "the database is busy; try again",
                 )
             }
+            StoreError::Unavailable(m) => {
+                tracing::warn!(error = %m, "the database cannot be reached");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the server cannot reach its database; try again",
+                )
+            }
             StoreError::Full(m) => {
                 tracing::error!(error = %m, "the database's disk is full: writes are refused until space is freed");
                 ApiError::new(

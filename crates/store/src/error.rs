@@ -30,6 +30,12 @@ pub enum StoreError {
     /// through once space is freed.
     #[error("the database's disk is full: {0}")]
     Full(String),
+    /// The database could not be reached, or it went away (restarting, shutting down, the
+    /// connection cut). Never retried inside the store: a write whose connection broke at
+    /// its commit may or may not have been committed, and only the caller's own key (a
+    /// fence, an item id) can tell a second try from a new write.
+    #[error("the database cannot be reached: {0}")]
+    Unavailable(String),
 }
 
 impl StoreError {
@@ -68,14 +74,61 @@ impl From<tokio_postgres::Error> for StoreError {
                 StoreError::Busy(e.to_string())
             }
             Some(c) if *c == SqlState::DISK_FULL => StoreError::Full(e.to_string()),
+            Some(c) if is_unavailable_state(c) => StoreError::Unavailable(describe(&e)),
+            None if connection_lost(&e) => StoreError::Unavailable(describe(&e)),
             _ => StoreError::Backend(Box::new(e)),
         }
     }
 }
 
+/// SQLSTATE class 08 (connection exceptions) and the server going down or not yet up
+/// (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now).
+fn is_unavailable_state(state: &tokio_postgres::error::SqlState) -> bool {
+    let code = state.code();
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+}
+
+/// A client-side failure with no SQLSTATE: the connection closed, or a socket error on the
+/// way (refused, reset, timed out).
+fn connection_lost(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
+/// The error with its causes, for the log ("error connecting to server: Connection refused").
+fn describe(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 impl From<deadpool_postgres::PoolError> for StoreError {
     fn from(e: deadpool_postgres::PoolError) -> StoreError {
-        StoreError::Backend(Box::new(e))
+        use deadpool_postgres::PoolError;
+        match e {
+            // Making a new connection failed: as a query's failure would.
+            PoolError::Backend(e) => StoreError::from(e),
+            PoolError::Timeout(_) => StoreError::Unavailable(describe(&e)),
+            PoolError::Closed => StoreError::Closed,
+            other => StoreError::Backend(Box::new(other)),
+        }
     }
 }
 

@@ -350,6 +350,9 @@ pub trait Store: Send + Sync + 'static {
     /// are signed with): `fresh` becomes it if none is stored yet, else the stored one wins.
     async fn secret(&self, name: &str, fresh: &str) -> StoreResult<String>;
 
+    /// Whether the database answers now (one trivial read), for a readiness probe.
+    async fn ping(&self) -> StoreResult<()>;
+
     // Wake-ups across servers sharing this store. A store used by one process only needs
     // neither: the defaults do nothing.
     /// Tells the other servers to wake their long-polls waiting on `keys`.

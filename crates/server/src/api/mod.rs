@@ -32,7 +32,7 @@ use utoipa::OpenApi;
         sweeps::create, sweeps::list, sweeps::show, sweeps::set_state, sweeps::enqueue_run,
         batch::acks, batch::reports,
         tokens::create, tokens::list, tokens::delete,
-        healthz, openapi, limits, prune, crate::web::session::login_link,
+        healthz, readyz, openapi, limits, prune, crate::web::session::login_link,
     ),
     modifiers(&BearerAuth),
     security(("bearer" = [])),
@@ -56,6 +56,25 @@ impl utoipa::Modify for BearerAuth {
 #[utoipa::path(get, path = "/healthz", tag = "meta", security(()), responses((status = 200, body = Object)))]
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Readiness: the store answers within two seconds (for a load balancer in front of
+/// replicas: a replica that cannot reach the database is taken out until it can).
+#[utoipa::path(get, path = "/readyz", tag = "meta", security(()),
+    responses((status = 200, body = Object), (status = 503, body = liftoff_types::api::ErrorBody)))]
+pub async fn readyz(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<Json<serde_json::Value>, crate::error::ApiError> {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+        Ok(answered) => answered?,
+        Err(_) => {
+            return Err(liftoff_store::StoreError::Unavailable(
+                "no answer to a probe within 2 s".into(),
+            )
+            .into())
+        }
+    }
+    Ok(Json(serde_json::json!({"status": "ready"})))
 }
 
 /// Remove ended items with their runs, logs and metrics, long-stopped agents and
@@ -163,6 +182,7 @@ pub fn router(state: AppState, body_limit: usize, artifact_limit: usize) -> Rout
         .route("/login-links", post(crate::web::session::login_link));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::serve))
         .nest("/api/v1", v1)
         .merge(crate::web::router())

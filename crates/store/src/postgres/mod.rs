@@ -50,6 +50,8 @@ const POOL_SIZE: usize = 20;
 /// Connections for the hot path (one-queue leases, acks, plain ends), whose statements are
 /// planned once per connection (see [`PostgresStore::hot`]).
 const HOT_POOL_SIZE: usize = 12;
+/// How long making a connection may take, unless the URL says (`connect_timeout=`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Times a transaction is tried again after a deadlock or serialization failure.
 const RETRIES: u32 = 5;
 
@@ -135,9 +137,14 @@ impl PostgresStore {
     /// Connects (the URL is libpq's: `postgres://user:password@host:port/db`) and applies
     /// pending migrations.
     pub async fn connect(url: &str) -> StoreResult<PostgresStore> {
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| StoreError::invalid("database", e.to_string()))?;
+        if config.get_connect_timeout().is_none() {
+            // A database that does not answer (a host gone, packets dropped) fails the
+            // request in seconds instead of holding it and its pool slot for good.
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
         let pool = pool_of(config.clone(), POOL_SIZE)?;
         let mut hot_config = config.clone();
         let options = match config.get_options() {
@@ -175,6 +182,12 @@ impl Store for PostgresStore {
 
     async fn list_queues(&self) -> StoreResult<Vec<Queue>> {
         in_tx!(self, |tx| queues::list(&tx).await)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let client = self.pool.get().await?;
+        client.execute("SELECT 1", &[]).await?;
+        Ok(())
     }
 
     async fn get_queue(&self, name: &str, depth: bool) -> StoreResult<Queue> {

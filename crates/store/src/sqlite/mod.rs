@@ -183,6 +183,11 @@ impl Store for SqliteStore {
         self.read(queues::list).await
     }
 
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
     async fn get_queue(&self, name: &str, depth: bool) -> StoreResult<Queue> {
         let name = name.to_string();
         self.read(move |c| queues::get(c, &name, depth)).await
