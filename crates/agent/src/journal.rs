@@ -35,6 +35,9 @@ pub struct Entry {
     /// Output bytes the server has acknowledged.
     #[serde(default)]
     pub shipped: u64,
+    /// Why the agent stopped the run, once it decided to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<crate::slots::StopWhy>,
 }
 
 /// One line of `journal.jsonl`.
@@ -227,6 +230,7 @@ mod tests {
             queue: "q".into(),
             handle: None,
             shipped: 0,
+            stopped: None,
         };
         j.record(&e).unwrap();
         e.shipped = 10;

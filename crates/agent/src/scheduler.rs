@@ -61,6 +61,7 @@ pub(crate) async fn run(agent: &Arc<Agent>, lease: &Lease, mut stop: watch::Rece
         queue: item.queue.clone(),
         handle: None,
         shipped: 0,
+        stopped: None,
     };
     // Journaled like a run: an agent restarted from a crash reports it lost, and the server
     // hands a lost scheduler back to its queue.

@@ -15,8 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// How a run's task is told to stop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a run's task is told to stop. Kept in the journal once decided, so a run stopped
+/// before a restart is reported as stopped by the agent that takes it back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum StopWhy {
     /// Not asked to stop.
     No,

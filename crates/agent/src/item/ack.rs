@@ -114,6 +114,7 @@ pub(super) fn own(
         queue: item.queue.clone(),
         handle: None,
         shipped: 0,
+        stopped: None,
     };
     match agent.journal.record(&entry) {
         Ok(()) => Ok((argv, entry)),

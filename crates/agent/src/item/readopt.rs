@@ -47,6 +47,10 @@ pub(crate) async fn readopt(agent: &Arc<Agent>) {
             entry.item_id
         );
         let stop = agent.adopt_slot(entry.item_id, &entry.queue);
+        if let Some(why) = entry.stopped {
+            // Stopped before the restart: still alive, it is stopped again the same way.
+            agent.stop_item(entry.item_id, why);
+        }
         let me = agent.clone();
         tokio::spawn(async move {
             let item = entry.item_id;

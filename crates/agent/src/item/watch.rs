@@ -101,12 +101,21 @@ pub(super) async fn watch_run(
         }
         None
     };
-    let mut stopped = None;
+    // A run taken back after a restart may have been stopped by the agent before it: it
+    // ends as that stop, even if it is found already ended.
+    let mut stopped = entry.stopped;
     let watch = async {
         let status = tokio::select! {
             status = wait_started_then_ended(agent, runner, &entry, &handle, first_sent_rx) => status,
             why = asked_to_stop(&mut stop) => {
                 stopped = Some(why);
+                if entry.stopped != Some(why) {
+                    // Before the signal: an agent gone before the end is reported leaves
+                    // its successor the reason.
+                    let mut marked = entry.clone();
+                    marked.stopped = Some(why);
+                    let _ = agent.journal.record(&marked);
+                }
                 let grace = match why {
                     StopWhy::Asked => Some(agent.config.stopped_run_timeout),
                     StopWhy::AgentStopping => Some(AGENT_STOP_GRACE),
@@ -151,9 +160,11 @@ pub(super) async fn watch_run(
             let _ = agent.outbox.report(&entry.run_id, running).await;
         }
     }
-    // The journal keeps how much output the server has, for a restart; unchanged, no write.
-    if shipped != entry.shipped {
+    // The journal keeps how much output the server has and why the run was stopped, for a
+    // restart; unchanged, no write.
+    if shipped != entry.shipped || stopped != entry.stopped {
         entry.shipped = shipped;
+        entry.stopped = stopped;
         let _ = agent.journal.record(&entry);
     }
     let reported = match status {
