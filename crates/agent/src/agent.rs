@@ -278,14 +278,29 @@ impl Agent {
         while self.held() > self.reporting() {
             let _ = tokio::time::timeout(Duration::from_millis(100), self.changed.notified()).await;
         }
-        // Let the last reports reach the server; the journal keeps any that do not.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        // Let the last reports reach the server; the journal keeps any that do not (the
+        // next start sends them), so another signal stops waiting for them.
+        let wait = Duration::from_secs(30);
+        let started = tokio::time::Instant::now();
+        let mut said = false;
         while self.reporting() > 0 {
-            if tokio::time::timeout_at(deadline, self.changed.notified())
-                .await
-                .is_err()
-            {
-                break;
+            tokio::select! {
+                waited = tokio::time::timeout_at(started + wait, self.changed.notified()) => {
+                    if waited.is_err() {
+                        break;
+                    }
+                }
+                // Reports normally go in milliseconds: say so only when they do not.
+                () = tokio::time::sleep_until(started + Duration::from_secs(1)), if !said => {
+                    said = true;
+                    eprintln!(
+                        "agent {}: waiting up to {wait:?} for the server to take {} run \
+                         report(s) (again to leave them for the next start)",
+                        self.name,
+                        self.reporting()
+                    );
+                }
+                Some(_) = control.recv() => break,
             }
         }
     }

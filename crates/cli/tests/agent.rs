@@ -485,6 +485,60 @@ async fn sigterm_stops_cleanly_within_the_grace_period() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_while_its_server_is_down_leaves_the_reports_for_its_next_start() {
+    let mut server = ServerProcess::start();
+    let client = server.client();
+    client.create_queue(&NewQueue::named("q")).await.unwrap();
+    let dir = server.dir.path().to_path_buf();
+    let config = dir.join("agent.yaml");
+    std::fs::write(&config, "stopped_run_timeout: 1\nqueues: [q]\n").unwrap();
+    let config = config.to_string_lossy().to_string();
+    let mut agent = server.agent(&dir.join("agent"), &["--config", &config]);
+    let id = client.enqueue("q", &sh("sleep 1000")).await.unwrap().id;
+    let (run, pid) = running(&client, id).await;
+
+    // The server goes away; the operator stops the agent.
+    server.kill9();
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    common::wait_for(
+        "the agent to say it waits for the server",
+        Duration::from_secs(15),
+        || {
+            agent
+                .log()
+                .contains("for the server to take 1 run report(s)")
+        },
+    );
+    assert!(group_alive(pid).is_empty(), "the run was stopped first");
+    // Asked again, it leaves at once instead of waiting out the server.
+    agent.signal(nix::sys::signal::Signal::SIGTERM);
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = agent.child.wait().unwrap();
+        (status, agent)
+    });
+    let (status, agent) = tokio::time::timeout(Duration::from_secs(10), exited)
+        .await
+        .expect("the agent exits on the second signal")
+        .unwrap();
+    assert!(status.success(), "{}", agent.log());
+
+    // Its next start tells the server how the run ended.
+    server.restart();
+    let _agent = server.spawn_agent(
+        &server.url(),
+        &agent.token,
+        &dir.join("agent"),
+        &["--config", &config],
+        &[],
+    );
+    // Stopped by its agent, not killed: the restart reports it so.
+    wait_state(&client, id, ItemState::Stopped).await;
+    let run = client.get_run(&run).await.unwrap();
+    assert_eq!(run.state, RunState::Stopped, "{:?}", run.message);
+    assert!(run.message.unwrap().contains("the agent was stopping"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_asked_from_the_server_stops_the_agent() {
     let server = ServerProcess::start();
     let client = server.client();
