@@ -213,18 +213,25 @@ fn idle_exit(shared: &Shared, socket: &Path) {
         };
         let busy =
             busy || !lock(&shared.conns).is_empty() || !lock(&shared.line).waiting.is_empty();
-        let limit = if untold_end {
-            IDLE_EXIT_UNTOLD
-        } else {
-            IDLE_EXIT
-        };
         if busy {
             idle_since = Instant::now();
-        } else if idle_since.elapsed() >= limit {
+        } else if may_exit(idle_since.elapsed(), untold_end, !socket.exists()) {
             let _ = std::fs::remove_file(socket);
             std::process::exit(0);
         }
     }
+}
+
+/// Whether a supervisor with nothing to do may go after `idle` so: past its limit, or at
+/// once when its socket is gone (the agent's state directory removed), since no agent can
+/// reach it to hear the ends it holds.
+fn may_exit(idle: Duration, untold_end: bool, socket_gone: bool) -> bool {
+    let limit = if untold_end {
+        IDLE_EXIT_UNTOLD
+    } else {
+        IDLE_EXIT
+    };
+    socket_gone || idle >= limit
 }
 
 fn serve(shared: Arc<Shared>, stream: UnixStream) {

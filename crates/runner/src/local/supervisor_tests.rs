@@ -269,3 +269,14 @@ fn a_run_that_ended_with_no_agent_is_listed_to_the_next_one() {
     assert_eq!(ended[0].exit_file, dir.path().join("exit1.json"));
     assert!(!lock(&shared.children).untold_end, "listed, so told");
 }
+
+/// An idle supervisor waits for its agent's return (an hour while it holds an end no agent
+/// heard), but not once its socket is gone: no agent could reach it.
+#[test]
+fn an_idle_supervisor_leaves_when_no_agent_can_reach_it() {
+    let moment = Duration::from_secs(1);
+    assert!(!may_exit(moment, false, false));
+    assert!(may_exit(IDLE_EXIT, false, false));
+    assert!(!may_exit(IDLE_EXIT, true, false), "it holds an untold end");
+    assert!(may_exit(moment, true, true), "its socket is gone");
+}
