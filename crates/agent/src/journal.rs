@@ -75,20 +75,7 @@ impl Journal {
             std::fs::set_permissions(&empty, std::os::unix::fs::PermissionsExt::from_mode(0o444))?;
         }
         let path = dir.join("journal.jsonl");
-        let mut live = std::collections::BTreeMap::new();
-        if let Ok(text) = std::fs::read_to_string(&path) {
-            for line in text.lines() {
-                match serde_json::from_str::<Line>(line) {
-                    Ok(Line::Put { entry }) => {
-                        live.insert(entry.run_id.clone(), entry);
-                    }
-                    Ok(Line::Del { run_id }) => {
-                        live.remove(&run_id);
-                    }
-                    Err(_) => {} // a line cut short by a crash
-                }
-            }
-        }
+        let live = replay(&path);
         let file = rewrite(&path, &live)?;
         let lines = live.len();
         Ok(Journal {
@@ -111,8 +98,7 @@ impl Journal {
     }
 
     pub fn identity(&self) -> Option<Identity> {
-        let bytes = std::fs::read(self.dir.join("agent.json")).ok()?;
-        serde_json::from_slice(&bytes).ok()
+        read_identity(&self.dir)
     }
 
     pub fn set_identity(&self, id: &Identity) -> std::io::Result<()> {
@@ -161,6 +147,36 @@ impl Journal {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
         log.live.values().cloned().collect()
     }
+}
+
+/// The live entries of a state directory's journal, read without changing anything: for
+/// the helper that tells ends while the agent is away (see [`crate::tell`]).
+pub fn read_entries(dir: &Path) -> Vec<Entry> {
+    replay(&dir.join("journal.jsonl")).into_values().collect()
+}
+
+/// The agent's identity in a state directory, read without opening its journal.
+pub fn read_identity(dir: &Path) -> Option<Identity> {
+    let bytes = std::fs::read(dir.join("agent.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+fn replay(path: &Path) -> std::collections::BTreeMap<RunId, Entry> {
+    let mut live = std::collections::BTreeMap::new();
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for line in text.lines() {
+            match serde_json::from_str::<Line>(line) {
+                Ok(Line::Put { entry }) => {
+                    live.insert(entry.run_id.clone(), entry);
+                }
+                Ok(Line::Del { run_id }) => {
+                    live.remove(&run_id);
+                }
+                Err(_) => {} // a line cut short by a crash
+            }
+        }
+    }
+    live
 }
 
 fn append(file: &mut std::fs::File, line: &Line) -> std::io::Result<()> {

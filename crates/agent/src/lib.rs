@@ -7,6 +7,7 @@
 //! lets a restarted agent re-adopt its runs.
 
 pub mod agent;
+pub mod away;
 mod cleanup;
 pub mod config;
 mod disk;

@@ -140,6 +140,9 @@ enum Command {
     /// The local runner's supervisor (started by agents; not for people).
     #[command(hide = true)]
     Supervise(commands::agent::SuperviseArgs),
+    /// Reports runs' ends while their agent is away (run by the supervisor; not for people).
+    #[command(hide = true)]
+    ReportEnds(commands::agent::ReportEndsArgs),
 }
 
 fn main() -> ExitCode {
@@ -202,6 +205,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Launch(args) => return commands::launch::run(g, args).await.map(ExitCode::from),
         Command::Up(args) => commands::up::run(g, args).await,
         Command::Agent(args) => commands::agent::run(g, args).await,
+        Command::ReportEnds(args) => commands::agent::report_ends(g, args).await,
         Command::Logs { id, follow } => commands::follow::logs(g, &id, follow).await,
         Command::Show { id } => commands::show::show(g, &id).await,
         Command::Rerun { id, config } => commands::show::rerun(g, &id, &config).await,

@@ -428,6 +428,90 @@ async fn an_agent_that_vanishes_is_lost_and_its_runs_handled() {
     }
 }
 
+/// An agent killed for good while its runs go on: the runs end meanwhile, and their ends
+/// reach the server all the same (the supervisor reports them), so the server does not
+/// declare finished work lost and, on a queue that requeues lost runs, run it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_that_end_after_their_agent_was_killed_are_reported_not_run_again() {
+    let server = ServerProcess::start_with(&[
+        "server",
+        "--bind",
+        "127.0.0.1:0",
+        "--agent-timeout",
+        "2",
+        "--lost-grace",
+        "2",
+    ]);
+    let client = server.client();
+    let mut again = NewQueue::named("again");
+    again.requeue_lost = true;
+    client.create_queue(&again).await.unwrap();
+    client
+        .create_queue(&NewQueue::named("plain"))
+        .await
+        .unwrap();
+    let state = server.dir.path().join("agent");
+    let mut agent = server.agent(
+        &state,
+        &["--queue", "again", "--queue", "plain", "--max-jobs", "2"],
+    );
+    let ledger = server.dir.path().join("ledger");
+    let script = |then: &str| {
+        sh(&format!(
+            "echo start >> {l}; sleep 1.5; echo end >> {l}; {then}",
+            l = ledger.display()
+        ))
+    };
+    let finishes = client.enqueue("again", &script("exit 0")).await.unwrap().id;
+    let fails = client.enqueue("plain", &script("exit 3")).await.unwrap().id;
+    wait_async("both runs running", Duration::from_secs(20), || async {
+        is_running(&client, finishes).await && is_running(&client, fails).await
+    })
+    .await;
+    let agent_id = client.list_agents().await.unwrap()[0].id;
+    agent.kill9();
+
+    wait_state(&client, finishes, ItemState::Finished).await;
+    wait_state(&client, fails, ItemState::Failed).await;
+    wait_async("the agent to be lost", Duration::from_secs(15), || async {
+        client
+            .list_agents()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.id == agent_id && a.status == AgentStatus::Lost)
+    })
+    .await;
+    let item = client.get_item(finishes).await.unwrap();
+    assert_eq!(
+        (item.state, item.attempts),
+        (ItemState::Finished, 0),
+        "never retried"
+    );
+    let failed = client.get_item(fails).await.unwrap();
+    let failure = failed.failure.expect("a failure");
+    assert_eq!(
+        (failure.phase, failure.message.as_str()),
+        (Phase::Run, "the run exited with code 3"),
+        "the run's own exit, not the lost agent"
+    );
+    assert_eq!(failure.files, ["output-tail.log"]);
+
+    // The agent's return reports the same ends again: nothing changes, nothing runs again.
+    let _agent = server.agent(
+        &state,
+        &["--queue", "again", "--queue", "plain", "--max-jobs", "2"],
+    );
+    let follow = client.enqueue("again", &sh("exit 0")).await.unwrap().id;
+    wait_state(&client, follow, ItemState::Finished).await;
+    for (id, state) in [(finishes, ItemState::Finished), (fails, ItemState::Failed)] {
+        let item = client.get_item(id).await.unwrap();
+        assert_eq!((item.state, item.attempts), (state, 0));
+    }
+    let lines = std::fs::read_to_string(&ledger).unwrap();
+    assert_eq!(lines.matches("start").count(), 2, "each ran once: {lines}");
+}
+
 #[test]
 fn a_bad_agent_config_names_every_problem() {
     let dir = tempfile::tempdir().unwrap();

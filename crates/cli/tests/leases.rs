@@ -235,7 +235,7 @@ async fn an_agent_cut_off_from_its_server_stops_its_runs_and_a_short_outage_spar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_finished_while_its_agent_was_lost_ends_finished_when_it_returns() {
-    let server = server("2", "4");
+    let mut server = server("2", "4");
     let client = server.client();
     client.create_queue(&NewQueue::named("q")).await.unwrap();
     let dir = server.dir.path();
@@ -249,11 +249,24 @@ async fn a_run_that_finished_while_its_agent_was_lost_ends_finished_when_it_retu
     ]);
     let item = client.enqueue("q", &spec).await.unwrap().id;
     running(&client, item).await;
+    // The agent dies, and the server is down when the run ends, so the supervisor's report
+    // of the end finds nobody; the server, back, calls the run lost.
     agent.kill9();
-    // It finishes under its supervisor while nobody reports it; the server calls it lost.
+    server.kill9();
     common::wait_for("the run to finish", Duration::from_secs(20), || {
         lines(&ledger).iter().any(|l| l[0] == "done")
     });
+    let supervisor_log = state.join("supervisor.log");
+    common::wait_for(
+        "the supervisor's report to fail",
+        Duration::from_secs(20),
+        || {
+            std::fs::read_to_string(&supervisor_log)
+                .unwrap_or_default()
+                .contains("0 end(s) reported, 1 left for the agent")
+        },
+    );
+    server.restart();
     wait_async(
         "the item to fail as lost",
         Duration::from_secs(20),

@@ -146,6 +146,12 @@ impl Client {
         &self.base
     }
 
+    /// The token, for a helper process of the same agent (the supervisor's `tell-ends`):
+    /// passed in an environment of its own, never printed.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
         let req = self
             .http

@@ -13,7 +13,7 @@ use liftoff_types::{Attachment, ItemId, Phase, RunState, RunUpdate};
 use std::sync::Arc;
 
 /// Lines of output attached to a failure.
-pub(super) const TAIL_LINES: usize = 200;
+pub(crate) const TAIL_LINES: usize = 200;
 
 /// Fails an acked item whose source or environment could not be made ready (phase
 /// `build`), with the build's log attached and as the run's output (what `liftoff logs`
@@ -84,10 +84,7 @@ pub(super) async fn report_end(
             update(RunState::Finished, Some(exit), None)
         }
         (RunStatus::Exited(exit), None) => {
-            let message = match exit.signal {
-                Some(sig) => format!("the run was killed by signal {sig}"),
-                None => format!("the run exited with code {}", exit.code),
-            };
+            let message = exit_message(&exit);
             fail_run(agent, entry, message, Phase::Run, Some(exit.code)).await;
             return true;
         }
@@ -134,6 +131,14 @@ pub(super) async fn report_end(
     }
     tracing::debug!(item = %entry.item_id, "reported");
     true
+}
+
+/// What a failed run's exit says.
+pub(crate) fn exit_message(exit: &Exit) -> String {
+    match exit.signal {
+        Some(sig) => format!("the run was killed by signal {sig}"),
+        None => format!("the run exited with code {}", exit.code),
+    }
 }
 
 /// Why a run stopped when the agent's lease lapsed.

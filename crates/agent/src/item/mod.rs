@@ -18,7 +18,7 @@ mod readopt;
 mod start;
 mod watch;
 
-pub(crate) use end::fail_item;
+pub(crate) use end::{exit_message, fail_item, TAIL_LINES};
 pub(crate) use readopt::{readopt, reconcile_every};
 
 use crate::slots::{Phase as SlotPhase, StopWhy};

@@ -401,6 +401,7 @@ async fn runner_floor(dir: &Path, runs: usize, concurrency: usize) -> anyhow::Re
         SupervisorCommand {
             program: std::env::current_exe()?,
             args: vec!["supervise".into()],
+            reporter: None,
         },
     ));
     let env = RunEnv {

@@ -1,17 +1,18 @@
 //! `liftoff agent`: an agent alone, against a server; and the pieces `liftoff up` shares with
 //! it (building the runner, signal handling). `liftoff supervise` is the local runner's
-//! supervisor process, started by agents.
+//! supervisor process, started by agents; `liftoff report-ends` is what the supervisor runs to
+//! report ends while its agent is away.
 
 use crate::connect::Global;
 use anyhow::Context;
 use clap::Args;
 use liftoff_agent::{config, Agent, AgentConfig, Control};
 use liftoff_client::Client;
-use liftoff_runner::local::SupervisorCommand;
+use liftoff_runner::local::{Reporter, SupervisorCommand};
 use liftoff_runner::{registry, Runners};
 use liftoff_types::ResourceType;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::sync::mpsc;
 
@@ -89,10 +90,7 @@ pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent
     let context = registry::Context {
         state_dir: cfg.state_dir.clone(),
         hostname: cfg.hostname.clone(),
-        supervisor: SupervisorCommand {
-            program: std::env::current_exe().context("finding the liftoff binary")?,
-            args: vec!["supervise".into()],
-        },
+        supervisor: supervisor_command(&client, &cfg.state_dir)?,
         env: std::env::vars().collect(),
         slurm_poll_every: cfg.slurm_poll_interval,
         max_jobs: u32::try_from(cfg.max_jobs).ok(),
@@ -104,6 +102,37 @@ pub async fn start(client: Client, cfg: AgentConfig) -> anyhow::Result<Arc<Agent
     let agent = Agent::start(client, cfg, runners, std::env::vars()).await?;
     eprintln!("{}", agent.snapshot().line());
     Ok(agent)
+}
+
+/// How the local runner starts its supervisor, and what the supervisor runs to tell a run's
+/// end while no agent is connected: this binary's `report-ends`, given the server and token
+/// in its environment only (never on a command line, never to a run).
+fn supervisor_command(client: &Client, state_dir: &Path) -> anyhow::Result<SupervisorCommand> {
+    let program = std::env::current_exe().context("finding the liftoff binary")?;
+    let mut env = vec![
+        ("LIFTOFF_URL".to_string(), client.url().to_string()),
+        // No client file is read from there: the URL and token are given.
+        (
+            "LIFTOFF_DATA_DIR".to_string(),
+            state_dir.to_string_lossy().into_owned(),
+        ),
+    ];
+    if let Some(token) = client.token() {
+        env.push(("LIFTOFF_TOKEN".to_string(), token.to_string()));
+    }
+    Ok(SupervisorCommand {
+        reporter: Some(Reporter {
+            program: program.clone(),
+            args: vec![
+                "report-ends".into(),
+                "--state-dir".into(),
+                state_dir.to_string_lossy().into_owned(),
+            ],
+            env,
+        }),
+        program,
+        args: vec!["supervise".into()],
+    })
 }
 
 /// SIGINT/SIGTERM as agent controls: the first stops cleanly, the next stops runs now.
@@ -128,4 +157,27 @@ pub struct SuperviseArgs {
 pub fn supervise(args: &SuperviseArgs) -> anyhow::Result<()> {
     liftoff_runner::local::supervisor::run(&args.socket)
         .with_context(|| format!("supervising on {}", args.socket.display()))
+}
+
+#[derive(Args, Debug)]
+pub struct ReportEndsArgs {
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// The runs whose ends to tell (every ended run in the journal when none is given).
+    pub runs: Vec<liftoff_types::RunId>,
+}
+
+/// Reports the ends of runs that ended while their agent was away (run by the supervisor).
+pub async fn report_ends(g: &Global, args: ReportEndsArgs) -> anyhow::Result<()> {
+    let client = g.client()?;
+    let reporting = liftoff_agent::away::report_ends(&client, &args.state_dir, &args.runs);
+    let told = tokio::time::timeout(std::time::Duration::from_secs(30), reporting)
+        .await
+        .context("the server did not answer within 30 s")?
+        .map_err(anyhow::Error::msg)?;
+    eprintln!(
+        "liftoff report-ends: {} end(s) reported, {} left for the agent",
+        told.reported, told.left
+    );
+    Ok(())
 }

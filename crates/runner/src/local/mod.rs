@@ -40,6 +40,31 @@ use tokio::sync::oneshot;
 pub struct SupervisorCommand {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// What the supervisor runs to report ends no agent heard.
+    pub reporter: Option<Reporter>,
+}
+
+/// A command the supervisor runs when runs end while no agent is connected (or just after
+/// its agent went), with their run ids appended: it reports their ends to the server. Why:
+/// an agent killed, or away past the agent timeout, would leave finished work for the
+/// server to declare lost and, on a queue that requeues lost runs, to run again. Given to
+/// every connection; its environment is `env` alone (it holds the agent's token, which no
+/// run ever sees).
+#[derive(Clone)]
+pub struct Reporter {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Reporter {
+    // The environment holds a token: out of debug output.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the local runner keeps in a [`Handle`]'s data.
@@ -209,11 +234,23 @@ impl LocalRunner {
                 queued: Vec::new(),
                 flushing: false,
             };
-            // A new supervisor (or one an earlier agent left) learns the lease first.
+            // A new supervisor (or one an earlier agent left) learns the lease first, and
+            // who reports ends when no agent is there.
             let lease = *lock(&self.lease);
             if let Some((deadline, grace)) = lease {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
                 queue_lease(&mut conn.queued, left, grace);
+            }
+            if let Some(reporter) = &self.supervisor.reporter {
+                let request = Request::Reporter {
+                    id: BASE_ID,
+                    program: reporter.program.clone(),
+                    args: reporter.args.clone(),
+                    env: reporter.env.clone(),
+                };
+                if serde_json::to_writer(&mut conn.queued, &request).is_ok() {
+                    conn.queued.push(b'\n');
+                }
             }
             *writer = Some(conn);
         }
@@ -731,6 +768,7 @@ mod tests {
                 SupervisorCommand {
                     program: "/nonexistent".into(),
                     args: vec![],
+                    reporter: None,
                 },
             );
             for run in ["r1", "r2"] {

@@ -47,6 +47,14 @@ pub enum Request {
     /// line dropped: by then the server has declared the agent lost and may give its items to
     /// another agent. No answer (an older supervisor refuses it, harmlessly).
     Lease { id: u64, ms: u64, grace_ms: u64 },
+    /// What to run, with run ids appended, for ends no agent heard (see
+    /// [`super::Reporter`]). No answer (an older supervisor refuses it, harmlessly).
+    Reporter {
+        id: u64,
+        program: PathBuf,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

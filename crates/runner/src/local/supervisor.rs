@@ -15,6 +15,7 @@
 //! while the number of runs at once grows. A teller thread tells ends in batches while other
 //! runs go on (see [`ended`]). It does almost nothing, and it must not depend on
 //! the agent's runtime. It exits once it has had no run and no agent for [`IDLE_EXIT`].
+//! Ends no agent heard go to the agent's reporter command (see [`report_alone`]).
 
 use super::proto::{Child, Message, Request};
 use crate::{procs, Exit};
@@ -90,7 +91,35 @@ struct Shared {
     lease: Mutex<Lease>,
     /// Signalled when the lease is renewed.
     renewed: Condvar,
+    /// Ends for the agent's reporter (see [`report_alone`]).
+    reporting: Mutex<Reporting>,
+    /// Signalled when an end goes to `reporting`.
+    to_report: Condvar,
 }
+
+/// The ends no agent may have passed on to its server, for the reporter the agent gave.
+#[derive(Default)]
+struct Reporting {
+    command: Option<ReporterCommand>,
+    /// Run ids whose ends to report.
+    runs: Vec<String>,
+    /// Ends told to a connection in the last [`RECENT`], newest last: the agent may have been
+    /// killed before it passed them on.
+    recent: VecDeque<(Instant, String)>,
+}
+
+struct ReporterCommand {
+    program: std::path::PathBuf,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+/// How long an end told to an agent counts as maybe not passed on, when that agent goes.
+const RECENT: Duration = Duration::from_secs(5);
+/// How long the reporter waits for more ends to report with the first.
+const REPORT_LINGER: Duration = Duration::from_millis(200);
+/// Run ids kept for the reporter, and given to one run of it.
+const REPORT_MAX: usize = 1024;
 
 /// The agent's lease: none until an agent sends one (an agent of an earlier version never
 /// does, and its runs are never stopped for it).
@@ -189,6 +218,12 @@ pub fn run(socket: &Path) -> std::io::Result<()> {
         std::thread::Builder::new()
             .stack_size(THREAD_STACK)
             .spawn(move || watch_lease(&shared))?;
+    }
+    {
+        let shared = shared.clone();
+        std::thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || report_alone(&shared))?;
     }
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -298,6 +333,13 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
                 );
                 None
             }
+            Ok(Request::Reporter {
+                program, args, env, ..
+            }) => {
+                lock(&shared.reporting).command = Some(ReporterCommand { program, args, env });
+                shared.to_report.notify_one();
+                None
+            }
             Ok(Request::List { id }) => {
                 let mut table = lock(&shared.children);
                 table.untold_end = false;
@@ -318,7 +360,64 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
     }
     // Runs this agent left waiting are not started for nobody.
     lock(&shared.line).waiting.retain(|w| w.conn != conn);
-    lock(&shared.conns).retain(|(c, _)| *c != conn);
+    let alone = {
+        let mut conns = lock(&shared.conns);
+        conns.retain(|(c, _)| *c != conn);
+        conns.is_empty()
+    };
+    if alone {
+        // The agent went (killed, maybe): what it heard last may not have reached its server.
+        let mut reporting = lock(&shared.reporting);
+        let since = Instant::now().checked_sub(RECENT);
+        let recent: Vec<String> = std::mem::take(&mut reporting.recent)
+            .into_iter()
+            .filter(|(at, _)| since.is_none_or(|s| *at >= s))
+            .map(|(_, run)| run)
+            .collect();
+        if !recent.is_empty() {
+            reporting.runs.extend(recent);
+            shared.to_report.notify_one();
+        }
+    }
+}
+
+/// The reporter's loop: runs the agent's reporter for the ends no agent heard, a batch at a
+/// time, [`REPORT_LINGER`] after the first. Nothing here waits on it but the next batch.
+fn report_alone(shared: &Shared) {
+    loop {
+        let mut reporting = lock(&shared.reporting);
+        while reporting.runs.is_empty() || reporting.command.is_none() {
+            reporting = shared
+                .to_report
+                .wait(reporting)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        drop(reporting);
+        std::thread::sleep(REPORT_LINGER);
+        let mut reporting = lock(&shared.reporting);
+        let mut runs = std::mem::take(&mut reporting.runs);
+        runs.sort();
+        runs.dedup();
+        let Some(command) = &reporting.command else {
+            continue;
+        };
+        let mut cmd = Command::new(&command.program);
+        cmd.args(&command.args)
+            .args(&runs)
+            .env_clear()
+            .envs(command.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        drop(reporting);
+        match cmd.status() {
+            Ok(status) if status.success() => {}
+            Ok(status) => note!(
+                "liftoff supervisor: reporting {} end(s) no agent heard: {status}",
+                runs.len()
+            ),
+            Err(e) => note!("liftoff supervisor: cannot run the reporter: {e}"),
+        }
+    }
 }
 
 /// Renews the agent's lease for `length` from now.
@@ -722,6 +821,8 @@ fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)
         }
         table.ended.push_back(child.clone());
     }
+    let lapsed = lock(&shared.lease).lapsed;
+    let run_id = child.run_id.clone();
     let exited = line_of(&Message::Exited {
         run_id: child.run_id,
         pid: child.pid,
@@ -736,6 +837,10 @@ fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)
         let conns: Vec<u64> = lock(&shared.conns).iter().map(|(c, _)| *c).collect();
         if conns.is_empty() {
             lock(&shared.children).untold_end = true;
+        }
+        // A run stopped for a lapsed lease is not reported: its server has declared it lost.
+        if !lapsed {
+            for_reporter(shared, run_id, conns.is_empty());
         }
         let mut untold = lock(&shared.untold);
         let first = untold.is_empty();
@@ -754,6 +859,25 @@ fn ended(shared: &Shared, child: Child, exit: Exit, then: Option<(u64, &Message)
         }
     }
     shared.tell_untold();
+}
+
+/// An end for the reporter: now when no agent heard it (`alone`), else among the recent.
+fn for_reporter(shared: &Shared, run_id: String, alone: bool) {
+    let mut reporting = lock(&shared.reporting);
+    if alone {
+        if reporting.runs.len() < REPORT_MAX {
+            reporting.runs.push(run_id);
+            shared.to_report.notify_one();
+        }
+        return;
+    }
+    let now = Instant::now();
+    while reporting.recent.front().is_some_and(|(at, _)| {
+        now.duration_since(*at) > RECENT || reporting.recent.len() >= REPORT_MAX
+    }) {
+        reporting.recent.pop_front();
+    }
+    reporting.recent.push_back((now, run_id));
 }
 
 /// Whether a run other than one just ended may end soon: one live, starting, or in line.

@@ -280,3 +280,82 @@ fn an_idle_supervisor_leaves_when_no_agent_can_reach_it() {
     assert!(!may_exit(IDLE_EXIT, true, false), "it holds an untold end");
     assert!(may_exit(moment, true, true), "its socket is gone");
 }
+
+/// A run that ends with no agent connected is given to the agent's reporter (in the
+/// environment the agent gave it, nothing else), so its end reaches the server; one stopped
+/// because the lease lapsed is not (its server declared it lost), and nor is one an agent
+/// heard and kept (it outlived [`RECENT`] with its agent still there).
+#[test]
+fn ends_no_agent_heard_go_to_the_reporter_but_not_those_of_a_lapsed_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = Arc::new(Shared::default());
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || report_alone(&shared));
+    }
+    {
+        let shared = shared.clone();
+        std::thread::spawn(move || watch_lease(&shared));
+    }
+    let connect = || {
+        let (agent, supervisor) = UnixStream::pair().unwrap();
+        let shared = shared.clone();
+        std::thread::spawn(move || serve(shared, supervisor));
+        agent
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let reader = BufReader::new(agent.try_clone().unwrap()).lines();
+        (agent, reader)
+    };
+    let ask = |to: &mut UnixStream, request: &Request| {
+        let mut line = serde_json::to_vec(request).unwrap();
+        line.push(b'\n');
+        to.write_all(&line).unwrap();
+    };
+    let reported = dir.path().join("reported");
+    let reporter = Request::Reporter {
+        id: 0,
+        program: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            format!(
+                "echo \"$SECRET:${{HOME:-none}} $*\" >> {}",
+                reported.display()
+            ),
+            "reporter".into(),
+        ],
+        env: vec![("SECRET".into(), "s3".into())],
+    };
+    let read = || std::fs::read_to_string(&reported).unwrap_or_default();
+
+    let (mut first, mut heard) = connect();
+    ask(&mut first, &reporter);
+    ask(&mut first, &run_request(1, dir.path(), "sleep 0.3"));
+    let line = heard.next().unwrap().unwrap();
+    assert!(line.contains("spawned"), "{line}");
+    drop((first, heard));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !read().contains("r1") {
+        assert!(Instant::now() < deadline, "r1 never reported: {:?}", read());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(read(), "s3:none r1\n", "its own environment only");
+
+    // A lease that lapses with the agent gone: its run is stopped, not reported.
+    let (mut second, mut heard) = connect();
+    ask(
+        &mut second,
+        &Request::Lease {
+            id: 0,
+            ms: 200,
+            grace_ms: 100,
+        },
+    );
+    ask(&mut second, &run_request(2, dir.path(), "exec sleep 30"));
+    let line = heard.next().unwrap().unwrap();
+    assert!(line.contains("spawned"), "{line}");
+    drop((second, heard));
+    wait_for_file(&dir.path().join("exit2.json"));
+    std::thread::sleep(REPORT_LINGER * 3);
+    assert_eq!(read(), "s3:none r1\n", "the lapsed run is not reported");
+}
