@@ -179,5 +179,7 @@ pub async fn report_ends(g: &Global, args: ReportEndsArgs) -> anyhow::Result<()>
         "liftoff report-ends: {} end(s) reported, {} left for the agent",
         told.reported, told.left
     );
+    // A non-zero exit puts a line in the supervisor's log: the agent must report the rest.
+    anyhow::ensure!(told.left == 0, "{} end(s) could not be reported", told.left);
     Ok(())
 }
