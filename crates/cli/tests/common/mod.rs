@@ -148,7 +148,14 @@ impl ServerProcess {
             .env("LIFTOFF_DATA_DIR", self.data_dir())
             .envs(env.iter().copied())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            // Appended: an agent restarted on the same state dir keeps its predecessor's log.
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
             .spawn()
             .unwrap();
         AgentProcess { child, log, token }
