@@ -13,7 +13,8 @@
 //! acknowledged, ok, lost (acknowledged but not finished, though it never ran or its work was
 //! done), unexpected (finished without having run), duplicated (its work done twice; of
 //! those, `duplicated_unheard`: the first run ended on an agent that was down past the agent
-//! timeout, so no one could tell the server, which requeued it as the queue asked), plus
+//! timeout and its supervisor's report did not reach the server either, which requeued it as
+//! the queue asked), plus
 //! overlapping, and `cut`: runs stopped with their lost agent on the queue that does not
 //! requeue (failed as lost, by that queue's choice). Each kill's recovery is the time until
 //! every item the agent held is ended or held by a live agent that has beaten since.
@@ -53,9 +54,8 @@ pub struct ChaosBench {
     #[arg(long, default_value_t = 1)]
     pub server_kills: u32,
     /// The longest an agent stays down, in seconds (default: three agent timeouts, the first
-    /// kill's). Runs that finish while their agent is down are told only when it comes back:
-    /// back within the timeout and the lost grace, their end is taken; later, on the queue
-    /// that requeues lost runs, they have run again meanwhile (counted as duplicated).
+    /// kill's). Runs that finish while their agent is down are told by its supervisor (see
+    /// `liftoff report-ends`), or by the agent when it comes back.
     #[arg(long)]
     pub max_down: Option<f64>,
     /// The longest run, in milliseconds (each sleeps a random time up to it).
@@ -538,8 +538,8 @@ impl Soak {
     /// soak milliseconds), to read beside the timeline.
     /// The first 20 items whose work was done twice, each run's story; and how many of all
     /// such items had their first run end unheard: on an agent killed and not back within
-    /// the agent timeout, so the server declared it lost, and the queue (`--requeue-lost`)
-    /// asked for it to run again. Nothing could tell the server that work had ended.
+    /// the agent timeout, with no report of its end from the supervisor either, so the server
+    /// declared it lost, and the queue (`--requeue-lost`) asked for it to run again.
     async fn explain_duplicates(
         &self,
         ledger: &Ledger,
