@@ -190,6 +190,10 @@ pub enum RunnerError {
     /// Will not work as asked: a missing executable, a refused spec.
     #[error("{0}")]
     Permanent(String),
+    /// Not started because the agent's lease lapsed (the local supervisor refuses runs once
+    /// it has): nothing ran, so the item goes back without counting an attempt.
+    #[error("{0}")]
+    LeaseLapsed(String),
 }
 
 impl RunnerError {

@@ -6,7 +6,7 @@ use super::watch::{asked_to_stop, watch_run, RunningReport};
 use crate::journal::Entry;
 use crate::slots::{Phase as SlotPhase, StopWhy};
 use crate::state::Agent;
-use liftoff_runner::{RunSpec, Runner};
+use liftoff_runner::{RunSpec, Runner, RunnerError};
 use liftoff_types::{Phase, RunState, RunUpdate};
 use std::sync::Arc;
 use std::time::Instant;
@@ -71,6 +71,11 @@ pub(super) async fn start(
     };
     let handle = match launched {
         Ok(h) => h,
+        // The supervisor saw the lapse first (or refused a run this agent was withdrawing
+        // for it): nothing ran, and the item is given back as never started.
+        Err(RunnerError::LeaseLapsed(_)) => {
+            return never_started(agent, &entry, RunState::Lost, LAPSED_BEFORE_START).await;
+        }
         Err(e) => {
             let _ = std::fs::write(&spec.output, format!("liftoff: {e}\n"));
             return fail_run(agent, &entry, e.to_string(), Phase::Run, None).await;

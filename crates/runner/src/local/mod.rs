@@ -529,6 +529,11 @@ impl Runner for LocalRunner {
                     .map_err(|e| RunnerError::Permanent(e.to_string()))?,
                 })
             }
+            Message::Refused {
+                error,
+                lapsed: true,
+                ..
+            } => Err(RunnerError::LeaseLapsed(error)),
             Message::Refused { error, .. } => Err(RunnerError::Permanent(error)),
             other => Err(RunnerError::Transient(format!(
                 "unexpected answer {other:?}"

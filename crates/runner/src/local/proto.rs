@@ -68,6 +68,10 @@ pub enum Message {
     Refused {
         id: u64,
         error: String,
+        /// Refused for the agent's lapsed lease, not for anything of the run's: nothing ran,
+        /// and the item may run later (absent from an earlier supervisor: false).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        lapsed: bool,
     },
     Running {
         id: u64,
@@ -194,6 +198,32 @@ impl Request {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_refusal_for_a_lapsed_lease_is_told_from_others_and_from_an_older_supervisor() {
+        let lapsed = serde_json::to_string(&Message::Refused {
+            id: 3,
+            error: "lapsed".into(),
+            lapsed: true,
+        })
+        .unwrap();
+        let other = serde_json::to_string(&Message::Refused {
+            id: 4,
+            error: "the command is empty".into(),
+            lapsed: false,
+        })
+        .unwrap();
+        // An earlier supervisor's refusal has no `lapsed`, nor does a plain one.
+        assert!(!other.contains("lapsed"), "{other}");
+        let older = r#"{"kind":"refused","id":5,"error":"x"}"#;
+        let read = |line: &str| match serde_json::from_str::<Message>(line).unwrap() {
+            Message::Refused { lapsed, .. } => lapsed,
+            m => panic!("{m:?}"),
+        };
+        assert!(read(&lapsed));
+        assert!(!read(&other));
+        assert!(!read(older));
+    }
 
     #[test]
     fn a_spawn_request_reads_back_as_written() {

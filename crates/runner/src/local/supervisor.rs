@@ -137,6 +137,24 @@ struct Lease {
 const LAPSED: &str =
     "the agent's lease lapsed (no word from its server): no run starts until it is renewed";
 
+/// A spawn refused for the lapsed lease: the agent gives the item back as never started.
+fn lapsed(id: u64) -> Message {
+    Message::Refused {
+        id,
+        error: LAPSED.into(),
+        lapsed: true,
+    }
+}
+
+/// A spawn refused for what it asked.
+fn refused(id: u64, error: String) -> Message {
+    Message::Refused {
+        id,
+        error,
+        lapsed: false,
+    }
+}
+
 #[derive(Default)]
 struct Line {
     /// Oldest first.
@@ -286,15 +304,12 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
             Ok(Request::Spawn { id, base: true, .. }) if base.is_none() => {
                 // A run without the environment it counts on would start all the same and
                 // fail in some puzzling way: refused instead.
-                Some(Message::Refused {
+                Some(refused(
                     id,
-                    error: "a spawn over a base environment this connection never sent".into(),
-                })
+                    "a spawn over a base environment this connection never sent".into(),
+                ))
             }
-            Ok(Request::Spawn { id, .. }) if lock(&shared.lease).lapsed => Some(Message::Refused {
-                id,
-                error: LAPSED.into(),
-            }),
+            Ok(Request::Spawn { id, .. }) if lock(&shared.lease).lapsed => Some(lapsed(id)),
             Ok(request @ Request::Spawn { .. }) => {
                 let over_base = matches!(request, Request::Spawn { base: true, .. });
                 // Into the line, always: a start waits for the new process to exec, and
@@ -349,10 +364,7 @@ fn serve(shared: Arc<Shared>, stream: UnixStream) {
                     ended: table.ended.iter().cloned().collect(),
                 })
             }
-            Err(e) => Some(Message::Refused {
-                id: 0,
-                error: format!("bad request: {e}"),
-            }),
+            Err(e) => Some(refused(0, format!("bad request: {e}"))),
         };
         if let Some(reply) = reply {
             shared.send_to(conn, &reply);
@@ -475,11 +487,7 @@ fn lapse(shared: &Shared, length: Duration, grace: Duration) {
     let dropped: Vec<Waiting> = lock(&shared.line).waiting.drain(..).collect();
     for waiting in &dropped {
         if let Request::Spawn { id, .. } = waiting.request {
-            let refused = Message::Refused {
-                id,
-                error: LAPSED.into(),
-            };
-            shared.send_to(waiting.conn, &refused);
+            shared.send_to(waiting.conn, &lapsed(id));
         }
     }
     let groups = || -> Vec<i32> { lock(&shared.children).live.keys().copied().collect() };
@@ -673,10 +681,7 @@ fn start(shared: &Arc<Shared>, request: Request, base: Option<&Vec<(String, Stri
             Request::Spawn { id, .. } => id,
             _ => 0,
         };
-        Message::Refused {
-            id,
-            error: LAPSED.into(),
-        }
+        lapsed(id)
     } else {
         start_reserved(shared, request, base)
     };
@@ -704,10 +709,7 @@ fn start_reserved(
         ..
     } = request
     else {
-        return Message::Refused {
-            id: 0,
-            error: "not a spawn request".into(),
-        };
+        return refused(0, "not a spawn request".into());
     };
     spawn(
         shared, id, run_id, &program, argv, base, env, &cwd, &output, exit_file,
@@ -727,7 +729,7 @@ fn spawn(
     output: &Path,
     exit_file: std::path::PathBuf,
 ) -> Message {
-    let refuse = |error: String| Message::Refused { id, error };
+    let refuse = |error: String| refused(id, error);
     let Some((name, args)) = argv.split_first() else {
         return refuse("the command is empty".into());
     };

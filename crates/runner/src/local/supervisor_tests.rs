@@ -37,7 +37,9 @@ fn a_run_gets_the_base_under_its_own_variables_and_never_runs_without_it() {
 
     // Over a base this connection never sent: refused, nothing started.
     ask(&spawn_request(1, dir.path(), &[("B", "own")], true));
-    assert!(matches!(next(), Message::Refused { id: 1, ref error } if error.contains("base")),);
+    assert!(
+        matches!(next(), Message::Refused { id: 1, ref error, lapsed: false } if error.contains("base")),
+    );
     assert!(!dir.path().join("seen").exists());
 
     ask(&Request::Base {
@@ -181,7 +183,7 @@ fn a_lapsed_lease_stops_the_runs_drops_the_line_and_refuses_spawns_until_renewed
     ask(&waiting);
     let begun = Instant::now();
     assert!(
-        matches!(next(), Message::Refused { id: 2, ref error } if error.contains("lapsed")),
+        matches!(next(), Message::Refused { id: 2, ref error, lapsed: true } if error.contains("lapsed")),
         "the run in line is dropped"
     );
     assert!(
@@ -192,7 +194,14 @@ fn a_lapsed_lease_stops_the_runs_drops_the_line_and_refuses_spawns_until_renewed
         "killed before the grace"
     );
     ask(&run_request(3, dir.path(), "echo ran > ran3"));
-    assert!(matches!(next(), Message::Refused { id: 3, .. }));
+    assert!(matches!(
+        next(),
+        Message::Refused {
+            id: 3,
+            lapsed: true,
+            ..
+        }
+    ));
     ask(&Request::Lease {
         id: 0,
         ms: 10_000,
