@@ -47,6 +47,19 @@ async fn wait_state(client: &Client, id: ItemId, state: ItemState) {
     .await;
 }
 
+/// Waits for the server to declare agent `id` lost.
+async fn wait_lost(client: &Client, id: liftoff_types::AgentId) {
+    wait_async("the agent to be lost", Duration::from_secs(15), || async {
+        client
+            .list_agents()
+            .await
+            .unwrap()
+            .iter()
+            .any(|a| a.id == id && a.status == AgentStatus::Lost)
+    })
+    .await;
+}
+
 async fn wait_items_done(client: &Client, ids: &[ItemId], timeout: Duration) {
     wait_async("every item to end", timeout, || async {
         for id in ids {
@@ -403,15 +416,7 @@ async fn an_agent_that_vanishes_is_lost_and_its_runs_handled() {
     }
     let agent_id = client.list_agents().await.unwrap()[0].id;
     agent.kill9();
-    wait_async("the agent to be lost", Duration::from_secs(15), || async {
-        client
-            .list_agents()
-            .await
-            .unwrap()
-            .iter()
-            .any(|a| a.id == agent_id && a.status == AgentStatus::Lost)
-    })
-    .await;
+    wait_lost(&client, agent_id).await;
     let item = client.get_item(failing).await.unwrap();
     assert_eq!(
         (item.state, item.failure.map(|f| f.phase)),
@@ -473,15 +478,7 @@ async fn runs_that_end_after_their_agent_was_killed_are_reported_not_run_again()
 
     wait_state(&client, finishes, ItemState::Finished).await;
     wait_state(&client, fails, ItemState::Failed).await;
-    wait_async("the agent to be lost", Duration::from_secs(15), || async {
-        client
-            .list_agents()
-            .await
-            .unwrap()
-            .iter()
-            .any(|a| a.id == agent_id && a.status == AgentStatus::Lost)
-    })
-    .await;
+    wait_lost(&client, agent_id).await;
     let item = client.get_item(finishes).await.unwrap();
     assert_eq!(
         (item.state, item.attempts),

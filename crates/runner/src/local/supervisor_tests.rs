@@ -214,6 +214,25 @@ fn a_lapsed_lease_stops_the_runs_drops_the_line_and_refuses_spawns_until_renewed
 }
 
 /// Waits (up to 10 s) until the supervisor has written a run's exit file.
+/// A connection to the supervisor of `shared`, as an agent's, with its answers.
+fn connect(shared: &Arc<Shared>) -> (UnixStream, std::io::Lines<BufReader<UnixStream>>) {
+    let (agent, supervisor) = UnixStream::pair().unwrap();
+    let shared = shared.clone();
+    std::thread::spawn(move || serve(shared, supervisor));
+    agent
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let reader = BufReader::new(agent.try_clone().unwrap()).lines();
+    (agent, reader)
+}
+
+/// Sends `request` on an agent's connection.
+fn ask(to: &mut UnixStream, request: &Request) {
+    let mut line = serde_json::to_vec(request).unwrap();
+    line.push(b'\n');
+    to.write_all(&line).unwrap();
+}
+
 fn wait_for_file(path: &Path) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
@@ -234,21 +253,7 @@ fn wait_for_file(path: &Path) {
 fn a_run_that_ended_with_no_agent_is_listed_to_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let shared = Arc::new(Shared::default());
-    let connect = || {
-        let (agent, supervisor) = UnixStream::pair().unwrap();
-        let shared = shared.clone();
-        std::thread::spawn(move || serve(shared, supervisor));
-        agent
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let reader = BufReader::new(agent.try_clone().unwrap()).lines();
-        (agent, reader)
-    };
-    let ask = |to: &mut UnixStream, request: &Request| {
-        let mut line = serde_json::to_vec(request).unwrap();
-        line.push(b'\n');
-        to.write_all(&line).unwrap();
-    };
+    let connect = || connect(&shared);
     let (mut first, mut heard) = connect();
     ask(&mut first, &run_request(1, dir.path(), "sleep 0.3; exit 5"));
     let line = heard.next().unwrap().unwrap();
@@ -306,21 +311,7 @@ fn ends_no_agent_heard_go_to_the_reporter_but_not_those_of_a_lapsed_lease() {
         let shared = shared.clone();
         std::thread::spawn(move || watch_lease(&shared));
     }
-    let connect = || {
-        let (agent, supervisor) = UnixStream::pair().unwrap();
-        let shared = shared.clone();
-        std::thread::spawn(move || serve(shared, supervisor));
-        agent
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        let reader = BufReader::new(agent.try_clone().unwrap()).lines();
-        (agent, reader)
-    };
-    let ask = |to: &mut UnixStream, request: &Request| {
-        let mut line = serde_json::to_vec(request).unwrap();
-        line.push(b'\n');
-        to.write_all(&line).unwrap();
-    };
+    let connect = || connect(&shared);
     let reported = dir.path().join("reported");
     let reporter = Request::Reporter {
         id: 0,
